@@ -1,0 +1,66 @@
+#include "kernels/tensor_prep.h"
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+
+namespace nvfp4 {
+
+std::string ShapeString(const std::vector<int64_t>& shape) {
+  return absl::StrCat("[", absl::StrJoin(shape, ", "), "]");
+}
+
+absl::StatusOr<Matrix2D> FoldShape(const TensorView& t) {
+  const std::string where = absl::StrCat("tensor '", t.name, "' with shape ", ShapeString(t.shape));
+  if (t.shape.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(where, ": a scalar cannot be block-quantized (need [N, K] with K % 16 == 0)"));
+  }
+  Matrix2D m;
+  m.cols = t.shape.back();
+  m.rows = 1;
+  for (size_t i = 0; i < t.shape.size(); ++i) {
+    if (t.shape[i] < 0) return absl::InvalidArgumentError(absl::StrCat(where, ": negative dimension"));
+    if (i + 1 < t.shape.size()) {
+      if (t.shape[i] != 0 && m.rows > (int64_t{1} << 40) / t.shape[i]) {
+        return absl::InvalidArgumentError(absl::StrCat(where, ": too many elements"));
+      }
+      m.rows *= t.shape[i];
+    }
+  }
+  if (m.rows == 0 || m.cols == 0) {
+    return absl::InvalidArgumentError(absl::StrCat(where, ": tensor is empty"));
+  }
+  if (m.cols % 16 != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        where, ": the last dimension K = ", m.cols,
+        " is not a multiple of 16 (NVFP4 blocks are 16 elements along K; loaders require "
+        "K % 16 == 0)"));
+  }
+  if (m.cols > (int64_t{1} << 40) / m.rows) {
+    return absl::InvalidArgumentError(absl::StrCat(where, ": too many elements"));
+  }
+  if (t.data == nullptr) return absl::InvalidArgumentError(absl::StrCat(where, ": no data"));
+  return m;
+}
+
+absl::Status NonFiniteError(const TensorView& t, const Matrix2D& m, int64_t index, float value) {
+  return absl::InvalidArgumentError(absl::StrCat(
+      "tensor '", t.name, "' with shape ", ShapeString(t.shape), ": ",
+      value != value ? "NaN" : (value > 0 ? "+Inf" : "-Inf"), " at flat index ", index,
+      " (row ", index / m.cols, ", column ", index % m.cols,
+      "); NVFP4 cannot represent non-finite values"));
+}
+
+void ConvertToFloat(const void* data, DType dtype, int64_t count, float* out) {
+  const int64_t full = count / 16;
+  for (int64_t b = 0; b < full; ++b) LoadBlock(data, dtype, b * 16, out + b * 16);
+  for (int64_t i = full * 16; i < count; ++i) {
+    switch (dtype) {
+      case DType::kF32: out[i] = static_cast<const float*>(data)[i]; break;
+      case DType::kBF16: out[i] = Bf16ToFloat(static_cast<const uint16_t*>(data)[i]); break;
+      case DType::kF16: out[i] = F16ToFloat(static_cast<const uint16_t*>(data)[i]); break;
+    }
+  }
+}
+
+}  // namespace nvfp4

@@ -1,0 +1,59 @@
+// Shape folding, input validation and source-element loading shared by the backends
+// (numerics.md section 5: 1-D -> [1, K], rank > 2 folds leading dims into N, K % 16 == 0).
+#ifndef NVFP4_KERNELS_TENSOR_PREP_H_
+#define NVFP4_KERNELS_TENSOR_PREP_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "kernels/hd.h"
+#include "kernels/types.h"
+
+namespace nvfp4 {
+
+struct Matrix2D {
+  int64_t rows = 0;
+  int64_t cols = 0;
+  int64_t blocks() const { return rows * (cols / 16); }
+};
+
+// "[4096, 14336]"
+std::string ShapeString(const std::vector<int64_t>& shape);
+
+// Validates the view's shape and pointer and folds it to [N, K]. INVALID_ARGUMENT (naming the
+// tensor and shape) for rank 0, empty tensors, negative dims, K % 16 != 0, or a null data pointer.
+absl::StatusOr<Matrix2D> FoldShape(const TensorView& t);
+
+// The error for a NaN/Inf at flat element `index` (names tensor, shape, [row, col] and value).
+absl::Status NonFiniteError(const TensorView& t, const Matrix2D& m, int64_t index, float value);
+
+// Loads 16 source elements starting at flat element `first` as fp32.
+NVFP4_HD void LoadBlock(const void* data, DType dtype, int64_t first, float* x) {
+  switch (dtype) {
+    case DType::kF32: {
+      const float* p = static_cast<const float*>(data) + first;
+      for (int i = 0; i < 16; ++i) x[i] = p[i];
+      break;
+    }
+    case DType::kBF16: {
+      const uint16_t* p = static_cast<const uint16_t*>(data) + first;
+      for (int i = 0; i < 16; ++i) x[i] = Bf16ToFloat(p[i]);
+      break;
+    }
+    case DType::kF16: {
+      const uint16_t* p = static_cast<const uint16_t*>(data) + first;
+      for (int i = 0; i < 16; ++i) x[i] = F16ToFloat(p[i]);
+      break;
+    }
+  }
+}
+
+// Converts `count` source elements to fp32 (host helper for calibration activations).
+void ConvertToFloat(const void* data, DType dtype, int64_t count, float* out);
+
+}  // namespace nvfp4
+
+#endif  // NVFP4_KERNELS_TENSOR_PREP_H_

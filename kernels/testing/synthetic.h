@@ -1,0 +1,25 @@
+// Synthetic weight tensors for tests, benchmarks and demos: Gaussian, Laplace, Student-t, outlier
+// columns; bf16/fp16 encoders (round to nearest even). Deterministic for a given seed.
+#ifndef NVFP4_KERNELS_TESTING_SYNTHETIC_H_
+#define NVFP4_KERNELS_TESTING_SYNTHETIC_H_
+
+#include <cstdint>
+#include <vector>
+
+namespace nvfp4::testing {
+
+enum class Distribution { kGaussian, kLaplace, kStudentT3 };
+
+// n samples with unit scale (std-normal, Laplace(0,1), Student-t with 3 degrees of freedom).
+std::vector<float> Sample(Distribution d, int64_t n, uint64_t seed);
+// Multiplies columns c with c % period == 0 of a [rows, cols] matrix by `factor`.
+void AddOutlierColumns(std::vector<float>& m, int64_t cols, int64_t period, float factor);
+
+uint16_t FloatToBf16(float f);  // round to nearest even (NaN stays NaN)
+uint16_t FloatToF16(float f);   // round to nearest even, overflow to Inf
+std::vector<uint16_t> ToBf16(const std::vector<float>& v);
+std::vector<uint16_t> ToF16(const std::vector<float>& v);
+
+}  // namespace nvfp4::testing
+
+#endif  // NVFP4_KERNELS_TESTING_SYNTHETIC_H_

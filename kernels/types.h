@@ -1,0 +1,101 @@
+// Public types of the NVFP4 numerics library: methods, objectives, options, tensor views,
+// calibration data, results and metrics. Knows nothing of gRPC, files or jobs.
+//
+// The numerical contract is ../shared/spec/numerics.md (copied into docs/NUMERICS.md).
+#ifndef NVFP4_KERNELS_TYPES_H_
+#define NVFP4_KERNELS_TYPES_H_
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace nvfp4 {
+
+// Element type of a source tensor.
+enum class DType { kF32, kF16, kBF16 };
+// Bytes per element of `dtype`.
+int DTypeSize(DType dtype);
+// "F32" | "F16" | "BF16" (safetensors spelling).
+std::string_view DTypeName(DType dtype);
+// Accepts the safetensors spelling (case-insensitive) and "float32", "fp16", "bfloat16", ...
+absl::StatusOr<DType> ParseDType(std::string_view name);
+
+// Scale-selection method (numerics.md section 3).
+enum class Method { kRtn, kFourOverSix, kScaleSweep, kSoar };
+std::string_view MethodName(Method m);  // "rtn" | "4over6" | "scalesweep" | "soar"
+absl::StatusOr<Method> ParseMethod(std::string_view name);
+
+// Objective minimized by scalesweep and soar (numerics.md 3.5).
+enum class Objective { kMse, kWmse, kHessian };
+std::string_view ObjectiveName(Objective o);  // "mse" | "wmse" | "hessian"
+absl::StatusOr<Objective> ParseObjective(std::string_view name);
+
+// Four Over Six block error rule (numerics.md 3.2).
+enum class ErrorRule { kMse, kMae, kAbsMax };
+std::string_view ErrorRuleName(ErrorRule r);  // "mse" | "mae" | "absmax"
+absl::StatusOr<ErrorRule> ParseErrorRule(std::string_view name);
+
+struct QuantizeOptions {
+  Method method = Method::kSoar;
+  Objective objective = Objective::kMse;
+  ErrorRule four_over_six_rule = ErrorRule::kMse;
+  int soar_max_iterations = 15;     // CJSO+DSS outer iterations after the scalesweep start.
+  double soar_rel_tolerance = 1e-3;  // stop when (E_old - E_new) / E_old < tolerance.
+  // Compute the metrics (nmse, rtn nmse, ...). Cheap; on by default.
+  bool compute_metrics = true;
+};
+
+// A read-only, host-resident source tensor. Shapes of rank 1 are treated as [1, K]; rank > 2 has
+// its leading dimensions folded into N (numerics.md section 5).
+struct TensorView {
+  std::string name;
+  DType dtype = DType::kF32;
+  std::vector<int64_t> shape;
+  const void* data = nullptr;  // numel * DTypeSize(dtype) bytes, little-endian, row-major.
+};
+
+// Calibration statistics for one weight of shape [N, K] (all optional).
+//  - importance: [K] per-input-channel weights for `wmse` (usually diag(X^T X)).
+//  - gram: [K*K] row-major X^T X, for `hessian` (its 16x16 diagonal blocks) and for the
+//    output-space error metric; its diagonal also serves `wmse` when `importance` is empty.
+//  - activations: raw [tokens, K] activations; the backend forms X^T X from them when needed.
+struct Calibration {
+  std::vector<float> importance;
+  std::vector<float> gram;
+  const void* activations = nullptr;
+  DType activations_dtype = DType::kF32;
+  int64_t tokens = 0;
+
+  bool empty() const { return importance.empty() && gram.empty() && activations == nullptr; }
+};
+
+// Per-tensor quality metrics (numerics.md section 4).
+struct TensorMetrics {
+  double nmse = 0;          // ||W - W_hat||^2 / ||W||^2 (0 for an all-zero tensor)
+  double sqnr_db = 0;       // -10 log10(nmse); +inf when nmse == 0
+  double max_abs_err = 0;   // max |W - W_hat|
+  double rtn_nmse = 0;      // nmse of the rtn baseline on the same tensor
+  double nmse_vs_rtn = 1;   // nmse / rtn_nmse (1 when rtn_nmse == 0)
+  std::optional<double> output_nmse;  // ||X W^T - X W_hat^T||^2 / ||X W^T||^2 with calibration
+  int iterations = 0;       // soar: accepted CJSO+DSS iterations
+};
+
+// Standard NVFP4 output for one [N, K] weight.
+struct QuantizedTensor {
+  std::string name;
+  int64_t rows = 0;            // N (after folding)
+  int64_t cols = 0;            // K
+  std::vector<int64_t> source_shape;  // the shape before folding
+  std::vector<uint8_t> packed;  // [N, K/2]: element 2j in the low nibble of byte j
+  std::vector<uint8_t> scales;  // [N, K/16] E4M3 bytes
+  float global_scale = 1.0f;    // decode-form g (ModelOpt weight_scale_2)
+  TensorMetrics metrics;
+};
+
+}  // namespace nvfp4
+
+#endif  // NVFP4_KERNELS_TYPES_H_

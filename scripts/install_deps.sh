@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs the Debian packages needed to build and test nvfp4 (idempotent; quiet when all present).
+# Usage: scripts/install_deps.sh            (run as root, or with sudo available)
+set -euo pipefail
+
+PKGS=(
+  build-essential cmake ninja-build pkg-config git
+  libabsl-dev                      # absl::Status, flags, strings, synchronization
+  libprotobuf-dev protobuf-compiler # wire contract
+  libgrpc++-dev protobuf-compiler-grpc # gRPC service + client
+  prometheus-cpp-dev               # /metrics exporter
+  libgtest-dev libgmock-dev        # unit tests
+  libbenchmark-dev                 # bench/
+  nlohmann-json3-dev               # safetensors headers, configs, --json output
+  libcli11-dev                     # nvfp4ctl command-line parsing
+  libcurl4-openssl-dev             # S3 (SigV4) client
+  libssl-dev                       # sha256 of outputs
+  python3 python3-venv             # integration tests (moto_server), python client
+)
+
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]} == 0)); then
+  exit 0
+fi
+SUDO=""
+if [[ $(id -u) -ne 0 ]]; then SUDO="sudo"; fi
+echo "install_deps: installing ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
