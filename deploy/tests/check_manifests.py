@@ -1,0 +1,403 @@
+#!/usr/bin/env python3
+"""Checks the manifests rendered by `kubectl kustomize` beyond what a schema can say.
+
+Run by scripts/validate_deploy.sh (needs PyYAML and jsonschema, both in its tool venv):
+
+    check_manifests.py --rendered DIR --out DIR
+
+DIR holds one file per kustomize build: base.yaml, overlay-<name>.yaml, jobs-shards.yaml,
+jobs-finalize.yaml. Writes to --out:
+  core/<build>.yaml         the built-in kinds, for kubernetes-validate (CRDs removed)
+  rules-<build>.yaml        the PrometheusRule groups as a Prometheus rule file, for promtool
+  adapter-rules.yaml        the Prometheus adapter's query, expanded as the adapter would, for promtool
+Checks: the CRDs (ServiceMonitor, PrometheusRule) against deploy/tests/schemas/; then the
+cross-references and operational invariants listed in each check_* function. Exit status 1 if
+any check failed.
+"""
+
+import argparse
+import json
+import os
+import re
+import sys
+
+import jsonschema
+import yaml
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+DEPLOY = os.path.dirname(HERE)
+CRD_SCHEMAS = {
+    ("monitoring.coreos.com/v1", "ServiceMonitor"): "servicemonitor.json",
+    ("monitoring.coreos.com/v1", "PrometheusRule"): "prometheusrule.json",
+}
+HEALTH_PORT = 50052
+GRPC_PORT = 50051
+METRICS_PORT = 9090
+HPA_METRIC = "nvfp4_jobs_queued"
+# Service annotations that make each cloud's load balancer internal.
+LB_ANNOTATIONS = {
+    "overlay-internal-lb-gke": {"networking.gke.io/load-balancer-type": "Internal"},
+    "overlay-internal-lb-eks": {
+        "service.beta.kubernetes.io/aws-load-balancer-scheme": "internal",
+        "service.beta.kubernetes.io/aws-load-balancer-type": "external",
+        "service.beta.kubernetes.io/aws-load-balancer-nlb-target-type": "ip",
+    },
+    "overlay-internal-lb-aks": {"service.beta.kubernetes.io/azure-load-balancer-internal": "true"},
+}
+CPU_ONLY = {"overlay-cpu-only"}
+
+
+class Checker:
+    def __init__(self):
+        self.passed = 0
+        self.failed = 0
+
+    def check(self, ok, what, detail=""):
+        if ok:
+            self.passed += 1
+        else:
+            self.failed += 1
+            print(f"FAIL: {what}" + (f": {detail}" if detail else ""))
+        return ok
+
+
+def load_docs(path):
+    with open(path) as f:
+        return [d for d in yaml.safe_load_all(f) if d]
+
+
+def by_kind(docs, kind):
+    return [d for d in docs if d.get("kind") == kind]
+
+
+def one(docs, kind, name=None):
+    found = [d for d in by_kind(docs, kind) if name is None or d["metadata"]["name"] == name]
+    return found[0] if len(found) == 1 else None
+
+
+def selects(selector, labels):
+    """True if a matchLabels-style selector (dict) or LabelSelector selects these labels."""
+    if selector is None:
+        return False
+    if "matchLabels" in selector or "matchExpressions" in selector:
+        match = selector.get("matchLabels", {})  # a LabelSelector
+    else:
+        match = selector  # a Service's plain map
+    if not all(labels.get(k) == v for k, v in match.items()):
+        return False
+    for e in selector.get("matchExpressions", []):
+        v = labels.get(e["key"])
+        op = e["operator"]
+        if op == "In" and v not in e["values"]:
+            return False
+        if op == "NotIn" and v in e["values"]:
+            return False
+        if op == "Exists" and v is None:
+            return False
+        if op == "DoesNotExist" and v is not None:
+            return False
+    return bool(match) or bool(selector.get("matchExpressions"))
+
+
+def flag_value(args, name):
+    for a in args:
+        if a.startswith(f"--{name}="):
+            return a.split("=", 1)[1]
+    return None
+
+
+def configmap_env(docs, container):
+    """Variables a container gets from its env and configMapRef envFrom (resolved in this build)."""
+    env = {}
+    for src in container.get("envFrom", []):
+        ref = src.get("configMapRef")
+        if ref:
+            cm = one(docs, "ConfigMap", ref["name"])
+            if cm:
+                env.update(cm.get("data", {}))
+    for e in container.get("env", []):
+        env[e["name"]] = e.get("value", "<from %s>" % next(iter(e.get("valueFrom", {"?": 0}))))
+    return env
+
+
+def expand(value, env):
+    return re.sub(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", lambda m: env.get(m.group(1), m.group(0)), value)
+
+
+# ---- checks -----------------------------------------------------------------------------------
+
+def check_crds(c, build, docs, schemas):
+    for d in docs:
+        key = (d.get("apiVersion"), d.get("kind"))
+        if key in CRD_SCHEMAS:
+            errs = sorted(jsonschema.Draft202012Validator(schemas[key]).iter_errors(d), key=str)
+            c.check(not errs, f"{build}: {d['kind']}/{d['metadata']['name']} matches its schema",
+                    "; ".join(f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in errs[:5]))
+
+
+def check_server(c, build, docs, adapter_metric):
+    dep = one(docs, "Deployment", "nvfp4d")
+    if not c.check(dep is not None, f"{build}: one Deployment nvfp4d"):
+        return
+    spec = dep["spec"]
+    pod = spec["template"]["spec"]
+    pod_labels = spec["template"]["metadata"]["labels"]
+    ctr = pod["containers"][0]
+    args = ctr.get("args", [])
+    env = configmap_env(docs, ctr)
+
+    c.check("replicas" not in spec, f"{build}: Deployment leaves replicas to the HPA")
+    c.check(selects(spec["selector"], pod_labels), f"{build}: Deployment selector matches its pods")
+    c.check(ctr.get("image", "nvfp4d") != "nvfp4d", f"{build}: image name was rewritten by `images:`")
+
+    # Every $(VAR) in args resolves (ConfigMap keys or env); Kubernetes would pass it literally.
+    unresolved = sorted({m for a in args for m in re.findall(r"\$\(([A-Za-z_0-9]+)\)", a) if m not in env})
+    c.check(not unresolved, f"{build}: every $(VAR) in args is defined", ", ".join(unresolved))
+    for ref in (s["configMapRef"]["name"] for s in ctr.get("envFrom", []) if "configMapRef" in s):
+        c.check(one(docs, "ConfigMap", ref) is not None, f"{build}: ConfigMap {ref} exists in the build")
+
+    # Ports and probes: all probes are gRPC on the plaintext health port.
+    ports = {p["name"]: p["containerPort"] for p in ctr.get("ports", [])}
+    c.check(ports.get("grpc") == GRPC_PORT and ports.get("health") == HEALTH_PORT
+            and ports.get("metrics") == METRICS_PORT, f"{build}: container ports grpc/health/metrics")
+    for flag, port in (("listen", GRPC_PORT), ("health_listen", HEALTH_PORT), ("metrics_listen", METRICS_PORT)):
+        v = flag_value(args, flag)
+        c.check(v is not None and v.endswith(f":{port}"), f"{build}: --{flag} on port {port}", str(v))
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        p = ctr.get(probe, {})
+        c.check(p.get("grpc", {}).get("port") == HEALTH_PORT,
+                f"{build}: {probe} is a gRPC probe on the plaintext health port {HEALTH_PORT}")
+    if flag_value(args, "tls_cert"):
+        c.check(flag_value(args, "tls_key") is not None, f"{build}: --tls_cert comes with --tls_key")
+
+    # Flags the issue requires in the ConfigMap.
+    age = expand(flag_value(args, "max_connection_age") or "", env)
+    c.check(age.isdigit() and int(age) > 0, f"{build}: --max_connection_age set from the ConfigMap", age)
+    devices = expand(flag_value(args, "devices") or "", env)
+
+    # Grace period covers preStop + drain + margin.
+    drain = expand(flag_value(args, "drain_timeout") or "", env)
+    pre = ctr.get("lifecycle", {}).get("preStop", {})
+    pre_s = 0
+    if "sleep" in pre:
+        pre_s = int(pre["sleep"]["seconds"])
+    elif "exec" in pre:
+        cmd = pre["exec"]["command"]
+        if len(cmd) == 2 and cmd[0].endswith("sleep"):
+            pre_s = int(cmd[1])
+    c.check(pre_s > 0, f"{build}: preStop delay before SIGTERM")
+    grace = pod.get("terminationGracePeriodSeconds", 30)
+    ok = drain.isdigit() and grace >= pre_s + int(drain) + 10
+    c.check(ok, f"{build}: terminationGracePeriodSeconds >= preStop + --drain_timeout + 10",
+            f"{grace} < {pre_s} + {drain} + 10")
+
+    # Security.
+    psc, csc = pod.get("securityContext", {}), ctr.get("securityContext", {})
+    c.check(psc.get("runAsNonRoot") is True and psc.get("runAsUser", 0) != 0, f"{build}: runs as non-root")
+    c.check(csc.get("readOnlyRootFilesystem") is True and csc.get("allowPrivilegeEscalation") is False
+            and csc.get("capabilities", {}).get("drop") == ["ALL"], f"{build}: read-only root, no privileges")
+    emptydirs = {v["name"] for v in pod.get("volumes", []) if "emptyDir" in v}
+    mounts = {m["mountPath"]: m["name"] for m in ctr.get("volumeMounts", [])}
+    state_dir = flag_value(args, "state_dir")
+    for path in ("/tmp", state_dir):
+        c.check(mounts.get(path) in emptydirs, f"{build}: writable emptyDir at {path}")
+    secrets = {v["secret"]["secretName"] for v in pod.get("volumes", []) if "secret" in v}
+    env_secrets = {s["secretRef"]["name"] for s in ctr.get("envFrom", []) if "secretRef" in s}
+    c.check({"nvfp4d-tls", "nvfp4d-auth"} <= secrets and "nvfp4d-s3" in env_secrets,
+            f"{build}: Secret references (TLS, auth tokens, S3 credentials)")
+
+    # GPU vs CPU.
+    gpus = ctr.get("resources", {}).get("limits", {}).get("nvidia.com/gpu")
+    tolerates_gpu = any(t.get("key") == "nvidia.com/gpu" for t in pod.get("tolerations", []))
+    if build in CPU_ONLY:
+        c.check(gpus is None and not tolerates_gpu and "affinity" not in pod,
+                f"{build}: no GPU limit, toleration or GPU node affinity")
+        c.check(devices == "cpu", f"{build}: --devices=cpu", devices)
+    else:
+        c.check(gpus is not None and int(gpus) >= 1, f"{build}: nvidia.com/gpu limit")
+        c.check(tolerates_gpu and "nodeAffinity" in pod.get("affinity", {}),
+                f"{build}: GPU toleration and node affinity")
+        c.check(devices in ("auto",) or devices.startswith("cuda"), f"{build}: --devices uses GPUs", devices)
+
+    # Services: select the pods, name real container ports.
+    services = by_kind(docs, "Service")
+    for svc in services:
+        name = svc["metadata"]["name"]
+        c.check(selects(svc["spec"]["selector"], pod_labels), f"{build}: Service {name} selects the pods")
+        for p in svc["spec"]["ports"]:
+            c.check(p["targetPort"] in ports or p["targetPort"] in ports.values(),
+                    f"{build}: Service {name} port {p['name']} targets a container port")
+        c.check(all(p["port"] != HEALTH_PORT for p in svc["spec"]["ports"]),
+                f"{build}: Service {name} does not expose the plaintext health port")
+    lbs = [s for s in services if s["spec"].get("type") == "LoadBalancer"]
+    if build in LB_ANNOTATIONS:
+        ok = len(lbs) == 1
+        if c.check(ok, f"{build}: exactly one LoadBalancer Service", str(len(lbs))):
+            ann = lbs[0]["metadata"].get("annotations", {})
+            for k, v in LB_ANNOTATIONS[build].items():
+                c.check(ann.get(k) == v, f"{build}: internal LB annotation {k}={v}", str(ann.get(k)))
+            c.check([p["port"] for p in lbs[0]["spec"]["ports"]] == [GRPC_PORT],
+                    f"{build}: the load balancer exposes only gRPC {GRPC_PORT}")
+    else:
+        c.check(not lbs, f"{build}: no LoadBalancer Service")
+    c.check(any(s["spec"].get("type", "ClusterIP") == "ClusterIP" for s in services),
+            f"{build}: a ClusterIP Service")
+
+    # PDB, NetworkPolicy, HPA.
+    pdb = one(docs, "PodDisruptionBudget")
+    c.check(pdb is not None and selects(pdb["spec"]["selector"], pod_labels), f"{build}: PDB selects the pods")
+    np_ = one(docs, "NetworkPolicy")
+    if c.check(np_ is not None and selects(np_["spec"]["podSelector"], pod_labels),
+               f"{build}: NetworkPolicy selects the pods"):
+        allowed = {p["port"] for r in np_["spec"].get("ingress", []) for p in r.get("ports", [])}
+        c.check({GRPC_PORT, METRICS_PORT} <= allowed, f"{build}: NetworkPolicy admits gRPC and metrics")
+    hpa = one(docs, "HorizontalPodAutoscaler")
+    if c.check(hpa is not None, f"{build}: HorizontalPodAutoscaler"):
+        ref = hpa["spec"]["scaleTargetRef"]
+        c.check(ref["kind"] == "Deployment" and ref["name"] == dep["metadata"]["name"],
+                f"{build}: HPA targets the Deployment")
+        names = [m["pods"]["metric"]["name"] for m in hpa["spec"]["metrics"] if m["type"] == "Pods"]
+        c.check(names == [HPA_METRIC], f"{build}: HPA scales on {HPA_METRIC}", str(names))
+        c.check(adapter_metric == HPA_METRIC, f"{build}: the Prometheus adapter rule serves {HPA_METRIC}",
+                str(adapter_metric))
+        c.check(hpa["spec"].get("minReplicas", 1) >= 2 and pdb is not None,
+                f"{build}: at least 2 replicas, so the PDB allows a drain without an outage")
+
+    # ServiceMonitor: selects the ClusterIP Service, on a port it has.
+    sm = one(docs, "ServiceMonitor")
+    if c.check(sm is not None, f"{build}: ServiceMonitor"):
+        targets = [s for s in services if selects(sm["spec"]["selector"], s["metadata"].get("labels", {}))]
+        c.check(len(targets) == 1 and targets[0]["spec"].get("type", "ClusterIP") == "ClusterIP",
+                f"{build}: ServiceMonitor selects exactly the ClusterIP Service")
+        for ep in sm["spec"]["endpoints"]:
+            c.check(any(ep.get("port") == p["name"] for t in targets for p in t["spec"]["ports"]),
+                    f"{build}: ServiceMonitor endpoint port {ep.get('port')} exists on the Service")
+
+    # Alerts: the right set per build; the saturation threshold follows --queue_capacity.
+    pr = one(docs, "PrometheusRule")
+    if c.check(pr is not None, f"{build}: PrometheusRule"):
+        alerts = {r["alert"]: r for g in pr["spec"]["groups"] for r in g["rules"] if "alert" in r}
+        want = {"Nvfp4dQueueSaturated", "Nvfp4dJobFailureRateHigh", "Nvfp4dTargetDown", "Nvfp4dQueueStalled"}
+        c.check(want <= set(alerts), f"{build}: alerts for queue saturation, job failures, target down",
+                str(sorted(want - set(alerts))))
+        if build in CPU_ONLY:
+            c.check("Nvfp4dNoGPU" not in alerts, f"{build}: no 'no GPU' alert on CPU-only pods")
+        else:
+            c.check("Nvfp4dNoGPU" in alerts, f"{build}: 'no GPU' alert")
+        sat = alerts.get("Nvfp4dQueueSaturated", {}).get("expr", "")
+        m = re.search(r"0\.8\s*\*\s*(\d+)", sat)
+        cap = expand(flag_value(args, "queue_capacity") or "", env)
+        c.check(m is not None and m.group(1) == cap,
+                f"{build}: Nvfp4dQueueSaturated threshold is 80% of --queue_capacity",
+                f"alert uses {m.group(1) if m else '?'}, --queue_capacity={cap}")
+        job_label = sm["spec"].get("jobLabel") if sm else None
+        svc_job = targets[0]["metadata"]["labels"].get(job_label) if sm and targets and job_label else None
+        for name, rule in alerts.items():
+            jobs = set(re.findall(r'job="([^"]+)"', rule["expr"]))
+            c.check(jobs == {svc_job}, f"{build}: alert {name} selects job=\"{svc_job}\" (ServiceMonitor jobLabel)",
+                    str(jobs))
+
+
+def check_jobs(c, shards, finalize):
+    sj, fj = one(shards, "Job"), one(finalize, "Job")
+    if not (c.check(sj is not None, "jobs-shards: one Job") and c.check(fj is not None, "jobs-finalize: one Job")):
+        return
+    s, f = sj["spec"], fj["spec"]
+    sc, fc = s["template"]["spec"]["containers"][0], f["template"]["spec"]["containers"][0]
+    senv, fenv = configmap_env(shards, sc), configmap_env(finalize, fc)
+    c.check(s.get("completionMode") == "Indexed", "jobs-shards: completionMode Indexed")
+    n = senv.get("NVFP4_NUM_SHARDS", "")
+    c.check(n.isdigit() and s.get("completions") == int(n) == s.get("parallelism"),
+            "jobs-shards: completions == parallelism == NVFP4_NUM_SHARDS",
+            f"completions={s.get('completions')} parallelism={s.get('parallelism')} N={n}")
+    args = sc["command"] + sc["args"]
+    c.check(args[:3] == ["nvfp4ctl", "quantize-model", "--local"], "jobs-shards: nvfp4ctl quantize-model --local")
+    shard = args[args.index("--shard") + 1] if "--shard" in args else ""
+    c.check(shard == "$(JOB_COMPLETION_INDEX)/$(NVFP4_NUM_SHARDS)", "jobs-shards: --shard INDEX/N", shard)
+    unresolved = sorted({m for a in args for m in re.findall(r"\$\(([A-Za-z_0-9]+)\)", a) if m not in senv})
+    c.check(not unresolved, "jobs-shards: every $(VAR) in args is defined", ", ".join(unresolved))
+    c.check(int(sc["resources"]["limits"].get("nvidia.com/gpu", 0)) >= 1, "jobs-shards: one GPU per shard")
+    out_s = expand(args[args.index("--output") + 1], senv)
+    in_s = expand(args[args.index("--input") + 1], senv)
+    c.check(in_s.startswith("s3://") and out_s.startswith("s3://"), "jobs-shards: s3:// input and output")
+    fargs = fc["command"] + fc["args"]
+    c.check(fargs[:2] == ["nvfp4ctl", "finalize"], "jobs-finalize: nvfp4ctl finalize")
+    out_f = expand(fargs[fargs.index("--output") + 1], fenv)
+    c.check(out_f == out_s, "jobs: finalize writes to the shards' output prefix", f"{out_f} vs {out_s}")
+    c.check(sc["envFrom"][0]["configMapRef"]["name"] == fc["envFrom"][0]["configMapRef"]["name"],
+            "jobs: both Jobs read the same parameters (same ConfigMap content hash)")
+    for name, docs, job in (("jobs-shards", shards, sj), ("jobs-finalize", finalize, fj)):
+        ctr = job["spec"]["template"]["spec"]["containers"][0]
+        c.check(ctr.get("image", "nvfp4d") != "nvfp4d", f"{name}: image name was rewritten by `images:`")
+        c.check(job["spec"]["template"]["spec"].get("securityContext", {}).get("runAsNonRoot") is True
+                and ctr.get("securityContext", {}).get("readOnlyRootFilesystem") is True,
+                f"{name}: non-root, read-only root filesystem")
+
+
+def adapter_rule(c, out_dir):
+    """Checks deploy/prometheus-adapter/values.yaml; writes its expanded query as a rule file."""
+    with open(os.path.join(DEPLOY, "prometheus-adapter", "values.yaml")) as f:
+        values = yaml.safe_load(f)
+    rules = values.get("rules", {}).get("custom", [])
+    if not c.check(len(rules) == 1, "prometheus-adapter: one custom rule"):
+        return None
+    r = rules[0]
+    over = r.get("resources", {}).get("overrides", {})
+    c.check(over.get("namespace", {}).get("resource") == "namespace" and over.get("pod", {}).get("resource") == "pod",
+            "prometheus-adapter: namespace and pod labels map to resources (a Pods metric)")
+    name = r.get("name", {})
+    series = re.match(r"\s*([a-zA-Z_:][a-zA-Z0-9_:]*)", r["seriesQuery"]).group(1)
+    c.check(re.fullmatch(name.get("matches", ""), series) is not None, "prometheus-adapter: name.matches the series")
+    q = (r["metricsQuery"].replace("<<.Series>>", series)
+         .replace("<<.LabelMatchers>>", 'namespace="nvfp4",pod=~"nvfp4d-a|nvfp4d-b"')
+         .replace("<<.GroupBy>>", "pod"))
+    c.check("<<" not in q, "prometheus-adapter: metricsQuery uses only Series, LabelMatchers, GroupBy", q)
+    rule_file = {"groups": [{"name": "prometheus-adapter-expanded", "rules": [
+        {"record": "adapter:series_query", "expr": f"count({r['seriesQuery']})"},
+        {"record": "adapter:metrics_query", "expr": q},
+    ]}]}
+    with open(os.path.join(out_dir, "adapter-rules.yaml"), "w") as f:
+        yaml.safe_dump(rule_file, f, sort_keys=False)
+    return name.get("as")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rendered", required=True)
+    ap.add_argument("--out", required=True)
+    a = ap.parse_args()
+    os.makedirs(os.path.join(a.out, "core"), exist_ok=True)
+    schemas = {}
+    for key, fname in CRD_SCHEMAS.items():
+        with open(os.path.join(HERE, "schemas", fname)) as f:
+            schemas[key] = json.load(f)
+        jsonschema.Draft202012Validator.check_schema(schemas[key])
+
+    c = Checker()
+    adapter_metric = adapter_rule(c, a.out)
+    builds = sorted(f[:-5] for f in os.listdir(a.rendered) if f.endswith(".yaml"))
+    docs_of = {}
+    for b in builds:
+        docs = load_docs(os.path.join(a.rendered, b + ".yaml"))
+        docs_of[b] = docs
+        c.check(bool(docs), f"{b}: renders to at least one object")
+        core = [d for d in docs if (d.get("apiVersion"), d.get("kind")) not in CRD_SCHEMAS]
+        with open(os.path.join(a.out, "core", b + ".yaml"), "w") as f:
+            yaml.safe_dump_all(core, f, sort_keys=False)
+        check_crds(c, b, docs, schemas)
+        for pr in by_kind(docs, "PrometheusRule"):
+            with open(os.path.join(a.out, f"rules-{b}.yaml"), "w") as f:
+                yaml.safe_dump({"groups": pr["spec"]["groups"]}, f, sort_keys=False)
+        if b == "base" or b.startswith("overlay-"):
+            check_server(c, b, docs, adapter_metric)
+    expected = {"base", "jobs-shards", "jobs-finalize", "overlay-cpu-only"} | set(LB_ANNOTATIONS)
+    c.check(expected <= set(builds), "every kustomization was rendered", str(sorted(expected - set(builds))))
+    if {"jobs-shards", "jobs-finalize"} <= set(builds):
+        check_jobs(c, docs_of["jobs-shards"], docs_of["jobs-finalize"])
+
+    print(f"check_manifests: {c.passed} checks passed, {c.failed} failed")
+    return 1 if c.failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
