@@ -1,0 +1,81 @@
+// nvfp4ctl quantize-model: submits a QuantizeModel job and (unless --detach) watches it.
+#include <iostream>
+#include <memory>
+
+#include "client/cli/exit_codes.h"
+#include "client/cli/remote_common.h"
+
+namespace nvfp4::cli {
+
+void AddQuantizeModelCommand(CLI::App& root, SubcommandList& out) {
+  struct Flags {
+    RemoteFlags remote;
+    std::string input, output, layout = "modelopt", method = "soar", objective = "mse",
+                                error_rule = "mse", calibration, request_id;
+    std::vector<std::string> include, exclude;
+    bool detach = false;
+  };
+  auto f = std::make_shared<Flags>();
+  CLI::App* app = root.add_subcommand(
+      "quantize-model", "Quantize a whole checkpoint on an nvfp4d server (a job).");
+  AddRemoteFlags(app, &f->remote);
+  app->add_option("--input", f->input, "Input checkpoint URI: file:///path (on the server) or s3://bucket/prefix.")
+      ->required()
+      ->type_name("URI");
+  app->add_option("--output", f->output, "Output URI (file:// or s3://), written atomically.")
+      ->required()
+      ->type_name("URI");
+  app->add_option("--layout", f->layout, "Output layout.")
+      ->check(CLI::IsMember({"modelopt", "compressed-tensors"}))
+      ->capture_default_str();
+  app->add_option("--method", f->method, "Scale-selection method.")
+      ->check(CLI::IsMember({"rtn", "4over6", "scalesweep", "soar"}))
+      ->capture_default_str();
+  app->add_option("--objective", f->objective, "Objective of scalesweep/soar.")
+      ->check(CLI::IsMember({"mse", "wmse", "hessian"}))
+      ->capture_default_str();
+  app->add_option("--error-rule", f->error_rule, "Four Over Six block error rule.")
+      ->check(CLI::IsMember({"mse", "mae", "absmax"}))
+      ->capture_default_str();
+  app->add_option("--include", f->include, "Regex of extra modules to quantize (repeatable).");
+  app->add_option("--exclude", f->exclude, "Regex of modules to leave unquantized (repeatable).");
+  app->add_option("--calibration", f->calibration, "Calibration statistics URI.");
+  app->add_option("--request-id", f->request_id,
+                  "Idempotency key: resubmitting with the same key returns the same job.");
+  app->add_flag("--detach", f->detach, "Print the job and return without watching it.");
+  app->footer("Exit codes: 0 succeeded, 1 server error, 2 user error, 3 job failed or cancelled.");
+  out.push_back({app, [f]() {
+                   v1::QuantizeModelRequest r;
+                   r.set_input_uri(f->input);
+                   r.set_output_uri(f->output);
+                   r.set_layout(f->layout == "compressed-tensors" ? v1::LAYOUT_COMPRESSED_TENSORS
+                                                                  : v1::LAYOUT_MODELOPT);
+                   v1::QuantizeOptions* o = r.mutable_options();
+                   o->set_method(f->method == "rtn"          ? v1::METHOD_RTN
+                                 : f->method == "4over6"     ? v1::METHOD_FOUR_OVER_SIX
+                                 : f->method == "scalesweep" ? v1::METHOD_SCALESWEEP
+                                                             : v1::METHOD_SOAR);
+                   o->set_objective(f->objective == "wmse"      ? v1::OBJECTIVE_WMSE
+                                    : f->objective == "hessian" ? v1::OBJECTIVE_HESSIAN
+                                                                : v1::OBJECTIVE_MSE);
+                   o->set_error_rule(f->error_rule == "mae"      ? v1::ERROR_RULE_MAE
+                                     : f->error_rule == "absmax" ? v1::ERROR_RULE_ABSMAX
+                                                                 : v1::ERROR_RULE_MSE);
+                   for (const auto& p : f->include) r.add_include_patterns(p);
+                   for (const auto& p : f->exclude) r.add_exclude_patterns(p);
+                   r.set_calibration_uri(f->calibration);
+                   r.set_request_id(f->request_id);
+                   auto client = ConnectRemote(f->remote);
+                   if (!client.ok()) return ReportRemoteError(client.status());
+                   auto job = (*client)->QuantizeModel(r);
+                   if (!job.ok()) return ReportRemoteError(job.status());
+                   if (f->detach) {
+                     std::cout << (f->remote.json ? JobJson(*job) : JobLine(*job)) << "\n";
+                     return kExitOk;
+                   }
+                   if (!f->remote.json) std::cerr << "submitted " << job->job_id() << "\n";
+                   return WatchAndRender(**client, job->job_id(), f->remote.json);
+                 }});
+}
+
+}  // namespace nvfp4::cli

@@ -1,0 +1,63 @@
+// Helpers for formats tests: temporary directories and hand-made safetensors files.
+#ifndef NVFP4_TESTS_FORMATS_TEST_UTIL_H_
+#define NVFP4_TESTS_FORMATS_TEST_UTIL_H_
+
+#include <cstdint>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+namespace nvfp4::formats::testing {
+
+// A fresh directory under $TMPDIR, removed with its contents on destruction.
+class TempDir {
+ public:
+  TempDir() {
+    std::string pattern =
+        (std::filesystem::temp_directory_path() / "nvfp4_formats_XXXXXX").string();
+    path_ = ::mkdtemp(pattern.data());
+  }
+  ~TempDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path_, ec);
+  }
+  std::string Path(const std::string& name) const { return (path_ / name).string(); }
+  const std::filesystem::path& path() const { return path_; }
+
+ private:
+  std::filesystem::path path_;
+};
+
+inline void WriteFile(const std::string& path, const std::string& bytes) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+}
+
+inline std::string ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+// 8-byte little-endian length `n` (default: header.size()), the header, and `data_size` bytes of
+// data (value i & 0xFF at position i).
+inline std::string RawSafetensors(const std::string& header, uint64_t data_size,
+                                  uint64_t n = UINT64_MAX) {
+  if (n == UINT64_MAX) n = header.size();
+  std::string out(8, '\0');
+  for (int i = 0; i < 8; ++i) out[i] = static_cast<char>((n >> (8 * i)) & 0xFF);
+  out += header;
+  for (uint64_t i = 0; i < data_size; ++i) out.push_back(static_cast<char>(i & 0xFF));
+  return out;
+}
+
+inline std::vector<uint8_t> Bytes(size_t n, uint8_t seed) {
+  std::vector<uint8_t> v(n);
+  for (size_t i = 0; i < n; ++i) v[i] = static_cast<uint8_t>(seed + 7 * i);
+  return v;
+}
+
+}  // namespace nvfp4::formats::testing
+
+#endif  // NVFP4_TESTS_FORMATS_TEST_UTIL_H_
