@@ -94,6 +94,12 @@ NVFP4_HD uint64_t SearchCodes(const float* x, float inv, float* qv) {
   return packed;
 }
 
+// Fast search, values only (separable objectives): qv[i] = DecodeE2M1(EncodeE2M1(x[i] * inv)),
+// computed with E2M1RoundValue (same bits, fewer instructions).
+NVFP4_HD void SearchValues(const float* x, float inv, float* qv) {
+  for (int i = 0; i < kBlock; ++i) qv[i] = E2M1RoundValue(x[i] * inv);
+}
+
 // Exact emit: codes of x under quantization scale `sq` with a true division (numerics.md 2).
 NVFP4_HD void EmitCodes(const float* x, float sq, float* qv, uint8_t* packed8) {
   uint32_t c[kBlock];
@@ -132,7 +138,7 @@ NVFP4_HD BlockChoice SearchBlock(const float* x, float g, const ScaleCandidates&
     const float s = DecodeE4M3(cand.code[k]);
     const float sg = s * g;
     if (!cand.decoupled) {
-      SearchCodes(x, 1.0f / sg, qv);
+      SearchValues(x, 1.0f / sg, qv);
       const float err = BlockError(x, qv, sg, obj);
       if (err < best.err) best = {cand.code[k], kBetaOneIndex, err};
       continue;
@@ -290,7 +296,7 @@ NVFP4_HD void QuantizeBlock(const float* x, const BlockPassParams& p,
     const float rtn_sg = DecodeE4M3(rtn_code) * p.g_rtn;
     float rtn_err = 0.0f;
     for (int i = 0; i < kBlock; ++i) {
-      const float r = x[i] - DecodeE2M1(EncodeE2M1(x[i] / rtn_sg)) * rtn_sg;
+      const float r = x[i] - E2M1RoundValue(x[i] / rtn_sg) * rtn_sg;
       rtn_err += r * r;
     }
     out->rtn_sq_err = rtn_err;

@@ -30,7 +30,39 @@ NVFP4_HD uint32_t E2M1MagnitudeCode(float a) {
 // fp32 -> 4-bit E2M1 code. The sign bit is set for y < 0 (a tiny negative value gives 0x8,
 // as ModelOpt does; -0.0 gives 0x0).
 NVFP4_HD uint32_t EncodeE2M1(float y) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 1000 && \
+    (defined(__CUDA_ARCH_SPECIFIC__) || defined(__CUDA_ARCH_FAMILY_SPECIFIC__))
+  // Blackwell (sm_100a+): the hardware convert (round to nearest even, saturating at +-6). Same
+  // codes as the compare path: NaN gives 0 (the compares are all false), and +0.0f is added first
+  // so that -0.0 encodes as 0x0 while a tiny negative value keeps its sign (0x8).
+  if (y != y) return 0u;
+  const float z = y + 0.0f;
+  unsigned short storage;
+  asm("{ .reg .b8 t;\n"
+      " cvt.rn.satfinite.e2m1x2.f32 t, %2, %1;\n"
+      " mov.b16 %0, {t, 0}; }\n"
+      : "=h"(storage)
+      : "f"(z), "f"(0.0f));
+  return static_cast<uint32_t>(storage) & 0xFu;
+#else
   return E2M1MagnitudeCode(std::fabs(y)) | (static_cast<uint32_t>(y < 0.0f) << 3);
+#endif
+}
+
+// The fp32 value of E2M1's nearest rounding of y, i.e. DecodeE2M1(EncodeE2M1(y)) bit for bit
+// (including the sign of zero and NaN -> +0), without forming the code: the candidate-search hot
+// path. |y| < 2 is rounded on the 0.5 grid, [2, 4) on the 1 grid, [4, 8) on the 2 grid, each by
+// adding and subtracting 2^(22 + max(0, exponent)) (round to nearest even = the E2M1 tie rule);
+// |y| > 5 saturates to 6; fmax(NaN, 0) = 0. Checked against the code path for all 2^32 inputs
+// (tests/kernels/cuda/cuda_backend_test.cc, E2M1RoundValueExhaustive).
+NVFP4_HD float E2M1RoundValue(float y) {
+  const float a = std::fabs(y);
+  uint32_t e = FloatBits(y) & 0x7F800000u;
+  e = e < 0x3F800000u ? 0x3F800000u : e;
+  const float c = BitsToFloat(e + 0x0B000000u);  // 2^(22 + max(0, exponent(y)))
+  float r = std::fmax((a + c) - c, 0.0f);
+  r = a > 5.0f ? 6.0f : r;
+  return y < 0.0f ? -r : r;
 }
 
 // Magnitude of an E2M1 code 0..7: 0, .5, 1, 1.5, 2, 3, 4, 6.

@@ -24,8 +24,8 @@ void AddHealthCommand(CLI::App& root, SubcommandList& out) {
                    auto status = (*client)->Health(flags->service);
                    if (!status.ok()) return ReportRemoteError(status.status());
                    if (flags->remote.json) {
-                     std::cout << "{\"server\": \"" << flags->remote.server
-                               << "\", \"status\": \"" << *status << "\"}\n";
+                     std::cout << "{\"server\": \"" << flags->remote.server << "\", \"status\": \""
+                               << *status << "\"}\n";
                    } else {
                      std::cout << flags->remote.server << ": " << *status << "\n";
                    }

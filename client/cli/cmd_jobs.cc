@@ -20,8 +20,9 @@ void AddJobsCommand(CLI::App& root, SubcommandList& out) {
   jobs->require_subcommand(1);
   jobs->fallthrough();  // "jobs list --server X" as well as "jobs --server X list"
   AddRemoteFlags(jobs, &f->remote);
-  jobs->footer("Exit codes: 0 ok, 1 server error, 2 user error (e.g. unknown job), 3 watched job "
-               "failed or was cancelled.");
+  jobs->footer(
+      "Exit codes: 0 ok, 1 server error, 2 user error (e.g. unknown job), 3 watched job "
+      "failed or was cancelled.");
 
   CLI::App* list = jobs->add_subcommand("list", "List jobs, newest first.");
   list->add_option("--state", f->states, "Only jobs in this state (repeatable).")

@@ -11,15 +11,16 @@ void AddQuantizeModelCommand(CLI::App& root, SubcommandList& out) {
   struct Flags {
     RemoteFlags remote;
     std::string input, output, layout = "modelopt", method = "soar", objective = "mse",
-                                error_rule = "mse", calibration, request_id;
+                               error_rule = "mse", calibration, request_id;
     std::vector<std::string> include, exclude;
     bool detach = false;
   };
   auto f = std::make_shared<Flags>();
-  CLI::App* app = root.add_subcommand(
-      "quantize-model", "Quantize a whole checkpoint on an nvfp4d server (a job).");
+  CLI::App* app = root.add_subcommand("quantize-model",
+                                      "Quantize a whole checkpoint on an nvfp4d server (a job).");
   AddRemoteFlags(app, &f->remote);
-  app->add_option("--input", f->input, "Input checkpoint URI: file:///path (on the server) or s3://bucket/prefix.")
+  app->add_option("--input", f->input,
+                  "Input checkpoint URI: file:///path (on the server) or s3://bucket/prefix.")
       ->required()
       ->type_name("URI");
   app->add_option("--output", f->output, "Output URI (file:// or s3://), written atomically.")

@@ -131,16 +131,17 @@ absl::Status QuantizeRemotely(const QuantizeTensorFlags& flags) {
       ASSIGN_OR_RETURN(auto loaded, formats::LoadCalibration(*calibration, info.name, s.k));
       if (!loaded->calibration.gram.empty() || loaded->calibration.activations != nullptr) {
         return absl::InvalidArgumentError(
-            StrCat("tensor '", info.name, "': remote quantize-tensor sends only per-channel "
+            StrCat("tensor '", info.name,
+                   "': remote quantize-tensor sends only per-channel "
                    "importance (X.input_sq); use --local for gram/activation calibration"));
       }
       importance = loaded->calibration.importance;
     }
     const auto start = std::chrono::steady_clock::now();
     client::QuantizeTensorInfo qinfo;
-    ASSIGN_OR_RETURN(QuantizedTensor q,
-                     client->QuantizeTensor(view, options, importance.empty() ? nullptr : &importance,
-                                            &qinfo));
+    ASSIGN_OR_RETURN(
+        QuantizedTensor q,
+        client->QuantizeTensor(view, options, importance.empty() ? nullptr : &importance, &qinfo));
     const double seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     const uint64_t numel = static_cast<uint64_t>(info.numel());

@@ -8,6 +8,7 @@
 #include "CLI/CLI.hpp"
 #include "client/cli/command.h"
 #include "client/cli/exit_codes.h"
+#include "client/cli/pipeline_commands.h"
 
 int main(int argc, char** argv) {
   using namespace nvfp4::cli;
@@ -26,6 +27,9 @@ int main(int argc, char** argv) {
   AddMakeDemoTensorsCommand(app, commands);
   AddInspectCommand(app, commands);
   AddRemoteCommands(app, commands);
+  AddQuantizeModelLocalCommand(app, commands);  // after the remote one: extends it with --local
+  AddVerifyCommand(app, commands);
+  AddMakeDemoModelCommand(app, commands);
 
   try {
     app.parse(argc, argv);

@@ -72,10 +72,10 @@ int ReportRemoteError(const absl::Status& status) {
 
 std::string JobLine(const v1::Job& job) {
   const v1::JobProgress& p = job.progress();
-  std::string line = absl::StrCat(job.job_id(), "  ", StateName(job.state()), "  tensors ",
-                                  p.tensors_done(), "/", p.tensors_total(), "  in ",
-                                  Bytes(static_cast<double>(p.bytes_in())), "  out ",
-                                  Bytes(static_cast<double>(p.bytes_out())));
+  std::string line =
+      absl::StrCat(job.job_id(), "  ", StateName(job.state()), "  tensors ", p.tensors_done(), "/",
+                   p.tensors_total(), "  in ", Bytes(static_cast<double>(p.bytes_in())), "  out ",
+                   Bytes(static_cast<double>(p.bytes_out())));
   if (job.state() == v1::JOB_STATE_RUNNING) {
     absl::StrAppend(&line, "  ", Bytes(p.bytes_per_second()), "/s  ETA ", Eta(p.eta_seconds()));
     if (!p.current_tensor().empty()) absl::StrAppend(&line, "  ", p.current_tensor());
@@ -104,11 +104,12 @@ int WatchAndRender(client::QuantizerClient& client, const std::string& job_id, b
     const v1::Job& job = e.job();
     const v1::JobProgress& p = job.progress();
     if (tty) {
-      const double frac = p.bytes_in_total() > 0
-                              ? static_cast<double>(p.bytes_in()) / static_cast<double>(p.bytes_in_total())
-                              : (p.tensors_total() > 0 ? static_cast<double>(p.tensors_done()) /
-                                                             static_cast<double>(p.tensors_total())
-                                                       : 0.0);
+      const double frac =
+          p.bytes_in_total() > 0
+              ? static_cast<double>(p.bytes_in()) / static_cast<double>(p.bytes_in_total())
+              : (p.tensors_total() > 0 ? static_cast<double>(p.tensors_done()) /
+                                             static_cast<double>(p.tensors_total())
+                                       : 0.0);
       const int width = 30;
       const int filled = static_cast<int>(frac * width);
       std::string bar = std::string(filled, '#') + std::string(width - filled, '-');

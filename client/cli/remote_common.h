@@ -44,7 +44,7 @@ int JobExitCode(const v1::Job& job);
 int WatchAndRender(client::QuantizerClient& client, const std::string& job_id, bool json);
 
 // Subcommand registration (remote_commands.cc calls these).
-void AddHealthCommand(CLI::App& root, SubcommandList& out);        // cmd_health.cc
+void AddHealthCommand(CLI::App& root, SubcommandList& out);         // cmd_health.cc
 void AddQuantizeModelCommand(CLI::App& root, SubcommandList& out);  // cmd_quantize_model.cc
 void AddJobsCommand(CLI::App& root, SubcommandList& out);           // cmd_jobs.cc
 

@@ -16,6 +16,29 @@ int CudaVisibleDeviceCount();
 // A backend bound to device `ordinal`. NOT_FOUND when it does not exist.
 absl::StatusOr<std::unique_ptr<QuantizerBackend>> MakeCudaBackend(int ordinal);
 
+// What the last QuantizeGroup call of a CUDA backend did and how long it took (benchmarks, tests).
+// Device memory budget: the environment variable NVFP4_CUDA_MAX_CHUNK_BYTES (bytes), else 90% of
+// the free device memory. A group whose tensors do not fit is streamed in chunks of a multiple of
+// 1024 blocks (identical results); so is one whose device allocation fails.
+struct CudaRunStats {
+  bool streamed = false;        // the group ran in chunks (did not fit the budget)
+  int64_t chunk_blocks = 0;     // blocks per chunk when streamed
+  int passes = 0;               // block passes run (all tensors)
+  double wall_ms = 0;           // whole QuantizeGroup, host clock (H2D and D2H included)
+  double device_span_ms = 0;    // first scan kernel start to last pass end (CUDA events; host
+                                // round trips between passes included, PCIe transfers of the
+                                // resident inputs/outputs excluded); 0 when streamed
+  double kernel_ms = 0;         // sum of scan and pass (+ reduction) kernel times (CUDA events)
+  bool cublas_output_nmse = false;  // OutputNmse computed on the GPU with cuBLAS
+};
+// The stats of the last completed QuantizeGroup of `backend` (INVALID_ARGUMENT if it is not a
+// CUDA backend).
+absl::StatusOr<CudaRunStats> LastCudaRunStats(const QuantizerBackend& backend);
+
+// Whether cuBLAS could be loaded (libcublas.so.13/.12 via dlopen); without it the output-space
+// metric falls back to the host reference.
+bool CudaCublasAvailable();
+
 }  // namespace nvfp4
 
 #endif  // NVFP4_KERNELS_CUDA_CUDA_BACKEND_H_

@@ -1,0 +1,91 @@
+// C++ client of the nvfp4d service (nvfp4.v1.Quantizer + grpc.health.v1).
+//
+//   ASSIGN_OR_RETURN(auto client, QuantizerClient::Connect({.target = "localhost:50051"}));
+//   ASSIGN_OR_RETURN(QuantizedTensor q, client->QuantizeTensor(view, options));
+//   ASSIGN_OR_RETURN(v1::Job job, client->QuantizeModel(request));
+//   ASSIGN_OR_RETURN(job, client->WatchJob(job.job_id(), [](const v1::JobEvent& e) { ... }));
+//
+// Every call returns absl::Status with the server's canonical code and message. Tensors stream in
+// chunks (default 1 MiB); unary calls have a deadline.
+#ifndef NVFP4_CLIENT_REMOTE_QUANTIZER_CLIENT_H_
+#define NVFP4_CLIENT_REMOTE_QUANTIZER_CLIENT_H_
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+#include "kernels/types.h"
+#include "nvfp4/v1/quantizer.grpc.pb.h"
+
+namespace grpc {
+class Channel;
+class Status;
+}  // namespace grpc
+
+namespace nvfp4::client {
+
+struct ClientOptions {
+  std::string target = "localhost:50051";
+  int chunk_bytes = 1 << 20;                       // upload/download chunk size
+  int max_message_bytes = 8 << 20;                 // receive limit
+  absl::Duration rpc_timeout = absl::Seconds(30);  // unary calls
+  absl::Duration connect_timeout = absl::Seconds(5);
+};
+
+// Per-call information from QuantizeTensor.
+struct QuantizeTensorInfo {
+  std::string device;
+  double quantize_seconds = 0;
+};
+
+class QuantizerClient {
+ public:
+  // Creates the channel and waits up to connect_timeout for it (UNAVAILABLE if it never connects).
+  static absl::StatusOr<std::unique_ptr<QuantizerClient>> Connect(const ClientOptions& options);
+  // Wraps an existing channel (tests).
+  QuantizerClient(std::shared_ptr<grpc::Channel> channel, const ClientOptions& options);
+  ~QuantizerClient();
+
+  // grpc.health.v1 Check: "SERVING", "NOT_SERVING", "UNKNOWN" or "SERVICE_UNKNOWN".
+  absl::StatusOr<std::string> Health(const std::string& service = "");
+
+  // Quantizes one tensor remotely. `importance` ([K]) is optional.
+  absl::StatusOr<QuantizedTensor> QuantizeTensor(const TensorView& tensor,
+                                                 const QuantizeOptions& options,
+                                                 const std::vector<float>* importance = nullptr,
+                                                 QuantizeTensorInfo* info = nullptr);
+
+  absl::StatusOr<v1::Job> QuantizeModel(const v1::QuantizeModelRequest& request);
+  absl::StatusOr<v1::Job> GetJob(const std::string& job_id);
+  absl::StatusOr<v1::Job> CancelJob(const std::string& job_id);
+  absl::StatusOr<v1::ListJobsResponse> ListJobs(const v1::ListJobsRequest& request);
+
+  // Streams events to `on_event` until the terminal event; returns the final job. A stream that
+  // breaks (server restart, network) is re-attached automatically up to `reattach_attempts` times.
+  absl::StatusOr<v1::Job> WatchJob(const std::string& job_id,
+                                   const std::function<void(const v1::JobEvent&)>& on_event,
+                                   int heartbeat_seconds = 0, int reattach_attempts = 5);
+
+  // Downloads output `name` of a job from `offset`, passing each chunk to `sink`.
+  absl::Status ReadResult(
+      const std::string& job_id, const std::string& name, int64_t offset,
+      const std::function<absl::Status(int64_t offset, absl::string_view data)>& sink);
+
+  v1::Quantizer::Stub* stub() { return stub_.get(); }
+
+ private:
+  ClientOptions options_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<v1::Quantizer::Stub> stub_;
+};
+
+// grpc::Status -> absl::Status (same code and message).
+absl::Status FromGrpcStatus(const grpc::Status& status);
+
+}  // namespace nvfp4::client
+
+#endif  // NVFP4_CLIENT_REMOTE_QUANTIZER_CLIENT_H_

@@ -1,0 +1,292 @@
+#include "pipeline/demo_model.h"
+
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+
+#include "base/status_macros.h"
+#include "formats/dtypes.h"
+#include "formats/safetensors.h"
+#include "formats/sharded.h"
+#include "formats/str_util.h"
+#include "nlohmann/json.hpp"
+#include "pipeline/storage.h"
+
+namespace nvfp4::pipeline {
+namespace {
+
+namespace fs = std::filesystem;
+using formats::StrCat;
+
+const DemoPreset kPresets[] = {
+    {"tiny", 256, 768, 2, 4, 2, 1024},
+    {"small", 768, 2048, 8, 12, 4, 32000},
+    {"llama-8b-shape", 4096, 14336, 32, 32, 8, 128256},
+};
+
+uint64_t SplitMix(uint64_t& state) {
+  uint64_t z = (state += 0x9E3779B97F4A7C15ull);
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
+uint64_t HashName(std::string_view s) {
+  uint64_t h = 1469598103934665603ull;
+  for (char c : s) h = (h ^ static_cast<uint8_t>(c)) * 1099511628211ull;
+  return h;
+}
+
+struct DemoTensor {
+  std::string name;
+  std::vector<int64_t> shape;
+  bool norm = false;
+};
+
+std::vector<DemoTensor> Tensors(const DemoPreset& p) {
+  const int64_t h = p.hidden, kv = p.kv_heads * p.head_dim();
+  std::vector<DemoTensor> t;
+  t.push_back({"model.embed_tokens.weight", {p.vocab, h}});
+  for (int64_t l = 0; l < p.layers; ++l) {
+    const std::string pre = StrCat("model.layers.", l, ".");
+    t.push_back({pre + "input_layernorm.weight", {h}, true});
+    t.push_back({pre + "mlp.down_proj.weight", {h, p.intermediate}});
+    t.push_back({pre + "mlp.gate_proj.weight", {p.intermediate, h}});
+    t.push_back({pre + "mlp.up_proj.weight", {p.intermediate, h}});
+    t.push_back({pre + "post_attention_layernorm.weight", {h}, true});
+    t.push_back({pre + "self_attn.k_proj.weight", {kv, h}});
+    t.push_back({pre + "self_attn.o_proj.weight", {h, h}});
+    t.push_back({pre + "self_attn.q_proj.weight", {h, h}});
+    t.push_back({pre + "self_attn.v_proj.weight", {kv, h}});
+  }
+  t.push_back({"model.norm.weight", {h}, true});
+  t.push_back({"lm_head.weight", {p.vocab, h}});
+  return t;
+}
+
+int64_t Numel(const std::vector<int64_t>& shape) {
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  return n;
+}
+
+// Fills `out` (bf16) with elements [first, first + out.size()) of tensor `t`.
+void Generate(const DemoTensor& t, uint64_t seed, int64_t first, std::span<uint16_t> out) {
+  // One independent stream per 4096-element block, so chunks can start anywhere.
+  constexpr int64_t kBlock = 4096;
+  const uint64_t base = seed * 0x9E3779B97F4A7C15ull ^ HashName(t.name);
+  int64_t i = 0;
+  const int64_t n = static_cast<int64_t>(out.size());
+  while (i < n) {
+    const int64_t e = first + i;
+    const int64_t block = e / kBlock;
+    uint64_t state = base + static_cast<uint64_t>(block) * 0xD1B54A32D192ED03ull;
+    // Skip to the position inside the block (pairs of Box-Muller samples).
+    const int64_t in_block = e % kBlock;
+    for (int64_t s = 0; s < in_block / 2; ++s) SplitMix(state);
+    bool have_second = false;
+    float second = 0;
+    if (in_block % 2 == 1) {
+      const uint64_t r = SplitMix(state);
+      const double u1 = (static_cast<double>(r >> 40) + 1.0) / 16777217.0;
+      const double u2 = static_cast<double>(r & 0xFFFFFF) / 16777216.0;
+      second = static_cast<float>(std::sqrt(-2.0 * std::log(u1)) * std::sin(2 * M_PI * u2));
+      have_second = true;
+    }
+    const int64_t end = std::min(n, i + (kBlock - in_block));
+    for (; i < end; ++i) {
+      float z;
+      if (have_second) {
+        z = second;
+        have_second = false;
+      } else {
+        const uint64_t r = SplitMix(state);
+        const double u1 = (static_cast<double>(r >> 40) + 1.0) / 16777217.0;
+        const double u2 = static_cast<double>(r & 0xFFFFFF) / 16777216.0;
+        const double rad = std::sqrt(-2.0 * std::log(u1));
+        z = static_cast<float>(rad * std::cos(2 * M_PI * u2));
+        second = static_cast<float>(rad * std::sin(2 * M_PI * u2));
+        have_second = true;
+      }
+      const float v = t.norm ? 1.0f + 0.05f * z : 0.02f * z;
+      out[static_cast<size_t>(i)] = formats::FloatToBf16(v);
+    }
+  }
+}
+
+absl::Status WriteText(const fs::path& path, const std::string& text) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out << text;
+  out.close();
+  if (!out) return absl::InternalError(StrCat(path.string(), ": write failed"));
+  return absl::OkStatus();
+}
+
+absl::Status WriteSideFiles(const fs::path& dir, const DemoPreset& p) {
+  nlohmann::ordered_json config = {
+      {"architectures", {"LlamaForCausalLM"}},
+      {"attention_bias", false},
+      {"attention_dropout", 0.0},
+      {"bos_token_id", 1},
+      {"eos_token_id", 2},
+      {"head_dim", p.head_dim()},
+      {"hidden_act", "silu"},
+      {"hidden_size", p.hidden},
+      {"initializer_range", 0.02},
+      {"intermediate_size", p.intermediate},
+      {"max_position_embeddings", 8192},
+      {"mlp_bias", false},
+      {"model_type", "llama"},
+      {"num_attention_heads", p.heads},
+      {"num_hidden_layers", p.layers},
+      {"num_key_value_heads", p.kv_heads},
+      {"pretraining_tp", 1},
+      {"rms_norm_eps", 1e-05},
+      {"rope_scaling", nullptr},
+      {"rope_theta", 500000.0},
+      {"tie_word_embeddings", false},
+      {"torch_dtype", "bfloat16"},
+      {"transformers_version", "4.44.0"},
+      {"use_cache", true},
+      {"vocab_size", p.vocab},
+  };
+  RETURN_IF_ERROR(WriteText(dir / "config.json", config.dump(2) + "\n"));
+  nlohmann::ordered_json gen = {{"bos_token_id", 1}, {"eos_token_id", 2},
+                                {"do_sample", true}, {"temperature", 0.6},
+                                {"top_p", 0.9},      {"transformers_version", "4.44.0"}};
+  RETURN_IF_ERROR(WriteText(dir / "generation_config.json", gen.dump(2) + "\n"));
+  nlohmann::ordered_json tok_cfg = {{"bos_token", "<s>"},
+                                    {"eos_token", "</s>"},
+                                    {"unk_token", "<unk>"},
+                                    {"model_max_length", 8192},
+                                    {"tokenizer_class", "PreTrainedTokenizerFast"}};
+  RETURN_IF_ERROR(WriteText(dir / "tokenizer_config.json", tok_cfg.dump(2) + "\n"));
+  nlohmann::ordered_json special = {
+      {"bos_token", "<s>"}, {"eos_token", "</s>"}, {"unk_token", "<unk>"}};
+  RETURN_IF_ERROR(WriteText(dir / "special_tokens_map.json", special.dump(2) + "\n"));
+  // A minimal word-level tokenizer.json (a stub: the demo model is not meant to produce text).
+  nlohmann::ordered_json vocab = {{"<unk>", 0}, {"<s>", 1}, {"</s>", 2}};
+  nlohmann::ordered_json tok = {
+      {"version", "1.0"},
+      {"truncation", nullptr},
+      {"padding", nullptr},
+      {"added_tokens",
+       nlohmann::ordered_json::array({{{"id", 0}, {"content", "<unk>"}, {"special", true}},
+                                      {{"id", 1}, {"content", "<s>"}, {"special", true}},
+                                      {{"id", 2}, {"content", "</s>"}, {"special", true}}})},
+      {"normalizer", nullptr},
+      {"pre_tokenizer", {{"type", "Whitespace"}}},
+      {"post_processor", nullptr},
+      {"decoder", nullptr},
+      {"model", {{"type", "WordLevel"}, {"vocab", vocab}, {"unk_token", "<unk>"}}}};
+  return WriteText(dir / "tokenizer.json", tok.dump(2) + "\n");
+}
+
+}  // namespace
+
+int64_t DemoPreset::parameters() const {
+  int64_t n = 0;
+  for (const DemoTensor& t : Tensors(*this)) n += Numel(t.shape);
+  return n;
+}
+
+std::vector<std::string> DemoPresetNames() {
+  std::vector<std::string> names;
+  for (const DemoPreset& p : kPresets) names.push_back(p.name);
+  return names;
+}
+
+absl::StatusOr<DemoPreset> DemoPresetByName(std::string_view name) {
+  for (const DemoPreset& p : kPresets) {
+    if (p.name == name) return p;
+  }
+  return absl::InvalidArgumentError(
+      StrCat("unknown preset '", name, "' (expected tiny, small or llama-8b-shape)"));
+}
+
+absl::StatusOr<DemoModelResult> MakeDemoModel(const std::string& dir,
+                                              const DemoModelOptions& options) {
+  ASSIGN_OR_RETURN(DemoPreset preset, DemoPresetByName(options.preset));
+  const std::vector<DemoTensor> tensors = Tensors(preset);
+  if (options.shards < 1 || options.shards > static_cast<int>(tensors.size())) {
+    return absl::InvalidArgumentError(
+        StrCat("--shards must be between 1 and ", tensors.size(), " for preset ", preset.name));
+  }
+  DemoModelResult result;
+  result.preset = preset;
+  result.tensors = static_cast<int64_t>(tensors.size());
+  uint64_t total = 0;
+  for (const DemoTensor& t : tensors) total += 2 * static_cast<uint64_t>(Numel(t.shape));
+  result.tensor_bytes = total;
+
+  LocalOutputDirectory out(dir, options.overwrite);
+  ASSIGN_OR_RETURN(std::string staging, out.Begin());
+
+  // Contiguous shards of about total/N bytes each.
+  const int n = options.shards;
+  // Shard k starts at the first tensor whose preceding bytes reach k * total / n (each shard gets
+  // at least one tensor).
+  std::vector<size_t> start(n + 1, 0);
+  start[n] = tensors.size();
+  {
+    uint64_t acc = 0;
+    size_t i = 0;
+    for (int k = 1; k < n; ++k) {
+      const double target = static_cast<double>(total) * k / n;
+      while (i < tensors.size() && static_cast<double>(acc) < target) {
+        acc += 2 * static_cast<uint64_t>(Numel(tensors[i].shape));
+        ++i;
+      }
+      start[k] = std::clamp(i, start[k - 1] + 1, tensors.size() - static_cast<size_t>(n - k));
+    }
+  }
+  std::vector<std::vector<size_t>> shards(n);
+  for (int k = 0; k < n; ++k) {
+    for (size_t i = start[k]; i < start[k + 1]; ++i) shards[k].push_back(i);
+  }
+  nlohmann::ordered_json weight_map = nlohmann::ordered_json::object();
+  std::vector<uint16_t> buf;
+  for (int s = 0; s < n; ++s) {
+    const std::string file =
+        n == 1 ? std::string(formats::kSingleFileName) : formats::ShardFileName(s, n);
+    std::vector<formats::TensorSpec> specs;
+    for (size_t i : shards[s]) specs.push_back({tensors[i].name, "BF16", tensors[i].shape});
+    formats::SafetensorsWriter::Options wopts;
+    wopts.sync = options.sync;
+    ASSIGN_OR_RETURN(
+        std::unique_ptr<formats::SafetensorsWriter> w,
+        formats::SafetensorsWriter::Create((fs::path(staging) / file).string(), specs, wopts));
+    for (size_t i : shards[s]) {
+      const DemoTensor& t = tensors[i];
+      const int64_t numel = Numel(t.shape);
+      constexpr int64_t kChunk = 1 << 22;
+      for (int64_t first = 0; first < numel; first += kChunk) {
+        const int64_t m = std::min(kChunk, numel - first);
+        buf.resize(static_cast<size_t>(m));
+        Generate(t, options.seed, first, buf);
+        RETURN_IF_ERROR(w->AppendTensorData(
+            t.name, std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(buf.data()),
+                                             buf.size() * 2)));
+      }
+      weight_map[t.name] = file;
+    }
+    RETURN_IF_ERROR(w->Finish());
+    result.files.push_back(file);
+  }
+  if (n > 1) {
+    nlohmann::ordered_json index = {{"metadata", {{"total_size", total}}},
+                                    {"weight_map", weight_map}};
+    RETURN_IF_ERROR(WriteText(fs::path(staging) / formats::kIndexFileName, index.dump(2) + "\n"));
+    result.files.push_back(std::string(formats::kIndexFileName));
+  }
+  RETURN_IF_ERROR(WriteSideFiles(staging, preset));
+  for (const char* f : {"config.json", "generation_config.json", "tokenizer_config.json",
+                        "special_tokens_map.json", "tokenizer.json"}) {
+    result.files.push_back(f);
+  }
+  RETURN_IF_ERROR(out.Commit());
+  return result;
+}
+
+}  // namespace nvfp4::pipeline

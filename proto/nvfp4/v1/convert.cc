@@ -1,0 +1,161 @@
+#include "nvfp4/v1/convert.h"
+
+#include "absl/strings/str_cat.h"
+
+namespace nvfp4::v1 {
+
+absl::StatusOr<nvfp4::DType> FromProto(DType d) {
+  switch (d) {
+    case DTYPE_F32:
+      return nvfp4::DType::kF32;
+    case DTYPE_F16:
+      return nvfp4::DType::kF16;
+    case DTYPE_BF16:
+      return nvfp4::DType::kBF16;
+    default:
+      return absl::InvalidArgumentError(
+          absl::StrCat("unsupported dtype ", static_cast<int>(d), " (expected F32, F16 or BF16)"));
+  }
+}
+
+DType ToProto(nvfp4::DType d) {
+  switch (d) {
+    case nvfp4::DType::kF32:
+      return DTYPE_F32;
+    case nvfp4::DType::kF16:
+      return DTYPE_F16;
+    case nvfp4::DType::kBF16:
+      return DTYPE_BF16;
+  }
+  return DTYPE_UNSPECIFIED;
+}
+
+absl::StatusOr<nvfp4::QuantizeOptions> FromProto(const QuantizeOptions& o) {
+  nvfp4::QuantizeOptions out;
+  switch (o.method()) {
+    case METHOD_UNSPECIFIED:
+      break;
+    case METHOD_RTN:
+      out.method = nvfp4::Method::kRtn;
+      break;
+    case METHOD_FOUR_OVER_SIX:
+      out.method = nvfp4::Method::kFourOverSix;
+      break;
+    case METHOD_SCALESWEEP:
+      out.method = nvfp4::Method::kScaleSweep;
+      break;
+    case METHOD_SOAR:
+      out.method = nvfp4::Method::kSoar;
+      break;
+    default:
+      return absl::InvalidArgumentError(absl::StrCat("unknown method ", o.method()));
+  }
+  switch (o.objective()) {
+    case OBJECTIVE_UNSPECIFIED:
+      break;
+    case OBJECTIVE_MSE:
+      out.objective = nvfp4::Objective::kMse;
+      break;
+    case OBJECTIVE_WMSE:
+      out.objective = nvfp4::Objective::kWmse;
+      break;
+    case OBJECTIVE_HESSIAN:
+      out.objective = nvfp4::Objective::kHessian;
+      break;
+    default:
+      return absl::InvalidArgumentError(absl::StrCat("unknown objective ", o.objective()));
+  }
+  switch (o.error_rule()) {
+    case ERROR_RULE_UNSPECIFIED:
+      break;
+    case ERROR_RULE_MSE:
+      out.four_over_six_rule = nvfp4::ErrorRule::kMse;
+      break;
+    case ERROR_RULE_MAE:
+      out.four_over_six_rule = nvfp4::ErrorRule::kMae;
+      break;
+    case ERROR_RULE_ABSMAX:
+      out.four_over_six_rule = nvfp4::ErrorRule::kAbsMax;
+      break;
+    default:
+      return absl::InvalidArgumentError(absl::StrCat("unknown error rule ", o.error_rule()));
+  }
+  if (o.soar_max_iterations() < 0 || o.soar_max_iterations() > 1000) {
+    return absl::InvalidArgumentError("soar_max_iterations must be in [0, 1000]");
+  }
+  if (o.soar_max_iterations() > 0) out.soar_max_iterations = o.soar_max_iterations();
+  if (o.soar_rel_tolerance() < 0 || o.soar_rel_tolerance() >= 1) {
+    return absl::InvalidArgumentError("soar_rel_tolerance must be in [0, 1)");
+  }
+  if (o.soar_rel_tolerance() > 0) out.soar_rel_tolerance = o.soar_rel_tolerance();
+  out.compute_metrics = !o.skip_metrics();
+  return out;
+}
+
+QuantizeOptions ToProto(const nvfp4::QuantizeOptions& o) {
+  QuantizeOptions out;
+  switch (o.method) {
+    case nvfp4::Method::kRtn:
+      out.set_method(METHOD_RTN);
+      break;
+    case nvfp4::Method::kFourOverSix:
+      out.set_method(METHOD_FOUR_OVER_SIX);
+      break;
+    case nvfp4::Method::kScaleSweep:
+      out.set_method(METHOD_SCALESWEEP);
+      break;
+    case nvfp4::Method::kSoar:
+      out.set_method(METHOD_SOAR);
+      break;
+  }
+  switch (o.objective) {
+    case nvfp4::Objective::kMse:
+      out.set_objective(OBJECTIVE_MSE);
+      break;
+    case nvfp4::Objective::kWmse:
+      out.set_objective(OBJECTIVE_WMSE);
+      break;
+    case nvfp4::Objective::kHessian:
+      out.set_objective(OBJECTIVE_HESSIAN);
+      break;
+  }
+  switch (o.four_over_six_rule) {
+    case nvfp4::ErrorRule::kMse:
+      out.set_error_rule(ERROR_RULE_MSE);
+      break;
+    case nvfp4::ErrorRule::kMae:
+      out.set_error_rule(ERROR_RULE_MAE);
+      break;
+    case nvfp4::ErrorRule::kAbsMax:
+      out.set_error_rule(ERROR_RULE_ABSMAX);
+      break;
+  }
+  out.set_soar_max_iterations(o.soar_max_iterations);
+  out.set_soar_rel_tolerance(o.soar_rel_tolerance);
+  out.set_skip_metrics(!o.compute_metrics);
+  return out;
+}
+
+void ToProto(const nvfp4::TensorMetrics& m, TensorMetrics* out) {
+  out->set_nmse(m.nmse);
+  out->set_sqnr_db(m.sqnr_db);
+  out->set_max_abs_err(m.max_abs_err);
+  out->set_rtn_nmse(m.rtn_nmse);
+  out->set_nmse_vs_rtn(m.nmse_vs_rtn);
+  if (m.output_nmse.has_value()) out->set_output_nmse(*m.output_nmse);
+  out->set_iterations(m.iterations);
+}
+
+nvfp4::TensorMetrics FromProto(const TensorMetrics& m) {
+  nvfp4::TensorMetrics out;
+  out.nmse = m.nmse();
+  out.sqnr_db = m.sqnr_db();
+  out.max_abs_err = m.max_abs_err();
+  out.rtn_nmse = m.rtn_nmse();
+  out.nmse_vs_rtn = m.nmse_vs_rtn();
+  if (m.has_output_nmse()) out.output_nmse = m.output_nmse();
+  out.iterations = m.iterations();
+  return out;
+}
+
+}  // namespace nvfp4::v1

@@ -1,0 +1,498 @@
+#include "server/job_manager.h"
+
+#include <algorithm>
+#include <random>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/time/clock.h"
+#include "google/protobuf/util/message_differencer.h"
+#include "server/log.h"
+
+namespace nvfp4::server {
+namespace {
+
+void SetTime(google::protobuf::Timestamp* ts, absl::Time t) {
+  const int64_t ns = absl::ToUnixNanos(t);
+  ts->set_seconds(ns / 1000000000);
+  ts->set_nanos(static_cast<int32_t>(ns % 1000000000));
+}
+
+absl::Time FromTs(const google::protobuf::Timestamp& ts) {
+  return absl::FromUnixSeconds(ts.seconds()) + absl::Nanoseconds(ts.nanos());
+}
+
+std::string NewJobId() {
+  static std::mt19937_64 rng{std::random_device{}()};
+  static absl::Mutex mu;
+  absl::MutexLock lock(&mu);
+  return absl::StrFormat("job-%016x", rng());
+}
+
+std::string Outcome(v1::JobState s) {
+  switch (s) {
+    case v1::JOB_STATE_SUCCEEDED:
+      return "succeeded";
+    case v1::JOB_STATE_FAILED:
+      return "failed";
+    case v1::JOB_STATE_CANCELLED:
+      return "cancelled";
+    default:
+      return "unknown";
+  }
+}
+
+std::string MethodLabel(const v1::QuantizeOptions& o) {
+  switch (o.method()) {
+    case v1::METHOD_RTN:
+      return "rtn";
+    case v1::METHOD_FOUR_OVER_SIX:
+      return "4over6";
+    case v1::METHOD_SCALESWEEP:
+      return "scalesweep";
+    default:
+      return "soar";
+  }
+}
+
+}  // namespace
+
+std::string JobStateName(v1::JobState state) {
+  std::string n = v1::JobState_Name(state);
+  constexpr absl::string_view kPrefix = "JOB_STATE_";
+  if (n.rfind(std::string(kPrefix), 0) == 0) n = n.substr(kPrefix.size());
+  return n;
+}
+
+bool IsTerminal(v1::JobState s) {
+  return s == v1::JOB_STATE_SUCCEEDED || s == v1::JOB_STATE_FAILED || s == v1::JOB_STATE_CANCELLED;
+}
+
+struct JobManager::Record {
+  v1::Job job;
+  int64_t seq = 0;
+  int64_t version = 0;
+  std::vector<v1::TensorResult> tensors;  // finished tensors, for watchers
+  std::atomic<bool> cancel{false};
+  std::atomic<bool> interrupt{false};  // server shutdown
+};
+
+class JobManager::Sink : public ProgressSink {
+ public:
+  Sink(JobManager* m, Record* rec, absl::Time start) : m_(m), rec_(rec), start_(start) {}
+
+  void SetTotals(int64_t tensors, int64_t bytes_in_total) override {
+    absl::MutexLock lock(&m_->mu_);
+    rec_->job.mutable_progress()->set_tensors_total(tensors);
+    rec_->job.mutable_progress()->set_bytes_in_total(bytes_in_total);
+    Bump();
+  }
+  void TensorStarted(absl::string_view name) override {
+    absl::MutexLock lock(&m_->mu_);
+    rec_->job.mutable_progress()->set_current_tensor(std::string(name));
+    Bump();
+  }
+  void TensorFinished(const v1::TensorResult& result, int64_t bytes_in,
+                      int64_t bytes_out) override {
+    if (m_->metrics_ != nullptr) {
+      m_->metrics_->InputBytes(bytes_in);
+      m_->metrics_->OutputBytes(bytes_out);
+      if (result.quantized()) {
+        m_->metrics_->TensorQuantized(MethodLabel(rec_->job.request().options()), result.device(),
+                                      result.quantize_seconds(), result.metrics().nmse_vs_rtn());
+      }
+    }
+    absl::MutexLock lock(&m_->mu_);
+    v1::JobProgress* p = rec_->job.mutable_progress();
+    p->set_tensors_done(p->tensors_done() + 1);
+    p->set_bytes_in(p->bytes_in() + bytes_in);
+    p->set_bytes_out(p->bytes_out() + bytes_out);
+    const double elapsed = absl::ToDoubleSeconds(absl::Now() - start_);
+    p->set_bytes_per_second(elapsed > 0 ? static_cast<double>(p->bytes_in()) / elapsed : 0);
+    double fraction = -1;
+    if (p->bytes_in_total() > 0) {
+      fraction = static_cast<double>(p->bytes_in()) / static_cast<double>(p->bytes_in_total());
+    } else if (p->tensors_total() > 0) {
+      fraction = static_cast<double>(p->tensors_done()) / static_cast<double>(p->tensors_total());
+    }
+    p->set_eta_seconds(fraction > 0 ? elapsed * (1 - fraction) / fraction : -1);
+    rec_->tensors.push_back(result);
+    Bump();
+  }
+  bool Cancelled() const override { return rec_->cancel.load() || rec_->interrupt.load(); }
+
+ private:
+  void Bump() ABSL_EXCLUSIVE_LOCKS_REQUIRED(m_->mu_) {
+    ++rec_->version;
+    m_->changed_.SignalAll();
+  }
+  JobManager* m_;
+  Record* rec_;
+  absl::Time start_;
+};
+
+JobManager::JobManager(JobManagerOptions options, ModelPipeline* pipeline, ObjectStore* store,
+                       DevicePool* devices, JobStore* job_store, Metrics* metrics)
+    : options_(options),
+      pipeline_(pipeline),
+      store_(store),
+      devices_(devices),
+      job_store_(job_store),
+      metrics_(metrics) {}
+
+JobManager::~JobManager() { Stop(); }
+
+absl::Status JobManager::Start() {
+  absl::StatusOr<std::vector<v1::Job>> saved = job_store_->LoadAll();
+  if (!saved.ok()) return saved.status();
+  std::sort(saved->begin(), saved->end(), [](const v1::Job& a, const v1::Job& b) {
+    return FromTs(a.create_time()) < FromTs(b.create_time());
+  });
+  {
+    absl::MutexLock lock(&mu_);
+    for (v1::Job& job : *saved) {
+      auto rec = std::make_unique<Record>();
+      rec->seq = next_seq_++;
+      if (!IsTerminal(job.state())) {
+        // Interrupted by a crash or shutdown: run it again from the start (outputs are atomic).
+        job.set_state(v1::JOB_STATE_QUEUED);
+        job.clear_start_time();
+        job.clear_progress();
+        queue_.push_back(job.job_id());
+        LogLine("job ", job.job_id(), " restored QUEUED (was interrupted)");
+      }
+      if (!job.request().request_id().empty()) {
+        by_request_id_[job.request().request_id()] = job.job_id();
+      }
+      rec->job = std::move(job);
+      SaveLocked(*rec);
+      jobs_[rec->job.job_id()] = std::move(rec);
+    }
+    UpdateGaugesLocked();
+  }
+  for (int i = 0; i < std::max(1, options_.workers); ++i) {
+    workers_.emplace_back([this, i] { WorkerLoop(i); });
+  }
+  return absl::OkStatus();
+}
+
+void JobManager::SaveLocked(const Record& rec) {
+  absl::Status s = job_store_->Save(rec.job);
+  if (!s.ok()) LogLine("job ", rec.job.job_id(), " could not be saved: ", s.ToString());
+}
+
+void JobManager::UpdateGaugesLocked() {
+  if (metrics_ == nullptr) return;
+  metrics_->SetQueued(static_cast<int64_t>(queue_.size()));
+  metrics_->SetRunning(running_);
+}
+
+v1::Job JobManager::SnapshotLocked(const Record& rec) const { return rec.job; }
+
+absl::StatusOr<v1::Job> JobManager::Submit(const v1::QuantizeModelRequest& request) {
+  if (draining_.load()) return absl::UnavailableError("server is draining; not accepting new jobs");
+  if (absl::Status s = pipeline_->Validate(request); !s.ok()) return s;
+  absl::MutexLock lock(&mu_);
+  if (stopping_) return absl::UnavailableError("server is shutting down");
+  if (!request.request_id().empty()) {
+    auto it = by_request_id_.find(request.request_id());
+    if (it != by_request_id_.end()) {
+      const Record& existing = *jobs_.at(it->second);
+      if (google::protobuf::util::MessageDifferencer::Equals(existing.job.request(), request)) {
+        return SnapshotLocked(existing);
+      }
+      return absl::AlreadyExistsError(
+          absl::StrCat("request_id '", request.request_id(), "' was already used for job ",
+                       existing.job.job_id(), " with different parameters"));
+    }
+  }
+  if (static_cast<int>(queue_.size()) >= options_.queue_capacity) {
+    return absl::UnavailableError(
+        absl::StrCat("job queue is full (", options_.queue_capacity, " queued); retry later"));
+  }
+  auto rec = std::make_unique<Record>();
+  rec->seq = next_seq_++;
+  rec->job.set_job_id(NewJobId());
+  rec->job.set_kind("model");
+  rec->job.set_state(v1::JOB_STATE_QUEUED);
+  *rec->job.mutable_request() = request;
+  rec->job.mutable_progress()->set_eta_seconds(-1);
+  SetTime(rec->job.mutable_create_time(), absl::Now());
+  const std::string id = rec->job.job_id();
+  if (!request.request_id().empty()) by_request_id_[request.request_id()] = id;
+  SaveLocked(*rec);
+  queue_.push_back(id);
+  v1::Job snapshot = rec->job;
+  jobs_[id] = std::move(rec);
+  if (metrics_ != nullptr) metrics_->JobSubmitted("model");
+  UpdateGaugesLocked();
+  LogLine("job ", id, " state NEW->QUEUED input=", request.input_uri(),
+          " output=", request.output_uri(), " queued=", queue_.size());
+  changed_.SignalAll();
+  return snapshot;
+}
+
+absl::StatusOr<v1::Job> JobManager::Get(const std::string& job_id) {
+  absl::MutexLock lock(&mu_);
+  auto it = jobs_.find(job_id);
+  if (it == jobs_.end()) return absl::NotFoundError(absl::StrCat("job '", job_id, "' not found"));
+  return SnapshotLocked(*it->second);
+}
+
+absl::StatusOr<v1::Job> JobManager::Cancel(const std::string& job_id) {
+  absl::MutexLock lock(&mu_);
+  auto it = jobs_.find(job_id);
+  if (it == jobs_.end()) return absl::NotFoundError(absl::StrCat("job '", job_id, "' not found"));
+  Record& rec = *it->second;
+  if (IsTerminal(rec.job.state())) return SnapshotLocked(rec);
+  rec.job.set_cancel_requested(true);
+  rec.cancel.store(true);
+  if (rec.job.state() == v1::JOB_STATE_QUEUED) {
+    queue_.erase(std::remove(queue_.begin(), queue_.end(), job_id), queue_.end());
+    rec.job.set_state(v1::JOB_STATE_CANCELLED);
+    rec.job.mutable_error()->set_code(static_cast<int>(absl::StatusCode::kCancelled));
+    rec.job.mutable_error()->set_message("cancelled by a client while queued");
+    SetTime(rec.job.mutable_end_time(), absl::Now());
+    if (metrics_ != nullptr) metrics_->JobFinished("model", "cancelled", 0);
+    LogLine("job ", job_id, " state QUEUED->CANCELLED queue_wait=",
+            absl::FormatDuration(absl::Now() - FromTs(rec.job.create_time())));
+    UpdateGaugesLocked();
+  } else {
+    LogLine("job ", job_id, " cancel requested while RUNNING");
+  }
+  ++rec.version;
+  SaveLocked(rec);
+  changed_.SignalAll();
+  return SnapshotLocked(rec);
+}
+
+absl::StatusOr<v1::ListJobsResponse> JobManager::List(const v1::ListJobsRequest& request) {
+  int page_size = request.page_size() <= 0 ? 50 : std::min(request.page_size(), 1000);
+  int64_t before = INT64_MAX;
+  if (!request.page_token().empty() && !absl::SimpleAtoi(request.page_token(), &before)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("malformed page_token '", request.page_token(), "'"));
+  }
+  absl::MutexLock lock(&mu_);
+  std::vector<const Record*> matching;
+  for (const auto& [id, rec] : jobs_) {
+    if (rec->seq >= before) continue;
+    if (request.states_size() > 0 && std::find(request.states().begin(), request.states().end(),
+                                               rec->job.state()) == request.states().end()) {
+      continue;
+    }
+    matching.push_back(rec.get());
+  }
+  std::sort(matching.begin(), matching.end(),
+            [](const Record* a, const Record* b) { return a->seq > b->seq; });
+  v1::ListJobsResponse out;
+  for (size_t i = 0; i < matching.size() && static_cast<int>(i) < page_size; ++i) {
+    *out.add_jobs() = SnapshotLocked(*matching[i]);
+  }
+  if (static_cast<int>(matching.size()) > page_size) {
+    out.set_next_page_token(std::to_string(matching[page_size - 1]->seq));
+  }
+  return out;
+}
+
+absl::Status JobManager::Watch(const std::string& job_id, absl::Duration heartbeat,
+                               const std::function<bool(const v1::JobEvent&)>& send,
+                               const std::function<bool()>& cancelled) {
+  if (heartbeat <= absl::ZeroDuration()) heartbeat = options_.default_heartbeat;
+  Record* rec = nullptr;
+  v1::JobEvent event;
+  int64_t seen_version = 0;
+  size_t seen_tensors = 0;
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = jobs_.find(job_id);
+    if (it == jobs_.end()) return absl::NotFoundError(absl::StrCat("job '", job_id, "' not found"));
+    rec = it->second.get();  // records are never deleted while the manager lives
+    event.set_type(v1::EVENT_TYPE_SNAPSHOT);
+    *event.mutable_job() = SnapshotLocked(*rec);
+    SetTime(event.mutable_time(), absl::Now());
+    seen_version = rec->version;
+    seen_tensors = rec->tensors.size();
+  }
+  if (!send(event)) return absl::CancelledError("watcher went away");
+  bool terminal = IsTerminal(event.job().state());
+  if (terminal) {  // already finished: the snapshot is followed by the terminal event
+    event.set_type(v1::EVENT_TYPE_TERMINAL);
+    SetTime(event.mutable_time(), absl::Now());
+    if (!send(event)) return absl::CancelledError("watcher went away");
+    return absl::OkStatus();
+  }
+  absl::Time last_sent = absl::Now();
+  while (!terminal) {
+    event.Clear();
+    {
+      absl::MutexLock lock(&mu_);
+      const absl::Time deadline = last_sent + heartbeat;
+      while (rec->version == seen_version && !stopping_ && absl::Now() < deadline) {
+        if (cancelled && cancelled()) return absl::CancelledError("watcher went away");
+        absl::Duration wait = std::min(deadline - absl::Now(), absl::Milliseconds(250));
+        changed_.WaitWithTimeout(&mu_, std::max(wait, absl::Milliseconds(1)));
+      }
+      if (stopping_ && !IsTerminal(rec->job.state())) {
+        return absl::UnavailableError("server is shutting down; re-attach to the job later");
+      }
+      terminal = IsTerminal(rec->job.state());
+      if (rec->version != seen_version) {
+        event.set_type(terminal ? v1::EVENT_TYPE_TERMINAL : v1::EVENT_TYPE_PROGRESS);
+        for (size_t i = seen_tensors; i < rec->tensors.size(); ++i) {
+          *event.add_tensors() = rec->tensors[i];
+        }
+        seen_tensors = rec->tensors.size();
+        seen_version = rec->version;
+      } else {
+        event.set_type(terminal ? v1::EVENT_TYPE_TERMINAL : v1::EVENT_TYPE_HEARTBEAT);
+      }
+      *event.mutable_job() = SnapshotLocked(*rec);
+    }
+    SetTime(event.mutable_time(), absl::Now());
+    if (!send(event)) return absl::CancelledError("watcher went away");
+    last_sent = absl::Now();
+  }
+  return absl::OkStatus();
+}
+
+void JobManager::WorkerLoop(int worker_index) {
+  while (true) {
+    Record* rec = nullptr;
+    {
+      absl::MutexLock lock(&mu_);
+      while (!stopping_ && (queue_.empty() || draining_.load())) {
+        changed_.WaitWithTimeout(&mu_, absl::Milliseconds(500));
+      }
+      if (stopping_) return;
+      std::string id = queue_.front();
+      queue_.pop_front();
+      rec = jobs_.at(id).get();
+      const absl::Time now = absl::Now();
+      const absl::Duration wait = now - FromTs(rec->job.create_time());
+      rec->job.set_state(v1::JOB_STATE_RUNNING);
+      SetTime(rec->job.mutable_start_time(), now);
+      ++rec->version;
+      ++running_;
+      SaveLocked(*rec);
+      UpdateGaugesLocked();
+      if (metrics_ != nullptr) metrics_->QueueWait(absl::ToDoubleSeconds(wait));
+      LogLine("job ", id, " state QUEUED->RUNNING worker=", worker_index,
+              " queue_wait=", absl::FormatDuration(wait));
+      changed_.SignalAll();
+    }
+    RunJob(rec, worker_index);
+  }
+}
+
+void JobManager::RunJob(Record* rec, int worker_index) {
+  const absl::Time start = absl::Now();
+  Sink sink(this, rec, start);
+  ModelJobContext ctx;
+  ctx.job_id = rec->job.job_id();
+  v1::QuantizeModelRequest request;
+  {
+    absl::MutexLock lock(&mu_);
+    request = rec->job.request();
+  }
+  ctx.request = &request;
+  ctx.store = store_;
+  ctx.devices = devices_;
+  ctx.progress = &sink;
+  absl::StatusOr<std::vector<v1::OutputFile>> result = pipeline_->Run(ctx);
+  const absl::Duration run = absl::Now() - start;
+
+  absl::MutexLock lock(&mu_);
+  v1::Job& job = rec->job;
+  --running_;
+  job.mutable_progress()->clear_current_tensor();
+  std::string detail;
+  if (result.ok()) {
+    job.set_state(v1::JOB_STATE_SUCCEEDED);
+    job.mutable_progress()->set_eta_seconds(0);
+    for (v1::OutputFile& f : *result) *job.add_outputs() = std::move(f);
+  } else if (rec->interrupt.load() && !rec->cancel.load()) {
+    // Shutdown: leave it queued in the store so that a restarted server runs it again.
+    job.set_state(v1::JOB_STATE_QUEUED);
+    job.clear_start_time();
+    SaveLocked(*rec);
+    ++rec->version;
+    UpdateGaugesLocked();
+    LogLine("job ", job.job_id(),
+            " state RUNNING->QUEUED (interrupted by shutdown) run=", absl::FormatDuration(run));
+    changed_.SignalAll();
+    return;
+  } else if (rec->cancel.load() && absl::IsCancelled(result.status())) {
+    job.set_state(v1::JOB_STATE_CANCELLED);
+    job.mutable_error()->set_code(static_cast<int>(absl::StatusCode::kCancelled));
+    job.mutable_error()->set_message("cancelled by a client");
+  } else {
+    job.set_state(v1::JOB_STATE_FAILED);
+    job.mutable_error()->set_code(static_cast<int>(result.status().code()));
+    job.mutable_error()->set_message(std::string(result.status().message()));
+    detail = absl::StrCat(" error=", result.status().ToString());
+  }
+  SetTime(job.mutable_end_time(), absl::Now());
+  ++rec->version;
+  SaveLocked(*rec);
+  UpdateGaugesLocked();
+  if (metrics_ != nullptr) {
+    metrics_->JobFinished("model", Outcome(job.state()), absl::ToDoubleSeconds(run));
+  }
+  LogLine("job ", job.job_id(), " state RUNNING->", JobStateName(job.state()),
+          " worker=", worker_index, " run=", absl::FormatDuration(run),
+          " tensors=", job.progress().tensors_done(), "/", job.progress().tensors_total(),
+          " bytes_in=", job.progress().bytes_in(), " bytes_out=", job.progress().bytes_out(),
+          detail);
+  changed_.SignalAll();
+}
+
+void JobManager::BeginDrain() {
+  draining_.store(true);
+  absl::MutexLock lock(&mu_);
+  changed_.SignalAll();
+}
+
+bool JobManager::WaitIdle(absl::Duration timeout) {
+  const absl::Time deadline = absl::Now() + timeout;
+  absl::MutexLock lock(&mu_);
+  while (running_ > 0) {
+    if (absl::Now() >= deadline) return false;
+    changed_.WaitWithTimeout(&mu_, std::min(deadline - absl::Now(), absl::Milliseconds(200)));
+  }
+  return true;
+}
+
+void JobManager::Stop() {
+  {
+    absl::MutexLock lock(&mu_);
+    if (stopping_ && workers_.empty()) return;
+    for (auto& [id, rec] : jobs_) {
+      if (rec->job.state() == v1::JOB_STATE_RUNNING) rec->interrupt.store(true);
+    }
+    // Let running jobs notice the interrupt and record themselves before the workers exit.
+    draining_.store(true);
+    changed_.SignalAll();
+  }
+  (void)WaitIdle(absl::Seconds(30));
+  {
+    absl::MutexLock lock(&mu_);
+    stopping_ = true;
+    changed_.SignalAll();
+  }
+  for (std::thread& t : workers_) t.join();
+  workers_.clear();
+}
+
+int64_t JobManager::running() const {
+  absl::MutexLock lock(&mu_);
+  return running_;
+}
+
+int64_t JobManager::queued() const {
+  absl::MutexLock lock(&mu_);
+  return static_cast<int64_t>(queue_.size());
+}
+
+}  // namespace nvfp4::server

@@ -1,0 +1,268 @@
+// nvfp4d: the NVFP4 quantization server.
+//
+//   nvfp4d --listen 0.0.0.0:50051 --metrics_listen 0.0.0.0:9090 --data_root /data --devices auto
+//
+// SIGTERM/SIGINT drain the server: health turns NOT_SERVING, new work is refused with UNAVAILABLE,
+// running jobs get --drain_timeout seconds to finish (then they are interrupted and saved as
+// QUEUED for the next start), and the process exits 0.
+#include <signal.h>
+
+#include <cstdio>
+#include <fstream>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
+#include "grpcpp/ext/proto_server_reflection_plugin.h"
+#include "grpcpp/grpcpp.h"
+#include "grpcpp/health_check_service_interface.h"
+#include "kernels/backend.h"
+#include "server/device_pool.h"
+#include "server/job_manager.h"
+#include "server/job_store.h"
+#include "server/local_store.h"
+#include "server/log.h"
+#include "server/metrics.h"
+#include "server/model_pipeline.h"
+#include "server/quantizer_service.h"
+#include "server/s3_store.h"
+#include "server/storage.h"
+
+ABSL_FLAG(std::string, listen, "0.0.0.0:50051", "gRPC listen address (port 0 picks a free port)");
+ABSL_FLAG(std::string, metrics_listen, "0.0.0.0:9090",
+          "Prometheus /metrics listen address (empty disables; port 0 picks one)");
+ABSL_FLAG(std::string, health_listen, "",
+          "optional plaintext listen address serving only grpc.health.v1 (for kubelet probes)");
+ABSL_FLAG(std::vector<std::string>, data_root, {"./nvfp4-data"},
+          "local directories the server may read and write (repeatable or comma-separated); "
+          "relative file:// paths resolve against the first");
+ABSL_FLAG(std::string, state_dir, "", "directory for the job journal (empty: jobs kept in memory)");
+ABSL_FLAG(int, queue_capacity, 64, "maximum queued model jobs; more are refused with UNAVAILABLE");
+ABSL_FLAG(std::string, devices, "auto", "quantizer devices: auto | cpu | cuda:0,1");
+ABSL_FLAG(int, max_message_bytes, 8 << 20, "maximum gRPC message size received (chunk + slack)");
+ABSL_FLAG(int, chunk_bytes, 1 << 20, "default streaming chunk size (256 KiB .. 4 MiB)");
+ABSL_FLAG(int64_t, max_tensor_bytes, 4ll << 30, "largest QuantizeTensor source accepted");
+ABSL_FLAG(int, max_connection_age, 0,
+          "seconds before a connection is asked to reconnect (0: never)");
+ABSL_FLAG(int, drain_timeout, 30, "seconds running jobs get to finish after SIGTERM");
+ABSL_FLAG(int, heartbeat_seconds, 5, "default WatchJob heartbeat interval");
+ABSL_FLAG(std::string, s3_endpoint, "", "S3 endpoint URL (default $AWS_ENDPOINT_URL)");
+ABSL_FLAG(std::string, s3_region, "", "S3 region (default $AWS_REGION, else us-east-1)");
+ABSL_FLAG(int64_t, s3_part_bytes, 64ll << 20, "S3 multipart part size (>= 5 MiB)");
+ABSL_FLAG(std::string, ready_file, "",
+          "write {\"grpc_port\":..,\"metrics_port\":..,\"health_port\":..} here once serving");
+
+namespace nvfp4::server {
+namespace {
+
+constexpr char kServiceName[] = "nvfp4.v1.Quantizer";
+constexpr char kVersion[] = "0.1.0";
+
+// --data_root is repeatable: absl keeps only the last occurrence, so collect them all first.
+std::vector<std::string> CollectDataRoots(int argc, char** argv) {
+  std::vector<std::string> roots;
+  for (int i = 1; i < argc; ++i) {
+    absl::string_view a = argv[i];
+    std::string value;
+    if (absl::StartsWith(a, "--data_root=")) {
+      value = std::string(a.substr(12));
+    } else if (a == "--data_root" && i + 1 < argc) {
+      value = argv[i + 1];
+    } else {
+      continue;
+    }
+    for (absl::string_view r : absl::StrSplit(value, ',', absl::SkipEmpty())) roots.emplace_back(r);
+  }
+  return roots;
+}
+
+int Run(int argc, char** argv) {
+  absl::SetProgramUsageMessage("nvfp4d: gRPC service that quantizes LLM weights to NVFP4");
+  std::vector<std::string> roots = CollectDataRoots(argc, argv);
+  absl::ParseCommandLine(argc, argv);
+  if (roots.empty()) roots = absl::GetFlag(FLAGS_data_root);
+
+  // Signals are handled by one thread with sigwait; block them before any thread starts.
+  sigset_t sigs;
+  sigemptyset(&sigs);
+  sigaddset(&sigs, SIGTERM);
+  sigaddset(&sigs, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+
+  const int chunk_bytes = absl::GetFlag(FLAGS_chunk_bytes);
+  if (chunk_bytes < kMinChunkBytes || chunk_bytes > kMaxChunkBytes) {
+    std::fprintf(stderr, "nvfp4d: --chunk_bytes must be within [262144, 4194304]\n");
+    return 2;
+  }
+  const int max_message = absl::GetFlag(FLAGS_max_message_bytes);
+  if (max_message < chunk_bytes + (64 << 10)) {
+    std::fprintf(stderr, "nvfp4d: --max_message_bytes must exceed --chunk_bytes by 64 KiB\n");
+    return 2;
+  }
+
+  // Storage.
+  absl::StatusOr<std::unique_ptr<LocalObjectStore>> local = LocalObjectStore::Create(roots);
+  if (!local.ok()) {
+    std::fprintf(stderr, "nvfp4d: %s\n", local.status().ToString().c_str());
+    return 2;
+  }
+  auto metrics = std::make_unique<Metrics>(kVersion, CudaCompiledIn());
+  std::unique_ptr<ObjectStore> s3;
+  S3Config s3_config =
+      S3ConfigFromEnv(absl::GetFlag(FLAGS_s3_endpoint), absl::GetFlag(FLAGS_s3_region));
+  s3_config.part_size = absl::GetFlag(FLAGS_s3_part_bytes);
+  Metrics* m = metrics.get();
+  s3_config.observer = [m](absl::string_view op, double seconds, absl::string_view error) {
+    m->S3Request(op, seconds, error);
+  };
+  if (!s3_config.endpoint.empty()) {
+    absl::StatusOr<std::unique_ptr<S3ObjectStore>> s = S3ObjectStore::Create(s3_config);
+    if (!s.ok()) {
+      std::fprintf(stderr, "nvfp4d: %s\n", s.status().ToString().c_str());
+      return 2;
+    }
+    s3 = *std::move(s);
+    LogLine("s3 endpoint ", s3_config.endpoint, " region ", s3_config.region);
+  }
+  StorageRouter storage(*std::move(local), std::move(s3));
+
+  // Devices.
+  absl::StatusOr<std::unique_ptr<DevicePool>> devices =
+      DevicePool::Create(absl::GetFlag(FLAGS_devices));
+  if (!devices.ok()) {
+    std::fprintf(stderr, "nvfp4d: %s\n", devices.status().ToString().c_str());
+    return 2;
+  }
+  metrics->SetDevices((*devices)->kind(), (*devices)->size());
+  LogLine("devices: ", absl::StrJoin((*devices)->names(), ","));
+
+  // Jobs.
+  std::unique_ptr<JobStore> job_store;
+  if (const std::string dir = absl::GetFlag(FLAGS_state_dir); !dir.empty()) {
+    absl::StatusOr<std::unique_ptr<FileJobStore>> fs = FileJobStore::Create(dir);
+    if (!fs.ok()) {
+      std::fprintf(stderr, "nvfp4d: %s\n", fs.status().ToString().c_str());
+      return 2;
+    }
+    job_store = *std::move(fs);
+  } else {
+    job_store = std::make_unique<MemoryJobStore>();
+  }
+  std::unique_ptr<ModelPipeline> pipeline = MakeCheckpointPipeline();
+  JobManagerOptions jm_options;
+  jm_options.queue_capacity = absl::GetFlag(FLAGS_queue_capacity);
+  jm_options.workers = (*devices)->size();
+  jm_options.default_heartbeat = absl::Seconds(absl::GetFlag(FLAGS_heartbeat_seconds));
+  JobManager jobs(jm_options, pipeline.get(), &storage, devices->get(), job_store.get(),
+                  metrics.get());
+  if (absl::Status s = jobs.Start(); !s.ok()) {
+    std::fprintf(stderr, "nvfp4d: %s\n", s.ToString().c_str());
+    return 1;
+  }
+
+  ServiceOptions service_options;
+  service_options.chunk_bytes = chunk_bytes;
+  service_options.max_tensor_bytes = absl::GetFlag(FLAGS_max_tensor_bytes);
+  service_options.max_inflight_tensors = absl::GetFlag(FLAGS_queue_capacity);
+  service_options.default_heartbeat = jm_options.default_heartbeat;
+  QuantizerService service(service_options, &jobs, devices->get(), &storage, metrics.get());
+
+  // gRPC servers.
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  int grpc_port = 0;
+  builder.AddListeningPort(absl::GetFlag(FLAGS_listen), grpc::InsecureServerCredentials(),
+                           &grpc_port);
+  builder.RegisterService(&service);
+  builder.SetMaxReceiveMessageSize(max_message);
+  builder.SetMaxSendMessageSize(max_message);
+  if (int age = absl::GetFlag(FLAGS_max_connection_age); age > 0) {
+    builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_MS, age * 1000);
+    builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_GRACE_MS, 30000);
+  }
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (!server || grpc_port == 0) {
+    std::fprintf(stderr, "nvfp4d: cannot listen on %s\n", absl::GetFlag(FLAGS_listen).c_str());
+    return 1;
+  }
+  std::unique_ptr<grpc::Server> health_server;
+  int health_port = 0;
+  if (const std::string hl = absl::GetFlag(FLAGS_health_listen); !hl.empty()) {
+    grpc::ServerBuilder hb;
+    hb.AddListeningPort(hl, grpc::InsecureServerCredentials(), &health_port);
+    health_server = hb.BuildAndStart();
+    if (!health_server || health_port == 0) {
+      std::fprintf(stderr, "nvfp4d: cannot listen on %s\n", hl.c_str());
+      return 1;
+    }
+  }
+  auto set_serving = [&](bool serving) {
+    for (grpc::Server* s : {server.get(), health_server.get()}) {
+      if (s == nullptr) continue;
+      grpc::HealthCheckServiceInterface* h = s->GetHealthCheckService();
+      h->SetServingStatus(serving);  // "" (overall) and every registered service
+      h->SetServingStatus(kServiceName, serving);
+    }
+  };
+  set_serving(true);
+
+  int metrics_port = 0;
+  if (const std::string ml = absl::GetFlag(FLAGS_metrics_listen); !ml.empty()) {
+    absl::StatusOr<int> p = metrics->Expose(ml);
+    if (!p.ok()) {
+      std::fprintf(stderr, "nvfp4d: %s\n", p.status().ToString().c_str());
+      return 1;
+    }
+    metrics_port = *p;
+  }
+  LogLine("serving ", kServiceName, " on port ", grpc_port, " metrics_port=", metrics_port,
+          " health_port=", health_port, " data_roots=", absl::StrJoin(roots, ","));
+  if (const std::string rf = absl::GetFlag(FLAGS_ready_file); !rf.empty()) {
+    std::string tmp = rf + ".tmp";
+    {
+      std::ofstream out(tmp);
+      out << "{\"grpc_port\": " << grpc_port << ", \"metrics_port\": " << metrics_port
+          << ", \"health_port\": " << health_port << "}\n";
+    }
+    std::rename(tmp.c_str(), rf.c_str());
+  }
+
+  // Drain on SIGTERM / SIGINT.
+  const absl::Duration drain_timeout = absl::Seconds(absl::GetFlag(FLAGS_drain_timeout));
+  std::thread signal_thread([&] {
+    int sig = 0;
+    sigwait(&sigs, &sig);
+    const absl::Time t0 = absl::Now();
+    LogLine("received signal ", sig, ": draining (running=", jobs.running(),
+            " queued=", jobs.queued(), ")");
+    set_serving(false);
+    jobs.BeginDrain();
+    if (!jobs.WaitIdle(drain_timeout)) {
+      LogLine("drain timeout: interrupting running jobs (they stay QUEUED for the next start)");
+    }
+    jobs.Stop();  // interrupts what is left and ends watch streams
+    server->Shutdown(absl::ToChronoTime(absl::Now() + absl::Seconds(5)));
+    if (health_server) health_server->Shutdown(absl::ToChronoTime(absl::Now()));
+    LogLine("drained in ", absl::FormatDuration(absl::Now() - t0));
+  });
+  server->Wait();
+  signal_thread.join();
+  LogLine("exit 0");
+  return 0;
+}
+
+}  // namespace
+}  // namespace nvfp4::server
+
+int main(int argc, char** argv) { return nvfp4::server::Run(argc, argv); }

@@ -1,0 +1,59 @@
+// The interface between the job machinery and the checkpoint pipeline.
+//
+// The JobManager runs a ModelPipeline for each QuantizeModel job. The pipeline reads the input
+// checkpoint through the ObjectStore, quantizes the selected weights on devices leased from the
+// DevicePool, writes the output atomically, and reports progress through the ProgressSink. It
+// checks ProgressSink::Cancelled() between tensors and then returns CANCELLED.
+#ifndef NVFP4_SERVER_MODEL_JOB_H_
+#define NVFP4_SERVER_MODEL_JOB_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "nvfp4/v1/quantizer.pb.h"
+#include "server/device_pool.h"
+#include "server/object_store.h"
+
+namespace nvfp4::server {
+
+// Progress reporting for one job (thread-safe).
+class ProgressSink {
+ public:
+  virtual ~ProgressSink() = default;
+  // Totals, once known.
+  virtual void SetTotals(int64_t tensors, int64_t bytes_in_total) = 0;
+  // A tensor started (shown as the job's current tensor).
+  virtual void TensorStarted(absl::string_view name) = 0;
+  // A tensor finished: `bytes_in` source bytes consumed, `bytes_out` bytes produced.
+  virtual void TensorFinished(const v1::TensorResult& result, int64_t bytes_in,
+                              int64_t bytes_out) = 0;
+  // True once cancellation was requested (by a client or by a server shutdown).
+  virtual bool Cancelled() const = 0;
+};
+
+// Everything a pipeline run needs. Pointers are owned by the caller and outlive the run.
+struct ModelJobContext {
+  std::string job_id;
+  const v1::QuantizeModelRequest* request = nullptr;
+  ObjectStore* store = nullptr;
+  DevicePool* devices = nullptr;
+  ProgressSink* progress = nullptr;
+};
+
+class ModelPipeline {
+ public:
+  virtual ~ModelPipeline() = default;
+  // Validates a request before it is queued (URIs parse, layout known, ...). INVALID_ARGUMENT.
+  virtual absl::Status Validate(const v1::QuantizeModelRequest& request) = 0;
+  // Runs one job to completion. Returns the output files (size + sha256), or an error status:
+  // CANCELLED when ProgressSink::Cancelled() became true, INVALID_ARGUMENT naming the tensor for
+  // malformed input, NOT_FOUND for a missing input.
+  virtual absl::StatusOr<std::vector<v1::OutputFile>> Run(const ModelJobContext& context) = 0;
+};
+
+}  // namespace nvfp4::server
+
+#endif  // NVFP4_SERVER_MODEL_JOB_H_

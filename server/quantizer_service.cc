@@ -1,0 +1,289 @@
+#include "server/quantizer_service.h"
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/time/clock.h"
+#include "base/status_macros.h"
+#include "nvfp4/v1/convert.h"
+#include "server/grpc_status.h"
+
+namespace nvfp4::server {
+namespace {
+
+// Decrements an atomic counter on scope exit.
+class InflightGuard {
+ public:
+  explicit InflightGuard(std::atomic<int>* c) : c_(c) {}
+  ~InflightGuard() { c_->fetch_sub(1); }
+
+ private:
+  std::atomic<int>* c_;
+};
+
+std::string ShapeString(const google::protobuf::RepeatedField<int64_t>& shape) {
+  return absl::StrCat("[", absl::StrJoin(shape, ", "), "]");
+}
+
+// Streams `data` as chunks of `part`, `chunk` bytes each.
+absl::Status SendChunks(
+    grpc::ServerReaderWriter<v1::QuantizeTensorResponse, v1::QuantizeTensorRequest>* stream,
+    v1::Part part, const std::vector<uint8_t>& data, int chunk) {
+  v1::QuantizeTensorResponse msg;
+  for (size_t off = 0; off < data.size(); off += static_cast<size_t>(chunk)) {
+    const size_t n = std::min(data.size() - off, static_cast<size_t>(chunk));
+    v1::DataChunk* c = msg.mutable_chunk();
+    c->set_part(part);
+    c->set_offset(off);
+    c->set_data(data.data() + off, n);
+    if (!stream->Write(msg))
+      return absl::CancelledError("client went away while receiving results");
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+int ClampChunkBytes(int requested, int fallback) {
+  int v = requested > 0 ? requested : fallback;
+  return std::clamp(v, kMinChunkBytes, kMaxChunkBytes);
+}
+
+QuantizerService::QuantizerService(ServiceOptions options, JobManager* jobs, DevicePool* devices,
+                                   ObjectStore* store, Metrics* metrics)
+    : options_(options), jobs_(jobs), devices_(devices), store_(store), metrics_(metrics) {}
+
+grpc::Status QuantizerService::QuantizeTensor(
+    grpc::ServerContext* context,
+    grpc::ServerReaderWriter<v1::QuantizeTensorResponse, v1::QuantizeTensorRequest>* stream) {
+  return ToGrpcStatus(DoQuantizeTensor(context, stream));
+}
+
+absl::Status QuantizerService::DoQuantizeTensor(
+    grpc::ServerContext* context,
+    grpc::ServerReaderWriter<v1::QuantizeTensorResponse, v1::QuantizeTensorRequest>* stream) {
+  if (jobs_->draining())
+    return absl::UnavailableError("server is draining; not accepting new work");
+  if (inflight_tensors_.fetch_add(1) >= options_.max_inflight_tensors) {
+    inflight_tensors_.fetch_sub(1);
+    return absl::UnavailableError(absl::StrCat("too many tensors in flight (",
+                                               options_.max_inflight_tensors, "); retry later"));
+  }
+  InflightGuard guard(&inflight_tensors_);
+  const absl::Time t0 = absl::Now();
+
+  v1::QuantizeTensorRequest msg;
+  if (!stream->Read(&msg)) return absl::InvalidArgumentError("empty QuantizeTensor stream");
+  if (!msg.has_header()) {
+    return absl::InvalidArgumentError("the first QuantizeTensor message must be a TensorHeader");
+  }
+  const v1::TensorHeader header = msg.header();
+  const std::string& name = header.name();
+  auto bad = [&](const std::string& what) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("tensor '", name, "' ", ShapeString(header.shape()), ": ", what));
+  };
+  ASSIGN_OR_RETURN(nvfp4::DType dtype, v1::FromProto(header.dtype()));
+  absl::StatusOr<nvfp4::QuantizeOptions> options = v1::FromProto(header.options());
+  if (!options.ok()) return bad(std::string(options.status().message()));
+  if (header.shape_size() == 0) return bad("a scalar cannot be quantized (need rank >= 1)");
+  int64_t numel = 1;
+  for (int64_t d : header.shape()) {
+    if (d <= 0) return bad("every dimension must be positive");
+    if (numel > (INT64_MAX / 8) / d) {
+      return absl::ResourceExhaustedError(absl::StrCat("tensor '", name, "': too many elements"));
+    }
+    numel *= d;
+  }
+  const int64_t cols = header.shape(header.shape_size() - 1);
+  if (cols % 16 != 0) return bad(absl::StrCat("K=", cols, " is not a multiple of 16"));
+  const int64_t bytes = numel * DTypeSize(dtype);
+  if (bytes > options_.max_tensor_bytes) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("tensor '", name, "' is ", bytes, " bytes, over the server limit of ",
+                     options_.max_tensor_bytes, " bytes (--max_tensor_bytes)"));
+  }
+  if (header.importance_size() != 0 && header.importance_size() != cols) {
+    return bad(
+        absl::StrCat("importance has ", header.importance_size(), " entries, expected K=", cols));
+  }
+
+  // Receive the source bytes.
+  std::vector<uint8_t> source(static_cast<size_t>(bytes));
+  int64_t received = 0;
+  while (stream->Read(&msg)) {
+    if (context->IsCancelled()) return absl::CancelledError("client cancelled");
+    if (!msg.has_chunk()) return bad("a second TensorHeader arrived; expected data chunks");
+    const v1::DataChunk& c = msg.chunk();
+    if (c.part() != v1::PART_SOURCE && c.part() != v1::PART_UNSPECIFIED) {
+      return bad("data chunks sent to the server must be PART_SOURCE");
+    }
+    if (static_cast<int64_t>(c.offset()) != received) {
+      return bad(absl::StrCat("chunk at offset ", c.offset(), ", expected ", received));
+    }
+    if (static_cast<int64_t>(c.data().size()) > bytes - received) {
+      return bad(absl::StrCat("more data than the shape and dtype describe (", bytes, " bytes)"));
+    }
+    std::memcpy(source.data() + received, c.data().data(), c.data().size());
+    received += static_cast<int64_t>(c.data().size());
+  }
+  if (context->IsCancelled()) return absl::CancelledError("client cancelled");
+  if (received != bytes) {
+    return bad(absl::StrCat("received ", received, " of ", bytes, " bytes"));
+  }
+  if (metrics_ != nullptr) {
+    metrics_->JobSubmitted("tensor");
+    metrics_->InputBytes(bytes);
+  }
+
+  nvfp4::TensorView view;
+  view.name = name;
+  view.dtype = dtype;
+  view.shape.assign(header.shape().begin(), header.shape().end());
+  view.data = source.data();
+  nvfp4::Calibration calibration;
+  calibration.importance.assign(header.importance().begin(), header.importance().end());
+
+  absl::StatusOr<nvfp4::QuantizedTensor> q;
+  std::string device;
+  double quantize_seconds = 0;
+  {
+    ASSIGN_OR_RETURN(DevicePool::Lease lease,
+                     devices_->Acquire([context] { return context->IsCancelled(); }));
+    device = lease.backend()->name();
+    const absl::Time q0 = absl::Now();
+    q = lease.backend()->Quantize(view, *options, calibration.empty() ? nullptr : &calibration);
+    quantize_seconds = absl::ToDoubleSeconds(absl::Now() - q0);
+  }
+  if (!q.ok()) {
+    if (metrics_ != nullptr)
+      metrics_->JobFinished("tensor", "failed", absl::ToDoubleSeconds(absl::Now() - t0));
+    return q.status();
+  }
+  if (metrics_ != nullptr) {
+    metrics_->TensorQuantized(std::string(MethodName(options->method)), device, quantize_seconds,
+                              q->metrics.nmse_vs_rtn);
+    metrics_->OutputBytes(static_cast<int64_t>(q->packed.size() + q->scales.size()));
+  }
+  v1::QuantizeTensorResponse out;
+  v1::QuantizedTensorHeader* h = out.mutable_header();
+  h->set_name(name);
+  h->set_rows(q->rows);
+  h->set_cols(q->cols);
+  for (int64_t d : q->source_shape) h->add_source_shape(d);
+  h->set_global_scale(q->global_scale);
+  h->set_packed_bytes(q->packed.size());
+  h->set_scales_bytes(q->scales.size());
+  if (options->compute_metrics) v1::ToProto(q->metrics, h->mutable_metrics());
+  h->set_device(device);
+  h->set_quantize_seconds(quantize_seconds);
+  if (!stream->Write(out)) return absl::CancelledError("client went away");
+  const int chunk = ClampChunkBytes(header.response_chunk_bytes(), options_.chunk_bytes);
+  RETURN_IF_ERROR(SendChunks(stream, v1::PART_PACKED, q->packed, chunk));
+  RETURN_IF_ERROR(SendChunks(stream, v1::PART_SCALES, q->scales, chunk));
+  if (metrics_ != nullptr) {
+    metrics_->JobFinished("tensor", "succeeded", absl::ToDoubleSeconds(absl::Now() - t0));
+  }
+  return absl::OkStatus();
+}
+
+grpc::Status QuantizerService::QuantizeModel(grpc::ServerContext*,
+                                             const v1::QuantizeModelRequest* request,
+                                             v1::Job* response) {
+  absl::StatusOr<v1::Job> job = jobs_->Submit(*request);
+  if (!job.ok()) return ToGrpcStatus(job.status());
+  *response = *std::move(job);
+  return grpc::Status::OK;
+}
+
+grpc::Status QuantizerService::GetJob(grpc::ServerContext*, const v1::GetJobRequest* request,
+                                      v1::Job* response) {
+  absl::StatusOr<v1::Job> job = jobs_->Get(request->job_id());
+  if (!job.ok()) return ToGrpcStatus(job.status());
+  *response = *std::move(job);
+  return grpc::Status::OK;
+}
+
+grpc::Status QuantizerService::WatchJob(grpc::ServerContext* context,
+                                        const v1::WatchJobRequest* request,
+                                        grpc::ServerWriter<v1::JobEvent>* writer) {
+  absl::Duration heartbeat = options_.default_heartbeat;
+  if (request->heartbeat_seconds() > 0) {
+    heartbeat = absl::Seconds(std::clamp(request->heartbeat_seconds(), 1, 60));
+  }
+  return ToGrpcStatus(jobs_->Watch(
+      request->job_id(), heartbeat, [writer](const v1::JobEvent& e) { return writer->Write(e); },
+      [context] { return context->IsCancelled(); }));
+}
+
+grpc::Status QuantizerService::CancelJob(grpc::ServerContext*, const v1::CancelJobRequest* request,
+                                         v1::Job* response) {
+  absl::StatusOr<v1::Job> job = jobs_->Cancel(request->job_id());
+  if (!job.ok()) return ToGrpcStatus(job.status());
+  *response = *std::move(job);
+  return grpc::Status::OK;
+}
+
+grpc::Status QuantizerService::ListJobs(grpc::ServerContext*, const v1::ListJobsRequest* request,
+                                        v1::ListJobsResponse* response) {
+  absl::StatusOr<v1::ListJobsResponse> r = jobs_->List(*request);
+  if (!r.ok()) return ToGrpcStatus(r.status());
+  *response = *std::move(r);
+  return grpc::Status::OK;
+}
+
+grpc::Status QuantizerService::ReadResult(grpc::ServerContext* context,
+                                          const v1::ReadResultRequest* request,
+                                          grpc::ServerWriter<v1::ReadResultResponse>* writer) {
+  return ToGrpcStatus(DoReadResult(context, *request, writer));
+}
+
+absl::Status QuantizerService::DoReadResult(grpc::ServerContext* context,
+                                            const v1::ReadResultRequest& request,
+                                            grpc::ServerWriter<v1::ReadResultResponse>* writer) {
+  ASSIGN_OR_RETURN(v1::Job job, jobs_->Get(request.job_id()));
+  const v1::OutputFile* file = nullptr;
+  for (const v1::OutputFile& f : job.outputs()) {
+    if (f.name() == request.name()) file = &f;
+  }
+  if (job.state() != v1::JOB_STATE_SUCCEEDED) {
+    return absl::FailedPreconditionError(absl::StrCat("job ", job.job_id(), " is ",
+                                                      JobStateName(job.state()),
+                                                      "; results exist only for SUCCEEDED jobs"));
+  }
+  if (file == nullptr) {
+    return absl::NotFoundError(
+        absl::StrCat("job ", job.job_id(), " has no output named '", request.name(), "'"));
+  }
+  const int64_t size = file->size_bytes();
+  if (request.offset() < 0 || request.offset() > size) {
+    return absl::OutOfRangeError(absl::StrCat("offset ", request.offset(), " is outside '",
+                                              request.name(), "' (", size, " bytes)"));
+  }
+  int64_t end = size;
+  if (request.limit() > 0) end = std::min(end, request.offset() + request.limit());
+  const int chunk = ClampChunkBytes(request.chunk_bytes(), options_.chunk_bytes);
+  std::string buf;
+  v1::ReadResultResponse msg;
+  for (int64_t off = request.offset(); off < end; off += chunk) {
+    if (context->IsCancelled()) return absl::CancelledError("client cancelled");
+    const int64_t n = std::min<int64_t>(chunk, end - off);
+    buf.resize(static_cast<size_t>(n));
+    RETURN_IF_ERROR(store_->ReadAt(file->uri(), off, n, buf.data()));
+    msg.set_offset(off);
+    msg.set_data(buf);
+    msg.set_size_bytes(size);
+    if (!writer->Write(msg)) return absl::CancelledError("client went away");
+  }
+  if (request.offset() == end) {  // empty read: still report the size
+    msg.set_offset(end);
+    msg.set_size_bytes(size);
+    writer->Write(msg);
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace nvfp4::server

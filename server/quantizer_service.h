@@ -1,0 +1,69 @@
+// gRPC handlers of nvfp4.v1.Quantizer. Thin: they validate and convert requests, call the
+// JobManager / DevicePool / ObjectStore, and map absl::Status to grpc::Status once, here.
+#ifndef NVFP4_SERVER_QUANTIZER_SERVICE_H_
+#define NVFP4_SERVER_QUANTIZER_SERVICE_H_
+
+#include <atomic>
+#include <cstdint>
+
+#include "nvfp4/v1/quantizer.grpc.pb.h"
+#include "server/device_pool.h"
+#include "server/job_manager.h"
+#include "server/metrics.h"
+#include "server/object_store.h"
+
+namespace nvfp4::server {
+
+struct ServiceOptions {
+  int chunk_bytes = 1 << 20;             // default response chunk size
+  int64_t max_tensor_bytes = 4ll << 30;  // QuantizeTensor source size limit
+  int max_inflight_tensors = 64;         // concurrent QuantizeTensor calls (admission)
+  absl::Duration default_heartbeat = absl::Seconds(5);
+};
+
+inline constexpr int kMinChunkBytes = 256 << 10;
+inline constexpr int kMaxChunkBytes = 4 << 20;
+
+class QuantizerService final : public v1::Quantizer::Service {
+ public:
+  // `metrics` may be null.
+  QuantizerService(ServiceOptions options, JobManager* jobs, DevicePool* devices,
+                   ObjectStore* store, Metrics* metrics);
+
+  grpc::Status QuantizeTensor(grpc::ServerContext* context,
+                              grpc::ServerReaderWriter<v1::QuantizeTensorResponse,
+                                                       v1::QuantizeTensorRequest>* stream) override;
+  grpc::Status QuantizeModel(grpc::ServerContext* context, const v1::QuantizeModelRequest* request,
+                             v1::Job* response) override;
+  grpc::Status GetJob(grpc::ServerContext* context, const v1::GetJobRequest* request,
+                      v1::Job* response) override;
+  grpc::Status WatchJob(grpc::ServerContext* context, const v1::WatchJobRequest* request,
+                        grpc::ServerWriter<v1::JobEvent>* writer) override;
+  grpc::Status CancelJob(grpc::ServerContext* context, const v1::CancelJobRequest* request,
+                         v1::Job* response) override;
+  grpc::Status ListJobs(grpc::ServerContext* context, const v1::ListJobsRequest* request,
+                        v1::ListJobsResponse* response) override;
+  grpc::Status ReadResult(grpc::ServerContext* context, const v1::ReadResultRequest* request,
+                          grpc::ServerWriter<v1::ReadResultResponse>* writer) override;
+
+ private:
+  absl::Status DoQuantizeTensor(
+      grpc::ServerContext* context,
+      grpc::ServerReaderWriter<v1::QuantizeTensorResponse, v1::QuantizeTensorRequest>* stream);
+  absl::Status DoReadResult(grpc::ServerContext* context, const v1::ReadResultRequest& request,
+                            grpc::ServerWriter<v1::ReadResultResponse>* writer);
+
+  const ServiceOptions options_;
+  JobManager* const jobs_;
+  DevicePool* const devices_;
+  ObjectStore* const store_;
+  Metrics* const metrics_;
+  std::atomic<int> inflight_tensors_{0};
+};
+
+// Clamps a requested chunk size (0 = `fallback`) to [256 KiB, 4 MiB].
+int ClampChunkBytes(int requested, int fallback);
+
+}  // namespace nvfp4::server
+
+#endif  // NVFP4_SERVER_QUANTIZER_SERVICE_H_

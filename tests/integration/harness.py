@@ -1,0 +1,129 @@
+"""Helpers for the integration tests: start real nvfp4d processes, run nvfp4ctl, write checkpoints.
+
+Binaries come from the environment (NVFP4D, NVFP4CTL), set by CTest.
+"""
+import json
+import os
+import random
+import signal
+import struct
+import subprocess
+import tempfile
+import time
+import urllib.request
+
+NVFP4D = os.environ.get("NVFP4D", "nvfp4d")
+NVFP4CTL = os.environ.get("NVFP4CTL", "nvfp4ctl")
+
+
+def bf16_bytes(n, seed, scale=0.02):
+    rng = random.Random(seed)
+    out = bytearray(2 * n)
+    for i in range(n):
+        f = struct.pack("<f", rng.gauss(0.0, scale))
+        out[2 * i:2 * i + 2] = f[2:4]
+    return bytes(out)
+
+
+def write_safetensors(path, tensors, metadata=None):
+    """tensors: list of (name, dtype, shape, bytes)."""
+    header = {}
+    offset = 0
+    for name, dtype, shape, data in tensors:
+        header[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [offset, offset + len(data)]}
+        offset += len(data)
+    if metadata:
+        header["__metadata__"] = metadata
+    h = json.dumps(header).encode()
+    h += b" " * ((8 - len(h) % 8) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(h)))
+        f.write(h)
+        for _, _, _, data in tensors:
+            f.write(data)
+
+
+def write_llama_checkpoint(directory, layers=2, hidden=256, inter=512, seed=0):
+    """A tiny Llama-shaped checkpoint (bf16) with config.json and a tokenizer file."""
+    os.makedirs(directory, exist_ok=True)
+    t = []
+    s = seed
+    t.append(("model.embed_tokens.weight", "BF16", [64, hidden], bf16_bytes(64 * hidden, s)))
+    for l in range(layers):
+        p = f"model.layers.{l}."
+        for name, shape in [("self_attn.q_proj", [hidden, hidden]), ("self_attn.k_proj", [hidden // 4, hidden]),
+                            ("self_attn.v_proj", [hidden // 4, hidden]), ("self_attn.o_proj", [hidden, hidden]),
+                            ("mlp.gate_proj", [inter, hidden]), ("mlp.up_proj", [inter, hidden]),
+                            ("mlp.down_proj", [hidden, inter])]:
+            s += 1
+            t.append((p + name + ".weight", "BF16", shape, bf16_bytes(shape[0] * shape[1], s)))
+        t.append((p + "input_layernorm.weight", "BF16", [hidden], bf16_bytes(hidden, s + 100)))
+    t.append(("lm_head.weight", "BF16", [64, hidden], bf16_bytes(64 * hidden, s + 7)))
+    write_safetensors(os.path.join(directory, "model.safetensors"), t, {"format": "pt"})
+    with open(os.path.join(directory, "config.json"), "w") as f:
+        json.dump({"architectures": ["LlamaForCausalLM"], "hidden_size": hidden, "num_hidden_layers": layers}, f)
+    with open(os.path.join(directory, "tokenizer.json"), "w") as f:
+        f.write('{"version": "1.0"}\n')
+    return [name for name, _, _, _ in t]
+
+
+class Server:
+    """A real nvfp4d process on port 0."""
+
+    def __init__(self, data_root, extra_args=(), env=None):
+        self.dir = tempfile.mkdtemp(prefix="nvfp4d-it-")
+        self.ready = os.path.join(self.dir, "ready.json")
+        self.log_path = os.path.join(self.dir, "nvfp4d.log")
+        args = [NVFP4D, "--listen=127.0.0.1:0", "--metrics_listen=127.0.0.1:0",
+                f"--data_root={data_root}", f"--ready_file={self.ready}", "--devices=cpu",
+                "--heartbeat_seconds=1", f"--state_dir={os.path.join(self.dir, 'state')}"] + list(extra_args)
+        self.log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT,
+                                     env=dict(os.environ, **(env or {})))
+        deadline = time.time() + 30
+        while not os.path.exists(self.ready):
+            if self.proc.poll() is not None:
+                raise RuntimeError("nvfp4d exited early:\n" + self.logs())
+            if time.time() > deadline:
+                raise RuntimeError("nvfp4d did not become ready:\n" + self.logs())
+            time.sleep(0.05)
+        with open(self.ready) as f:
+            ports = json.load(f)
+        self.port = ports["grpc_port"]
+        self.metrics_port = ports["metrics_port"]
+        self.address = f"127.0.0.1:{self.port}"
+
+    def logs(self):
+        self.log.flush()
+        with open(self.log_path, errors="replace") as f:
+            return f.read()
+
+    def metrics(self):
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10) as r:
+            return r.read().decode()
+
+    def metric_value(self, name_with_labels):
+        for line in self.metrics().splitlines():
+            if line.startswith(name_with_labels + " "):
+                return float(line.split()[-1])
+        return 0.0
+
+    def terminate(self, timeout=60):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=timeout)
+        finally:
+            self.log.close()
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.log.close()
+
+
+def ctl(*args, timeout=300):
+    """Runs nvfp4ctl; returns CompletedProcess with text output."""
+    return subprocess.run([NVFP4CTL] + [str(a) for a in args], capture_output=True, text=True,
+                          timeout=timeout)

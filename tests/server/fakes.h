@@ -1,0 +1,57 @@
+// Test doubles for the server: a scripted ModelPipeline and an in-process server harness.
+#ifndef NVFP4_TESTS_SERVER_FAKES_H_
+#define NVFP4_TESTS_SERVER_FAKES_H_
+
+#include <atomic>
+#include <memory>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "grpcpp/grpcpp.h"
+#include "server/job_manager.h"
+#include "server/model_job.h"
+#include "server/quantizer_service.h"
+
+namespace nvfp4::server::testing {
+
+// Reports `tensors` fake tensors, `per_tensor` apart; fails when the input URI contains "fail".
+// `hold` keeps a job running (between tensors) until released.
+class FakePipeline : public ModelPipeline {
+ public:
+  int tensors = 3;
+  absl::Duration per_tensor = absl::Milliseconds(20);
+  std::atomic<bool> hold{false};
+  std::atomic<int> runs{0};
+
+  absl::Status Validate(const v1::QuantizeModelRequest& r) override {
+    if (r.input_uri().empty()) return absl::InvalidArgumentError("input_uri is required");
+    return absl::OkStatus();
+  }
+  absl::StatusOr<std::vector<v1::OutputFile>> Run(const ModelJobContext& ctx) override {
+    runs++;
+    ctx.progress->SetTotals(tensors, tensors * 1000);
+    for (int i = 0; i < tensors; ++i) {
+      do {
+        if (ctx.progress->Cancelled()) return absl::CancelledError("cancelled");
+        absl::SleepFor(per_tensor);
+      } while (hold.load());
+      if (ctx.request->input_uri().find("fail") != std::string::npos) {
+        return absl::InvalidArgumentError(absl::StrCat("tensor 't", i, "': bad"));
+      }
+      v1::TensorResult r;
+      r.set_name(absl::StrCat("t", i, ".weight"));
+      r.set_quantized(true);
+      r.mutable_metrics()->set_nmse(0.01);
+      ctx.progress->TensorFinished(r, 1000, 300);
+    }
+    v1::OutputFile f;
+    f.set_name("model.safetensors");
+    f.set_uri(ctx.request->output_uri() + "/model.safetensors");
+    return std::vector<v1::OutputFile>{f};
+  }
+};
+
+}  // namespace nvfp4::server::testing
+
+#endif  // NVFP4_TESTS_SERVER_FAKES_H_

@@ -1,0 +1,216 @@
+#include "server/job_manager.h"
+
+#include <thread>
+
+#include "gtest/gtest.h"
+#include "kernels/backend.h"
+#include "tests/server/fakes.h"
+
+namespace nvfp4::server {
+namespace {
+
+using testing::FakePipeline;
+
+class JobManagerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::vector<std::unique_ptr<QuantizerBackend>> b;
+    b.push_back(MakeCpuBackend(1));
+    devices_ = std::make_unique<DevicePool>(std::move(b));
+  }
+  std::unique_ptr<JobManager> Make(int capacity) {
+    JobManagerOptions o;
+    o.queue_capacity = capacity;
+    o.workers = 1;
+    o.default_heartbeat = absl::Seconds(1);
+    auto m = std::make_unique<JobManager>(o, &pipeline_, nullptr, devices_.get(), &store_, nullptr);
+    EXPECT_TRUE(m->Start().ok());
+    return m;
+  }
+  static v1::QuantizeModelRequest Req(const std::string& in, const std::string& rid = "") {
+    v1::QuantizeModelRequest r;
+    r.set_input_uri(in);
+    r.set_output_uri("file:///out");
+    r.set_request_id(rid);
+    return r;
+  }
+  v1::Job WaitTerminal(JobManager& m, const std::string& id) {
+    for (int i = 0; i < 500; ++i) {
+      auto j = m.Get(id);
+      if (j.ok() && IsTerminal(j->state())) return *j;
+      absl::SleepFor(absl::Milliseconds(10));
+    }
+    ADD_FAILURE() << "job " << id << " did not finish";
+    return {};
+  }
+  FakePipeline pipeline_;
+  MemoryJobStore store_;
+  std::unique_ptr<DevicePool> devices_;
+};
+
+TEST_F(JobManagerTest, RunsToSuccessWithProgress) {
+  auto m = Make(4);
+  auto job = m->Submit(Req("file:///in"));
+  ASSERT_TRUE(job.ok()) << job.status();
+  EXPECT_EQ(job->state(), v1::JOB_STATE_QUEUED);
+  v1::Job done = WaitTerminal(*m, job->job_id());
+  EXPECT_EQ(done.state(), v1::JOB_STATE_SUCCEEDED);
+  EXPECT_EQ(done.progress().tensors_done(), 3);
+  EXPECT_EQ(done.progress().bytes_in(), 3000);
+  EXPECT_EQ(done.outputs_size(), 1);
+}
+
+TEST_F(JobManagerTest, FailureCarriesCodeAndMessage) {
+  auto m = Make(4);
+  auto job = m->Submit(Req("file:///fail"));
+  ASSERT_TRUE(job.ok());
+  v1::Job done = WaitTerminal(*m, job->job_id());
+  EXPECT_EQ(done.state(), v1::JOB_STATE_FAILED);
+  EXPECT_EQ(done.error().code(), static_cast<int>(absl::StatusCode::kInvalidArgument));
+  EXPECT_NE(done.error().message().find("t0"), std::string::npos);
+}
+
+TEST_F(JobManagerTest, QueueFullIsUnavailable) {
+  pipeline_.hold = true;
+  auto m = Make(1);
+  auto a = m->Submit(Req("file:///a"));
+  ASSERT_TRUE(a.ok());
+  // Wait until the worker took job a; then b fills the queue and c is refused.
+  for (int i = 0; i < 200 && m->running() == 0; ++i) absl::SleepFor(absl::Milliseconds(5));
+  ASSERT_TRUE(m->Submit(Req("file:///b")).ok());
+  auto c = m->Submit(Req("file:///c"));
+  EXPECT_TRUE(absl::IsUnavailable(c.status())) << c.status();
+  pipeline_.hold = false;
+}
+
+TEST_F(JobManagerTest, RequestIdIsIdempotent) {
+  auto m = Make(4);
+  auto a = m->Submit(Req("file:///a", "rid-1"));
+  auto b = m->Submit(Req("file:///a", "rid-1"));
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_EQ(a->job_id(), b->job_id());
+  auto c = m->Submit(Req("file:///other", "rid-1"));
+  EXPECT_TRUE(absl::IsAlreadyExists(c.status())) << c.status();
+}
+
+TEST_F(JobManagerTest, CancelRunningAndQueuedIdempotent) {
+  pipeline_.hold = true;
+  auto m = Make(4);
+  auto a = m->Submit(Req("file:///a"));
+  auto b = m->Submit(Req("file:///b"));
+  ASSERT_TRUE(a.ok() && b.ok());
+  for (int i = 0; i < 200 && m->running() == 0; ++i) absl::SleepFor(absl::Milliseconds(5));
+  auto cb = m->Cancel(b->job_id());
+  ASSERT_TRUE(cb.ok());
+  EXPECT_EQ(cb->state(), v1::JOB_STATE_CANCELLED);
+  const absl::Time t0 = absl::Now();
+  ASSERT_TRUE(m->Cancel(a->job_id()).ok());
+  v1::Job done = WaitTerminal(*m, a->job_id());
+  EXPECT_EQ(done.state(), v1::JOB_STATE_CANCELLED);
+  EXPECT_LT(absl::Now() - t0, absl::Seconds(1));
+  auto again = m->Cancel(a->job_id());
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(again->state(), v1::JOB_STATE_CANCELLED);
+  EXPECT_TRUE(absl::IsNotFound(m->Cancel("job-nope").status()));
+}
+
+TEST_F(JobManagerTest, ListIsNewestFirstPaginatedAndFiltered) {
+  auto m = Make(16);
+  std::vector<std::string> ids;
+  for (int i = 0; i < 5; ++i) ids.push_back(m->Submit(Req("file:///x"))->job_id());
+  for (const auto& id : ids) WaitTerminal(*m, id);
+  ASSERT_TRUE(m->Submit(Req("file:///fail")).ok());
+  v1::ListJobsRequest r;
+  r.set_page_size(2);
+  r.add_states(v1::JOB_STATE_SUCCEEDED);
+  std::vector<std::string> seen;
+  while (true) {
+    auto page = m->List(r);
+    ASSERT_TRUE(page.ok());
+    for (const auto& j : page->jobs()) seen.push_back(j.job_id());
+    if (page->next_page_token().empty()) break;
+    r.set_page_token(page->next_page_token());
+  }
+  ASSERT_EQ(seen.size(), 5u);
+  EXPECT_EQ(seen.front(), ids.back());
+  EXPECT_EQ(seen.back(), ids.front());
+}
+
+TEST_F(JobManagerTest, WatchSendsSnapshotProgressAndTerminal) {
+  pipeline_.per_tensor = absl::Milliseconds(50);
+  auto m = Make(4);
+  auto job = m->Submit(Req("file:///in"));
+  ASSERT_TRUE(job.ok());
+  std::vector<v1::JobEvent> events;
+  absl::Status s = m->Watch(
+      job->job_id(), absl::Seconds(1),
+      [&](const v1::JobEvent& e) {
+        events.push_back(e);
+        return true;
+      },
+      [] { return false; });
+  ASSERT_TRUE(s.ok()) << s;
+  ASSERT_GE(events.size(), 2u);
+  EXPECT_EQ(events.front().type(), v1::EVENT_TYPE_SNAPSHOT);
+  EXPECT_EQ(events.back().type(), v1::EVENT_TYPE_TERMINAL);
+  EXPECT_EQ(events.back().job().state(), v1::JOB_STATE_SUCCEEDED);
+  int tensors = 0;
+  for (const auto& e : events) tensors += e.tensors_size();
+  EXPECT_EQ(tensors, 3);
+  // Re-attach after the end: snapshot + terminal.
+  events.clear();
+  ASSERT_TRUE(m->Watch(
+                   job->job_id(), absl::Seconds(1),
+                   [&](const v1::JobEvent& e) {
+                     events.push_back(e);
+                     return true;
+                   },
+                   [] { return false; })
+                  .ok());
+  ASSERT_EQ(events.size(), 2u);
+  EXPECT_TRUE(absl::IsNotFound(m->Watch(
+      "job-x", absl::Seconds(1), [](const v1::JobEvent&) { return true; }, nullptr)));
+}
+
+TEST_F(JobManagerTest, WatchHeartbeats) {
+  pipeline_.hold = true;
+  auto m = Make(4);
+  auto job = m->Submit(Req("file:///in"));
+  int heartbeats = 0;
+  std::thread release([&] {
+    absl::SleepFor(absl::Milliseconds(2500));
+    pipeline_.hold = false;
+  });
+  ASSERT_TRUE(m->Watch(
+                   job->job_id(), absl::Seconds(1),
+                   [&](const v1::JobEvent& e) {
+                     heartbeats += e.type() == v1::EVENT_TYPE_HEARTBEAT;
+                     return true;
+                   },
+                   nullptr)
+                  .ok());
+  release.join();
+  EXPECT_GE(heartbeats, 1);
+}
+
+TEST_F(JobManagerTest, DrainRefusesNewJobsAndStopRequeuesRunning) {
+  pipeline_.hold = true;
+  auto m = Make(4);
+  auto a = m->Submit(Req("file:///a"));
+  for (int i = 0; i < 200 && m->running() == 0; ++i) absl::SleepFor(absl::Milliseconds(5));
+  m->BeginDrain();
+  EXPECT_TRUE(absl::IsUnavailable(m->Submit(Req("file:///b")).status()));
+  EXPECT_FALSE(m->WaitIdle(absl::Milliseconds(100)));
+  m->Stop();
+  auto saved = store_.LoadAll();
+  ASSERT_TRUE(saved.ok());
+  ASSERT_EQ(saved->size(), 1u);
+  EXPECT_EQ((*saved)[0].state(), v1::JOB_STATE_QUEUED);
+  // A new manager over the same store runs it again.
+  pipeline_.hold = false;
+  auto m2 = Make(4);
+  EXPECT_EQ(WaitTerminal(*m2, a->job_id()).state(), v1::JOB_STATE_SUCCEEDED);
+}
+
+}  // namespace
+}  // namespace nvfp4::server
