@@ -105,6 +105,25 @@ TEST(E2M1Test, DecodeAllCodes) {
   }
 }
 
+TEST(E2M1Test, FastRoundValueEqualsDecodeOfEncode) {
+  // The search hot path rounds by add/subtract; it must equal the code path bit for bit. Every
+  // 7th bit pattern over all 2^32 floats (both signs, NaN, Inf, subnormals), plus the ties.
+  auto check = [](uint32_t bits) {
+    const float y = BitsToFloat(bits);
+    const float fast = E2M1RoundValue(y);
+    const float slow = DecodeE2M1(EncodeE2M1(y));
+    return FloatBits(fast) == FloatBits(slow);
+  };
+  uint64_t mismatches = 0;
+  for (uint64_t b = 0; b < (uint64_t{1} << 32); b += 7) mismatches += !check(static_cast<uint32_t>(b));
+  EXPECT_EQ(mismatches, 0u);
+  for (float t : {0.25f, 0.75f, 1.25f, 1.75f, 2.5f, 3.5f, 5.0f, 6.0f, 1e30f}) {
+    for (float y : {t, -t, std::nextafter(t, 0.0f), std::nextafter(t, 100.0f)}) {
+      EXPECT_TRUE(check(FloatBits(y))) << y;
+    }
+  }
+}
+
 TEST(PackingTest, EvenElementInLowNibble) {
   EXPECT_EQ(PackPair(0x1, 0x2), 0x21);
   EXPECT_EQ(PackPair(0xF, 0x0), 0x0F);
