@@ -23,7 +23,7 @@ inline OwnedTensor MakeF32(std::string name, std::vector<int64_t> shape,
                            const std::vector<float>& v) {
   OwnedTensor t;
   t.bytes.resize(v.size() * 4);
-  std::memcpy(t.bytes.data(), v.data(), t.bytes.size());
+  if (!v.empty()) std::memcpy(t.bytes.data(), v.data(), t.bytes.size());  // memcpy(nullptr, .., 0) is UB
   t.view = {std::move(name), DType::kF32, std::move(shape), nullptr};
   t.view.data = t.bytes.data();
   return t;
@@ -33,7 +33,7 @@ inline OwnedTensor MakeU16(std::string name, DType dtype, std::vector<int64_t> s
                            const std::vector<uint16_t>& v) {
   OwnedTensor t;
   t.bytes.resize(v.size() * 2);
-  std::memcpy(t.bytes.data(), v.data(), t.bytes.size());
+  if (!v.empty()) std::memcpy(t.bytes.data(), v.data(), t.bytes.size());  // memcpy(nullptr, .., 0) is UB
   t.view = {std::move(name), dtype, std::move(shape), nullptr};
   t.view.data = t.bytes.data();
   return t;

@@ -1,0 +1,783 @@
+// The CUDA backend: the backend-neutral flow (quantize_driver.h: RunQuantizeGroup) with a
+// PassExecutor whose passes run the shared block core on the GPU (cuda_kernels.cu).
+//
+// Per backend (one device): two streams, a device arena grown geometrically and reused by every
+// group (no cudaMalloc per tensor on the hot path), two pinned staging buffers for host<->device
+// copies, and a lazily created cuBLAS handle (output-space metric only).
+//
+// Per group, one of two memory plans:
+//  - resident: every tensor is copied to the device once (in Scan, pipelined through the pinned
+//    staging buffers; tensor j+1's copy overlaps tensor j's scan on the other stream), all passes
+//    run on the device-resident tensor with two code/scale slots, and Fetch copies one slot back;
+//  - streamed (the group does not fit the budget, or its allocation failed): each pass copies the
+//    tensor through the device in chunks of a multiple of 1024 blocks; codes and scales live on the
+//    host. Chunk boundaries are reduction-chunk boundaries, so the results are identical.
+// Tensor-wide sums use the canonical tree of reduce.h on the device (bit-identical to the CPU).
+//
+// cuBLAS is used only for the output-space metric (OutputNmse), which must match the host to fp32
+// rounding, not bitwise. The objective data of the search (wmse importances, hessian 16x16 blocks)
+// stays host-prepared (calibration.cc) and is uploaded: a cuBLAS X^T X accumulates in a different
+// order than the host's sequential token loop, so its fp32 Hessian blocks would differ in the last
+// bits and the search could pick different scales than the CPU reference.
+#include "kernels/cuda/cuda_backend.h"
+
+#include <cuda_runtime_api.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "base/status_macros.h"
+#include "kernels/calibration.h"
+#include "kernels/cuda/cublas_loader.h"
+#include "kernels/cuda/cuda_kernels.h"
+#include "kernels/quantize_driver.h"
+#include "kernels/reduce.h"
+
+namespace nvfp4 {
+namespace {
+
+using cuda::kSums;
+
+absl::Status CudaStatus(cudaError_t e, const char* what) {
+  if (e == cudaSuccess) return absl::OkStatus();
+  cudaGetLastError();  // clear a non-sticky error so later calls start clean
+  const std::string msg = absl::StrCat("CUDA error in ", what, ": ", cudaGetErrorName(e), " (",
+                                       cudaGetErrorString(e), ")");
+  if (e == cudaErrorMemoryAllocation) return absl::ResourceExhaustedError(msg);
+  return absl::InternalError(msg);
+}
+
+#define NVFP4_CUDA(expr) RETURN_IF_ERROR(CudaStatus((expr), #expr))
+
+constexpr size_t kStagingBytes = size_t{16} << 20;  // per pinned staging buffer (two)
+constexpr int kDotBlocks = 1024;                     // partial sums of the output-metric dots
+constexpr size_t kAlign = 256;
+
+size_t AlignUp(size_t v) { return (v + kAlign - 1) / kAlign * kAlign; }
+
+// memcpy split over a few threads for large pieces: one host thread copies only ~5-10 GB/s, well
+// under what pinned PCIe transfers take.
+void ParallelMemcpy(void* dst, const void* src, size_t n) {
+  constexpr size_t kMinPerThread = size_t{2} << 20;
+  const unsigned hw = std::max(1u, std::thread::hardware_concurrency());
+  const size_t workers = std::min<size_t>({8, hw, std::max<size_t>(1, n / kMinPerThread)});
+  if (workers <= 1) {
+    std::memcpy(dst, src, n);
+    return;
+  }
+  const size_t part = (n + workers - 1) / workers;
+  std::vector<std::thread> pool;
+  pool.reserve(workers - 1);
+  for (size_t w = 1; w < workers; ++w) {
+    const size_t begin = w * part;
+    if (begin >= n) break;
+    pool.emplace_back([=] {
+      std::memcpy(static_cast<uint8_t*>(dst) + begin, static_cast<const uint8_t*>(src) + begin,
+                  std::min(part, n - begin));
+    });
+  }
+  std::memcpy(dst, src, std::min(part, n));
+  for (std::thread& t : pool) t.join();
+}
+
+// Device memory grown geometrically (x1.5); the exact size is tried when the larger one fails.
+struct DeviceMem {
+  void* p = nullptr;
+  size_t bytes = 0;
+  DeviceMem() = default;
+  DeviceMem(const DeviceMem&) = delete;
+  DeviceMem& operator=(const DeviceMem&) = delete;
+  ~DeviceMem() { Release(); }
+  void Release() {
+    if (p != nullptr) cudaFree(p);
+    p = nullptr;
+    bytes = 0;
+  }
+  absl::Status Reserve(size_t need) {
+    if (bytes >= need) return absl::OkStatus();
+    const size_t want = std::max(need, bytes + bytes / 2);
+    Release();
+    cudaError_t e = cudaMalloc(&p, want);
+    size_t got = want;
+    if (e == cudaErrorMemoryAllocation && want > need) {
+      cudaGetLastError();
+      e = cudaMalloc(&p, need);
+      got = need;
+    }
+    if (e != cudaSuccess) {
+      p = nullptr;
+      return CudaStatus(e, "cudaMalloc (device workspace)");
+    }
+    bytes = got;
+    return absl::OkStatus();
+  }
+  uint8_t* at(size_t offset) const { return static_cast<uint8_t*>(p) + offset; }
+};
+
+struct PinnedMem {
+  void* p = nullptr;
+  size_t bytes = 0;
+  PinnedMem() = default;
+  PinnedMem(const PinnedMem&) = delete;
+  PinnedMem& operator=(const PinnedMem&) = delete;
+  ~PinnedMem() {
+    if (p != nullptr) cudaFreeHost(p);
+  }
+  absl::Status Reserve(size_t need) {
+    if (bytes >= need) return absl::OkStatus();
+    if (p != nullptr) cudaFreeHost(p);
+    p = nullptr;
+    bytes = 0;
+    NVFP4_CUDA(cudaMallocHost(&p, need));
+    bytes = need;
+    return absl::OkStatus();
+  }
+  uint8_t* bytes_at(size_t offset) const { return static_cast<uint8_t*>(p) + offset; }
+};
+
+// Per-backend device state.
+struct Context {
+  int ordinal = 0;
+  cudaStream_t streams[2] = {nullptr, nullptr};
+  PinnedMem staging[2];
+  cudaEvent_t staging_free[2] = {nullptr, nullptr};
+  int next_staging = 0;
+  DeviceMem arena;  // the group's tensors, slots and sums
+  DeviceMem aux;    // output-metric GEMM operands
+  PinnedMem small;  // scan states, pass totals, dot partials (host side)
+  cublasHandle_t cublas = nullptr;
+  bool cublas_tried = false;
+  std::mutex mu;
+  CudaRunStats last;
+
+  ~Context() {
+    if (cublas != nullptr) {
+      if (const cuda::CublasApi* api = cuda::LoadCublas()) api->destroy(cublas);
+    }
+    for (int k = 0; k < 2; ++k) {
+      if (staging_free[k] != nullptr) cudaEventDestroy(staging_free[k]);
+      if (streams[k] != nullptr) cudaStreamDestroy(streams[k]);
+    }
+  }
+
+  absl::Status Init(int device) {
+    ordinal = device;
+    NVFP4_CUDA(cudaSetDevice(device));
+    for (int k = 0; k < 2; ++k) {
+      NVFP4_CUDA(cudaStreamCreateWithFlags(&streams[k], cudaStreamNonBlocking));
+      NVFP4_CUDA(cudaEventCreateWithFlags(&staging_free[k], cudaEventDisableTiming));
+      RETURN_IF_ERROR(staging[k].Reserve(kStagingBytes));
+    }
+    return absl::OkStatus();
+  }
+
+  // Host -> device through the pinned staging buffers: the host copy of piece k+1 overlaps the
+  // DMA of piece k.
+  absl::Status Upload(void* dst, const void* src, size_t bytes, cudaStream_t stream) {
+    size_t off = 0;
+    while (off < bytes) {
+      const int k = next_staging;
+      next_staging ^= 1;
+      NVFP4_CUDA(cudaEventSynchronize(staging_free[k]));
+      const size_t n = std::min(kStagingBytes, bytes - off);
+      ParallelMemcpy(staging[k].p, static_cast<const uint8_t*>(src) + off, n);
+      NVFP4_CUDA(cudaMemcpyAsync(static_cast<uint8_t*>(dst) + off, staging[k].p, n,
+                                 cudaMemcpyHostToDevice, stream));
+      NVFP4_CUDA(cudaEventRecord(staging_free[k], stream));
+      off += n;
+    }
+    return absl::OkStatus();
+  }
+
+  // Device -> host through the staging buffers (the DMA of piece k overlaps the host copy of k-1).
+  absl::Status Download(void* dst, const void* src, size_t bytes, cudaStream_t stream) {
+    struct Piece {
+      int k = -1;
+      size_t off = 0, n = 0;
+    } pending;
+    auto drain = [&]() -> absl::Status {
+      if (pending.k < 0) return absl::OkStatus();
+      NVFP4_CUDA(cudaEventSynchronize(staging_free[pending.k]));
+      ParallelMemcpy(static_cast<uint8_t*>(dst) + pending.off, staging[pending.k].p, pending.n);
+      pending.k = -1;
+      return absl::OkStatus();
+    };
+    size_t off = 0;
+    while (off < bytes) {
+      const int k = next_staging;
+      next_staging ^= 1;
+      NVFP4_CUDA(cudaEventSynchronize(staging_free[k]));
+      const size_t n = std::min(kStagingBytes, bytes - off);
+      NVFP4_CUDA(cudaMemcpyAsync(staging[k].p, static_cast<const uint8_t*>(src) + off, n,
+                                 cudaMemcpyDeviceToHost, stream));
+      NVFP4_CUDA(cudaEventRecord(staging_free[k], stream));
+      RETURN_IF_ERROR(drain());
+      pending = {k, off, n};
+      off += n;
+    }
+    return drain();
+  }
+
+  // The cuBLAS handle, or nullptr when cuBLAS is unavailable.
+  cublasHandle_t Cublas() {
+    if (!cublas_tried) {
+      cublas_tried = true;
+      const cuda::CublasApi* api = cuda::LoadCublas();
+      if (api != nullptr && api->create(&cublas) == CUBLAS_STATUS_SUCCESS) {
+        // No TF32 or other reduced-precision paths: the metric must match the fp32/fp64 host
+        // reference to fp32 rounding.
+        api->set_math_mode(cublas, CUBLAS_PEDANTIC_MATH);
+      } else {
+        cublas = nullptr;
+      }
+    }
+    return cublas;
+  }
+};
+
+int64_t EnvBudget() {
+  const char* v = std::getenv("NVFP4_CUDA_MAX_CHUNK_BYTES");
+  int64_t b = 0;
+  if (v != nullptr && absl::SimpleAtoi(v, &b) && b > 0) return b;
+  return 0;
+}
+
+float ElapsedMs(cudaEvent_t a, cudaEvent_t b) {
+  float ms = 0.0f;
+  if (cudaEventElapsedTime(&ms, a, b) != cudaSuccess) {
+    cudaGetLastError();
+    return 0.0f;
+  }
+  return ms;
+}
+
+class CudaExecutor : public PassExecutor {
+ public:
+  CudaExecutor(std::span<const PreparedTensor> tensors, Context* ctx)
+      : PassExecutor(tensors), ctx_(ctx) {}
+
+  ~CudaExecutor() override {
+    // Statistics of the group (all work was synchronized by the last pass or fetch).
+    CudaRunStats& st = ctx_->last;
+    st.streamed = streamed_;
+    st.chunk_blocks = streamed_ ? chunk_blocks_ : 0;
+    st.passes = passes_;
+    st.kernel_ms = kernel_ms_;
+    st.cublas_output_nmse = cublas_used_;
+    if (!streamed_ && passes_ > 0 && !ts_.empty() && ts_[0].scan_start != nullptr) {
+      st.device_span_ms = ElapsedMs(ts_[0].scan_start, span_end_);
+    }
+    cudaStreamSynchronize(ctx_->streams[0]);
+    cudaStreamSynchronize(ctx_->streams[1]);
+    for (TensorState& t : ts_) {
+      for (cudaEvent_t e : {t.scan_start, t.scan_stop, t.scan_done}) {
+        if (e != nullptr) cudaEventDestroy(e);
+      }
+    }
+    for (cudaEvent_t e : {pass_start_, pass_stop_, span_end_}) {
+      if (e != nullptr) cudaEventDestroy(e);
+    }
+    cudaGetLastError();
+  }
+
+  absl::Status Init() {
+    const size_t n = tensors_.size();
+    ts_.resize(n);
+    size_t small_total = 0;      // per-tensor objective data and sums, shared scratch
+    size_t resident_total = 0;   // + sources and both slots
+    size_t scratch = 0;
+    int max_dsize = 1;
+    int64_t max_blocks = 0;
+    for (size_t i = 0; i < n; ++i) {
+      const PreparedTensor& p = tensors_[i];
+      TensorState& t = ts_[i];
+      t.dtype = p.view->dtype;
+      t.dsize = DTypeSize(t.dtype);
+      t.blocks = p.matrix.blocks();
+      t.chunks = (t.blocks + kReduceChunk - 1) / kReduceChunk;
+      t.stream = static_cast<int>(i % 2);
+      max_dsize = std::max(max_dsize, t.dsize);
+      max_blocks = std::max(max_blocks, t.blocks);
+      small_total += AlignUp(p.objective.importance.size() * sizeof(float)) +
+                     AlignUp(p.objective.hessian_blocks.size() * sizeof(float)) +
+                     AlignUp(static_cast<size_t>(t.chunks) * kSums * sizeof(double)) +
+                     AlignUp(static_cast<size_t>(t.chunks) * sizeof(float)) +
+                     AlignUp(sizeof(cuda::ScanState));
+      resident_total += AlignUp(static_cast<size_t>(t.blocks) * 16 * t.dsize) +
+                        2 * AlignUp(static_cast<size_t>(t.blocks) * 8) +
+                        2 * AlignUp(static_cast<size_t>(t.blocks));
+      scratch = std::max(scratch, static_cast<size_t>(cuda::ReduceScratchDoubles(t.chunks)));
+    }
+    small_total += AlignUp(scratch * sizeof(double)) + AlignUp(sizeof(cuda::PassTotalsDevice));
+    resident_total += small_total;
+
+    int64_t budget = EnvBudget();
+    if (budget == 0) {
+      size_t free_b = 0, total_b = 0;
+      NVFP4_CUDA(cudaMemGetInfo(&free_b, &total_b));
+      budget = static_cast<int64_t>(static_cast<double>(free_b + ctx_->arena.bytes) * 0.9);
+    }
+    bool placed = false;
+    if (static_cast<int64_t>(resident_total) <= budget) {
+      absl::Status s = ctx_->arena.Reserve(resident_total);
+      if (s.ok()) {
+        placed = true;
+        streamed_ = false;
+      } else if (!absl::IsResourceExhausted(s)) {
+        return s;
+      }
+    }
+    if (!placed) {
+      streamed_ = true;
+      const size_t per_block = 16 * static_cast<size_t>(max_dsize) + 2 * 9;
+      const int64_t avail =
+          budget > static_cast<int64_t>(small_total) ? budget - static_cast<int64_t>(small_total) : 0;
+      int64_t cb = avail / static_cast<int64_t>(per_block) / kReduceChunk * kReduceChunk;
+      const int64_t cap = (max_blocks + kReduceChunk - 1) / kReduceChunk * kReduceChunk;
+      cb = std::clamp<int64_t>(cb, kReduceChunk, cap);
+      while (true) {
+        const size_t total = small_total + LaneBytes(cb, max_dsize);
+        absl::Status s = ctx_->arena.Reserve(total);
+        if (s.ok()) break;
+        if (!absl::IsResourceExhausted(s) || cb == kReduceChunk) {
+          return absl::ResourceExhaustedError(
+              absl::StrCat("CUDA backend: cannot allocate even a 1024-block chunk on device ",
+                           ctx_->ordinal, ": ", s.message()));
+        }
+        cb = std::max<int64_t>(kReduceChunk, cb / 2 / kReduceChunk * kReduceChunk);
+      }
+      chunk_blocks_ = cb;
+    }
+
+    // Carve the arena.
+    size_t off = 0;
+    auto take = [&](size_t bytes) {
+      uint8_t* p = ctx_->arena.at(off);
+      off += AlignUp(bytes);
+      return p;
+    };
+    for (size_t i = 0; i < n; ++i) {
+      const PreparedTensor& p = tensors_[i];
+      TensorState& t = ts_[i];
+      if (!p.objective.importance.empty()) {
+        t.importance = reinterpret_cast<float*>(take(p.objective.importance.size() * sizeof(float)));
+      }
+      if (!p.objective.hessian_blocks.empty()) {
+        t.hessian =
+            reinterpret_cast<float*>(take(p.objective.hessian_blocks.size() * sizeof(float)));
+      }
+      t.sums = reinterpret_cast<double*>(take(static_cast<size_t>(t.chunks) * kSums * sizeof(double)));
+      t.maxes = reinterpret_cast<float*>(take(static_cast<size_t>(t.chunks) * sizeof(float)));
+      t.scan = reinterpret_cast<cuda::ScanState*>(take(sizeof(cuda::ScanState)));
+      if (!streamed_) {
+        t.src = take(static_cast<size_t>(t.blocks) * 16 * t.dsize);
+        for (int k = 0; k < 2; ++k) {
+          t.packed[k] = take(static_cast<size_t>(t.blocks) * 8);
+          t.scales[k] = take(static_cast<size_t>(t.blocks));
+        }
+      }
+    }
+    scratch_ = reinterpret_cast<double*>(take(scratch * sizeof(double)));
+    totals_dev_ = reinterpret_cast<cuda::PassTotalsDevice*>(take(sizeof(cuda::PassTotalsDevice)));
+    if (streamed_) {
+      lane_.src = take(static_cast<size_t>(chunk_blocks_) * 16 * max_dsize);
+      lane_.prev_packed = take(static_cast<size_t>(chunk_blocks_) * 8);
+      lane_.prev_scales = take(static_cast<size_t>(chunk_blocks_));
+      lane_.out_packed = take(static_cast<size_t>(chunk_blocks_) * 8);
+      lane_.out_scales = take(static_cast<size_t>(chunk_blocks_));
+    }
+    if (off > ctx_->arena.bytes) return absl::InternalError("CUDA backend: arena plan overflow");
+
+    // Pinned host mirrors: scan states, pass totals, dot partials.
+    RETURN_IF_ERROR(ctx_->small.Reserve(n * sizeof(cuda::ScanState) + sizeof(cuda::PassTotalsDevice) +
+                                        2 * kDotBlocks * sizeof(double)));
+    scan_host_ = reinterpret_cast<cuda::ScanState*>(ctx_->small.bytes_at(0));
+    totals_host_ = reinterpret_cast<cuda::PassTotalsDevice*>(
+        ctx_->small.bytes_at(n * sizeof(cuda::ScanState)));
+    dot_host_ = reinterpret_cast<double*>(ctx_->small.bytes_at(n * sizeof(cuda::ScanState) +
+                                                               sizeof(cuda::PassTotalsDevice)));
+    for (TensorState& t : ts_) {
+      NVFP4_CUDA(cudaEventCreate(&t.scan_start));
+      NVFP4_CUDA(cudaEventCreate(&t.scan_stop));
+      NVFP4_CUDA(cudaEventCreateWithFlags(&t.scan_done, cudaEventDisableTiming));
+    }
+    NVFP4_CUDA(cudaEventCreate(&pass_start_));
+    NVFP4_CUDA(cudaEventCreate(&pass_stop_));
+    NVFP4_CUDA(cudaEventCreate(&span_end_));
+    return absl::OkStatus();
+  }
+
+  absl::StatusOr<TensorScan> Scan(int i) override {
+    if (!scans_launched_) {
+      scans_launched_ = true;
+      for (size_t j = 0; j < ts_.size(); ++j) RETURN_IF_ERROR(LaunchScan(static_cast<int>(j)));
+    }
+    TensorState& t = ts_[i];
+    NVFP4_CUDA(cudaEventSynchronize(t.scan_done));
+    kernel_ms_ += streamed_ ? 0.0 : ElapsedMs(t.scan_start, t.scan_stop);
+    const cuda::ScanState s = scan_host_[i];
+    TensorScan out;
+    if (s.first_bad != ~0ull) {
+      out.first_non_finite = static_cast<int64_t>(s.first_bad);
+      ConvertToFloat(static_cast<const uint8_t*>(tensors_[i].view->data) +
+                         out.first_non_finite * t.dsize,
+                     t.dtype, 1, &out.non_finite_value);
+      return out;
+    }
+    std::memcpy(&out.amax, &s.amax_bits, sizeof(float));
+    return out;
+  }
+
+  absl::StatusOr<PassTotals> RunPass(int i, const BlockPassParams& params, int src,
+                                     int dst) override {
+    TensorState& t = ts_[i];
+    const PreparedTensor& p = tensors_[i];
+    cudaStream_t stream = ctx_->streams[t.stream];
+    const bool refine = params.method == BlockMethod::kSoarRefine;
+    cuda::PassLaunch a;
+    a.dtype = t.dtype;
+    a.blocks_per_row = p.matrix.cols / kBlock;
+    a.objective = p.objective.kind;
+    a.importance = t.importance;
+    a.hessian = t.hessian;
+    a.chunk_sums = t.sums;
+    a.sum_stride = t.chunks;
+    a.chunk_max = t.maxes;
+    a.params = params;
+    NVFP4_CUDA(cudaEventRecord(pass_start_, stream));
+    if (!streamed_) {
+      a.src = t.src;
+      a.block_begin = 0;
+      a.blocks = t.blocks;
+      a.prev_packed = refine ? t.packed[src] : nullptr;
+      a.prev_scales = refine ? t.scales[src] : nullptr;
+      a.out_packed = t.packed[dst];
+      a.out_scales = t.scales[dst];
+      RETURN_IF_ERROR(CheckLaunch(cuda::LaunchBlockPass(a, stream), p));
+    } else {
+      t.h_packed[dst].resize(static_cast<size_t>(t.blocks) * 8);
+      t.h_scales[dst].resize(static_cast<size_t>(t.blocks));
+      if (refine && t.h_packed[src].size() != t.h_packed[dst].size()) {
+        return absl::InternalError("CUDA backend: refine pass without a previous pass");
+      }
+      const uint8_t* host = static_cast<const uint8_t*>(p.view->data);
+      for (int64_t b0 = 0; b0 < t.blocks; b0 += chunk_blocks_) {
+        const int64_t nb = std::min(chunk_blocks_, t.blocks - b0);
+        RETURN_IF_ERROR(ctx_->Upload(lane_.src, host + b0 * 16 * t.dsize,
+                                     static_cast<size_t>(nb) * 16 * t.dsize, stream));
+        if (refine) {
+          NVFP4_CUDA(cudaMemcpyAsync(lane_.prev_packed, t.h_packed[src].data() + b0 * 8, nb * 8,
+                                     cudaMemcpyHostToDevice, stream));
+          NVFP4_CUDA(cudaMemcpyAsync(lane_.prev_scales, t.h_scales[src].data() + b0, nb,
+                                     cudaMemcpyHostToDevice, stream));
+        }
+        a.src = lane_.src;
+        a.block_begin = b0;
+        a.blocks = nb;
+        a.prev_packed = refine ? lane_.prev_packed : nullptr;
+        a.prev_scales = refine ? lane_.prev_scales : nullptr;
+        a.out_packed = lane_.out_packed;
+        a.out_scales = lane_.out_scales;
+        RETURN_IF_ERROR(CheckLaunch(cuda::LaunchBlockPass(a, stream), p));
+        NVFP4_CUDA(cudaMemcpyAsync(t.h_packed[dst].data() + b0 * 8, lane_.out_packed, nb * 8,
+                                   cudaMemcpyDeviceToHost, stream));
+        NVFP4_CUDA(cudaMemcpyAsync(t.h_scales[dst].data() + b0, lane_.out_scales, nb,
+                                   cudaMemcpyDeviceToHost, stream));
+      }
+    }
+    NVFP4_CUDA(cuda::LaunchReduceTotals(t.sums, t.maxes, t.chunks, scratch_, totals_dev_, stream));
+    NVFP4_CUDA(cudaEventRecord(pass_stop_, stream));
+    NVFP4_CUDA(cudaEventRecord(span_end_, stream));
+    NVFP4_CUDA(cudaMemcpyAsync(totals_host_, totals_dev_, sizeof(cuda::PassTotalsDevice),
+                               cudaMemcpyDeviceToHost, stream));
+    NVFP4_CUDA(cudaStreamSynchronize(stream));
+    ++passes_;
+    if (!streamed_) kernel_ms_ += ElapsedMs(pass_start_, pass_stop_);
+    const cuda::PassTotalsDevice& d = *totals_host_;
+    PassTotals out;
+    out.obj_err = d.sums[0];
+    out.sq_err = d.sums[1];
+    out.rtn_sq_err = d.sums[2];
+    out.x_sq = d.sums[3];
+    out.s1 = d.sums[4];
+    out.s2 = d.sums[5];
+    out.max_abs_err = d.max_abs_err;
+    return out;
+  }
+
+  absl::Status Fetch(int i, int slot, QuantizedTensor* out) override {
+    TensorState& t = ts_[i];
+    t.fetched_slot = slot;
+    if (streamed_) {
+      out->packed = std::move(t.h_packed[slot]);
+      out->scales = std::move(t.h_scales[slot]);
+      return absl::OkStatus();
+    }
+    cudaStream_t stream = ctx_->streams[t.stream];
+    out->packed.resize(static_cast<size_t>(t.blocks) * 8);
+    out->scales.resize(static_cast<size_t>(t.blocks));
+    RETURN_IF_ERROR(ctx_->Download(out->packed.data(), t.packed[slot], out->packed.size(), stream));
+    RETURN_IF_ERROR(ctx_->Download(out->scales.data(), t.scales[slot], out->scales.size(), stream));
+    return absl::OkStatus();
+  }
+
+  absl::StatusOr<std::optional<double>> OutputNmse(int i, const QuantizedTensor& q) override {
+    const Calibration* c = tensors_[i].calibration;
+    if (c == nullptr || (c->gram.empty() && c->activations == nullptr)) return std::nullopt;
+    if (!streamed_ && ts_[i].fetched_slot >= 0 && ctx_->Cublas() != nullptr) {
+      absl::StatusOr<double> r = GpuOutputNmse(i, q, *c);
+      if (r.ok()) {
+        cublas_used_ = true;
+        return std::optional<double>(*r);
+      }
+      if (!absl::IsResourceExhausted(r.status())) return r.status();
+      // Not enough device memory for the GEMM operands: the host reference below.
+    }
+    return PassExecutor::OutputNmse(i, q);
+  }
+
+ private:
+  struct TensorState {
+    DType dtype = DType::kBF16;
+    int dsize = 2;
+    int64_t blocks = 0, chunks = 0;
+    int stream = 0;
+    uint8_t* src = nullptr;  // resident plan
+    uint8_t* packed[2] = {nullptr, nullptr};
+    uint8_t* scales[2] = {nullptr, nullptr};
+    float* importance = nullptr;
+    float* hessian = nullptr;
+    double* sums = nullptr;
+    float* maxes = nullptr;
+    cuda::ScanState* scan = nullptr;
+    std::vector<uint8_t> h_packed[2], h_scales[2];  // streamed plan
+    cudaEvent_t scan_start = nullptr, scan_stop = nullptr, scan_done = nullptr;
+    int fetched_slot = -1;
+  };
+  struct Lane {
+    uint8_t* src = nullptr;
+    uint8_t* prev_packed = nullptr;
+    uint8_t* prev_scales = nullptr;
+    uint8_t* out_packed = nullptr;
+    uint8_t* out_scales = nullptr;
+  };
+
+  static size_t LaneBytes(int64_t chunk_blocks, int dsize) {
+    const size_t cb = static_cast<size_t>(chunk_blocks);
+    return AlignUp(cb * 16 * dsize) + 2 * AlignUp(cb * 8) + 2 * AlignUp(cb);
+  }
+
+  static absl::Status CheckLaunch(cudaError_t e, const PreparedTensor& p) {
+    if (e == cudaSuccess) return absl::OkStatus();
+    if (e == cudaErrorInvalidValue) {
+      cudaGetLastError();
+      return absl::InternalError(absl::StrCat("CUDA backend: inconsistent block-pass launch for tensor '",
+                                              p.view->name, "' (", p.matrix.rows, " x ",
+                                              p.matrix.cols, ")"));
+    }
+    return CudaStatus(e, "block pass launch");
+  }
+
+  // Copies tensor j (and its objective data) to the device and scans it on its stream.
+  absl::Status LaunchScan(int j) {
+    TensorState& t = ts_[j];
+    const PreparedTensor& p = tensors_[j];
+    cudaStream_t stream = ctx_->streams[t.stream];
+    if (t.importance != nullptr) {
+      RETURN_IF_ERROR(ctx_->Upload(t.importance, p.objective.importance.data(),
+                                   p.objective.importance.size() * sizeof(float), stream));
+    }
+    if (t.hessian != nullptr) {
+      RETURN_IF_ERROR(ctx_->Upload(t.hessian, p.objective.hessian_blocks.data(),
+                                   p.objective.hessian_blocks.size() * sizeof(float), stream));
+    }
+    NVFP4_CUDA(cuda::LaunchScanInit(t.scan, stream));
+    const uint8_t* host = static_cast<const uint8_t*>(p.view->data);
+    if (!streamed_) {
+      RETURN_IF_ERROR(ctx_->Upload(t.src, host, static_cast<size_t>(t.blocks) * 16 * t.dsize, stream));
+      NVFP4_CUDA(cudaEventRecord(t.scan_start, stream));
+      NVFP4_CUDA(cuda::LaunchScan(t.src, t.dtype, t.blocks * 16, 0, t.scan, stream));
+      NVFP4_CUDA(cudaEventRecord(t.scan_stop, stream));
+    } else {
+      NVFP4_CUDA(cudaEventRecord(t.scan_start, stream));
+      for (int64_t b0 = 0; b0 < t.blocks; b0 += chunk_blocks_) {
+        const int64_t nb = std::min(chunk_blocks_, t.blocks - b0);
+        RETURN_IF_ERROR(ctx_->Upload(lane_.src, host + b0 * 16 * t.dsize,
+                                     static_cast<size_t>(nb) * 16 * t.dsize, stream));
+        NVFP4_CUDA(cuda::LaunchScan(lane_.src, t.dtype, nb * 16, b0 * 16, t.scan, stream));
+      }
+      NVFP4_CUDA(cudaEventRecord(t.scan_stop, stream));
+      // The lane is shared by all tensors: finish before the next tensor (other stream) uses it.
+      NVFP4_CUDA(cudaStreamSynchronize(stream));
+    }
+    NVFP4_CUDA(cudaMemcpyAsync(&scan_host_[j], t.scan, sizeof(cuda::ScanState),
+                               cudaMemcpyDeviceToHost, stream));
+    NVFP4_CUDA(cudaEventRecord(t.scan_done, stream));
+    return absl::OkStatus();
+  }
+
+  // ||X W^T - X W_hat^T||^2 / ||X W^T||^2 with cuBLAS SGEMMs (fp32, pedantic math) and fp64 dots.
+  // With the Gram matrix H: M = [W; E] H^T-free form, num = sum_r e_r . (H e_r), den likewise
+  // for w_r; with activations X: C = X [W; E]^T, num = ||C_E||^2, den = ||C_W||^2.
+  absl::StatusOr<double> GpuOutputNmse(int i, const QuantizedTensor& q, const Calibration& c) {
+    const TensorState& t = ts_[i];
+    const PreparedTensor& p = tensors_[i];
+    const cuda::CublasApi* api = cuda::LoadCublas();
+    cublasHandle_t h = ctx_->Cublas();
+    cudaStream_t stream = ctx_->streams[t.stream];
+    const int64_t n = p.matrix.rows, k = p.matrix.cols;
+    const bool gram = !c.gram.empty();
+    const int64_t tokens = gram ? 0 : c.tokens;
+    if (k > INT32_MAX || 2 * n > INT32_MAX || tokens > INT32_MAX) {
+      return absl::ResourceExhaustedError("output metric too large for one GEMM");
+    }
+    const size_t a_elems = gram ? static_cast<size_t>(k * k) : static_cast<size_t>(tokens * k);
+    const size_t s_elems = static_cast<size_t>(2 * n * k);
+    const size_t c_elems = gram ? s_elems : static_cast<size_t>(tokens * 2 * n);
+    const size_t a_off = 0, s_off = AlignUp(a_elems * 4), c_off = s_off + AlignUp(s_elems * 4),
+                 d_off = c_off + AlignUp(c_elems * 4);
+    RETURN_IF_ERROR(ctx_->aux.Reserve(d_off + 2 * kDotBlocks * sizeof(double)));
+    float* A = reinterpret_cast<float*>(ctx_->aux.at(a_off));
+    float* S = reinterpret_cast<float*>(ctx_->aux.at(s_off));
+    float* C = reinterpret_cast<float*>(ctx_->aux.at(c_off));
+    double* partial = reinterpret_cast<double*>(ctx_->aux.at(d_off));
+    if (gram) {
+      RETURN_IF_ERROR(ctx_->Upload(A, c.gram.data(), a_elems * 4, stream));
+    } else {
+      std::vector<float> x(a_elems);
+      ConvertToFloat(c.activations, c.activations_dtype, static_cast<int64_t>(a_elems), x.data());
+      RETURN_IF_ERROR(ctx_->Upload(A, x.data(), a_elems * 4, stream));
+    }
+    const int slot = t.fetched_slot;
+    NVFP4_CUDA(cuda::LaunchStackWeightAndError(t.src, t.dtype, t.packed[slot], t.scales[slot],
+                                               q.global_scale, n, k, S, stream));
+    if (api->set_stream(h, stream) != CUBLAS_STATUS_SUCCESS) {
+      return absl::InternalError("cublasSetStream failed");
+    }
+    const float one = 1.0f, zero = 0.0f;
+    cublasStatus_t st;
+    if (gram) {
+      // Column-major views: A = H^T [K,K], S^T [K,2N]; C = A^T S^T = H S^T, column r = H s_r.
+      st = api->sgemm(h, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(k), static_cast<int>(2 * n),
+                      static_cast<int>(k), &one, A, static_cast<int>(k), S, static_cast<int>(k),
+                      &zero, C, static_cast<int>(k));
+    } else {
+      // A = X^T [K,T]; C [T,2N] = X S^T, column r = X s_r.
+      st = api->sgemm(h, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(tokens),
+                      static_cast<int>(2 * n), static_cast<int>(k), &one, A, static_cast<int>(k), S,
+                      static_cast<int>(k), &zero, C, static_cast<int>(tokens));
+    }
+    if (st != CUBLAS_STATUS_SUCCESS) {
+      return absl::InternalError(absl::StrCat("cublasSgemm failed with status ", static_cast<int>(st)));
+    }
+    const int64_t half = gram ? n * k : tokens * n;
+    const float* lhs = C;
+    const float* rhs = gram ? S : C;
+    NVFP4_CUDA(cuda::LaunchDotPartials(lhs, rhs, half, partial, kDotBlocks, stream));
+    NVFP4_CUDA(cuda::LaunchDotPartials(lhs + half, rhs + half, half, partial + kDotBlocks, kDotBlocks,
+                                       stream));
+    NVFP4_CUDA(cudaMemcpyAsync(dot_host_, partial, 2 * kDotBlocks * sizeof(double),
+                               cudaMemcpyDeviceToHost, stream));
+    NVFP4_CUDA(cudaStreamSynchronize(stream));
+    double den = 0, num = 0;
+    for (int b = 0; b < kDotBlocks; ++b) {
+      den += dot_host_[b];
+      num += dot_host_[kDotBlocks + b];
+    }
+    return den > 0 ? num / den : 0.0;
+  }
+
+  Context* ctx_;
+  std::vector<TensorState> ts_;
+  bool streamed_ = false;
+  int64_t chunk_blocks_ = 0;
+  Lane lane_;
+  double* scratch_ = nullptr;
+  cuda::PassTotalsDevice* totals_dev_ = nullptr;
+  cuda::PassTotalsDevice* totals_host_ = nullptr;
+  cuda::ScanState* scan_host_ = nullptr;
+  double* dot_host_ = nullptr;
+  bool scans_launched_ = false;
+  cudaEvent_t pass_start_ = nullptr, pass_stop_ = nullptr, span_end_ = nullptr;
+  int passes_ = 0;
+  double kernel_ms_ = 0;
+  bool cublas_used_ = false;
+};
+
+class CudaBackend : public QuantizerBackend {
+ public:
+  explicit CudaBackend(std::unique_ptr<Context> ctx) : ctx_(std::move(ctx)) {}
+
+  std::string name() const override { return absl::StrCat("cuda:", ctx_->ordinal); }
+
+  absl::StatusOr<std::vector<QuantizedTensor>> QuantizeGroup(
+      std::span<const TensorView> tensors, const QuantizeOptions& options,
+      std::span<const Calibration* const> calibration) override {
+    std::lock_guard<std::mutex> lock(ctx_->mu);
+    NVFP4_CUDA(cudaSetDevice(ctx_->ordinal));
+    ctx_->last = CudaRunStats();
+    const auto start = std::chrono::steady_clock::now();
+    Context* ctx = ctx_.get();
+    absl::StatusOr<std::vector<QuantizedTensor>> out = RunQuantizeGroup(
+        tensors, options, calibration,
+        [ctx](std::span<const PreparedTensor> prepared)
+            -> absl::StatusOr<std::unique_ptr<PassExecutor>> {
+          auto exec = std::make_unique<CudaExecutor>(prepared, ctx);
+          RETURN_IF_ERROR(exec->Init());
+          return exec;
+        });
+    ctx_->last.wall_ms =
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+    return out;
+  }
+
+  CudaRunStats last_stats() const {
+    std::lock_guard<std::mutex> lock(ctx_->mu);
+    return ctx_->last;
+  }
+
+ private:
+  std::unique_ptr<Context> ctx_;
+};
+
+}  // namespace
+
+int CudaVisibleDeviceCount() {
+  int n = 0;
+  if (cudaGetDeviceCount(&n) != cudaSuccess) {
+    cudaGetLastError();
+    return 0;
+  }
+  return n;
+}
+
+absl::StatusOr<std::unique_ptr<QuantizerBackend>> MakeCudaBackend(int ordinal) {
+  const int count = CudaVisibleDeviceCount();
+  if (ordinal < 0 || ordinal >= count) {
+    return absl::NotFoundError(absl::StrCat("CUDA device cuda:", ordinal, " not found (", count,
+                                            " visible device", count == 1 ? "" : "s", ")"));
+  }
+  auto ctx = std::make_unique<Context>();
+  RETURN_IF_ERROR(ctx->Init(ordinal));
+  return std::unique_ptr<QuantizerBackend>(new CudaBackend(std::move(ctx)));
+}
+
+absl::StatusOr<CudaRunStats> LastCudaRunStats(const QuantizerBackend& backend) {
+  const auto* b = dynamic_cast<const CudaBackend*>(&backend);
+  if (b == nullptr) {
+    return absl::InvalidArgumentError(absl::StrCat("backend '", backend.name(), "' is not CUDA"));
+  }
+  return b->last_stats();
+}
+
+bool CudaCublasAvailable() { return cuda::LoadCublas() != nullptr; }
+
+}  // namespace nvfp4
