@@ -57,15 +57,23 @@ absl::StatusOr<float> ReadScalar(const formats::CheckpointReader& r, const std::
   return v;
 }
 
+// j[key] when j is an object and j[key] a string, else "" (nlohmann's value() throws on other
+// types, and config files are untrusted input).
+std::string StringField(const nlohmann::ordered_json& j, const char* key) {
+  if (!j.is_object()) return "";
+  auto it = j.find(key);
+  return it != j.end() && it->is_string() ? it->get<std::string>() : "";
+}
+
 }  // namespace
 
 absl::StatusOr<std::optional<Layout>> DetectLayout(InputDirectory& dir) {
   ASSIGN_OR_RETURN(std::optional<nlohmann::ordered_json> config, ReadConfigJson(dir));
   if (config && config->contains("quantization_config")) {
     const auto& qc = (*config)["quantization_config"];
-    const std::string method = qc.value("quant_method", "");
+    const std::string method = StringField(qc, "quant_method");
     if (method == "modelopt") {
-      const std::string algo = qc.value("quant_algo", "");
+      const std::string algo = StringField(qc, "quant_algo");
       if (algo.find("NVFP4") == std::string::npos) {
         return absl::InvalidArgumentError(
             StrCat(dir.Describe(), "/config.json: modelopt quant_algo '", algo, "' is not NVFP4"));
@@ -73,10 +81,10 @@ absl::StatusOr<std::optional<Layout>> DetectLayout(InputDirectory& dir) {
       return std::optional<Layout>(Layout::kModelOpt);
     }
     if (method == "compressed-tensors") {
-      std::string format = qc.value("format", "");
+      std::string format = StringField(qc, "format");
       if (format != "nvfp4-pack-quantized" && qc.contains("config_groups")) {
         for (const auto& [k, g] : qc["config_groups"].items()) {
-          if (g.is_object() && g.value("format", "") == "nvfp4-pack-quantized")
+          if (StringField(g, "format") == "nvfp4-pack-quantized")
             format = g["format"];
         }
       }
@@ -93,7 +101,7 @@ absl::StatusOr<std::optional<Layout>> DetectLayout(InputDirectory& dir) {
   ASSIGN_OR_RETURN(std::optional<nlohmann::ordered_json> hf,
                    ReadConfigJson(dir, "hf_quant_config.json"));
   if (hf && hf->contains("quantization") && (*hf)["quantization"].is_object()) {
-    const std::string algo = (*hf)["quantization"].value("quant_algo", "");
+    const std::string algo = StringField((*hf)["quantization"], "quant_algo");
     if (algo.find("NVFP4") != std::string::npos) return std::optional<Layout>(Layout::kModelOpt);
     return absl::InvalidArgumentError(
         StrCat(dir.Describe(), "/hf_quant_config.json: quant_algo '", algo, "' is not NVFP4"));
@@ -281,7 +289,7 @@ absl::StatusOr<InspectReport> InspectCheckpoint(InputDirectory& dir) {
     ASSIGN_OR_RETURN(opened, OpenCheckpoint(dir));
     r = opened.reader.get();
   }
-  rep.metadata = r->shards().front()->metadata();
+  if (!r->shards().empty()) rep.metadata = r->shards().front()->metadata();  // an empty index: none
   rep.tensors = static_cast<int64_t>(r->tensors().size());
   rep.shards = static_cast<int64_t>(r->shards().size());
   rep.total_bytes = r->total_size();

@@ -199,7 +199,212 @@ absl::StatusOr<Prepared> Prepare(InputDirectory& input, const QuantizeModelOptio
   return p;
 }
 
+absl::Status CheckOptions(const QuantizeModelOptions& options) {
+  if (options.max_shard_size == 0) return absl::InvalidArgumentError("max shard size must be > 0");
+  if (options.quantize.objective != Objective::kMse && options.calibration == nullptr) {
+    return absl::InvalidArgumentError(
+        StrCat("objective '", ObjectiveName(options.quantize.objective),
+               "' needs calibration statistics (a calibration file)"));
+  }
+  return absl::OkStatus();
+}
+
+// The output tensors of `p` and their split into files (ModelOutputPlan).
+absl::StatusOr<ModelOutputPlan> BuildOutputPlan(const Prepared& p,
+                                                const QuantizeModelOptions& options) {
+  const formats::CheckpointReader& reader = *p.checkpoint.reader;
+  const QuantizationPlan& plan = p.plan;
+  ModelOutputPlan op;
+  op.plan = plan;
+  op.config = p.config;
+  op.checkpoint_files = p.checkpoint.files;
+
+  // Input scales (W4A4): every quantized module needs one; a fused group shares the max.
+  const ModelCalibration* cal = options.calibration;
+  op.w4a4 = cal != nullptr && cal->HasAnyInputAmax();
+  op.unit_amax.assign(plan.units.size(), std::nullopt);
+  for (size_t i = 0; i < plan.units.size(); ++i) {
+    const WorkUnit& u = plan.units[i];
+    if (u.kind != WorkUnit::Kind::kQuantize || !op.w4a4) continue;
+    for (const std::string& m : u.modules) {
+      ASSIGN_OR_RETURN(std::optional<float> a, cal->InputAmax(m));
+      if (a) op.unit_amax[i] = std::max(op.unit_amax[i].value_or(0.0f), *a);
+    }
+    if (!op.unit_amax[i]) {
+      return absl::InvalidArgumentError(StrCat(
+          cal->reader().name(), ": has input_amax entries (W4A4) but none for '", u.modules[0],
+          "'; give input_amax for every quantized module, or none for weight-only W4A16"));
+    }
+  }
+
+  // Output tensor specs, unit by unit (this order decides the split into shards).
+  for (size_t i = 0; i < plan.units.size(); ++i) {
+    const WorkUnit& u = plan.units[i];
+    op.unit_first_spec.push_back(op.specs.size());
+    for (size_t j = 0; j < u.tensors.size(); ++j) {
+      const formats::TensorLocation* loc = reader.Find(u.tensors[j]);
+      op.tensor_bytes_in += loc->info->size;
+      if (u.kind == WorkUnit::Kind::kCopy) {
+        op.specs.push_back({loc->info->name, loc->info->dtype, loc->info->shape});
+      } else {
+        for (formats::TensorSpec& s :
+             QuantizedSpecs(options.layout, u.modules[j], loc->info->shape[0], loc->info->shape[1],
+                            op.unit_amax[i].has_value())) {
+          op.specs.push_back(std::move(s));
+        }
+      }
+    }
+  }
+  op.unit_first_spec.push_back(op.specs.size());
+  for (const formats::TensorSpec& s : op.specs) {
+    ASSIGN_OR_RETURN(uint64_t n, formats::TensorByteSize(s));
+    op.tensor_bytes_out += n;
+  }
+
+  // The split into files, as formats::ShardedCheckpointWriter does it.
+  ASSIGN_OR_RETURN(op.shard_specs, formats::PlanShards(op.specs, options.max_shard_size));
+  op.indexed = op.shard_specs.size() > 1;
+  const int count = static_cast<int>(op.shard_specs.size());
+  for (int f = 0; f < count; ++f) {
+    op.shard_files.push_back(op.indexed ? formats::ShardFileName(f, count)
+                                        : std::string(formats::kSingleFileName));
+    uint64_t bytes = 0;
+    for (size_t i : op.shard_specs[f]) bytes += *formats::TensorByteSize(op.specs[i]);
+    op.shard_tensor_bytes.push_back(bytes);
+  }
+  op.shard_metadata = {{"nvfp4.layout", std::string(LayoutName(options.layout))},
+                       {"nvfp4.method", std::string(MethodName(options.quantize.method))},
+                       {"nvfp4.objective", std::string(ObjectiveName(options.quantize.objective))}};
+  return op;
+}
+
+// Writes the safetensors files `only` (indices into op.shard_files) of a run: the subset writer of
+// sharded runs. Same file names, headers and bytes as formats::ShardedCheckpointWriter.
+class ShardSubsetWriter {
+ public:
+  static absl::StatusOr<std::unique_ptr<ShardSubsetWriter>> Create(const std::string& dir,
+                                                                   const ModelOutputPlan& op,
+                                                                   const std::vector<int>& only,
+                                                                   bool sync) {
+    std::unique_ptr<ShardSubsetWriter> w(new ShardSubsetWriter());
+    for (int f : only) {
+      if (f < 0 || static_cast<size_t>(f) >= op.shard_files.size()) {
+        return absl::InvalidArgumentError(
+            StrCat("output shard ", f, " out of range (", op.shard_files.size(), " files)"));
+      }
+      std::vector<formats::TensorSpec> specs;
+      for (size_t i : op.shard_specs[f]) {
+        specs.push_back(op.specs[i]);
+        w->file_of_[op.specs[i].name] = w->writers_.size();
+      }
+      formats::SafetensorsWriter::Options so;
+      so.metadata = op.shard_metadata;
+      so.sync = sync;
+      ASSIGN_OR_RETURN(auto writer, formats::SafetensorsWriter::Create(
+                                        (fs::path(dir) / op.shard_files[f]).string(),
+                                        std::move(specs), std::move(so)));
+      w->writers_.push_back(std::move(writer));
+      w->files_.push_back(op.shard_files[f]);
+    }
+    return w;
+  }
+  bool Wants(const std::string& name) const { return file_of_.contains(name); }
+  absl::Status WriteTensor(const std::string& name, std::span<const uint8_t> data) {
+    return writers_[file_of_.at(name)]->WriteTensor(name, data);
+  }
+  absl::Status AppendTensorData(const std::string& name, std::span<const uint8_t> chunk) {
+    return writers_[file_of_.at(name)]->AppendTensorData(name, chunk);
+  }
+  absl::Status Finish() {
+    for (auto& w : writers_) RETURN_IF_ERROR(w->Finish());
+    return absl::OkStatus();
+  }
+  const std::vector<std::string>& shard_files() const { return files_; }
+
+ private:
+  ShardSubsetWriter() = default;
+  std::vector<std::unique_ptr<formats::SafetensorsWriter>> writers_;
+  std::vector<std::string> files_;
+  std::map<std::string, size_t> file_of_;
+};
+
+// model.safetensors.index.json of `op`, as formats::ShardedCheckpointWriter::Finish writes it.
+std::string IndexJson(const ModelOutputPlan& op) {
+  std::map<std::string, std::string> weight_map;
+  for (size_t f = 0; f < op.shard_files.size(); ++f) {
+    for (size_t i : op.shard_specs[f]) weight_map[op.specs[i].name] = op.shard_files[f];
+  }
+  nlohmann::ordered_json index;
+  index["metadata"] = {{"total_size", op.tensor_bytes_out}};
+  nlohmann::ordered_json map = nlohmann::ordered_json::object();
+  for (const auto& [tensor, file] : weight_map) map[tensor] = file;
+  index["weight_map"] = std::move(map);
+  return index.dump(2) + "\n";
+}
+
 }  // namespace
+
+absl::StatusOr<ModelOutputPlan> PlanModelOutput(InputDirectory& input,
+                                                const QuantizeModelOptions& options) {
+  RETURN_IF_ERROR(CheckOptions(options));
+  ASSIGN_OR_RETURN(Prepared p, Prepare(input, options));
+  return BuildOutputPlan(p, options);
+}
+
+namespace {
+
+absl::Status WriteModelFilesImpl(InputDirectory& input, const ModelOutputPlan& op,
+                                 const QuantizeModelOptions& options, const std::string& staging,
+                                 bool write_index, QuantizeModelResult* result,
+                                 const std::function<bool()>& cancelled) {
+  auto is_cancelled = [&] { return cancelled && cancelled(); };
+  auto cancel_status = [] { return absl::CancelledError("quantize-model cancelled"); };
+  if (write_index && op.indexed) {
+    RETURN_IF_ERROR(WriteTextFile(fs::path(staging) / formats::kIndexFileName, IndexJson(op)));
+  }
+  const std::vector<std::string> ignore = op.plan.IgnoreList();
+  nlohmann::ordered_json config = op.config ? *op.config : nlohmann::ordered_json::object();
+  if (!op.config) {
+    result->warnings.push_back(
+        "the input has no config.json: wrote one holding only the quantization_config");
+  }
+  config["quantization_config"] = QuantizationConfig(options.layout, op.w4a4, ignore);
+  RETURN_IF_ERROR(WriteTextFile(fs::path(staging) / "config.json", config.dump(2) + "\n"));
+  if (options.layout == Layout::kModelOpt) {
+    RETURN_IF_ERROR(WriteTextFile(fs::path(staging) / "hf_quant_config.json",
+                                  HfQuantConfig(op.w4a4, ignore).dump(2) + "\n"));
+  }
+  ASSIGN_OR_RETURN(std::vector<std::string> files, input.ListFiles());
+  const std::set<std::string> own(op.checkpoint_files.begin(), op.checkpoint_files.end());
+  for (const std::string& f : files) {
+    if (own.count(f) || f == "config.json" || f == "hf_quant_config.json") continue;
+    if (IsCheckpointLike(f)) {
+      result->warnings.push_back(StrCat("not copied: '", f,
+                                        "' (weights that are not part of the safetensors "
+                                        "checkpoint being quantized)"));
+      continue;
+    }
+    if (is_cancelled()) return cancel_status();
+    RETURN_IF_ERROR(CopyFileToLocal(input, f, (fs::path(staging) / f).string()));
+    result->copied_files.push_back(f);
+  }
+  if (!op.plan.odd_k_blocks.empty()) {
+    result->warnings.push_back(StrCat(
+        op.plan.odd_k_blocks.size(), " quantized module(s) have an odd K/16 (e.g. '",
+        op.plan.odd_k_blocks[0],
+        "'): vLLM needs K % 16 == 0 after the tensor-parallel split, so row-parallel layers of "
+        "these cannot be split over 2 GPUs"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status WriteModelFiles(InputDirectory& input, const ModelOutputPlan& op,
+                             const QuantizeModelOptions& options, const std::string& dir,
+                             QuantizeModelResult* result, const std::function<bool()>& cancelled) {
+  return WriteModelFilesImpl(input, op, options, dir, /*write_index=*/true, result, cancelled);
+}
 
 absl::StatusOr<QuantizationPlan> PlanModel(InputDirectory& input,
                                            const QuantizeModelOptions& options) {
@@ -211,66 +416,74 @@ absl::StatusOr<QuantizeModelResult> QuantizeModel(InputDirectory& input, OutputD
                                                   const QuantizeModelOptions& options,
                                                   const PipelineHooks& hooks) {
   const auto t0 = std::chrono::steady_clock::now();
-  if (options.max_shard_size == 0) return absl::InvalidArgumentError("max shard size must be > 0");
-  if (options.quantize.objective != Objective::kMse && options.calibration == nullptr) {
-    return absl::InvalidArgumentError(
-        StrCat("objective '", ObjectiveName(options.quantize.objective),
-               "' needs calibration statistics (a calibration file)"));
-  }
+  RETURN_IF_ERROR(CheckOptions(options));
   ASSIGN_OR_RETURN(Prepared prep, Prepare(input, options));
   const formats::CheckpointReader& reader = *prep.checkpoint.reader;
   const QuantizationPlan& plan = prep.plan;
+  ASSIGN_OR_RETURN(const ModelOutputPlan op, BuildOutputPlan(prep, options));
 
   QuantizeModelResult result;
   result.plan = plan;
+  result.w4a4 = op.w4a4;
+  const std::vector<std::optional<float>>& unit_amax = op.unit_amax;
+  const std::vector<formats::TensorSpec>& out_specs = op.specs;
 
-  // Input scales (W4A4): every quantized module needs one; a fused group shares the max.
-  const ModelCalibration* cal = options.calibration;
-  result.w4a4 = cal != nullptr && cal->HasAnyInputAmax();
-  std::vector<std::optional<float>> unit_amax(plan.units.size());
-  for (size_t i = 0; i < plan.units.size(); ++i) {
-    const WorkUnit& u = plan.units[i];
-    if (u.kind != WorkUnit::Kind::kQuantize || !result.w4a4) continue;
-    for (const std::string& m : u.modules) {
-      ASSIGN_OR_RETURN(std::optional<float> a, cal->InputAmax(m));
-      if (a) unit_amax[i] = std::max(unit_amax[i].value_or(0.0f), *a);
-    }
-    if (!unit_amax[i]) {
-      return absl::InvalidArgumentError(StrCat(
-          cal->reader().name(), ": has input_amax entries (W4A4) but none for '", u.modules[0],
-          "'; give input_amax for every quantized module, or none for weight-only W4A16"));
-    }
+  // Sharded runs write a subset of the files (and no index); a full run writes them all.
+  const bool subset = options.output_shards.has_value() || !options.write_model_files;
+  std::vector<int> only;
+  if (options.output_shards) {
+    only = *options.output_shards;
+  } else {
+    for (size_t f = 0; f < op.shard_files.size(); ++f) only.push_back(static_cast<int>(f));
   }
-
-  // Output tensor specs, unit by unit (this order decides the split into shards).
-  std::vector<formats::TensorSpec> out_specs;
-  for (size_t i = 0; i < plan.units.size(); ++i) {
-    const WorkUnit& u = plan.units[i];
-    for (size_t j = 0; j < u.tensors.size(); ++j) {
-      const formats::TensorLocation* loc = reader.Find(u.tensors[j]);
-      result.tensor_bytes_in += loc->info->size;
-      if (u.kind == WorkUnit::Kind::kCopy) {
-        out_specs.push_back({loc->info->name, loc->info->dtype, loc->info->shape});
-      } else {
-        for (formats::TensorSpec& s :
-             QuantizedSpecs(options.layout, u.modules[j], loc->info->shape[0], loc->info->shape[1],
-                            unit_amax[i].has_value())) {
-          out_specs.push_back(std::move(s));
-        }
+  std::sort(only.begin(), only.end());
+  only.erase(std::unique(only.begin(), only.end()), only.end());
+  // The units that have an output tensor in one of the written files.
+  std::vector<bool> unit_wanted(plan.units.size(), true);
+  if (subset) {
+    std::vector<bool> spec_wanted(out_specs.size(), false);
+    for (int f : only) {
+      if (f < 0 || static_cast<size_t>(f) >= op.shard_files.size()) {
+        return absl::InvalidArgumentError(
+            StrCat("output shard ", f, " out of range (", op.shard_files.size(), " files)"));
+      }
+      for (size_t i : op.shard_specs[f]) spec_wanted[i] = true;
+    }
+    for (size_t i = 0; i < plan.units.size(); ++i) {
+      unit_wanted[i] = false;
+      for (size_t k = op.unit_first_spec[i]; k < op.unit_first_spec[i + 1]; ++k) {
+        if (spec_wanted[k]) unit_wanted[i] = true;
       }
     }
   }
-  for (const formats::TensorSpec& s : out_specs) {
-    ASSIGN_OR_RETURN(uint64_t n, formats::TensorByteSize(s));
-    result.tensor_bytes_out += n;
+  uint64_t wanted_bytes_in = 0;
+  int64_t wanted_units = 0;
+  for (size_t i = 0; i < plan.units.size(); ++i) {
+    if (!unit_wanted[i]) continue;
+    ++wanted_units;
+    for (const std::string& t : plan.units[i].tensors)
+      wanted_bytes_in += reader.Find(t)->info->size;
   }
 
-  std::unique_ptr<QuantizerBackend> backend;
-  if (options.device == "cpu") {
-    backend = MakeCpuBackend(options.cpu_threads);
+  const ModelCalibration* cal = options.calibration;
+  result.tensor_bytes_in = subset ? wanted_bytes_in : op.tensor_bytes_in;
+  if (subset) {
+    for (int f : only) {
+      for (size_t i : op.shard_specs[f])
+        result.tensor_bytes_out += *formats::TensorByteSize(out_specs[i]);
+    }
   } else {
-    ASSIGN_OR_RETURN(backend, MakeBackend(options.device));
+    result.tensor_bytes_out = op.tensor_bytes_out;
   }
+
+  std::unique_ptr<QuantizerBackend> own_backend;
+  if (options.backend == nullptr && options.device == "cpu") {
+    own_backend = MakeCpuBackend(options.cpu_threads);
+  } else if (options.backend == nullptr) {
+    ASSIGN_OR_RETURN(own_backend, MakeBackend(options.device));
+  }
+  QuantizerBackend* const backend =
+      options.backend != nullptr ? options.backend : own_backend.get();
   result.backend = backend->name();
 
   ASSIGN_OR_RETURN(const std::string staging, output.Begin());
@@ -283,12 +496,32 @@ absl::StatusOr<QuantizeModelResult> QuantizeModel(InputDirectory& input, OutputD
   formats::ShardedCheckpointWriter::Options wopts;
   wopts.max_shard_size = options.max_shard_size;
   wopts.sync = options.sync;
-  wopts.metadata = {{"nvfp4.layout", std::string(LayoutName(options.layout))},
-                    {"nvfp4.method", std::string(MethodName(options.quantize.method))},
-                    {"nvfp4.objective", std::string(ObjectiveName(options.quantize.objective))}};
-  auto writer_or = formats::ShardedCheckpointWriter::Create(staging, out_specs, wopts);
-  if (!writer_or.ok()) return fail(writer_or.status());
-  std::unique_ptr<formats::ShardedCheckpointWriter> writer = std::move(writer_or).value();
+  wopts.metadata = op.shard_metadata;
+  std::unique_ptr<formats::ShardedCheckpointWriter> writer;
+  std::unique_ptr<ShardSubsetWriter> subset_writer;
+  if (subset) {
+    auto w = ShardSubsetWriter::Create(staging, op, only, options.sync);
+    if (!w.ok()) return fail(w.status());
+    subset_writer = std::move(w).value();
+  } else {
+    auto writer_or = formats::ShardedCheckpointWriter::Create(staging, out_specs, wopts);
+    if (!writer_or.ok()) return fail(writer_or.status());
+    writer = std::move(writer_or).value();
+    if (writer->shard_files() != op.shard_files) {
+      return fail(
+          absl::InternalError("the output plan and the checkpoint writer disagree on the "
+                              "shard files"));
+    }
+  }
+  auto write_tensor = [&](const std::string& name, std::span<const uint8_t> data) {
+    if (!subset) return writer->WriteTensor(name, data);
+    if (!subset_writer->Wants(name)) return absl::OkStatus();
+    return subset_writer->WriteTensor(name, data);
+  };
+  auto append_tensor = [&](const std::string& name, std::span<const uint8_t> chunk) {
+    if (!subset) return writer->AppendTensorData(name, chunk);
+    return subset_writer->AppendTensorData(name, chunk);
+  };
 
   // ---- the three stages ----
   const size_t depth = static_cast<size_t>(std::max(options.queue_depth, 1));
@@ -304,6 +537,7 @@ absl::StatusOr<QuantizeModelResult> QuantizeModel(InputDirectory& input, OutputD
 
   std::thread reader_thread([&] {
     for (size_t i = 0; i < plan.units.size() && !state.failed(); ++i) {
+      if (!unit_wanted[i]) continue;
       if (is_cancelled()) return state.Fail(cancel_status());
       const WorkUnit& u = plan.units[i];
       auto data = std::make_unique<UnitData>();
@@ -358,18 +592,19 @@ absl::StatusOr<QuantizeModelResult> QuantizeModel(InputDirectory& input, OutputD
         for (uint64_t off = 0; off < size && s.ok(); off += cap) {
           const uint64_t n = std::min(cap, size - off);
           s = shard->ReadTensorRange(*loc->info, off, std::span<uint8_t>(chunk.data(), n));
-          if (s.ok())
-            s = writer->AppendTensorData(u.tensors[0], std::span<const uint8_t>(chunk.data(), n));
+          if (s.ok()) s = append_tensor(u.tensors[0], std::span<const uint8_t>(chunk.data(), n));
         }
-        if (size == 0 && s.ok()) s = writer->WriteTensor(u.tensors[0], {});
+        if (size == 0 && s.ok()) s = write_tensor(u.tensors[0], {});
         meter.AddBytes(-static_cast<int64_t>(cap));
         chunk.clear();
         chunk.shrink_to_fit();
         bytes_out = size;
       } else {
         for (const EncodedTensor& e : d.outputs) {
-          if (s.ok()) s = writer->WriteTensor(e.spec.name, e.data);
-          bytes_out += e.data.size();
+          if (!subset || subset_writer->Wants(e.spec.name)) {
+            if (s.ok()) s = write_tensor(e.spec.name, e.data);
+            bytes_out += e.data.size();
+          }
         }
       }
       finish_unit();
@@ -389,7 +624,7 @@ absl::StatusOr<QuantizeModelResult> QuantizeModel(InputDirectory& input, OutputD
         p.bytes_in = d.bytes_in;
         p.bytes_out = bytes_out;
         p.units_done = done;
-        p.units_total = static_cast<int64_t>(plan.units.size());
+        p.units_total = wanted_units;
         p.bytes_in_done = in_done;
         p.bytes_in_total = result.tensor_bytes_in;
         hooks.on_progress(p);
@@ -477,52 +712,24 @@ absl::StatusOr<QuantizeModelResult> QuantizeModel(InputDirectory& input, OutputD
   if (state.failed()) return fail(state.status());
   if (is_cancelled()) return fail(cancel_status());
 
-  if (absl::Status s = writer->Finish(); !s.ok()) return fail(s);
-  result.shard_files = writer->shard_files();
-  writer.reset();
+  if (subset) {
+    if (absl::Status s = subset_writer->Finish(); !s.ok()) return fail(s);
+    result.shard_files = subset_writer->shard_files();
+    subset_writer.reset();
+  } else {
+    if (absl::Status s = writer->Finish(); !s.ok()) return fail(s);
+    result.shard_files = writer->shard_files();
+    writer.reset();
+  }
 
-  // ---- configs and the other files ----
-  const std::vector<std::string> ignore = plan.IgnoreList();
-  nlohmann::ordered_json config = prep.config ? *prep.config : nlohmann::ordered_json::object();
-  if (!prep.config) {
-    result.warnings.push_back(
-        "the input has no config.json: wrote one holding only the quantization_config");
-  }
-  config["quantization_config"] = QuantizationConfig(options.layout, result.w4a4, ignore);
-  if (absl::Status s = WriteTextFile(fs::path(staging) / "config.json", config.dump(2) + "\n");
-      !s.ok()) {
-    return fail(s);
-  }
-  if (options.layout == Layout::kModelOpt) {
-    if (absl::Status s = WriteTextFile(fs::path(staging) / "hf_quant_config.json",
-                                       HfQuantConfig(result.w4a4, ignore).dump(2) + "\n");
+  // ---- the index (subset writer), configs and the other files ----
+  if (options.write_model_files) {
+    // A full run's index was written by the checkpoint writer.
+    if (absl::Status s = WriteModelFilesImpl(input, op, options, staging, /*write_index=*/subset,
+                                             &result, hooks.cancelled);
         !s.ok()) {
       return fail(s);
     }
-  }
-  auto files = input.ListFiles();
-  if (!files.ok()) return fail(files.status());
-  const std::set<std::string> own(prep.checkpoint.files.begin(), prep.checkpoint.files.end());
-  for (const std::string& f : *files) {
-    if (own.count(f) || f == "config.json" || f == "hf_quant_config.json") continue;
-    if (IsCheckpointLike(f)) {
-      result.warnings.push_back(StrCat("not copied: '", f,
-                                       "' (weights that are not part of the safetensors "
-                                       "checkpoint being quantized)"));
-      continue;
-    }
-    if (is_cancelled()) return fail(cancel_status());
-    if (absl::Status s = CopyFileToLocal(input, f, (fs::path(staging) / f).string()); !s.ok()) {
-      return fail(s);
-    }
-    result.copied_files.push_back(f);
-  }
-  if (!plan.odd_k_blocks.empty()) {
-    result.warnings.push_back(StrCat(
-        plan.odd_k_blocks.size(), " quantized module(s) have an odd K/16 (e.g. '",
-        plan.odd_k_blocks[0],
-        "'): vLLM needs K % 16 == 0 after the tensor-parallel split, so row-parallel layers of "
-        "these cannot be split over 2 GPUs"));
   }
   if (is_cancelled()) return fail(cancel_status());
   if (absl::Status s = output.Commit(); !s.ok()) return fail(s);

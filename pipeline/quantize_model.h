@@ -19,13 +19,16 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "formats/sharded.h"
+#include "kernels/backend.h"
 #include "kernels/types.h"
+#include "nlohmann/json.hpp"
 #include "pipeline/layouts.h"
 #include "pipeline/model_calibration.h"
 #include "pipeline/selection.h"
@@ -40,12 +43,24 @@ struct QuantizeModelOptions {
   uint64_t max_shard_size = formats::kDefaultMaxShardSize;
   std::string device = "cpu";  // MakeBackend spec: cpu | cuda | cuda:N | auto
   int cpu_threads = 0;         // for "cpu": <= 0 uses every hardware thread
+  // A backend to use instead of creating one from `device` (not owned; must outlive the call and
+  // accept QuantizeGroup calls from the pipeline's quantize thread). The server passes one that
+  // leases a device of its pool per unit.
+  QuantizerBackend* backend = nullptr;
   // Calibration statistics (docs/CALIBRATION.md), or null. Not owned; must outlive the call.
   // Required by the wmse/hessian objectives; its `input_amax` entries make the output W4A4.
   const ModelCalibration* calibration = nullptr;
   int queue_depth = 1;  // units buffered between reader/quantizer and quantizer/writer
   uint64_t copy_chunk_bytes = 8u << 20;  // chunk size for streamed tensor and file copies
   bool sync = true;                      // fdatasync output files before publishing
+  // Sharded runs (pipeline/shard_plan.h). When set, only these output safetensors files (indices
+  // into ModelOutputPlan::shard_files) are written, and only the units with an output tensor in
+  // one of them are read and quantized; the bytes of each file are those of a full run.
+  std::optional<std::vector<int>> output_shards;
+  // Write the non-tensor outputs: model.safetensors.index.json, config.json,
+  // hf_quant_config.json and the copied input files. False for one shard of a sharded run, whose
+  // `finalize` step writes them once (FinalizeModel in pipeline/shard_plan.h).
+  bool write_model_files = true;
 };
 
 // Metrics of one quantized module.
@@ -94,6 +109,37 @@ struct QuantizeModelResult {
   int peak_units_in_flight = 0;
   uint64_t peak_buffered_bytes = 0;
 };
+
+// Everything a run with given options writes, computed from the input's headers alone (no tensor
+// data is read): the output tensors and their split into safetensors files. QuantizeModel, the
+// shards of a sharded run and its finalize step all derive their outputs from this one plan.
+struct ModelOutputPlan {
+  QuantizationPlan plan;
+  std::optional<nlohmann::ordered_json> config;       // the input's config.json, when present
+  std::vector<std::string> checkpoint_files;          // the input's index and safetensors files
+  bool w4a4 = false;                                  // input scales written
+  std::vector<std::optional<float>> unit_amax;        // per unit of `plan`: the input amax (W4A4)
+  std::vector<formats::TensorSpec> specs;             // output tensors, unit by unit
+  std::vector<size_t> unit_first_spec;                // specs of unit i: [first[i], first[i + 1])
+  std::vector<std::string> shard_files;               // output safetensors files, in order
+  std::vector<std::vector<size_t>> shard_specs;       // per file: indices into `specs`
+  std::vector<uint64_t> shard_tensor_bytes;           // per file: bytes of its tensors
+  std::map<std::string, std::string> shard_metadata;  // "__metadata__" of every file
+  bool indexed = false;  // several files: model.safetensors.index.json is written
+  uint64_t tensor_bytes_in = 0, tensor_bytes_out = 0;
+};
+
+// The output plan of QuantizeModel(input, ..., options). Same errors as QuantizeModel's checks.
+absl::StatusOr<ModelOutputPlan> PlanModelOutput(InputDirectory& input,
+                                                const QuantizeModelOptions& options);
+
+// Writes the non-tensor outputs of `plan` into the local directory `dir`: the index (when
+// `plan.indexed`), config.json, hf_quant_config.json (ModelOpt) and every other input file.
+// Fills result->copied_files and result->warnings. The bytes are those QuantizeModel writes.
+absl::Status WriteModelFiles(InputDirectory& input, const ModelOutputPlan& plan,
+                             const QuantizeModelOptions& options, const std::string& dir,
+                             QuantizeModelResult* result,
+                             const std::function<bool()>& cancelled = {});
 
 // Quantizes the checkpoint in `input` into `output` (Begin/Commit/Abort are called here).
 // Errors: INVALID_ARGUMENT (bad options, malformed checkpoint: messages name the file and tensor),

@@ -3,6 +3,7 @@
 #include <fnmatch.h>
 
 #include <algorithm>
+#include <charconv>
 #include <map>
 #include <regex>
 #include <set>
@@ -37,6 +38,14 @@ std::vector<std::string> Components(std::string_view module) {
 
 bool IsNumber(std::string_view s) {
   return !s.empty() && std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; });
+}
+
+// True when the decimal `digits` (IsNumber) is >= `n`; never throws (std::stoll does on overflow:
+// a tensor name is untrusted input). A number too large for int64 is >= any n.
+bool LayerIndexAtLeast(const std::string& digits, int64_t n) {
+  int64_t v = 0;
+  const auto [ptr, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), v);
+  return ec == std::errc::result_out_of_range || (ec == std::errc() && v >= n);
 }
 
 // Canonical position of a fused-group member (q=0, k=1, v=2; gate=0, up=1; w1=0, w3=1).
@@ -103,7 +112,7 @@ std::optional<std::string> DefaultExclusionReason(std::string_view module,
     }
     if (options.num_mtp_layers > 0 && options.num_hidden_layers >= 0 && p == "layers" &&
         i + 1 < parts.size() && IsNumber(parts[i + 1]) &&
-        std::stoll(parts[i + 1]) >= options.num_hidden_layers) {
+        LayerIndexAtLeast(parts[i + 1], options.num_hidden_layers)) {
       return "MTP head";
     }
     if (p.find("embed") != std::string::npos || p == "wte" || p == "wpe") return "embedding";

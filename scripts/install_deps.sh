@@ -16,6 +16,7 @@ PKGS=(
   libcurl4-openssl-dev             # S3 (SigV4) client
   libssl-dev                       # sha256 of outputs
   python3 python3-venv             # integration tests (moto_server), python client
+  clang libclang-rt-14-dev         # libFuzzer + sanitizer runtimes: scripts/fuzz.sh, test_extra.d/60-fuzz.sh
 )
 
 missing=()

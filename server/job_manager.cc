@@ -132,7 +132,7 @@ class JobManager::Sink : public ProgressSink {
   absl::Time start_;
 };
 
-JobManager::JobManager(JobManagerOptions options, ModelPipeline* pipeline, ObjectStore* store,
+JobManager::JobManager(JobManagerOptions options, ModelPipeline* pipeline, storage::ObjectStore* store,
                        DevicePool* devices, JobStore* job_store, Metrics* metrics)
     : options_(options),
       pipeline_(pipeline),

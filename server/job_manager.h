@@ -26,7 +26,7 @@
 #include "server/job_store.h"
 #include "server/metrics.h"
 #include "server/model_job.h"
-#include "server/object_store.h"
+#include "storage/object_store.h"
 
 namespace nvfp4::server {
 
@@ -39,7 +39,7 @@ struct JobManagerOptions {
 class JobManager {
  public:
   // `metrics` may be null. Nothing runs until Start().
-  JobManager(JobManagerOptions options, ModelPipeline* pipeline, ObjectStore* store,
+  JobManager(JobManagerOptions options, ModelPipeline* pipeline, storage::ObjectStore* store,
              DevicePool* devices, JobStore* job_store, Metrics* metrics);
   ~JobManager();
 
@@ -86,7 +86,7 @@ class JobManager {
 
   const JobManagerOptions options_;
   ModelPipeline* const pipeline_;
-  ObjectStore* const store_;
+  storage::ObjectStore* const store_;
   DevicePool* const devices_;
   JobStore* const job_store_;
   Metrics* const metrics_;

@@ -25,17 +25,21 @@
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
+#include "grpcpp/security/server_credentials.h"
+#include "grpcpp/security/tls_certificate_provider.h"
+#include "grpcpp/security/tls_credentials_options.h"
+#include "base/status_macros.h"
+#include "server/auth.h"
 #include "kernels/backend.h"
 #include "server/device_pool.h"
 #include "server/job_manager.h"
 #include "server/job_store.h"
-#include "server/local_store.h"
 #include "server/log.h"
 #include "server/metrics.h"
 #include "server/model_pipeline.h"
 #include "server/quantizer_service.h"
-#include "server/s3_store.h"
-#include "server/storage.h"
+#include "storage/router.h"
+#include "storage/s3_store.h"
 
 ABSL_FLAG(std::string, listen, "0.0.0.0:50051", "gRPC listen address (port 0 picks a free port)");
 ABSL_FLAG(std::string, metrics_listen, "0.0.0.0:9090",
@@ -58,6 +62,18 @@ ABSL_FLAG(int, heartbeat_seconds, 5, "default WatchJob heartbeat interval");
 ABSL_FLAG(std::string, s3_endpoint, "", "S3 endpoint URL (default $AWS_ENDPOINT_URL)");
 ABSL_FLAG(std::string, s3_region, "", "S3 region (default $AWS_REGION, else us-east-1)");
 ABSL_FLAG(int64_t, s3_part_bytes, 64ll << 20, "S3 multipart part size (>= 5 MiB)");
+ABSL_FLAG(std::string, tls_cert, "",
+          "PEM certificate chain of the main port (with --tls_key: the main port is TLS-only)");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert");
+ABSL_FLAG(std::string, tls_ca, "",
+          "PEM CA bundle: when given, clients must present a certificate it verifies (mutual TLS)");
+ABSL_FLAG(int, tls_refresh_seconds, 60,
+          "how often the certificate files are checked for changes (reloaded without a restart)");
+ABSL_FLAG(std::string, auth_tokens_file, "",
+          "bearer tokens, one per line: Quantizer calls need 'authorization: Bearer <token>' "
+          "(health stays open); the file is re-read when it changes");
+ABSL_FLAG(std::string, scratch_dir, "",
+          "local directory where s3:// model outputs are staged before upload (default: $TMPDIR)");
 ABSL_FLAG(std::string, ready_file, "",
           "write {\"grpc_port\":..,\"metrics_port\":..,\"health_port\":..} here once serving");
 
@@ -66,6 +82,46 @@ namespace {
 
 constexpr char kServiceName[] = "nvfp4.v1.Quantizer";
 constexpr char kVersion[] = "0.1.0";
+
+// Checks that a PEM file is readable and holds at least one PEM block (contents never logged).
+absl::Status CheckPemFile(const std::string& flag, const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return absl::InvalidArgumentError(absl::StrCat("--", flag, ": cannot read ", path));
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  if (text.find("-----BEGIN ") == std::string::npos) {
+    return absl::InvalidArgumentError(absl::StrCat("--", flag, ": ", path, " is not PEM"));
+  }
+  return absl::OkStatus();
+}
+
+// Main-port credentials: insecure, TLS, or mutual TLS (with --tls_ca), from files that are
+// watched for changes (grpc::experimental::FileWatcherCertificateProvider).
+absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> MainPortCredentials() {
+  const std::string cert = absl::GetFlag(FLAGS_tls_cert), key = absl::GetFlag(FLAGS_tls_key),
+                    ca = absl::GetFlag(FLAGS_tls_ca);
+  if (cert.empty() && key.empty()) {
+    if (!ca.empty()) return absl::InvalidArgumentError("--tls_ca needs --tls_cert and --tls_key");
+    return grpc::InsecureServerCredentials();
+  }
+  if (cert.empty() || key.empty()) {
+    return absl::InvalidArgumentError("--tls_cert and --tls_key go together");
+  }
+  RETURN_IF_ERROR(CheckPemFile("tls_cert", cert));
+  RETURN_IF_ERROR(CheckPemFile("tls_key", key));
+  if (!ca.empty()) RETURN_IF_ERROR(CheckPemFile("tls_ca", ca));
+  const int refresh = std::max(1, absl::GetFlag(FLAGS_tls_refresh_seconds));
+  auto provider = std::make_shared<grpc::experimental::FileWatcherCertificateProvider>(
+      key, cert, ca, static_cast<unsigned int>(refresh));
+  grpc::experimental::TlsServerCredentialsOptions options(provider);
+  options.watch_identity_key_cert_pairs();
+  if (!ca.empty()) {
+    options.watch_root_certs();
+    options.set_cert_request_type(GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
+  } else {
+    options.set_cert_request_type(GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE);
+  }
+  return grpc::experimental::TlsServerCredentials(options);
+}
 
 // --data_root is repeatable: absl keeps only the last occurrence, so collect them all first.
 std::vector<std::string> CollectDataRoots(int argc, char** argv) {
@@ -111,30 +167,26 @@ int Run(int argc, char** argv) {
   }
 
   // Storage.
-  absl::StatusOr<std::unique_ptr<LocalObjectStore>> local = LocalObjectStore::Create(roots);
-  if (!local.ok()) {
-    std::fprintf(stderr, "nvfp4d: %s\n", local.status().ToString().c_str());
-    return 2;
-  }
   auto metrics = std::make_unique<Metrics>(kVersion, CudaCompiledIn());
-  std::unique_ptr<ObjectStore> s3;
-  S3Config s3_config =
-      S3ConfigFromEnv(absl::GetFlag(FLAGS_s3_endpoint), absl::GetFlag(FLAGS_s3_region));
-  s3_config.part_size = absl::GetFlag(FLAGS_s3_part_bytes);
   Metrics* m = metrics.get();
-  s3_config.observer = [m](absl::string_view op, double seconds, absl::string_view error) {
+  storage::StoreConfig store_config;
+  store_config.data_roots = roots;
+  store_config.s3_endpoint = absl::GetFlag(FLAGS_s3_endpoint);
+  store_config.s3_region = absl::GetFlag(FLAGS_s3_region);
+  store_config.s3_part_bytes = absl::GetFlag(FLAGS_s3_part_bytes);
+  store_config.s3_observer = [m](absl::string_view op, double seconds, absl::string_view error) {
     m->S3Request(op, seconds, error);
   };
-  if (!s3_config.endpoint.empty()) {
-    absl::StatusOr<std::unique_ptr<S3ObjectStore>> s = S3ObjectStore::Create(s3_config);
-    if (!s.ok()) {
-      std::fprintf(stderr, "nvfp4d: %s\n", s.status().ToString().c_str());
-      return 2;
-    }
-    s3 = *std::move(s);
-    LogLine("s3 endpoint ", s3_config.endpoint, " region ", s3_config.region);
+  absl::StatusOr<std::unique_ptr<storage::StorageRouter>> router =
+      storage::MakeStorageRouter(store_config);
+  if (!router.ok()) {
+    std::fprintf(stderr, "nvfp4d: %s\n", router.status().ToString().c_str());
+    return 2;
   }
-  StorageRouter storage(*std::move(local), std::move(s3));
+  storage::StorageRouter& store = **router;
+  if (auto* s3 = dynamic_cast<storage::S3ObjectStore*>(store.s3()); s3 != nullptr) {
+    LogLine("s3 endpoint ", s3->config().endpoint, " region ", s3->config().region);
+  }
 
   // Devices.
   absl::StatusOr<std::unique_ptr<DevicePool>> devices =
@@ -158,12 +210,12 @@ int Run(int argc, char** argv) {
   } else {
     job_store = std::make_unique<MemoryJobStore>();
   }
-  std::unique_ptr<ModelPipeline> pipeline = MakeCheckpointPipeline();
+  std::unique_ptr<ModelPipeline> pipeline = MakeCheckpointPipeline(absl::GetFlag(FLAGS_scratch_dir));
   JobManagerOptions jm_options;
   jm_options.queue_capacity = absl::GetFlag(FLAGS_queue_capacity);
   jm_options.workers = (*devices)->size();
   jm_options.default_heartbeat = absl::Seconds(absl::GetFlag(FLAGS_heartbeat_seconds));
-  JobManager jobs(jm_options, pipeline.get(), &storage, devices->get(), job_store.get(),
+  JobManager jobs(jm_options, pipeline.get(), &store, devices->get(), job_store.get(),
                   metrics.get());
   if (absl::Status s = jobs.Start(); !s.ok()) {
     std::fprintf(stderr, "nvfp4d: %s\n", s.ToString().c_str());
@@ -175,15 +227,45 @@ int Run(int argc, char** argv) {
   service_options.max_tensor_bytes = absl::GetFlag(FLAGS_max_tensor_bytes);
   service_options.max_inflight_tensors = absl::GetFlag(FLAGS_queue_capacity);
   service_options.default_heartbeat = jm_options.default_heartbeat;
-  QuantizerService service(service_options, &jobs, devices->get(), &storage, metrics.get());
+  std::unique_ptr<TokenAuthenticator> auth;
+  if (const std::string tf = absl::GetFlag(FLAGS_auth_tokens_file); !tf.empty()) {
+    absl::StatusOr<std::unique_ptr<TokenAuthenticator>> a = TokenAuthenticator::FromFile(tf);
+    if (!a.ok()) {
+      std::fprintf(stderr, "nvfp4d: %s\n", a.status().ToString().c_str());
+      return 2;
+    }
+    auth = *std::move(a);
+    service_options.auth = auth.get();
+    LogLine("auth: ", auth->token_count(), " bearer token(s) from ", tf);
+  }
+  absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> creds = MainPortCredentials();
+  if (!creds.ok()) {
+    std::fprintf(stderr, "nvfp4d: %s\n", creds.status().ToString().c_str());
+    return 2;
+  }
+  const bool tls = !absl::GetFlag(FLAGS_tls_cert).empty();
+  const bool mtls = tls && !absl::GetFlag(FLAGS_tls_ca).empty();
+  QuantizerService service(service_options, &jobs, devices->get(), &store, metrics.get());
 
-  // gRPC servers.
+  // gRPC servers. The plaintext health-only port (kubelet's gRPC probe cannot do TLS) is built
+  // before the reflection plugin is installed, so that it serves grpc.health.v1 and nothing else.
   grpc::EnableDefaultHealthCheckService(true);
+  std::unique_ptr<grpc::Server> health_server;
+  int health_port = 0;
+  if (const std::string hl = absl::GetFlag(FLAGS_health_listen); !hl.empty()) {
+    grpc::ServerBuilder hb;
+    hb.AddListeningPort(hl, grpc::InsecureServerCredentials(), &health_port);
+    hb.SetMaxReceiveMessageSize(64 << 10);
+    health_server = hb.BuildAndStart();
+    if (!health_server || health_port == 0) {
+      std::fprintf(stderr, "nvfp4d: cannot listen on %s\n", hl.c_str());
+      return 1;
+    }
+  }
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   int grpc_port = 0;
-  builder.AddListeningPort(absl::GetFlag(FLAGS_listen), grpc::InsecureServerCredentials(),
-                           &grpc_port);
+  builder.AddListeningPort(absl::GetFlag(FLAGS_listen), *creds, &grpc_port);
   builder.RegisterService(&service);
   builder.SetMaxReceiveMessageSize(max_message);
   builder.SetMaxSendMessageSize(max_message);
@@ -195,17 +277,6 @@ int Run(int argc, char** argv) {
   if (!server || grpc_port == 0) {
     std::fprintf(stderr, "nvfp4d: cannot listen on %s\n", absl::GetFlag(FLAGS_listen).c_str());
     return 1;
-  }
-  std::unique_ptr<grpc::Server> health_server;
-  int health_port = 0;
-  if (const std::string hl = absl::GetFlag(FLAGS_health_listen); !hl.empty()) {
-    grpc::ServerBuilder hb;
-    hb.AddListeningPort(hl, grpc::InsecureServerCredentials(), &health_port);
-    health_server = hb.BuildAndStart();
-    if (!health_server || health_port == 0) {
-      std::fprintf(stderr, "nvfp4d: cannot listen on %s\n", hl.c_str());
-      return 1;
-    }
   }
   auto set_serving = [&](bool serving) {
     for (grpc::Server* s : {server.get(), health_server.get()}) {
@@ -226,7 +297,9 @@ int Run(int argc, char** argv) {
     }
     metrics_port = *p;
   }
-  LogLine("serving ", kServiceName, " on port ", grpc_port, " metrics_port=", metrics_port,
+  LogLine("serving ", kServiceName, " on port ", grpc_port,
+          mtls ? " (mutual TLS)" : (tls ? " (TLS)" : " (plaintext)"),
+          auth ? " bearer-token auth" : "", " metrics_port=", metrics_port,
           " health_port=", health_port, " data_roots=", absl::StrJoin(roots, ","));
   if (const std::string rf = absl::GetFlag(FLAGS_ready_file); !rf.empty()) {
     std::string tmp = rf + ".tmp";

@@ -56,6 +56,15 @@ Metrics::Metrics(absl::string_view version, bool cuda_compiled_in)
                          .Name("nvfp4_tensor_quantize_seconds")
                          .Help("Quantizer time per tensor, by method and device.")
                          .Register(r);
+  auth_failures_ = &BuildCounter()
+                        .Name("nvfp4_auth_failures_total")
+                        .Help("Quantizer calls refused for a missing or invalid bearer token.")
+                        .Register(r)
+                        .Add({});
+  gpu_memory_used_ = &BuildGauge()
+                          .Name("nvfp4_gpu_memory_used_bytes")
+                          .Help("Device memory in use per GPU (total - free, all processes).")
+                          .Register(r);
   input_bytes_ = &BuildCounter()
                       .Name("nvfp4_input_bytes_total")
                       .Help("Source tensor bytes processed.")
@@ -138,6 +147,12 @@ void Metrics::S3Request(absl::string_view op, double seconds, absl::string_view 
 
 void Metrics::SetDevices(absl::string_view kind, int64_t n) {
   devices_->Add({{"kind", S(kind)}}).Set(static_cast<double>(n));
+}
+
+void Metrics::AuthFailure() { auth_failures_->Increment(); }
+
+void Metrics::SetGpuMemoryUsed(int gpu, double bytes) {
+  gpu_memory_used_->Add({{"gpu", std::to_string(gpu)}}).Set(bytes);
 }
 
 }  // namespace nvfp4::server

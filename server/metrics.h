@@ -43,6 +43,10 @@ class Metrics {
   // `error` empty on success.
   void S3Request(absl::string_view op, double seconds, absl::string_view error);
   void SetDevices(absl::string_view kind, int64_t n);
+  // A Quantizer call refused with UNAUTHENTICATED.
+  void AuthFailure();
+  // Device memory in use on GPU `gpu` (nvfp4_gpu_memory_used_bytes{gpu}).
+  void SetGpuMemoryUsed(int gpu, double bytes);
 
   prometheus::Registry& registry() { return *registry_; }
 
@@ -62,6 +66,8 @@ class Metrics {
   prometheus::Family<prometheus::Histogram>* s3_duration_;
   prometheus::Family<prometheus::Counter>* s3_errors_;
   prometheus::Family<prometheus::Gauge>* devices_;
+  prometheus::Counter* auth_failures_;
+  prometheus::Family<prometheus::Gauge>* gpu_memory_used_;
 };
 
 }  // namespace nvfp4::server

@@ -15,7 +15,7 @@
 #include "absl/strings/string_view.h"
 #include "nvfp4/v1/quantizer.pb.h"
 #include "server/device_pool.h"
-#include "server/object_store.h"
+#include "storage/object_store.h"
 
 namespace nvfp4::server {
 
@@ -38,7 +38,7 @@ class ProgressSink {
 struct ModelJobContext {
   std::string job_id;
   const v1::QuantizeModelRequest* request = nullptr;
-  ObjectStore* store = nullptr;
+  storage::ObjectStore* store = nullptr;
   DevicePool* devices = nullptr;
   ProgressSink* progress = nullptr;
 };

@@ -1,16 +1,15 @@
-// The checkpoint pipeline behind QuantizeModel (minimal path of issue 5, inside server/ until the
-// formats library grows the layout code).
+// The ModelPipeline of nvfp4d: an adapter from a QuantizeModel job to the streaming checkpoint
+// pipeline of pipeline/quantize_model.h (the same engine as `nvfp4ctl quantize-model --local`).
 //
-// Reads a Hugging Face safetensors checkpoint (single file or sharded with an index) from any
-// ObjectStore URI through positioned reads, selects the Linear weights to quantize (2-D `.weight`
-// tensors of BF16/F16/F32 with K % 16 == 0, minus the default exclusions: lm_head, embeddings,
-// norms, routers/gates, vision towers and projectors, MTP heads, conv1d; plus/minus the request's
-// include/exclude regexes), quantizes fused groups (q/k/v, gate/up, expert w1/w3) with one shared
-// global scale, and writes the ModelOpt or compressed-tensors layout. Tensors are processed one
-// group at a time (memory bounded by the largest group), staged as safetensors shards in a local
-// scratch directory, then published to the output URI file by file (atomic per file; the
-// index, config.json and hf_quant_config.json are written last). Other files of the input
-// (tokenizer, generation config, ...) are copied unchanged.
+// Input and output locations go through pipeline/object_directory.h: s3:// through the server's
+// S3 store, file:// confined to the data roots (every input file checked for `..` and symlink
+// escapes; outputs staged in a hidden sibling and renamed into place). Include/exclude patterns
+// have the pipeline's semantics (fnmatch globs, or `re:` + a regular expression). Calibration
+// statistics (calibration_uri) are read through the same store. Each quantized unit leases a
+// device of the DevicePool for the time of its QuantizeGroup call, so a job spreads its tensors
+// over free devices and QuantizeTensor calls interleave with it. Progress (tensors, bytes,
+// per-tensor metrics, device and seconds) goes to the job's ProgressSink; cancellation is polled
+// by every pipeline stage. The job's outputs are listed with size and sha256.
 #ifndef NVFP4_SERVER_MODEL_PIPELINE_H_
 #define NVFP4_SERVER_MODEL_PIPELINE_H_
 
@@ -21,8 +20,8 @@
 
 namespace nvfp4::server {
 
-// `scratch_dir`: local directory for staging output shards (created when missing; empty means
-// the system temp directory).
+// `scratch_dir`: local directory for staging object-store outputs (empty: the system temp
+// directory).
 std::unique_ptr<ModelPipeline> MakeCheckpointPipeline(std::string scratch_dir = "");
 
 }  // namespace nvfp4::server

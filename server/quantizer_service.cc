@@ -53,12 +53,20 @@ int ClampChunkBytes(int requested, int fallback) {
 }
 
 QuantizerService::QuantizerService(ServiceOptions options, JobManager* jobs, DevicePool* devices,
-                                   ObjectStore* store, Metrics* metrics)
+                                   storage::ObjectStore* store, Metrics* metrics)
     : options_(options), jobs_(jobs), devices_(devices), store_(store), metrics_(metrics) {}
+
+grpc::Status QuantizerService::Authorize(const grpc::ServerContext& context) {
+  if (options_.auth == nullptr) return grpc::Status::OK;
+  grpc::Status s = options_.auth->Check(context);
+  if (!s.ok() && metrics_ != nullptr) metrics_->AuthFailure();
+  return s;
+}
 
 grpc::Status QuantizerService::QuantizeTensor(
     grpc::ServerContext* context,
     grpc::ServerReaderWriter<v1::QuantizeTensorResponse, v1::QuantizeTensorRequest>* stream) {
+  if (grpc::Status auth = Authorize(*context); !auth.ok()) return auth;
   return ToGrpcStatus(DoQuantizeTensor(context, stream));
 }
 
@@ -190,17 +198,19 @@ absl::Status QuantizerService::DoQuantizeTensor(
   return absl::OkStatus();
 }
 
-grpc::Status QuantizerService::QuantizeModel(grpc::ServerContext*,
+grpc::Status QuantizerService::QuantizeModel(grpc::ServerContext* context,
                                              const v1::QuantizeModelRequest* request,
                                              v1::Job* response) {
+  if (grpc::Status auth = Authorize(*context); !auth.ok()) return auth;
   absl::StatusOr<v1::Job> job = jobs_->Submit(*request);
   if (!job.ok()) return ToGrpcStatus(job.status());
   *response = *std::move(job);
   return grpc::Status::OK;
 }
 
-grpc::Status QuantizerService::GetJob(grpc::ServerContext*, const v1::GetJobRequest* request,
+grpc::Status QuantizerService::GetJob(grpc::ServerContext* context, const v1::GetJobRequest* request,
                                       v1::Job* response) {
+  if (grpc::Status auth = Authorize(*context); !auth.ok()) return auth;
   absl::StatusOr<v1::Job> job = jobs_->Get(request->job_id());
   if (!job.ok()) return ToGrpcStatus(job.status());
   *response = *std::move(job);
@@ -210,6 +220,7 @@ grpc::Status QuantizerService::GetJob(grpc::ServerContext*, const v1::GetJobRequ
 grpc::Status QuantizerService::WatchJob(grpc::ServerContext* context,
                                         const v1::WatchJobRequest* request,
                                         grpc::ServerWriter<v1::JobEvent>* writer) {
+  if (grpc::Status auth = Authorize(*context); !auth.ok()) return auth;
   absl::Duration heartbeat = options_.default_heartbeat;
   if (request->heartbeat_seconds() > 0) {
     heartbeat = absl::Seconds(std::clamp(request->heartbeat_seconds(), 1, 60));
@@ -219,16 +230,18 @@ grpc::Status QuantizerService::WatchJob(grpc::ServerContext* context,
       [context] { return context->IsCancelled(); }));
 }
 
-grpc::Status QuantizerService::CancelJob(grpc::ServerContext*, const v1::CancelJobRequest* request,
+grpc::Status QuantizerService::CancelJob(grpc::ServerContext* context, const v1::CancelJobRequest* request,
                                          v1::Job* response) {
+  if (grpc::Status auth = Authorize(*context); !auth.ok()) return auth;
   absl::StatusOr<v1::Job> job = jobs_->Cancel(request->job_id());
   if (!job.ok()) return ToGrpcStatus(job.status());
   *response = *std::move(job);
   return grpc::Status::OK;
 }
 
-grpc::Status QuantizerService::ListJobs(grpc::ServerContext*, const v1::ListJobsRequest* request,
+grpc::Status QuantizerService::ListJobs(grpc::ServerContext* context, const v1::ListJobsRequest* request,
                                         v1::ListJobsResponse* response) {
+  if (grpc::Status auth = Authorize(*context); !auth.ok()) return auth;
   absl::StatusOr<v1::ListJobsResponse> r = jobs_->List(*request);
   if (!r.ok()) return ToGrpcStatus(r.status());
   *response = *std::move(r);
@@ -238,6 +251,7 @@ grpc::Status QuantizerService::ListJobs(grpc::ServerContext*, const v1::ListJobs
 grpc::Status QuantizerService::ReadResult(grpc::ServerContext* context,
                                           const v1::ReadResultRequest* request,
                                           grpc::ServerWriter<v1::ReadResultResponse>* writer) {
+  if (grpc::Status auth = Authorize(*context); !auth.ok()) return auth;
   return ToGrpcStatus(DoReadResult(context, *request, writer));
 }
 

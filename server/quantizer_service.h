@@ -7,10 +7,11 @@
 #include <cstdint>
 
 #include "nvfp4/v1/quantizer.grpc.pb.h"
+#include "server/auth.h"
 #include "server/device_pool.h"
 #include "server/job_manager.h"
 #include "server/metrics.h"
-#include "server/object_store.h"
+#include "storage/object_store.h"
 
 namespace nvfp4::server {
 
@@ -19,6 +20,8 @@ struct ServiceOptions {
   int64_t max_tensor_bytes = 4ll << 30;  // QuantizeTensor source size limit
   int max_inflight_tensors = 64;         // concurrent QuantizeTensor calls (admission)
   absl::Duration default_heartbeat = absl::Seconds(5);
+  // Bearer-token check of every call (null: no authentication). Not owned.
+  TokenAuthenticator* auth = nullptr;
 };
 
 inline constexpr int kMinChunkBytes = 256 << 10;
@@ -28,7 +31,7 @@ class QuantizerService final : public v1::Quantizer::Service {
  public:
   // `metrics` may be null.
   QuantizerService(ServiceOptions options, JobManager* jobs, DevicePool* devices,
-                   ObjectStore* store, Metrics* metrics);
+                   storage::ObjectStore* store, Metrics* metrics);
 
   grpc::Status QuantizeTensor(grpc::ServerContext* context,
                               grpc::ServerReaderWriter<v1::QuantizeTensorResponse,
@@ -47,6 +50,7 @@ class QuantizerService final : public v1::Quantizer::Service {
                           grpc::ServerWriter<v1::ReadResultResponse>* writer) override;
 
  private:
+  grpc::Status Authorize(const grpc::ServerContext& context);
   absl::Status DoQuantizeTensor(
       grpc::ServerContext* context,
       grpc::ServerReaderWriter<v1::QuantizeTensorResponse, v1::QuantizeTensorRequest>* stream);
@@ -56,7 +60,7 @@ class QuantizerService final : public v1::Quantizer::Service {
   const ServiceOptions options_;
   JobManager* const jobs_;
   DevicePool* const devices_;
-  ObjectStore* const store_;
+  storage::ObjectStore* const store_;
   Metrics* const metrics_;
   std::atomic<int> inflight_tensors_{0};
 };

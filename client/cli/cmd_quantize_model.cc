@@ -20,10 +20,13 @@ void AddQuantizeModelCommand(CLI::App& root, SubcommandList& out) {
                                       "Quantize a whole checkpoint on an nvfp4d server (a job).");
   AddRemoteFlags(app, &f->remote);
   app->add_option("--input", f->input,
-                  "Input checkpoint URI: file:///path (on the server) or s3://bucket/prefix.")
+                  "Input checkpoint: file:///path (on the server) or s3://bucket/prefix; with "
+                  "--local a local directory or s3://bucket/prefix.")
       ->required()
       ->type_name("URI");
-  app->add_option("--output", f->output, "Output URI (file:// or s3://), written atomically.")
+  app->add_option("--output", f->output,
+                  "Output: file:///path (on the server) or s3://bucket/prefix (--local: a local "
+                  "directory or s3://); nothing appears there until it is complete.")
       ->required()
       ->type_name("URI");
   app->add_option("--layout", f->layout, "Output layout.")
@@ -38,9 +41,18 @@ void AddQuantizeModelCommand(CLI::App& root, SubcommandList& out) {
   app->add_option("--error-rule", f->error_rule, "Four Over Six block error rule.")
       ->check(CLI::IsMember({"mse", "mae", "absmax"}))
       ->capture_default_str();
-  app->add_option("--include", f->include, "Regex of extra modules to quantize (repeatable).");
-  app->add_option("--exclude", f->exclude, "Regex of modules to leave unquantized (repeatable).");
-  app->add_option("--calibration", f->calibration, "Calibration statistics URI.");
+  app->add_option("--include", f->include,
+                  "Only quantize modules matching this pattern (repeatable): a glob on the module "
+                  "name (`*` also matches dots), or re:REGEX (matched at the start of the name).")
+      ->type_name("PAT");
+  app->add_option("--exclude", f->exclude,
+                  "Never quantize modules matching this pattern (repeatable; wins over "
+                  "--include): a glob, or re:REGEX.")
+      ->type_name("PAT");
+  app->add_option("--calibration", f->calibration,
+                  "Calibration statistics (file:// on the server, or s3://; with --local a path "
+                  "or s3://).")
+      ->type_name("URI");
   app->add_option("--request-id", f->request_id,
                   "Idempotency key: resubmitting with the same key returns the same job.");
   app->add_flag("--detach", f->detach, "Print the job and return without watching it.");

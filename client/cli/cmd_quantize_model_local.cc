@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <iostream>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -20,7 +21,10 @@
 #include "client/cli/progress.h"
 #include "formats/str_util.h"
 #include "kernels/backend.h"
+#include "pipeline/object_directory.h"
 #include "pipeline/quantize_model.h"
+#include "pipeline/shard_plan.h"
+#include "storage/router.h"
 
 namespace nvfp4::cli {
 
@@ -98,6 +102,8 @@ struct LocalFlags {
   std::string max_shard_size = "5GB";
   std::string device = "auto";
   int threads = 0;
+  std::string shard;  // "i/N": one process of a sharded run (--shard)
+  std::string s3_endpoint, s3_region, staging_dir;
   // Bound only when the remote command does not declare them (read back by name at run time).
   std::string input, output, layout = "modelopt", method = "soar", objective = "mse",
                              error_rule = "mse", calibration;
@@ -185,6 +191,14 @@ class ModelProgress {
 absl::Status RunLocal(CLI::App* app, const LocalFlags& f) {
   const std::string input = StripFileScheme(StringOption(app, "--input", ""));
   const std::string output = StripFileScheme(StringOption(app, "--output", ""));
+  // s3:// locations: endpoint/region from the flags or AWS_ENDPOINT_URL / AWS_REGION (AWS itself
+  // when neither is set), credentials from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY.
+  storage::StoreConfig store_config;
+  store_config.s3_endpoint = f.s3_endpoint;
+  store_config.s3_region = f.s3_region;
+  store_config.s3_default_aws_endpoint = true;
+  ASSIGN_OR_RETURN(std::unique_ptr<storage::StorageRouter> store,
+                   storage::MakeStorageRouter(store_config));
   if (input.empty() || output.empty()) {
     return absl::InvalidArgumentError("--input and --output are required");
   }
@@ -192,16 +206,16 @@ absl::Status RunLocal(CLI::App* app, const LocalFlags& f) {
     return absl::InvalidArgumentError("--local and --server cannot be combined");
   }
   const bool json = FlagOption(app, "--json");
-  pipeline::QuantizeModelOptions o;
-  ASSIGN_OR_RETURN(o.layout, pipeline::ParseLayout(StringOption(app, "--layout", "modelopt")));
-  ASSIGN_OR_RETURN(o.quantize.method, ParseMethod(StringOption(app, "--method", "soar")));
-  ASSIGN_OR_RETURN(o.quantize.objective, ParseObjective(StringOption(app, "--objective", "mse")));
-  ASSIGN_OR_RETURN(o.quantize.four_over_six_rule,
-                   ParseErrorRule(StringOption(app, "--error-rule", "mse")));
-  o.selection.include = ListOption(app, "--include");
-  o.selection.exclude = ListOption(app, "--exclude");
-  o.selection.default_exclusions = !f.no_default_excludes;
-  ASSIGN_OR_RETURN(o.max_shard_size, ParseByteSize(f.max_shard_size));
+  std::optional<pipeline::ShardSpec> shard;
+  if (CLI::Option* so = app->get_option_no_throw("--shard"); so != nullptr && so->count() > 0) {
+    ASSIGN_OR_RETURN(shard, pipeline::ParseShardSpec(f.shard));
+    if (f.overwrite) {
+      return absl::InvalidArgumentError(
+          "--overwrite and --shard cannot be combined: a shard replaces only its own files");
+    }
+  }
+  ASSIGN_OR_RETURN(pipeline::QuantizeModelOptions o,
+                   ModelOptionsFromFlags(app, f.max_shard_size, f.no_default_excludes));
   o.device = f.device;
   o.cpu_threads = f.threads;
   {
@@ -219,17 +233,48 @@ absl::Status RunLocal(CLI::App* app, const LocalFlags& f) {
   std::unique_ptr<pipeline::ModelCalibration> calibration;
   const std::string cal_path = StripFileScheme(StringOption(app, "--calibration", ""));
   if (!cal_path.empty()) {
-    ASSIGN_OR_RETURN(calibration, pipeline::ModelCalibration::Open(cal_path));
+    ASSIGN_OR_RETURN(std::unique_ptr<formats::RandomAccessSource> cal_source,
+                     pipeline::OpenObjectFile(cal_path, *store));
+    ASSIGN_OR_RETURN(calibration, pipeline::ModelCalibration::Open(std::move(cal_source)));
     o.calibration = calibration.get();
   }
-  ASSIGN_OR_RETURN(auto in, pipeline::LocalInputDirectory::Open(input));
-  pipeline::LocalOutputDirectory out(output, f.overwrite);
+  ASSIGN_OR_RETURN(std::unique_ptr<pipeline::InputDirectory> in,
+                   pipeline::OpenInputDirectory(input, *store));
+  ASSIGN_OR_RETURN(std::unique_ptr<pipeline::OutputDirectory> out_dir,
+                   shard
+                       ? OpenSharedOutputDirectory(output, *store, f.staging_dir)
+                       : pipeline::OpenOutputDirectory(output, *store, f.overwrite, f.staging_dir));
+  pipeline::OutputDirectory& out = *out_dir;
 
   ModelProgress progress(StderrIsTerminal(), json);
   pipeline::PipelineHooks hooks;
   hooks.on_progress = [&](const pipeline::TensorProgress& p) { progress.Update(p); };
-  auto result = pipeline::QuantizeModel(*in, out, o, hooks);
-  progress.Clear();
+  absl::StatusOr<pipeline::QuantizeModelResult> result;
+  if (shard) {
+    // One process of a sharded run: its files go straight into the shared output location.
+    auto sr = pipeline::QuantizeModelShard(*in, out, o, *shard, hooks);
+    progress.Clear();
+    if (!sr.ok()) return sr.status();
+    if (sr->files.empty()) {
+      std::cerr << "nvfp4ctl: shard " << f.shard << ": nothing to do: the output has only "
+                << sr->total_files << " safetensors file(s), all assigned to other shards\n";
+      if (json) {
+        nlohmann::ordered_json s;
+        s["output"] = output;
+        s["shard"] = f.shard;
+        s["shards"] = nlohmann::ordered_json::array();
+        s["total_shard_files"] = sr->total_files;
+        std::cout << nlohmann::ordered_json{{"summary", s}}.dump() << "\n";
+      }
+      return absl::OkStatus();
+    }
+    std::cerr << "nvfp4ctl: shard " << f.shard << ": writing " << sr->files.size() << " of "
+              << sr->total_files << " safetensors file(s)\n";
+    result = std::move(sr->run);
+  } else {
+    result = pipeline::QuantizeModel(*in, out, o, hooks);
+    progress.Clear();
+  }
   if (!result.ok()) return result.status();
   const pipeline::QuantizeModelResult& r = *result;
 
@@ -259,6 +304,7 @@ absl::Status RunLocal(CLI::App* app, const LocalFlags& f) {
     for (const TensorReport& t : reports) std::cout << ReportToJson(t).dump() << "\n";
     nlohmann::ordered_json s;
     s["output"] = output;
+    if (shard) s["shard"] = f.shard;
     s["layout"] = std::string(pipeline::LayoutName(o.layout));
     s["quant_algo"] = r.w4a4 ? "NVFP4" : "W4A16_NVFP4";
     s["device"] = r.backend;
@@ -294,10 +340,18 @@ absl::Status RunLocal(CLI::App* app, const LocalFlags& f) {
       }
       std::cout << " " << e.module << " (" << e.reason << ")";
     }
-    std::cout << "\nwrote " << output << ": " << pipeline::LayoutName(o.layout) << " "
-              << (r.w4a4 ? "NVFP4 (W4A4)" : "W4A16_NVFP4 (weight-only)") << ", "
-              << r.shard_files.size() << " safetensors file(s), " << r.copied_files.size()
-              << " other file(s) copied\n";
+    if (shard) {
+      std::cout << "\nwrote shard " << f.shard << " into " << output << ": " << r.shard_files.size()
+                << " safetensors file(s):";
+      for (const std::string& file : r.shard_files) std::cout << " " << file;
+      std::cout << "\nrun `nvfp4ctl finalize` with the same --input and flags once every shard "
+                   "is done\n";
+    } else {
+      std::cout << "\nwrote " << output << ": " << pipeline::LayoutName(o.layout) << " "
+                << (r.w4a4 ? "NVFP4 (W4A4)" : "W4A16_NVFP4 (weight-only)") << ", "
+                << r.shard_files.size() << " safetensors file(s), " << r.copied_files.size()
+                << " other file(s) copied\n";
+    }
   }
   for (const std::string& w : r.warnings) std::cerr << "nvfp4ctl: note: " << w << "\n";
   return absl::OkStatus();
@@ -311,6 +365,31 @@ CLI::App* FindSubcommand(CLI::App& root, const std::string& name) {
 }
 
 }  // namespace
+
+absl::StatusOr<pipeline::QuantizeModelOptions> ModelOptionsFromFlags(
+    CLI::App* app, const std::string& max_shard_size, bool no_default_excludes) {
+  pipeline::QuantizeModelOptions o;
+  ASSIGN_OR_RETURN(o.layout, pipeline::ParseLayout(StringOption(app, "--layout", "modelopt")));
+  ASSIGN_OR_RETURN(o.quantize.method, ParseMethod(StringOption(app, "--method", "soar")));
+  ASSIGN_OR_RETURN(o.quantize.objective, ParseObjective(StringOption(app, "--objective", "mse")));
+  ASSIGN_OR_RETURN(o.quantize.four_over_six_rule,
+                   ParseErrorRule(StringOption(app, "--error-rule", "mse")));
+  o.selection.include = ListOption(app, "--include");
+  o.selection.exclude = ListOption(app, "--exclude");
+  o.selection.default_exclusions = !no_default_excludes;
+  ASSIGN_OR_RETURN(o.max_shard_size, ParseByteSize(max_shard_size));
+  return o;
+}
+
+absl::StatusOr<std::unique_ptr<pipeline::OutputDirectory>> OpenSharedOutputDirectory(
+    const std::string& output, storage::StorageRouter& store, const std::string& staging_dir) {
+  // Object stores: `overwrite` publishes the staged files next to the objects already there.
+  if (pipeline::IsObjectStoreUri(output)) {
+    return pipeline::OpenOutputDirectory(output, store, /*overwrite=*/true, staging_dir);
+  }
+  return std::unique_ptr<pipeline::OutputDirectory>(
+      std::make_unique<pipeline::SharedLocalOutputDirectory>(StripFileScheme(output)));
+}
 
 void AddQuantizeModelLocalCommand(CLI::App& root, SubcommandList& out) {
   auto f = std::make_shared<LocalFlags>();
@@ -331,7 +410,8 @@ void AddQuantizeModelLocalCommand(CLI::App& root, SubcommandList& out) {
                 "submitting a job to a server.");
   auto has = [&](const std::string& name) { return app->get_option_no_throw(name) != nullptr; };
   if (!has("--input")) {
-    app->add_option("--input", f->input, "Input checkpoint directory (Hugging Face layout).")
+    app->add_option("--input", f->input,
+                    "Input checkpoint directory (Hugging Face layout), or s3://bucket/prefix.")
         ->required()
         ->type_name("DIR");
   }
@@ -398,6 +478,23 @@ void AddQuantizeModelLocalCommand(CLI::App& root, SubcommandList& out) {
   app->add_flag("--no-default-excludes", f->no_default_excludes,
                 "(--local) Do not apply the default exclusions (lm_head, embeddings, routers, "
                 "vision towers, MTP heads, conv); K % 16 and dtype rules still apply.");
+  app->add_option("--s3-endpoint", f->s3_endpoint,
+                  "(--local) S3 endpoint URL for s3:// locations (default $AWS_ENDPOINT_URL, else "
+                  "AWS in the region). Credentials: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY "
+                  "(/ AWS_SESSION_TOKEN).")
+      ->type_name("URL");
+  app->add_option("--s3-region", f->s3_region,
+                  "(--local) S3 region (default $AWS_REGION, else us-east-1).");
+  app->add_option("--staging-dir", f->staging_dir,
+                  "(--local) Local directory where an s3:// output is staged before upload "
+                  "(default: the system temp directory; needs room for the whole output).")
+      ->type_name("DIR");
+  app->add_option("--shard", f->shard,
+                  "(--local) Run as process i of N of a sharded run (0 <= i < N, e.g. 0/4): write "
+                  "only the output safetensors files assigned to i (balanced by bytes; the same "
+                  "files as a single run) into --output, next to the other processes' files. "
+                  "Then `nvfp4ctl finalize` writes the index and configs.")
+      ->type_name("i/N");
   app->add_flag("--overwrite", f->overwrite,
                 "(--local) Replace an existing non-empty output directory once the new one is "
                 "complete.");

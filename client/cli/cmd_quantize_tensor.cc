@@ -2,6 +2,7 @@
 #include "client/cli/cmd_quantize_tensor.h"
 
 #include <chrono>
+#include <functional>
 #include <cstring>
 #include <iostream>
 #include <memory>
@@ -105,7 +106,29 @@ absl::StatusOr<std::vector<Selected>> SelectTensors(const formats::SafetensorsRe
   return selected;
 }
 
-absl::StatusOr<QuantizeOptions> MakeOptions(const QuantizeTensorFlags& flags) {
+absl::StatusOr<TensorQuantizeFn> MakeLocalQuantizer(const QuantizeTensorFlags& flags) {
+  auto backend_or = MakeBackend(flags.device);
+  if (!backend_or.ok()) {
+    // The device is the user's choice: an absent GPU is a usage error, not an internal one.
+    const absl::Status& s = backend_or.status();
+    if (absl::IsInternal(s)) return s;
+    return absl::InvalidArgumentError(StrCat("--device ", flags.device, ": ", s.message()));
+  }
+  std::shared_ptr<QuantizerBackend> backend = std::move(*backend_or);
+  return TensorQuantizeFn(
+      [backend](const TensorView& view, const QuantizeOptions& options,
+                const formats::LoadedCalibration* loaded,
+                std::string* device) -> absl::StatusOr<QuantizedTensor> {
+        *device = backend->name();
+        const Calibration* cal =
+            loaded != nullptr && !loaded->calibration.empty() ? &loaded->calibration : nullptr;
+        return backend->Quantize(view, options, cal);
+      });
+}
+
+}  // namespace
+
+absl::StatusOr<QuantizeOptions> QuantizeOptionsFromFlags(const QuantizeTensorFlags& flags) {
   QuantizeOptions options;
   ASSIGN_OR_RETURN(options.method, ParseMethod(flags.method));
   ASSIGN_OR_RETURN(options.objective, ParseObjective(flags.objective));
@@ -114,10 +137,12 @@ absl::StatusOr<QuantizeOptions> MakeOptions(const QuantizeTensorFlags& flags) {
   return options;
 }
 
-absl::Status QuantizeLocally(const QuantizeTensorFlags& flags) {
+absl::Status QuantizeTensorFile(
+    const QuantizeTensorFlags& flags,
+    const std::function<absl::StatusOr<TensorQuantizeFn>()>& make_quantizer) {
   if (flags.input.empty()) return absl::InvalidArgumentError("--input is required");
   if (flags.output.empty()) return absl::InvalidArgumentError("--output is required");
-  ASSIGN_OR_RETURN(const QuantizeOptions options, MakeOptions(flags));
+  ASSIGN_OR_RETURN(const QuantizeOptions options, QuantizeOptionsFromFlags(flags));
   ASSIGN_OR_RETURN(std::unique_ptr<formats::SafetensorsReader> reader,
                    formats::SafetensorsReader::Open(flags.input));
   std::unique_ptr<formats::SafetensorsReader> calibration;
@@ -149,14 +174,7 @@ absl::Status QuantizeLocally(const QuantizeTensorFlags& flags) {
     }
   }
 
-  auto backend_or = MakeBackend(flags.device);
-  if (!backend_or.ok()) {
-    // The device is the user's choice: an absent GPU is a usage error, not an internal one.
-    const absl::Status& s = backend_or.status();
-    if (absl::IsInternal(s)) return s;
-    return absl::InvalidArgumentError(StrCat("--device ", flags.device, ": ", s.message()));
-  }
-  std::unique_ptr<QuantizerBackend> backend = std::move(*backend_or);
+  ASSIGN_OR_RETURN(const TensorQuantizeFn quantize, make_quantizer());
 
   // Declare the whole output up front and stream each tensor into it as it is quantized.
   std::vector<formats::TensorSpec> specs;
@@ -190,20 +208,19 @@ absl::Status QuantizeLocally(const QuantizeTensorFlags& flags) {
     view.data = bytes.data();
 
     std::unique_ptr<formats::LoadedCalibration> loaded;
-    if (calibration != nullptr) {
+    if (calibration != nullptr && formats::HasCalibrationFor(*calibration, info.name)) {
       ASSIGN_OR_RETURN(loaded, formats::LoadCalibration(*calibration, info.name, s.k));
     }
-    const Calibration* cal =
-        loaded != nullptr && !loaded->calibration.empty() ? &loaded->calibration : nullptr;
 
     const auto start = std::chrono::steady_clock::now();
-    ASSIGN_OR_RETURN(QuantizedTensor q, backend->Quantize(view, options, cal));
+    std::string device;
+    ASSIGN_OR_RETURN(QuantizedTensor q, quantize(view, options, loaded.get(), &device));
     const double seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 
     const uint64_t numel = static_cast<uint64_t>(info.numel());
     if (q.packed.size() != numel / 2 || q.scales.size() != numel / 16) {
-      return absl::InternalError(StrCat("backend returned ", q.packed.size(), " packed and ",
+      return absl::InternalError(StrCat("quantizer returned ", q.packed.size(), " packed and ",
                                         q.scales.size(), " scale bytes for '", info.name, "' with ",
                                         numel, " elements"));
     }
@@ -218,7 +235,7 @@ absl::Status QuantizeLocally(const QuantizeTensorFlags& flags) {
     report.shape = info.shape;
     report.method = flags.method;
     report.objective = flags.objective;
-    report.device = backend->name();
+    report.device = device;
     report.nmse = q.metrics.nmse;
     report.sqnr_db = q.metrics.sqnr_db;
     report.max_abs_err = q.metrics.max_abs_err;
@@ -243,10 +260,9 @@ absl::Status QuantizeLocally(const QuantizeTensorFlags& flags) {
   return absl::OkStatus();
 }
 
-}  // namespace
-
 int RunLocalQuantizeTensor(const QuantizeTensorFlags& flags) {
-  const absl::Status status = QuantizeLocally(flags);
+  const absl::Status status =
+      QuantizeTensorFile(flags, [&flags] { return MakeLocalQuantizer(flags); });
   return status.ok() ? kExitOk : ReportError(status);
 }
 
@@ -306,6 +322,19 @@ void AddQuantizeTensorCommand(CLI::App& root, SubcommandList& out) {
                   "Maximum CJSO + DSS iterations of soar after its scalesweep start.")
       ->check(CLI::Range(0, 1000))
       ->capture_default_str();
+  app->add_flag("--tls", flags->tls, "(--server) Connect with TLS (system roots).");
+  app->add_option("--tls_ca", flags->tls_ca, "(--server) PEM CA bundle that verifies the server.")
+      ->type_name("FILE");
+  app->add_option("--tls_cert", flags->tls_cert, "(--server) PEM client certificate (mutual TLS).")
+      ->type_name("FILE");
+  app->add_option("--tls_key", flags->tls_key, "(--server) PEM private key of --tls_cert.")
+      ->type_name("FILE");
+  app->add_option("--tls_server_name", flags->tls_server_name,
+                  "(--server) Name expected in the server certificate.")
+      ->type_name("NAME");
+  app->add_option("--token_file", flags->token_file,
+                  "(--server) File holding the bearer token (default: $NVFP4_TOKEN).")
+      ->type_name("FILE");
   app->add_flag("--json", flags->json,
                 "Print one JSON object per tensor per line instead of a table: tensor, shape, "
                 "method, objective, device, nmse, sqnr_db, max_abs_err, rtn_nmse, nmse_vs_rtn, "

@@ -6,8 +6,14 @@
 #ifndef NVFP4_CLIENT_CLI_CMD_QUANTIZE_TENSOR_H_
 #define NVFP4_CLIENT_CLI_CMD_QUANTIZE_TENSOR_H_
 
+#include <functional>
 #include <string>
 #include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "formats/calibration.h"
+#include "kernels/types.h"
 
 namespace nvfp4::cli {
 
@@ -25,7 +31,27 @@ struct QuantizeTensorFlags {
   std::string device = "auto";
   int soar_max_iterations = 15;
   bool json = false;
+  // Remote mode: TLS and bearer token (see remote_common.h RemoteFlags).
+  bool tls = false;
+  std::string tls_ca, tls_cert, tls_key, tls_server_name, token_file;
 };
+
+// How one tensor is quantized: in this process (a kernels backend) or by nvfp4d. `calibration` is
+// the tensor's statistics, or null. Sets `*device` to the device that ran it.
+using TensorQuantizeFn = std::function<absl::StatusOr<QuantizedTensor>(
+    const TensorView& tensor, const QuantizeOptions& options,
+    const formats::LoadedCalibration* calibration, std::string* device)>;
+
+// The body shared by both modes: validates the flags, selects the tensors of flags.input, calls
+// `make_quantizer` once (after the input was checked, before the output is created), quantizes
+// every selected tensor with it, writes flags.output (ModelOpt tensor naming) and prints the
+// per-tensor reports. Same input and options, same output bytes whichever quantizer runs.
+absl::Status QuantizeTensorFile(const QuantizeTensorFlags& flags,
+                                const std::function<absl::StatusOr<TensorQuantizeFn>()>&
+                                    make_quantizer);
+
+// Parses --method/--objective/--error-rule/--soar-iterations.
+absl::StatusOr<QuantizeOptions> QuantizeOptionsFromFlags(const QuantizeTensorFlags& flags);
 
 // Runs quantize-tensor in-process; returns the exit code.
 int RunLocalQuantizeTensor(const QuantizeTensorFlags& flags);

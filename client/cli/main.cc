@@ -30,6 +30,7 @@ int main(int argc, char** argv) {
   AddQuantizeModelLocalCommand(app, commands);  // after the remote one: extends it with --local
   AddVerifyCommand(app, commands);
   AddMakeDemoModelCommand(app, commands);
+  AddFinalizeCommand(app, commands);  // last step of a sharded quantize-model run
 
   try {
     app.parse(argc, argv);

@@ -6,11 +6,14 @@
 #define NVFP4_CLIENT_CLI_PIPELINE_COMMANDS_H_
 
 #include <cstdint>
+#include <memory>
 #include <string>
 
 #include "CLI/CLI.hpp"
 #include "absl/status/statusor.h"
 #include "client/cli/command.h"
+#include "pipeline/quantize_model.h"
+#include "storage/router.h"
 
 namespace nvfp4::cli {
 
@@ -20,6 +23,19 @@ namespace nvfp4::cli {
 void AddQuantizeModelLocalCommand(CLI::App& root, SubcommandList& out);
 void AddVerifyCommand(CLI::App& root, SubcommandList& out);         // cmd_verify.cc
 void AddMakeDemoModelCommand(CLI::App& root, SubcommandList& out);  // cmd_make_demo_model.cc
+// finalize (cmd_finalize.cc): the last step of a sharded quantize-model run.
+void AddFinalizeCommand(CLI::App& root, SubcommandList& out);
+
+// The quantization options (layout, method, objective, error rule, include/exclude, max shard
+// size) from the flags of `app`, read by name: quantize-model --local and finalize declare the
+// same flags, so that both derive the same output plan. No device, no calibration.
+absl::StatusOr<pipeline::QuantizeModelOptions> ModelOptionsFromFlags(
+    CLI::App* app, const std::string& max_shard_size, bool no_default_excludes);
+
+// The output location of one process of a sharded run, or of finalize: files are published next
+// to those already there (a local directory: SharedLocalOutputDirectory; s3://: overwrite mode).
+absl::StatusOr<std::unique_ptr<pipeline::OutputDirectory>> OpenSharedOutputDirectory(
+    const std::string& output, storage::StorageRouter& store, const std::string& staging_dir);
 
 // "5GB" -> 5'000'000'000, "500MB", "1.5GB", "2GiB", "64KiB", "1000" (bytes). Case-insensitive.
 absl::StatusOr<uint64_t> ParseByteSize(const std::string& text);

@@ -4,8 +4,12 @@
 
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
+#include <fstream>
 #include <iostream>
+#include <iterator>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
@@ -55,12 +59,40 @@ void AddRemoteFlags(CLI::App* app, RemoteFlags* flags) {
   app->add_option("--timeout", flags->timeout_seconds, "Seconds to wait for each unary call.")
       ->check(CLI::Range(1, 3600))
       ->capture_default_str();
+  app->add_flag("--tls", flags->tls, "Connect with TLS, verifying the server with the system roots.");
+  app->add_option("--tls_ca", flags->tls_ca, "PEM CA bundle that verifies the server (implies TLS).")
+      ->type_name("FILE");
+  app->add_option("--tls_cert", flags->tls_cert,
+                  "PEM client certificate for mutual TLS (with --tls_key).")
+      ->type_name("FILE");
+  app->add_option("--tls_key", flags->tls_key, "PEM private key of --tls_cert.")->type_name("FILE");
+  app->add_option("--tls_server_name", flags->tls_server_name,
+                  "Name expected in the server certificate (default: the host of --server).")
+      ->type_name("NAME");
+  app->add_option("--token_file", flags->token_file,
+                  "File holding the bearer token (default: $NVFP4_TOKEN); sent as "
+                  "'authorization: Bearer <token>'.")
+      ->type_name("FILE");
 }
 
 absl::StatusOr<std::unique_ptr<client::QuantizerClient>> ConnectRemote(const RemoteFlags& flags) {
   client::ClientOptions o;
   o.target = flags.server;
   o.rpc_timeout = absl::Seconds(flags.timeout_seconds);
+  o.tls = flags.tls;
+  o.tls_ca_file = flags.tls_ca;
+  o.tls_cert_file = flags.tls_cert;
+  o.tls_key_file = flags.tls_key;
+  o.tls_server_name = flags.tls_server_name;
+  if (!flags.token_file.empty()) {
+    std::ifstream in(flags.token_file);
+    if (!in) return absl::InvalidArgumentError("--token_file: cannot read " + flags.token_file);
+    std::string token((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    o.token = std::string(absl::StripAsciiWhitespace(token));
+    if (o.token.empty()) return absl::InvalidArgumentError("--token_file: the file is empty");
+  } else if (const char* env = std::getenv("NVFP4_TOKEN"); env != nullptr) {
+    o.token = std::string(absl::StripAsciiWhitespace(env));
+  }
   return client::QuantizerClient::Connect(o);
 }
 

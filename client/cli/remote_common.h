@@ -22,9 +22,13 @@ struct RemoteFlags {
   std::string server = "localhost:50051";
   bool json = false;
   int timeout_seconds = 30;
+  bool tls = false;
+  std::string tls_ca, tls_cert, tls_key, tls_server_name;
+  std::string token_file;  // else $NVFP4_TOKEN
 };
 
-// Adds --server, --json and --timeout to `app`.
+// Adds --server, --json, --timeout and the security flags (--tls, --tls_ca, --tls_cert,
+// --tls_key, --tls_server_name, --token_file) to `app`.
 void AddRemoteFlags(CLI::App* app, RemoteFlags* flags);
 
 // Connects to flags.server.

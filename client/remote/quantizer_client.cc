@@ -1,12 +1,15 @@
 #include "client/remote/quantizer_client.h"
 
 #include <cstring>
+#include <fstream>
+#include <iterator>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "base/status_macros.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "grpcpp/grpcpp.h"
+#include "grpcpp/security/credentials.h"
 #include "nvfp4/v1/convert.h"
 
 namespace nvfp4::client {
@@ -16,7 +19,17 @@ void SetDeadline(grpc::ClientContext* ctx, absl::Duration timeout) {
   ctx->set_deadline(absl::ToChronoTime(absl::Now() + timeout));
 }
 
+absl::StatusOr<std::string> ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::InvalidArgumentError(absl::StrCat("cannot read ", path));
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
 }  // namespace
+
+void QuantizerClient::PrepareContext(grpc::ClientContext* ctx) const {
+  if (!options_.token.empty()) ctx->AddMetadata("authorization", "Bearer " + options_.token);
+}
 
 absl::Status FromGrpcStatus(const grpc::Status& s) {
   if (s.ok()) return absl::OkStatus();
@@ -28,8 +41,26 @@ absl::StatusOr<std::unique_ptr<QuantizerClient>> QuantizerClient::Connect(
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(options.max_message_bytes);
   args.SetMaxSendMessageSize(options.max_message_bytes);
-  std::shared_ptr<grpc::Channel> channel =
-      grpc::CreateCustomChannel(options.target, grpc::InsecureChannelCredentials(), args);
+  std::shared_ptr<grpc::ChannelCredentials> creds = grpc::InsecureChannelCredentials();
+  if (options.tls || !options.tls_ca_file.empty() || !options.tls_cert_file.empty() ||
+      !options.tls_key_file.empty()) {
+    if (options.tls_cert_file.empty() != options.tls_key_file.empty()) {
+      return absl::InvalidArgumentError("--tls_cert and --tls_key go together");
+    }
+    grpc::SslCredentialsOptions ssl;
+    if (!options.tls_ca_file.empty()) {
+      ASSIGN_OR_RETURN(ssl.pem_root_certs, ReadFile(options.tls_ca_file));
+    }
+    if (!options.tls_cert_file.empty()) {
+      ASSIGN_OR_RETURN(ssl.pem_cert_chain, ReadFile(options.tls_cert_file));
+      ASSIGN_OR_RETURN(ssl.pem_private_key, ReadFile(options.tls_key_file));
+    }
+    creds = grpc::SslCredentials(ssl);
+    if (!options.tls_server_name.empty()) {
+      args.SetSslTargetNameOverride(options.tls_server_name);
+    }
+  }
+  std::shared_ptr<grpc::Channel> channel = grpc::CreateCustomChannel(options.target, creds, args);
   if (!channel->WaitForConnected(absl::ToChronoTime(absl::Now() + options.connect_timeout))) {
     return absl::UnavailableError(absl::StrCat("cannot connect to nvfp4d at ", options.target));
   }
@@ -45,6 +76,7 @@ QuantizerClient::~QuantizerClient() = default;
 absl::StatusOr<std::string> QuantizerClient::Health(const std::string& service) {
   auto stub = grpc::health::v1::Health::NewStub(channel_);
   grpc::ClientContext ctx;
+  PrepareContext(&ctx);
   SetDeadline(&ctx, options_.rpc_timeout);
   grpc::health::v1::HealthCheckRequest req;
   req.set_service(service);
@@ -60,6 +92,7 @@ absl::StatusOr<QuantizedTensor> QuantizerClient::QuantizeTensor(
   for (int64_t d : tensor.shape) numel *= d;
   const size_t bytes = static_cast<size_t>(numel) * static_cast<size_t>(DTypeSize(tensor.dtype));
   grpc::ClientContext ctx;
+  PrepareContext(&ctx);
   auto stream = stub_->QuantizeTensor(&ctx);
 
   v1::QuantizeTensorRequest req;
@@ -131,6 +164,7 @@ absl::StatusOr<QuantizedTensor> QuantizerClient::QuantizeTensor(
 
 absl::StatusOr<v1::Job> QuantizerClient::QuantizeModel(const v1::QuantizeModelRequest& request) {
   grpc::ClientContext ctx;
+  PrepareContext(&ctx);
   SetDeadline(&ctx, options_.rpc_timeout);
   v1::Job job;
   RETURN_IF_ERROR(FromGrpcStatus(stub_->QuantizeModel(&ctx, request, &job)));
@@ -139,6 +173,7 @@ absl::StatusOr<v1::Job> QuantizerClient::QuantizeModel(const v1::QuantizeModelRe
 
 absl::StatusOr<v1::Job> QuantizerClient::GetJob(const std::string& job_id) {
   grpc::ClientContext ctx;
+  PrepareContext(&ctx);
   SetDeadline(&ctx, options_.rpc_timeout);
   v1::GetJobRequest req;
   req.set_job_id(job_id);
@@ -149,6 +184,7 @@ absl::StatusOr<v1::Job> QuantizerClient::GetJob(const std::string& job_id) {
 
 absl::StatusOr<v1::Job> QuantizerClient::CancelJob(const std::string& job_id) {
   grpc::ClientContext ctx;
+  PrepareContext(&ctx);
   SetDeadline(&ctx, options_.rpc_timeout);
   v1::CancelJobRequest req;
   req.set_job_id(job_id);
@@ -159,6 +195,7 @@ absl::StatusOr<v1::Job> QuantizerClient::CancelJob(const std::string& job_id) {
 
 absl::StatusOr<v1::ListJobsResponse> QuantizerClient::ListJobs(const v1::ListJobsRequest& request) {
   grpc::ClientContext ctx;
+  PrepareContext(&ctx);
   SetDeadline(&ctx, options_.rpc_timeout);
   v1::ListJobsResponse resp;
   RETURN_IF_ERROR(FromGrpcStatus(stub_->ListJobs(&ctx, request, &resp)));
@@ -172,6 +209,7 @@ absl::StatusOr<v1::Job> QuantizerClient::WatchJob(
   for (int attempt = 0; attempt <= reattach_attempts; ++attempt) {
     if (attempt > 0) absl::SleepFor(absl::Milliseconds(200) * (1 << std::min(attempt, 5)));
     grpc::ClientContext ctx;
+    PrepareContext(&ctx);
     v1::WatchJobRequest req;
     req.set_job_id(job_id);
     req.set_heartbeat_seconds(heartbeat_seconds);
@@ -195,6 +233,7 @@ absl::Status QuantizerClient::ReadResult(
     const std::string& job_id, const std::string& name, int64_t offset,
     const std::function<absl::Status(int64_t, absl::string_view)>& sink) {
   grpc::ClientContext ctx;
+  PrepareContext(&ctx);
   v1::ReadResultRequest req;
   req.set_job_id(job_id);
   req.set_name(name);

@@ -23,6 +23,7 @@
 
 namespace grpc {
 class Channel;
+class ClientContext;
 class Status;
 }  // namespace grpc
 
@@ -34,6 +35,13 @@ struct ClientOptions {
   int max_message_bytes = 8 << 20;                 // receive limit
   absl::Duration rpc_timeout = absl::Seconds(30);  // unary calls
   absl::Duration connect_timeout = absl::Seconds(5);
+  // TLS: on when `tls` or any file is given. `tls_ca_file`: PEM roots that verify the server
+  // (empty: the system roots); `tls_cert_file` + `tls_key_file`: the client certificate for
+  // mutual TLS. `tls_server_name`: expected name in the server certificate (default: the host).
+  bool tls = false;
+  std::string tls_ca_file, tls_cert_file, tls_key_file, tls_server_name;
+  // Bearer token sent as `authorization: Bearer <token>` on every call (empty: none).
+  std::string token;
 };
 
 // Per-call information from QuantizeTensor.
@@ -78,6 +86,8 @@ class QuantizerClient {
   v1::Quantizer::Stub* stub() { return stub_.get(); }
 
  private:
+  // Adds the bearer token (when configured) to a call.
+  void PrepareContext(grpc::ClientContext* ctx) const;
   ClientOptions options_;
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::Quantizer::Stub> stub_;

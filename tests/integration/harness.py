@@ -91,6 +91,7 @@ class Server:
             ports = json.load(f)
         self.port = ports["grpc_port"]
         self.metrics_port = ports["metrics_port"]
+        self.health_port = ports.get("health_port", 0)
         self.address = f"127.0.0.1:{self.port}"
 
     def logs(self):

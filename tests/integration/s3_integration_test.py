@@ -140,6 +140,40 @@ class S3IntegrationTest(unittest.TestCase):
         self.assertIn('nvfp4_s3_request_duration_seconds_count{op="complete_multipart"} 1', m)
         self.assertIn('nvfp4_s3_request_duration_seconds_count{op="get"}', m)
 
+    def test_cli_local_reads_and_writes_s3_byte_identical_to_a_local_run(self):
+        # What a Kubernetes Job runs: nvfp4ctl quantize-model --local with s3:// in and out.
+        self.upload_checkpoint("in/cli", big_embedding=True)
+        local_in = os.path.join(self.root, "ckpt")
+        local_out = os.path.join(self.root, "local-out")
+        r = ctl("quantize-model", "--local", "--device", "cpu", "--input", local_in, "--output",
+                local_out, "--method", "rtn")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        env = dict(os.environ, AWS_ACCESS_KEY_ID=self.key_id, AWS_SECRET_ACCESS_KEY=self.secret,
+                   AWS_REGION="us-east-1")
+        env.pop("AWS_ENDPOINT_URL", None)
+        staging = os.path.join(self.root, "staging")
+        args = ["quantize-model", "--local", "--device", "cpu", "--input", f"s3://{BUCKET}/in/cli",
+                "--output", f"s3://{BUCKET}/out/cli", "--method", "rtn",
+                "--s3-endpoint", self.endpoint, "--staging-dir", staging]
+        r = subprocess.run([os.environ.get("NVFP4CTL", "nvfp4ctl")] + args, capture_output=True,
+                           text=True, timeout=300, env=env)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertNotIn(self.secret, r.stdout + r.stderr)
+        self.assertEqual(os.listdir(staging), [], "staging directory left behind")
+        keys = sorted(o["Key"][len("out/cli/"):]
+                      for o in self.s3.list_objects_v2(Bucket=BUCKET)["Contents"]
+                      if o["Key"].startswith("out/cli/"))
+        self.assertEqual(keys, sorted(os.listdir(local_out)))
+        for name in keys:
+            body = self.s3.get_object(Bucket=BUCKET, Key="out/cli/" + name)["Body"].read()
+            with open(os.path.join(local_out, name), "rb") as f:
+                self.assertEqual(body, f.read(), f"{name} differs from the local run")
+        # The output prefix now holds objects: a second run is refused (user error, exit 2).
+        r = subprocess.run([os.environ.get("NVFP4CTL", "nvfp4ctl")] + args, capture_output=True,
+                           text=True, timeout=300, env=env)
+        self.assertEqual(r.returncode, 2, r.stderr)
+        self.assertIn("already holds", r.stderr)
+
     def test_wrong_secret_fails(self):
         self.upload_checkpoint("in/small", big_embedding=False)
         s = self.server(secret="definitely-wrong")

@@ -112,7 +112,8 @@ class ServiceIntegrationTest(unittest.TestCase):
             self.assertEqual(os.path.getsize(os.path.join(out, o["name"])), int(o["size_bytes"]))
         with open(os.path.join(out, "hf_quant_config.json")) as f:
             hf = json.load(f)
-        self.assertEqual(hf["quantization"]["quant_algo"], "NVFP4")
+        # Weight-only (no calibration with input_amax): the pipeline writes W4A16_NVFP4.
+        self.assertEqual(hf["quantization"]["quant_algo"], "W4A16_NVFP4")
         self.assertIn("lm_head", hf["quantization"]["exclude_modules"])
         with open(os.path.join(out, "config.json")) as f:
             self.assertEqual(json.load(f)["quantization_config"]["quant_method"], "modelopt")

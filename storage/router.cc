@@ -1,16 +1,17 @@
-#include "server/storage.h"
+#include "storage/router.h"
 
 #include "absl/strings/str_cat.h"
 #include "base/status_macros.h"
+#include "storage/local_store.h"
 
-namespace nvfp4::server {
+namespace nvfp4::storage {
 
 absl::StatusOr<ObjectStore*> StorageRouter::Route(absl::string_view uri) const {
   ASSIGN_OR_RETURN(StorageUri u, ParseStorageUri(uri));
   ObjectStore* store = u.scheme == StorageUri::Scheme::kS3 ? s3_.get() : local_.get();
   if (store == nullptr) {
     return absl::FailedPreconditionError(absl::StrCat(
-        "storage for '", uri, "' is not configured on this server",
+        "storage for '", uri, "' is not configured",
         u.scheme == StorageUri::Scheme::kS3 ? " (set --s3_endpoint and AWS credentials)" : ""));
   }
   return store;
@@ -37,4 +38,26 @@ absl::StatusOr<std::unique_ptr<ObjectWriter>> StorageRouter::OpenWrite(absl::str
   return s->OpenWrite(uri);
 }
 
-}  // namespace nvfp4::server
+}  // namespace nvfp4::storage
+
+namespace nvfp4::storage {
+
+absl::StatusOr<std::unique_ptr<StorageRouter>> MakeStorageRouter(const StoreConfig& config) {
+  std::unique_ptr<ObjectStore> local;
+  if (!config.data_roots.empty()) {
+    ASSIGN_OR_RETURN(local, LocalObjectStore::Create(config.data_roots));
+  }
+  S3Config s3 = S3ConfigFromEnv(config.s3_endpoint, config.s3_region);
+  s3.part_size = config.s3_part_bytes;
+  s3.observer = config.s3_observer;
+  if (s3.endpoint.empty() && config.s3_default_aws_endpoint && !s3.access_key_id.empty()) {
+    s3.endpoint = absl::StrCat("https://s3.", s3.region, ".amazonaws.com");
+  }
+  std::unique_ptr<ObjectStore> s3_store;
+  if (!s3.endpoint.empty()) {
+    ASSIGN_OR_RETURN(s3_store, S3ObjectStore::Create(std::move(s3)));
+  }
+  return std::make_unique<StorageRouter>(std::move(local), std::move(s3_store));
+}
+
+}  // namespace nvfp4::storage

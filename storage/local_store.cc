@@ -1,4 +1,4 @@
-#include "server/local_store.h"
+#include "storage/local_store.h"
 
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -14,7 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "base/status_macros.h"
 
-namespace nvfp4::server {
+namespace nvfp4::storage {
 namespace fs = std::filesystem;
 
 namespace {
@@ -151,7 +151,7 @@ absl::StatusOr<fs::path> LocalObjectStore::Resolve(absl::string_view uri) const 
     if (IsWithin(full, root)) return full;
   }
   return absl::PermissionDeniedError(
-      absl::StrCat("path '", raw, "' is outside the server's data roots"));
+      absl::StrCat("path '", raw, "' is outside the allowed data roots"));
 }
 
 absl::StatusOr<int64_t> LocalObjectStore::Size(absl::string_view uri) {
@@ -229,4 +229,4 @@ absl::StatusOr<std::unique_ptr<ObjectWriter>> LocalObjectStore::OpenWrite(absl::
   return std::unique_ptr<ObjectWriter>(new LocalWriter(p2, temp, fd));
 }
 
-}  // namespace nvfp4::server
+}  // namespace nvfp4::storage

@@ -1,4 +1,4 @@
-#include "server/s3_store.h"
+#include "storage/s3_store.h"
 
 #include <curl/curl.h>
 #include <openssl/evp.h>
@@ -18,7 +18,7 @@
 #include "absl/time/clock.h"
 #include "base/status_macros.h"
 
-namespace nvfp4::server {
+namespace nvfp4::storage {
 namespace {
 
 constexpr int64_t kMinPartSize = 5ll << 20;
@@ -497,4 +497,4 @@ absl::Status S3ObjectStore::CreateBucket(absl::string_view bucket) {
   return resp.status();
 }
 
-}  // namespace nvfp4::server
+}  // namespace nvfp4::storage

@@ -6,16 +6,16 @@
 // Content-Type. Large objects use multipart upload (parts of `part_size` bytes, >= 5 MiB), aborted
 // on failure. 5xx, SlowDown and transport errors are retried with exponential backoff; signature
 // and other 4xx errors are not. Positioned reads are ranged GETs.
-#ifndef NVFP4_SERVER_S3_STORE_H_
-#define NVFP4_SERVER_S3_STORE_H_
+#ifndef NVFP4_STORAGE_S3_STORE_H_
+#define NVFP4_STORAGE_S3_STORE_H_
 
 #include <functional>
 #include <string>
 
 #include "absl/time/time.h"
-#include "server/object_store.h"
+#include "storage/object_store.h"
 
-namespace nvfp4::server {
+namespace nvfp4::storage {
 
 struct S3Config {
   std::string endpoint;  // e.g. "http://127.0.0.1:5000" or "https://s3.us-east-1.amazonaws.com"
@@ -85,6 +85,6 @@ std::string AwsUriEncode(absl::string_view s, bool keep_slash);
 // Lowercase hex sha256.
 std::string Sha256Hex(absl::string_view data);
 
-}  // namespace nvfp4::server
+}  // namespace nvfp4::storage
 
-#endif  // NVFP4_SERVER_S3_STORE_H_
+#endif  // NVFP4_STORAGE_S3_STORE_H_

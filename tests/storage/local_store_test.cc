@@ -1,10 +1,10 @@
-#include "server/local_store.h"
+#include "storage/local_store.h"
 
 #include <filesystem>
 
 #include "gtest/gtest.h"
 
-namespace nvfp4::server {
+namespace nvfp4::storage {
 namespace {
 namespace fs = std::filesystem;
 
@@ -74,4 +74,4 @@ TEST(StorageUriTest, Parses) {
 }
 
 }  // namespace
-}  // namespace nvfp4::server
+}  // namespace nvfp4::storage

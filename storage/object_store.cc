@@ -1,10 +1,10 @@
-#include "server/object_store.h"
+#include "storage/object_store.h"
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "base/status_macros.h"
 
-namespace nvfp4::server {
+namespace nvfp4::storage {
 
 absl::StatusOr<StorageUri> ParseStorageUri(absl::string_view uri) {
   StorageUri out;
@@ -49,4 +49,4 @@ absl::Status ObjectStore::WriteAll(absl::string_view uri, absl::string_view data
   return w->Commit();
 }
 
-}  // namespace nvfp4::server
+}  // namespace nvfp4::storage

@@ -4,16 +4,16 @@
 // deepest existing ancestor (symlinks resolved) must lie inside one of the roots, so neither
 // `..` nor a symlink can reach outside. Writes go to a hidden temp file in the target directory,
 // are fsync'ed, and are renamed into place on Commit().
-#ifndef NVFP4_SERVER_LOCAL_STORE_H_
-#define NVFP4_SERVER_LOCAL_STORE_H_
+#ifndef NVFP4_STORAGE_LOCAL_STORE_H_
+#define NVFP4_STORAGE_LOCAL_STORE_H_
 
 #include <filesystem>
 #include <string>
 #include <vector>
 
-#include "server/object_store.h"
+#include "storage/object_store.h"
 
-namespace nvfp4::server {
+namespace nvfp4::storage {
 
 class LocalObjectStore : public ObjectStore {
  public:
@@ -37,6 +37,6 @@ class LocalObjectStore : public ObjectStore {
   std::vector<std::filesystem::path> roots_;  // canonical
 };
 
-}  // namespace nvfp4::server
+}  // namespace nvfp4::storage
 
-#endif  // NVFP4_SERVER_LOCAL_STORE_H_
+#endif  // NVFP4_STORAGE_LOCAL_STORE_H_

@@ -4,8 +4,8 @@
 // `s3://bucket/key`. Directories/prefixes are listed recursively; names are relative to the prefix.
 // Writers publish atomically: nothing is visible at the URI until Commit() succeeds (temp file +
 // rename, or a completed multipart upload); a writer destroyed without Commit() aborts.
-#ifndef NVFP4_SERVER_OBJECT_STORE_H_
-#define NVFP4_SERVER_OBJECT_STORE_H_
+#ifndef NVFP4_STORAGE_OBJECT_STORE_H_
+#define NVFP4_STORAGE_OBJECT_STORE_H_
 
 #include <cstdint>
 #include <memory>
@@ -17,7 +17,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 
-namespace nvfp4::server {
+namespace nvfp4::storage {
 
 // A parsed storage URI.
 struct StorageUri {
@@ -73,6 +73,6 @@ class ObjectStore {
   absl::Status WriteAll(absl::string_view uri, absl::string_view data);
 };
 
-}  // namespace nvfp4::server
+}  // namespace nvfp4::storage
 
-#endif  // NVFP4_SERVER_OBJECT_STORE_H_
+#endif  // NVFP4_STORAGE_OBJECT_STORE_H_
