@@ -144,8 +144,12 @@ absl::Status PWriteAll(int fd, const uint8_t* data, size_t size, uint64_t offset
 }  // namespace
 
 int64_t TensorInfo::numel() const {
+  // A zero dimension first: [2^62, 2, 0] is a valid empty tensor whose partial product overflows.
+  for (int64_t d : shape) {
+    if (d == 0) return 0;
+  }
   int64_t n = 1;
-  for (int64_t d : shape) n *= d;
+  for (int64_t d : shape) n *= d;  // <= size (bytes), which the reader checked against the file
   return n;
 }
 

@@ -59,6 +59,7 @@ absl::StatusOr<ShardIndex> ParseShardIndex(std::string_view json, std::string_vi
       if (total->is_number_unsigned()) {
         index.total_size = total->get<uint64_t>();
       } else if (total->is_number_float() && total->get<double>() >= 0 &&
+                 total->get<double>() < 18446744073709551616.0 &&  // 2^64: the cast is defined
                  total->get<double>() ==
                      static_cast<double>(static_cast<uint64_t>(total->get<double>()))) {
         index.total_size = static_cast<uint64_t>(total->get<double>());
