@@ -313,10 +313,14 @@ absl::Status ShardedCheckpointWriter::Finish() {
       (fs::path(dir_) / StrCat(options_.base_name, ".safetensors.index.json")).string();
   const std::string tmp = path + ".tmp";
   {
+    errno = 0;
     std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
     out << text;
     out.close();
-    if (!out) return absl::InternalError(StrCat("cannot write ", tmp));
+    if (!out) {  // errno tells why (e.g. ENOSPC: "No space left on device")
+      return absl::InternalError(
+          StrCat("cannot write ", tmp, ": ", errno != 0 ? std::strerror(errno) : "stream error"));
+    }
   }
   if (std::rename(tmp.c_str(), path.c_str()) != 0) {
     return absl::InternalError(

@@ -1,8 +1,10 @@
 #include "pipeline/quantize_model.h"
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <condition_variable>
+#include <cstring>
 #include <deque>
 #include <filesystem>
 #include <fstream>
@@ -165,10 +167,14 @@ bool IsCheckpointLike(const std::string& f) {
 }
 
 absl::Status WriteTextFile(const fs::path& path, const std::string& text) {
+  errno = 0;
   std::ofstream out(path, std::ios::binary | std::ios::trunc);
   out << text;
   out.close();
-  if (!out) return absl::InternalError(StrCat(path.string(), ": write failed"));
+  if (!out) {  // errno tells why (e.g. ENOSPC: "No space left on device")
+    return absl::InternalError(StrCat(
+        path.string(), ": write failed: ", errno != 0 ? std::strerror(errno) : "stream error"));
+  }
   return absl::OkStatus();
 }
 

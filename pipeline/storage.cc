@@ -4,6 +4,8 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <system_error>
@@ -149,18 +151,24 @@ absl::Status CopyFileToLocal(InputDirectory& in, const std::string& name, const 
   ASSIGN_OR_RETURN(uint64_t size, src->Size());
   std::error_code ec;
   fs::create_directories(fs::path(dest).parent_path(), ec);
+  errno = 0;
   std::ofstream out(dest, std::ios::binary | std::ios::trunc);
   if (!out) return absl::PermissionDeniedError(StrCat(dest, ": cannot create"));
+  // errno tells why a write failed (e.g. ENOSPC: "No space left on device").
+  auto write_failed = [&dest] {
+    return absl::InternalError(
+        StrCat(dest, ": write failed: ", errno != 0 ? std::strerror(errno) : "stream error"));
+  };
   std::vector<uint8_t> buf(std::min<uint64_t>(size, 8u << 20));
   for (uint64_t off = 0; off < size;) {
     const uint64_t n = std::min<uint64_t>(buf.size(), size - off);
     RETURN_IF_ERROR(src->ReadAt(off, std::span<uint8_t>(buf.data(), n)));
     out.write(reinterpret_cast<const char*>(buf.data()), static_cast<std::streamsize>(n));
-    if (!out) return absl::InternalError(StrCat(dest, ": write failed"));
+    if (!out) return write_failed();
     off += n;
   }
   out.close();
-  if (!out) return absl::InternalError(StrCat(dest, ": write failed"));
+  if (!out) return write_failed();
   return absl::OkStatus();
 }
 

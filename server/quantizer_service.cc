@@ -155,22 +155,28 @@ absl::Status QuantizerService::DoQuantizeTensor(
   nvfp4::Calibration calibration;
   calibration.importance.assign(header.importance().begin(), header.importance().end());
 
+  // A tensor counted as submitted is counted once as finished: succeeded, failed, or cancelled
+  // (the client went away while it waited for a device or received the result).
+  auto finished = [&](absl::Status s) {
+    if (metrics_ != nullptr) {
+      const char* outcome = s.ok() ? "succeeded" : absl::IsCancelled(s) ? "cancelled" : "failed";
+      metrics_->JobFinished("tensor", outcome, absl::ToDoubleSeconds(absl::Now() - t0));
+    }
+    return s;
+  };
   absl::StatusOr<nvfp4::QuantizedTensor> q;
   std::string device;
   double quantize_seconds = 0;
   {
-    ASSIGN_OR_RETURN(DevicePool::Lease lease,
-                     devices_->Acquire([context] { return context->IsCancelled(); }));
-    device = lease.backend()->name();
+    absl::StatusOr<DevicePool::Lease> lease =
+        devices_->Acquire([context] { return context->IsCancelled(); });
+    if (!lease.ok()) return finished(lease.status());
+    device = lease->backend()->name();
     const absl::Time q0 = absl::Now();
-    q = lease.backend()->Quantize(view, *options, calibration.empty() ? nullptr : &calibration);
+    q = lease->backend()->Quantize(view, *options, calibration.empty() ? nullptr : &calibration);
     quantize_seconds = absl::ToDoubleSeconds(absl::Now() - q0);
   }
-  if (!q.ok()) {
-    if (metrics_ != nullptr)
-      metrics_->JobFinished("tensor", "failed", absl::ToDoubleSeconds(absl::Now() - t0));
-    return q.status();
-  }
+  if (!q.ok()) return finished(q.status());
   if (metrics_ != nullptr) {
     metrics_->TensorQuantized(std::string(MethodName(options->method)), device, quantize_seconds,
                               q->metrics.nmse_vs_rtn);
@@ -188,14 +194,11 @@ absl::Status QuantizerService::DoQuantizeTensor(
   if (options->compute_metrics) v1::ToProto(q->metrics, h->mutable_metrics());
   h->set_device(device);
   h->set_quantize_seconds(quantize_seconds);
-  if (!stream->Write(out)) return absl::CancelledError("client went away");
+  if (!stream->Write(out)) return finished(absl::CancelledError("client went away"));
   const int chunk = ClampChunkBytes(header.response_chunk_bytes(), options_.chunk_bytes);
-  RETURN_IF_ERROR(SendChunks(stream, v1::PART_PACKED, q->packed, chunk));
-  RETURN_IF_ERROR(SendChunks(stream, v1::PART_SCALES, q->scales, chunk));
-  if (metrics_ != nullptr) {
-    metrics_->JobFinished("tensor", "succeeded", absl::ToDoubleSeconds(absl::Now() - t0));
-  }
-  return absl::OkStatus();
+  absl::Status sent = SendChunks(stream, v1::PART_PACKED, q->packed, chunk);
+  if (sent.ok()) sent = SendChunks(stream, v1::PART_SCALES, q->scales, chunk);
+  return finished(sent);
 }
 
 grpc::Status QuantizerService::QuantizeModel(grpc::ServerContext* context,

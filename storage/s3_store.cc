@@ -318,7 +318,9 @@ absl::StatusOr<S3ObjectStore::Response> S3ObjectStore::Send(const Request& reque
       backoff *= 2;
     }
   }
-  return last;
+  // Say that it was retried, so that a persistent fault reads as one.
+  return absl::Status(last.code(), absl::StrCat(last.message(), " (gave up after ",
+                                                std::max(1, config_.max_attempts), " attempts)"));
 }
 
 absl::StatusOr<S3ObjectStore::Response> S3ObjectStore::SendOnce(const Request& request,
@@ -360,6 +362,8 @@ absl::StatusOr<S3ObjectStore::Response> S3ObjectStore::SendOnce(const Request& r
   std::string userpwd = absl::StrCat(config_.access_key_id, ":", config_.secret_access_key);
   Response resp;
   SinkState sink{request.sink, request.sink_size, 0, {}};
+  char curl_error[CURL_ERROR_SIZE] = "";  // details, e.g. "Recv failure: Connection reset by peer"
+  curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, curl_error);
   curl_easy_setopt(curl, CURLOPT_URL, url.c_str());
   curl_easy_setopt(curl, CURLOPT_AWS_SIGV4, sigv4.c_str());
   curl_easy_setopt(curl, CURLOPT_USERPWD, userpwd.c_str());
@@ -400,8 +404,9 @@ absl::StatusOr<S3ObjectStore::Response> S3ObjectStore::SendOnce(const Request& r
   if (rc != CURLE_OK) {
     if (config_.observer) config_.observer(request.op, seconds, "transport");
     *retryable = true;
-    return absl::UnavailableError(
-        absl::StrCat("S3 ", request.op, " ", what, ": ", curl_easy_strerror(rc)));
+    return absl::UnavailableError(absl::StrCat("S3 ", request.op, " ", what, ": ",
+                                               curl_easy_strerror(rc), curl_error[0] ? " (" : "",
+                                               curl_error, curl_error[0] ? ")" : ""));
   }
   if (resp.http_code >= 200 && resp.http_code < 300) {
     if (request.sink != nullptr && sink.len != request.sink_size) {
