@@ -1,6 +1,7 @@
 #include "formats/safetensors.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -139,6 +140,39 @@ absl::Status PWriteAll(int fd, const uint8_t* data, size_t size, uint64_t offset
     done += static_cast<size_t>(n);
   }
   return absl::OkStatus();
+}
+
+// Reads exactly out.size() bytes at `offset`; false on an error or a short file.
+bool PReadAll(int fd, std::span<uint8_t> out, uint64_t offset) {
+  size_t done = 0;
+  while (done < out.size()) {
+    const ssize_t n =
+        ::pread(fd, out.data() + done, out.size() - done, static_cast<off_t>(offset + done));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return false;
+    done += static_cast<size_t>(n);
+  }
+  return true;
+}
+
+// Opens `tmp_path` (or a finished `path`, moved back to `tmp_path`) when it holds exactly
+// `header` and is `file_size` bytes long: the partial file of an interrupted write. -1 otherwise.
+int OpenPartial(const std::string& path, const std::string& tmp_path, const std::string& header,
+                uint64_t file_size) {
+  struct stat st;
+  if (::stat(tmp_path.c_str(), &st) != 0 && ::stat(path.c_str(), &st) == 0 &&
+      std::rename(path.c_str(), tmp_path.c_str()) != 0) {
+    return -1;
+  }
+  const int fd = ::open(tmp_path.c_str(), O_RDWR | O_CLOEXEC);
+  if (fd < 0) return -1;
+  std::vector<uint8_t> head(header.size());
+  if (::fstat(fd, &st) != 0 || static_cast<uint64_t>(st.st_size) != file_size ||
+      !PReadAll(fd, head, 0) || std::memcmp(head.data(), header.data(), header.size()) != 0) {
+    ::close(fd);
+    return -1;
+  }
+  return fd;
 }
 
 }  // namespace
@@ -461,7 +495,11 @@ absl::StatusOr<std::unique_ptr<SafetensorsWriter>> SafetensorsWriter::Create(
   const uint64_t file_size = header.size() + (offsets.empty() ? 0 : offsets.back().second);
 
   const std::string tmp_path = path + ".tmp";
-  const int fd = ::open(tmp_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  const int partial_fd =
+      options.reuse_partial ? OpenPartial(path, tmp_path, header, file_size) : -1;
+  const int fd = partial_fd >= 0
+                     ? partial_fd
+                     : ::open(tmp_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) {
     const int err = errno;
     const std::string msg = StrCat("cannot create ", tmp_path, ": ", std::strerror(err));
@@ -469,8 +507,13 @@ absl::StatusOr<std::unique_ptr<SafetensorsWriter>> SafetensorsWriter::Create(
     if (err == EACCES || err == EPERM) return absl::PermissionDeniedError(msg);
     return absl::InternalError(msg);
   }
-  std::unique_ptr<SafetensorsWriter> writer(new SafetensorsWriter(
-      path, tmp_path, fd, std::move(specs), std::move(slots), file_size, options.sync));
+  std::unique_ptr<SafetensorsWriter> writer(
+      new SafetensorsWriter(path, tmp_path, fd, std::move(specs), std::move(slots), file_size,
+                            options.sync, options.reuse_partial));
+  if (partial_fd >= 0) {
+    writer->reused_ = true;
+    return writer;
+  }
   RETURN_IF_ERROR(
       PWriteAll(fd, reinterpret_cast<const uint8_t*>(header.data()), header.size(), 0, tmp_path));
   // Size the file now: an all-empty file and sparse extents are then both correct.
@@ -482,14 +525,15 @@ absl::StatusOr<std::unique_ptr<SafetensorsWriter>> SafetensorsWriter::Create(
 
 SafetensorsWriter::SafetensorsWriter(std::string path, std::string tmp_path, int fd,
                                      std::vector<TensorSpec> specs, std::vector<Slot> slots,
-                                     uint64_t file_size, bool sync)
+                                     uint64_t file_size, bool sync, bool keep_partial)
     : path_(std::move(path)),
       tmp_path_(std::move(tmp_path)),
       fd_(fd),
       specs_(std::move(specs)),
       slots_(std::move(slots)),
       file_size_(file_size),
-      sync_(sync) {
+      sync_(sync),
+      keep_partial_(keep_partial) {
   for (size_t i = 0; i < specs_.size(); ++i) index_[specs_[i].name] = i;
 }
 
@@ -502,7 +546,36 @@ void SafetensorsWriter::Abandon() {
     ::close(fd_);
     fd_ = -1;
   }
-  ::unlink(tmp_path_.c_str());
+  if (!keep_partial_) ::unlink(tmp_path_.c_str());
+}
+
+absl::StatusOr<std::pair<uint64_t, uint64_t>> SafetensorsWriter::TensorRange(
+    std::string_view name) const {
+  auto it = index_.find(std::string(name));
+  if (it == index_.end()) {
+    return absl::NotFoundError(StrCat(path_, ": tensor '", name, "' was not declared"));
+  }
+  return std::make_pair(slots_[it->second].offset, slots_[it->second].size);
+}
+
+absl::Status SafetensorsWriter::MarkWritten(std::string_view name) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = index_.find(std::string(name));
+  if (it == index_.end()) {
+    return absl::InvalidArgumentError(
+        StrCat(path_, ": tensor '", name, "' was not declared when the writer was created"));
+  }
+  if (!reused_) {
+    return absl::FailedPreconditionError(
+        StrCat(path_, ": MarkWritten('", name, "') but no partial file was reused"));
+  }
+  Slot& slot = slots_[it->second];
+  if (slot.written != 0) {
+    return absl::FailedPreconditionError(
+        StrCat(path_, ": tensor '", name, "' already has bytes written"));
+  }
+  slot.written = slot.size;
+  return absl::OkStatus();
 }
 
 absl::Status SafetensorsWriter::WriteTensor(std::string_view name, std::span<const uint8_t> data) {

@@ -35,6 +35,7 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -155,6 +156,12 @@ class SafetensorsWriter {
     bool sort = true;
     // fdatasync before the rename (durability); tests may turn it off.
     bool sync = true;
+    // Resume a write that an interrupted process left behind (durable server jobs): when
+    // `<path>.tmp` (or, failing that, a finished `<path>`, which is moved back to `<path>.tmp`)
+    // exists with exactly this header and size, its bytes are kept and reused() is true; no tensor
+    // counts as written until MarkWritten() (the caller verifies the bytes first). Otherwise the
+    // file is started anew. Dropping such a writer without Finish() keeps `<path>.tmp`.
+    bool reuse_partial = false;
   };
 
   static absl::StatusOr<std::unique_ptr<SafetensorsWriter>> Create(const std::string& path,
@@ -172,6 +179,16 @@ class SafetensorsWriter {
   // Final size of the file in bytes.
   uint64_t file_size() const { return file_size_; }
   const std::string& path() const { return path_; }
+  // Where the data is written until Finish() (`<path>.tmp`).
+  const std::string& temp_path() const { return tmp_path_; }
+  // True when Options::reuse_partial found and kept an earlier partial file.
+  bool reused() const { return reused_; }
+  // Absolute byte offset and size of tensor `name` in the file. NOT_FOUND when not declared.
+  absl::StatusOr<std::pair<uint64_t, uint64_t>> TensorRange(std::string_view name) const;
+  // Counts tensor `name` as completely written: its bytes are already in the reused file (the
+  // caller verified them). FAILED_PRECONDITION when the file was not reused or this writer wrote
+  // some of the tensor's bytes.
+  absl::Status MarkWritten(std::string_view name);
 
   // Writes all the data of tensor `name`; `data.size()` must equal its byte size and nothing of it
   // may have been written before. INVALID_ARGUMENT / FAILED_PRECONDITION otherwise.
@@ -188,7 +205,7 @@ class SafetensorsWriter {
     uint64_t written = 0;
   };
   SafetensorsWriter(std::string path, std::string tmp_path, int fd, std::vector<TensorSpec> specs,
-                    std::vector<Slot> slots, uint64_t file_size, bool sync);
+                    std::vector<Slot> slots, uint64_t file_size, bool sync, bool keep_partial);
   absl::Status Write(std::string_view name, std::span<const uint8_t> data, bool whole);
   void Abandon();
 
@@ -200,6 +217,8 @@ class SafetensorsWriter {
   std::unordered_map<std::string, size_t> index_;
   uint64_t file_size_;
   bool sync_;
+  bool keep_partial_;  // Options::reuse_partial: keep `<path>.tmp` when abandoned
+  bool reused_ = false;
   bool finished_ = false;
   std::mutex mu_;
   absl::Status error_;  // first write error; guarded by mu_

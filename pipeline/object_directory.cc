@@ -233,8 +233,19 @@ absl::StatusOr<std::string> ObjectOutputDirectory::Begin() {
   }
   if (!existing.ok() && !absl::IsNotFound(existing.status())) return existing.status();
   std::error_code ec;
-  fs::path root = scratch_root_.empty() ? fs::temp_directory_path(ec) : fs::path(scratch_root_);
+  fs::path root = ScratchRoot();
   fs::create_directories(root, ec);
+  published_.clear();
+  if (!resume_key_.empty()) {  // reused when an interrupted run left it
+    const fs::path staging = root / resume_key_;
+    fs::create_directories(staging, ec);
+    if (ec || !fs::is_directory(staging, ec)) {
+      return absl::InternalError(
+          absl::StrCat("cannot create a staging directory ", staging.string(), ": ", ec.message()));
+    }
+    staging_ = staging.string();
+    return staging_;
+  }
   std::string tmpl = (root / "nvfp4-staging-XXXXXX").string();
   if (::mkdtemp(tmpl.data()) == nullptr) {
     return absl::InternalError(
@@ -293,14 +304,41 @@ absl::Status ObjectOutputDirectory::Commit() {
     f.sha256 = sha.HexDigest();
     published_.push_back(std::move(f));
   }
-  Abort();  // removes the staging directory
+  RemoveStaging();
   return status;
 }
 
 void ObjectOutputDirectory::Abort() {
+  if (!resume_key_.empty()) {  // a resumable staging directory is kept
+    staging_.clear();
+    return;
+  }
+  RemoveStaging();
+}
+
+void ObjectOutputDirectory::RemoveStaging() {
   if (staging_.empty()) return;
   std::error_code ec;
   fs::remove_all(staging_, ec);
+  staging_.clear();
+}
+
+std::string ObjectOutputDirectory::ScratchRoot() const {
+  std::error_code ec;
+  return scratch_root_.empty() ? fs::temp_directory_path(ec).string() : scratch_root_;
+}
+
+absl::Status ObjectOutputDirectory::SetResumeKey(const std::string& key) {
+  if (!staging_.empty()) return absl::FailedPreconditionError("SetResumeKey() after Begin()");
+  if (absl::Status s = ValidateResumeKey(key); !s.ok()) return s;
+  resume_key_ = key;
+  return absl::OkStatus();
+}
+
+void ObjectOutputDirectory::Discard() {
+  if (resume_key_.empty()) return Abort();
+  std::error_code ec;
+  fs::remove_all(fs::path(ScratchRoot()) / resume_key_, ec);
   staging_.clear();
 }
 

@@ -94,6 +94,10 @@ class ObjectOutputDirectory : public OutputDirectory {
   absl::Status Commit() override;
   void Abort() override;
   std::string Describe() const override { return prefix_; }
+  // The staging directory is then `<scratch_root>/<key>` (kept across failures; removed by a
+  // Commit, successful or not, and by Discard).
+  absl::Status SetResumeKey(const std::string& key) override;
+  void Discard() override;
 
   // The files uploaded by Commit (with size and sha256), in upload order.
   const std::vector<PublishedFile>& published() const { return published_; }
@@ -104,8 +108,11 @@ class ObjectOutputDirectory : public OutputDirectory {
   std::string scratch_root_;
   bool overwrite_;
   std::shared_ptr<storage::ObjectStore> owner_;
+  std::string resume_key_;
   std::string staging_;
   std::vector<PublishedFile> published_;
+  std::string ScratchRoot() const;
+  void RemoveStaging();
 };
 
 // Opens `uri` (s3://bucket/prefix, file://path or a plain path) as a pipeline input directory.

@@ -1,6 +1,7 @@
 #include "pipeline/quantize_model.h"
 
 #include <algorithm>
+#include <bit>
 #include <cerrno>
 #include <chrono>
 #include <condition_variable>
@@ -19,6 +20,7 @@
 #include "formats/str_util.h"
 #include "kernels/backend.h"
 #include "pipeline/checkpoint_io.h"
+#include "pipeline/resume.h"
 
 namespace nvfp4::pipeline {
 namespace {
@@ -291,7 +293,8 @@ class ShardSubsetWriter {
   static absl::StatusOr<std::unique_ptr<ShardSubsetWriter>> Create(const std::string& dir,
                                                                    const ModelOutputPlan& op,
                                                                    const std::vector<int>& only,
-                                                                   bool sync) {
+                                                                   bool sync,
+                                                                   bool reuse_partial = false) {
     std::unique_ptr<ShardSubsetWriter> w(new ShardSubsetWriter());
     for (int f : only) {
       if (f < 0 || static_cast<size_t>(f) >= op.shard_files.size()) {
@@ -306,6 +309,7 @@ class ShardSubsetWriter {
       formats::SafetensorsWriter::Options so;
       so.metadata = op.shard_metadata;
       so.sync = sync;
+      so.reuse_partial = reuse_partial;
       ASSIGN_OR_RETURN(auto writer, formats::SafetensorsWriter::Create(
                                         (fs::path(dir) / op.shard_files[f]).string(),
                                         std::move(specs), std::move(so)));
@@ -327,6 +331,24 @@ class ShardSubsetWriter {
   }
   const std::vector<std::string>& shard_files() const { return files_; }
 
+  // Where tensor `name` goes: its file, the file's temporary path and the byte range.
+  struct Placement {
+    std::string file;
+    std::string temp_path;
+    uint64_t offset = 0, size = 0;
+    bool reused = false;  // the file is a partial file of an earlier run
+  };
+  absl::StatusOr<Placement> Locate(const std::string& name) const {
+    auto it = file_of_.find(name);
+    if (it == file_of_.end()) return absl::NotFoundError(StrCat("no output file for '", name, "'"));
+    const formats::SafetensorsWriter& w = *writers_[it->second];
+    ASSIGN_OR_RETURN(auto range, w.TensorRange(name));
+    return Placement{files_[it->second], w.temp_path(), range.first, range.second, w.reused()};
+  }
+  absl::Status MarkWritten(const std::string& name) {
+    return writers_[file_of_.at(name)]->MarkWritten(name);
+  }
+
  private:
   ShardSubsetWriter() = default;
   std::vector<std::unique_ptr<formats::SafetensorsWriter>> writers_;
@@ -346,6 +368,81 @@ std::string IndexJson(const ModelOutputPlan& op) {
   for (const auto& [tensor, file] : weight_map) map[tensor] = file;
   index["weight_map"] = std::move(map);
   return index.dump(2) + "\n";
+}
+
+// Fingerprint of everything that decides a run's output bytes apart from the job's options: the
+// input tensors (names, dtypes, shapes, places), the output headers (layout, tensors, files,
+// metadata) and the input scales. Journaled units of another fingerprint are not reused.
+absl::StatusOr<std::string> PlanFingerprint(const formats::CheckpointReader& reader,
+                                            const ModelOutputPlan& op) {
+  Sha256 h;
+  auto add = [&](std::string_view s) {
+    h.Update(StrCat(s.size(), ":"));
+    h.Update(s);
+  };
+  add("nvfp4-resume-plan-v1");
+  for (size_t i = 0; i < reader.shards().size(); ++i) {
+    add(StrCat("input shard ", i));
+    for (const formats::TensorInfo& t : reader.shards()[i]->tensors()) {
+      std::string shape;
+      for (int64_t d : t.shape) shape += StrCat(d, ",");
+      add(StrCat(t.name, "|", t.dtype, "|", shape, "|", t.offset, "|", t.size));
+    }
+  }
+  for (size_t f = 0; f < op.shard_files.size(); ++f) {
+    std::vector<formats::TensorSpec> specs;
+    for (size_t i : op.shard_specs[f]) specs.push_back(op.specs[i]);
+    formats::SortForWriting(specs);
+    ASSIGN_OR_RETURN(std::string header, formats::BuildSafetensorsHeader(specs, op.shard_metadata));
+    add(op.shard_files[f]);
+    add(header);
+  }
+  for (const std::optional<float>& a : op.unit_amax) {
+    add(a ? StrCat(std::bit_cast<uint32_t>(*a)) : std::string("-"));
+  }
+  return h.HexDigest();
+}
+
+// Checks a journaled unit against the staged files: exactly the output tensors `expected`, each in
+// the file and byte range the writers planned, in a partial file kept from the earlier run, with
+// the journaled sha256. Returns "" when it holds, else the reason.
+std::string VerifyJournaledUnit(const JournaledUnit& r, std::vector<std::string> expected,
+                                const ShardSubsetWriter& writer, std::vector<uint8_t>& buf,
+                                uint64_t* bytes_read) {
+  std::vector<std::string> got;
+  for (const JournaledTensor& t : r.tensors) got.push_back(t.name);
+  std::sort(expected.begin(), expected.end());
+  std::sort(got.begin(), got.end());
+  if (got != expected) return "the journaled tensors are not the unit's output tensors";
+  std::map<std::string, std::unique_ptr<formats::LocalFileSource>> sources;
+  for (const JournaledTensor& t : r.tensors) {
+    absl::StatusOr<ShardSubsetWriter::Placement> p = writer.Locate(t.name);
+    if (!p.ok()) return std::string(p.status().message());
+    if (p->file != t.file || p->offset != t.offset || p->size != t.size) {
+      return StrCat("'", t.name, "' is planned at another place");
+    }
+    if (!p->reused) return StrCat(p->file, " was not kept from the interrupted run");
+    auto& src = sources[p->temp_path];
+    if (src == nullptr) {
+      absl::StatusOr<std::unique_ptr<formats::LocalFileSource>> s =
+          formats::LocalFileSource::Open(p->temp_path);
+      if (!s.ok()) return std::string(s.status().message());
+      src = std::move(s).value();
+    }
+    Sha256 h;
+    for (uint64_t off = 0; off < t.size;) {
+      const uint64_t n = std::min<uint64_t>(buf.size(), t.size - off);
+      if (absl::Status s = src->ReadAt(t.offset + off, std::span<uint8_t>(buf.data(), n));
+          !s.ok()) {
+        return std::string(s.message());
+      }
+      h.Update(std::span<const uint8_t>(buf.data(), n));
+      off += n;
+      *bytes_read += n;
+    }
+    if (h.HexDigest() != t.sha256) return StrCat("the staged bytes of '", t.name, "' differ");
+  }
+  return "";
 }
 
 }  // namespace
@@ -436,6 +533,10 @@ absl::StatusOr<QuantizeModelResult> QuantizeModel(InputDirectory& input, OutputD
 
   // Sharded runs write a subset of the files (and no index); a full run writes them all.
   const bool subset = options.output_shards.has_value() || !options.write_model_files;
+  ResumeJournal* const journal = options.resume;
+  // Durable runs write through the subset writer (all files, the same bytes as the checkpoint
+  // writer), whose partial files can be reopened and verified.
+  const bool use_subset_writer = subset || journal != nullptr;
   std::vector<int> only;
   if (options.output_shards) {
     only = *options.output_shards;
@@ -499,14 +600,52 @@ absl::StatusOr<QuantizeModelResult> QuantizeModel(InputDirectory& input, OutputD
     return s;
   };
 
+  // ---- resume: what an earlier, interrupted attempt journaled ----
+  std::string fingerprint;
+  std::vector<JournaledUnit> journaled;
+  if (journal != nullptr) {
+    absl::StatusOr<std::string> fp = PlanFingerprint(reader, op);
+    if (!fp.ok()) return fail(fp.status());
+    fingerprint = *std::move(fp);
+    absl::StatusOr<std::vector<JournaledUnit>> loaded = journal->Load();
+    if (!loaded.ok()) return fail(loaded.status());
+    for (const JournaledUnit& r : *loaded) {
+      if (r.plan != fingerprint) result.resume.started_over = true;
+    }
+    if (result.resume.started_over) {
+      if (absl::Status s = journal->Reset(); !s.ok()) return fail(s);
+      result.warnings.push_back(
+          "resume: the input or the output plan changed since the interrupted run; starting over");
+    } else {
+      journaled = *std::move(loaded);
+    }
+    // Keep this plan's safetensors files (partial or finished) when there is something to keep;
+    // everything else in the staging directory is removed and written again.
+    std::set<std::string> keep;
+    if (!journaled.empty()) {
+      for (int f : only) {
+        keep.insert(op.shard_files[f]);
+        keep.insert(op.shard_files[f] + ".tmp");
+      }
+    }
+    std::error_code ec;
+    std::vector<fs::path> stale;
+    for (const auto& e : fs::directory_iterator(staging, ec)) {
+      if (!keep.count(e.path().filename().string())) stale.push_back(e.path());
+    }
+    for (const fs::path& p : stale) fs::remove_all(p, ec);
+    if (ec) return fail(absl::InternalError(StrCat(staging, ": cannot clean: ", ec.message())));
+  }
+
   formats::ShardedCheckpointWriter::Options wopts;
   wopts.max_shard_size = options.max_shard_size;
   wopts.sync = options.sync;
   wopts.metadata = op.shard_metadata;
   std::unique_ptr<formats::ShardedCheckpointWriter> writer;
   std::unique_ptr<ShardSubsetWriter> subset_writer;
-  if (subset) {
-    auto w = ShardSubsetWriter::Create(staging, op, only, options.sync);
+  if (use_subset_writer) {
+    auto w = ShardSubsetWriter::Create(staging, op, only, options.sync,
+                                       /*reuse_partial=*/journal != nullptr);
     if (!w.ok()) return fail(w.status());
     subset_writer = std::move(w).value();
   } else {
@@ -520,14 +659,83 @@ absl::StatusOr<QuantizeModelResult> QuantizeModel(InputDirectory& input, OutputD
     }
   }
   auto write_tensor = [&](const std::string& name, std::span<const uint8_t> data) {
-    if (!subset) return writer->WriteTensor(name, data);
+    if (!use_subset_writer) return writer->WriteTensor(name, data);
     if (!subset_writer->Wants(name)) return absl::OkStatus();
     return subset_writer->WriteTensor(name, data);
   };
   auto append_tensor = [&](const std::string& name, std::span<const uint8_t> chunk) {
-    if (!subset) return writer->AppendTensorData(name, chunk);
+    if (!use_subset_writer) return writer->AppendTensorData(name, chunk);
     return subset_writer->AppendTensorData(name, chunk);
   };
+
+  // Keep the journaled units whose staged bytes verify; they are neither read nor computed again.
+  std::vector<bool> unit_kept(plan.units.size(), false);
+  std::vector<ModuleResult> kept_modules;
+  int64_t kept_units = 0;
+  uint64_t kept_bytes_in = 0;
+  if (journal != nullptr) {
+    const auto v0 = std::chrono::steady_clock::now();
+    std::map<int64_t, const JournaledUnit*> latest;  // the last record of each unit
+    for (const JournaledUnit& r : journaled) latest[r.unit] = &r;
+    std::vector<const JournaledUnit*> kept_record(plan.units.size(), nullptr);
+    std::vector<uint8_t> buf(
+        std::clamp<uint64_t>(options.copy_chunk_bytes, uint64_t{4096}, uint64_t{8} << 20));
+    for (const auto& [i, r] : latest) {
+      if (static_cast<size_t>(i) >= plan.units.size() || !unit_wanted[i]) continue;
+      std::vector<std::string> expected;
+      for (size_t k = op.unit_first_spec[i]; k < op.unit_first_spec[i + 1]; ++k) {
+        if (subset_writer->Wants(out_specs[k].name)) expected.push_back(out_specs[k].name);
+      }
+      const std::string why = VerifyJournaledUnit(*r, std::move(expected), *subset_writer, buf,
+                                                  &result.resume.bytes_verified);
+      if (!why.empty()) {
+        ++result.resume.units_rejected;
+        result.warnings.push_back(StrCat("resume: computing '", r->name, "' again: ", why));
+        continue;
+      }
+      for (const JournaledTensor& t : r->tensors) {
+        if (absl::Status s = subset_writer->MarkWritten(t.name); !s.ok()) return fail(s);
+      }
+      unit_kept[i] = true;
+      kept_record[i] = r;
+    }
+    result.resume.units_total = wanted_units;
+    for (size_t i = 0; i < plan.units.size(); ++i) {
+      if (unit_kept[i]) ++result.resume.units_kept;
+      if (unit_wanted[i] && !unit_kept[i] && result.resume.first_redone < 0) {
+        result.resume.first_redone = static_cast<int64_t>(i);
+      }
+    }
+    result.resume.verify_seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - v0).count();
+    if (result.resume.units_kept > 0) {
+      result.warnings.push_back(StrCat("resumed: kept ", result.resume.units_kept, " of ",
+                                       wanted_units, " units of an interrupted run (",
+                                       result.resume.bytes_verified, " bytes verified)"));
+    }
+    if (hooks.on_resume) hooks.on_resume(result.resume);
+    for (size_t i = 0; i < plan.units.size(); ++i) {
+      if (!unit_kept[i]) continue;
+      const JournaledUnit& r = *kept_record[i];
+      ++kept_units;
+      kept_bytes_in += r.bytes_in;
+      kept_modules.insert(kept_modules.end(), r.modules.begin(), r.modules.end());
+      if (hooks.on_progress) {
+        TensorProgress p;
+        p.name = r.name;
+        p.quantized = plan.units[i].kind == WorkUnit::Kind::kQuantize;
+        p.modules = r.modules;
+        p.bytes_in = r.bytes_in;
+        p.bytes_out = r.bytes_out;
+        p.units_done = kept_units;
+        p.units_total = wanted_units;
+        p.bytes_in_done = kept_bytes_in;
+        p.bytes_in_total = result.tensor_bytes_in;
+        p.resumed = true;
+        hooks.on_progress(p);
+      }
+    }
+  }
 
   // ---- the three stages ----
   const size_t depth = static_cast<size_t>(std::max(options.queue_depth, 1));
@@ -543,7 +751,7 @@ absl::StatusOr<QuantizeModelResult> QuantizeModel(InputDirectory& input, OutputD
 
   std::thread reader_thread([&] {
     for (size_t i = 0; i < plan.units.size() && !state.failed(); ++i) {
-      if (!unit_wanted[i]) continue;
+      if (!unit_wanted[i] || unit_kept[i]) continue;
       if (is_cancelled()) return state.Fail(cancel_status());
       const WorkUnit& u = plan.units[i];
       auto data = std::make_unique<UnitData>();
@@ -571,8 +779,8 @@ absl::StatusOr<QuantizeModelResult> QuantizeModel(InputDirectory& input, OutputD
   });
 
   std::thread writer_thread([&] {
-    int64_t done = 0;
-    uint64_t in_done = 0;
+    int64_t done = kept_units;
+    uint64_t in_done = kept_bytes_in;
     std::vector<uint8_t> chunk;
     while (std::optional<UnitPtr> item = to_write.Pop()) {
       UnitData& d = **item;
@@ -587,7 +795,9 @@ absl::StatusOr<QuantizeModelResult> QuantizeModel(InputDirectory& input, OutputD
       }
       uint64_t bytes_out = 0;
       absl::Status s;
+      std::vector<std::pair<std::string, std::string>> hashes;  // journal: tensor -> sha256
       if (u.kind == WorkUnit::Kind::kCopy) {
+        Sha256 copy_hash;
         const formats::TensorLocation* loc = reader.Find(u.tensors[0]);
         const auto& shard = reader.shards()[loc->shard];
         const uint64_t size = loc->info->size;
@@ -599,6 +809,12 @@ absl::StatusOr<QuantizeModelResult> QuantizeModel(InputDirectory& input, OutputD
           const uint64_t n = std::min(cap, size - off);
           s = shard->ReadTensorRange(*loc->info, off, std::span<uint8_t>(chunk.data(), n));
           if (s.ok()) s = append_tensor(u.tensors[0], std::span<const uint8_t>(chunk.data(), n));
+          if (s.ok() && journal != nullptr) {
+            copy_hash.Update(std::span<const uint8_t>(chunk.data(), n));
+          }
+        }
+        if (journal != nullptr && (!subset || subset_writer->Wants(u.tensors[0]))) {
+          hashes.emplace_back(u.tensors[0], copy_hash.HexDigest());
         }
         if (size == 0 && s.ok()) s = write_tensor(u.tensors[0], {});
         meter.AddBytes(-static_cast<int64_t>(cap));
@@ -610,10 +826,37 @@ absl::StatusOr<QuantizeModelResult> QuantizeModel(InputDirectory& input, OutputD
           if (!subset || subset_writer->Wants(e.spec.name)) {
             if (s.ok()) s = write_tensor(e.spec.name, e.data);
             bytes_out += e.data.size();
+            if (s.ok() && journal != nullptr) {
+              Sha256 h;
+              h.Update(e.data);
+              hashes.emplace_back(e.spec.name, h.HexDigest());
+            }
           }
         }
       }
       finish_unit();
+      const std::string unit_name = u.kind == WorkUnit::Kind::kCopy ? u.tensors[0]
+                                    : u.group.empty()               ? u.modules[0]
+                                                                    : u.group;
+      if (s.ok() && journal != nullptr) {
+        // The unit's bytes are in the staged file: record where, with their digests.
+        JournaledUnit ju;
+        ju.plan = fingerprint;
+        ju.unit = static_cast<int64_t>(d.index);
+        ju.name = unit_name;
+        ju.bytes_in = d.bytes_in;
+        ju.bytes_out = bytes_out;
+        ju.modules = d.results;
+        for (auto& [name, sha] : hashes) {
+          absl::StatusOr<ShardSubsetWriter::Placement> where = subset_writer->Locate(name);
+          if (!where.ok()) {
+            s = where.status();
+            break;
+          }
+          ju.tensors.push_back({name, where->file, where->offset, where->size, std::move(sha)});
+        }
+        if (s.ok()) s = journal->Append(ju);
+      }
       if (!s.ok()) {
         state.Fail(s);
         continue;
@@ -622,9 +865,7 @@ absl::StatusOr<QuantizeModelResult> QuantizeModel(InputDirectory& input, OutputD
       in_done += d.bytes_in;
       if (hooks.on_progress) {
         TensorProgress p;
-        p.name = u.kind == WorkUnit::Kind::kCopy ? u.tensors[0]
-                 : u.group.empty()               ? u.modules[0]
-                                                 : u.group;
+        p.name = unit_name;
         p.quantized = u.kind == WorkUnit::Kind::kQuantize;
         p.modules = d.results;
         p.bytes_in = d.bytes_in;
@@ -718,7 +959,7 @@ absl::StatusOr<QuantizeModelResult> QuantizeModel(InputDirectory& input, OutputD
   if (state.failed()) return fail(state.status());
   if (is_cancelled()) return fail(cancel_status());
 
-  if (subset) {
+  if (use_subset_writer) {
     if (absl::Status s = subset_writer->Finish(); !s.ok()) return fail(s);
     result.shard_files = subset_writer->shard_files();
     subset_writer.reset();
@@ -731,8 +972,9 @@ absl::StatusOr<QuantizeModelResult> QuantizeModel(InputDirectory& input, OutputD
   // ---- the index (subset writer), configs and the other files ----
   if (options.write_model_files) {
     // A full run's index was written by the checkpoint writer.
-    if (absl::Status s = WriteModelFilesImpl(input, op, options, staging, /*write_index=*/subset,
-                                             &result, hooks.cancelled);
+    if (absl::Status s =
+            WriteModelFilesImpl(input, op, options, staging,
+                                /*write_index=*/use_subset_writer, &result, hooks.cancelled);
         !s.ok()) {
       return fail(s);
     }
@@ -740,6 +982,7 @@ absl::StatusOr<QuantizeModelResult> QuantizeModel(InputDirectory& input, OutputD
   if (is_cancelled()) return fail(cancel_status());
   if (absl::Status s = output.Commit(); !s.ok()) return fail(s);
 
+  modules.insert(modules.end(), kept_modules.begin(), kept_modules.end());
   std::sort(modules.begin(), modules.end(),
             [](const ModuleResult& a, const ModuleResult& b) { return a.module < b.module; });
   result.modules = std::move(modules);

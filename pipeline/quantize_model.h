@@ -9,6 +9,8 @@
 // tensors are streamed in chunks by the writer. Output goes to OutputDirectory's staging
 // directory and is published only when complete: on any error or cancellation nothing appears
 // at the output location. Output bytes are deterministic (same input and options, same bytes).
+// With QuantizeModelOptions::resume a run journals each finished unit and a later run resumes
+// after an interruption, keeping the verified units (pipeline/resume.h).
 //
 //   ASSIGN_OR_RETURN(auto in, LocalInputDirectory::Open("llama"));
 //   LocalOutputDirectory out("llama-nvfp4");
@@ -36,6 +38,8 @@
 
 namespace nvfp4::pipeline {
 
+class ResumeJournal;  // pipeline/resume.h
+
 struct QuantizeModelOptions {
   Layout layout = Layout::kModelOpt;
   QuantizeOptions quantize;    // method, objective, ...
@@ -61,6 +65,11 @@ struct QuantizeModelOptions {
   // hf_quant_config.json and the copied input files. False for one shard of a sharded run, whose
   // `finalize` step writes them once (FinalizeModel in pipeline/shard_plan.h).
   bool write_model_files = true;
+  // Durable runs (pipeline/resume.h): record every finished unit here, and keep the units an
+  // earlier, interrupted run with the same journal recorded (verified against the staged files)
+  // instead of computing them again. The output's staging directory must survive the crash
+  // (OutputDirectory::SetResumeKey). Not owned. Null: a plain run.
+  ResumeJournal* resume = nullptr;
 };
 
 // Metrics of one quantized module.
@@ -84,6 +93,18 @@ struct TensorProgress {
   int64_t units_total = 0;
   uint64_t bytes_in_done = 0;  // source bytes of all units written so far
   uint64_t bytes_in_total = 0;
+  bool resumed = false;  // kept from an interrupted earlier run (not read or computed again)
+};
+
+// What a run with QuantizeModelOptions::resume found of an earlier attempt.
+struct ResumeInfo {
+  int64_t units_kept = 0;       // journaled, verified in the staged files, not computed again
+  int64_t units_rejected = 0;   // journaled but not trusted (bytes differ or missing): redone
+  int64_t units_total = 0;      // units of this run
+  int64_t first_redone = -1;    // the first unit (in run order) that is computed; -1: none
+  uint64_t bytes_verified = 0;  // staged bytes read back and hashed
+  double verify_seconds = 0;
+  bool started_over = false;  // the journal held another plan (input changed): nothing kept
 };
 
 struct PipelineHooks {
@@ -91,6 +112,10 @@ struct PipelineHooks {
   std::function<void(const TensorProgress&)> on_progress;
   // Polled between units (by each stage); true cancels the run (CANCELLED, nothing written).
   std::function<bool()> cancelled;
+  // With QuantizeModelOptions::resume: called once, after the journal was checked and before any
+  // unit is processed. Kept units are then reported through on_progress (resumed = true), in unit
+  // order, before the first computed one.
+  std::function<void(const ResumeInfo&)> on_resume;
 };
 
 struct QuantizeModelResult {
@@ -108,6 +133,7 @@ struct QuantizeModelResult {
   // and the most tensor bytes held in buffers at once.
   int peak_units_in_flight = 0;
   uint64_t peak_buffered_bytes = 0;
+  ResumeInfo resume;  // with QuantizeModelOptions::resume
 };
 
 // Everything a run with given options writes, computed from the input's headers alone (no tensor

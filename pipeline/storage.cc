@@ -68,6 +68,20 @@ bool LocalInputDirectory::Exists(const std::string& name) {
   return fs::is_regular_file(fs::path(root_) / name, ec);
 }
 
+absl::Status OutputDirectory::SetResumeKey(const std::string& /*key*/) {
+  return absl::UnimplementedError(StrCat(Describe(), ": this output cannot resume a run"));
+}
+
+absl::Status ValidateResumeKey(const std::string& key) {
+  bool ok = !key.empty() && key.size() <= 128 && key[0] != '.';
+  for (char c : key) {
+    ok = ok && ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                c == '.' || c == '_' || c == '-');
+  }
+  if (!ok) return absl::InvalidArgumentError(StrCat("invalid resume key '", key, "'"));
+  return absl::OkStatus();
+}
+
 LocalOutputDirectory::LocalOutputDirectory(std::string target, bool overwrite)
     : target_(std::move(target)), overwrite_(overwrite) {
   while (target_.size() > 1 && target_.back() == '/') target_.pop_back();
@@ -91,6 +105,16 @@ absl::StatusOr<std::string> LocalOutputDirectory::Begin() {
   const fs::path parent = target.parent_path();
   if (!fs::is_directory(parent, ec)) {
     return absl::NotFoundError(StrCat(parent.string(), ": parent of the output does not exist"));
+  }
+  if (!resume_key_.empty()) {  // reused when an interrupted run left it
+    const std::string staging = ResumeStagingPath();
+    fs::create_directory(staging, ec);
+    if (ec || !fs::is_directory(staging, ec)) {
+      return absl::PermissionDeniedError(
+          StrCat(staging, ": cannot create staging directory: ", ec.message()));
+    }
+    staging_ = staging;
+    return staging_;
   }
   static std::atomic<int> counter{0};
   for (int attempt = 0; attempt < 100; ++attempt) {
@@ -142,8 +166,32 @@ absl::Status LocalOutputDirectory::Commit() {
 void LocalOutputDirectory::Abort() {
   if (staging_.empty()) return;
   std::error_code ec;
-  fs::remove_all(staging_, ec);
+  if (resume_key_.empty()) fs::remove_all(staging_, ec);  // a resumable one is kept
   staging_.clear();
+}
+
+absl::Status LocalOutputDirectory::SetResumeKey(const std::string& key) {
+  if (!staging_.empty()) return absl::FailedPreconditionError("SetResumeKey() after Begin()");
+  if (absl::Status s = ValidateResumeKey(key); !s.ok()) return s;
+  resume_key_ = key;
+  return absl::OkStatus();
+}
+
+std::string LocalOutputDirectory::ResumeStagingPath() const {
+  std::error_code ec;
+  const fs::path target = fs::absolute(target_, ec);
+  return (target.parent_path() / StrCat(".", target.filename().string(), ".resume-", resume_key_))
+      .string();
+}
+
+void LocalOutputDirectory::Discard() {
+  std::error_code ec;
+  if (!resume_key_.empty()) {
+    fs::remove_all(ResumeStagingPath(), ec);
+    staging_.clear();
+    return;
+  }
+  Abort();
 }
 
 absl::Status CopyFileToLocal(InputDirectory& in, const std::string& name, const std::string& dest) {

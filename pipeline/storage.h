@@ -76,10 +76,23 @@ class OutputDirectory {
   virtual void Abort() = 0;
   // A path or URL naming the target, for messages.
   virtual std::string Describe() const = 0;
+
+  // Durable runs (pipeline/resume.h): the staging directory is named by `key` (letters, digits,
+  // '.', '_', '-'; e.g. a job id) and survives failures: Begin() reuses the one an interrupted run
+  // left (its files stay, for QuantizeModel to verify and resume from), and Abort() and the
+  // destructor leave it in place; Discard() removes it. Call before Begin(). UNIMPLEMENTED unless
+  // the implementation supports it.
+  virtual absl::Status SetResumeKey(const std::string& key);
+  // Removes the staging directory, a kept one included (idempotent).
+  virtual void Discard() { Abort(); }
 };
 
+// INVALID_ARGUMENT unless `key` is a valid resume key (see SetResumeKey).
+absl::Status ValidateResumeKey(const std::string& key);
+
 // Stages in a hidden sibling of `target` (`.<name>.tmp-<pid>-<n>` in the same parent directory, so
-// that the final rename stays on one filesystem) and renames it to `target` on Commit().
+// that the final rename stays on one filesystem) and renames it to `target` on Commit(). With a
+// resume key the sibling is `.<name>.resume-<key>`.
 class LocalOutputDirectory : public OutputDirectory {
  public:
   // `overwrite`: replace an existing non-empty target on Commit (the old one is removed only after
@@ -91,12 +104,16 @@ class LocalOutputDirectory : public OutputDirectory {
   absl::Status Commit() override;
   void Abort() override;
   std::string Describe() const override { return target_; }
+  absl::Status SetResumeKey(const std::string& key) override;
+  void Discard() override;
   // The staging path (empty before Begin / after Commit or Abort).
   const std::string& staging() const { return staging_; }
 
  private:
+  std::string ResumeStagingPath() const;
   std::string target_;
   bool overwrite_;
+  std::string resume_key_;
   std::string staging_;
 };
 

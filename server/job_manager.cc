@@ -121,6 +121,12 @@ class JobManager::Sink : public ProgressSink {
     Bump();
   }
   bool Cancelled() const override { return rec_->cancel.load() || rec_->interrupt.load(); }
+  bool Interrupted() const override { return rec_->interrupt.load() && !rec_->cancel.load(); }
+  void SetResumed(int64_t tensors) override {
+    absl::MutexLock lock(&m_->mu_);
+    rec_->job.mutable_progress()->set_tensors_resumed(tensors);
+    Bump();
+  }
 
  private:
   void Bump() ABSL_EXCLUSIVE_LOCKS_REQUIRED(m_->mu_) {
@@ -155,7 +161,8 @@ absl::Status JobManager::Start() {
       auto rec = std::make_unique<Record>();
       rec->seq = next_seq_++;
       if (!IsTerminal(job.state())) {
-        // Interrupted by a crash or shutdown: run it again from the start (outputs are atomic).
+        // Interrupted by a crash or shutdown: run it again. With a durable store the run resumes
+        // from the units it journaled (pipeline/resume.h); outputs are atomic either way.
         job.set_state(v1::JOB_STATE_QUEUED);
         job.clear_start_time();
         job.clear_progress();
@@ -241,6 +248,14 @@ absl::StatusOr<v1::Job> JobManager::Get(const std::string& job_id) {
 }
 
 absl::StatusOr<v1::Job> JobManager::Cancel(const std::string& job_id) {
+  bool discard = false;
+  absl::StatusOr<v1::Job> out = CancelImpl(job_id, &discard);
+  // A job cancelled while queued never runs again: drop what an interrupted run of it staged.
+  if (discard && out.ok()) pipeline_->DiscardStaged(job_id, out->request(), store_);
+  return out;
+}
+
+absl::StatusOr<v1::Job> JobManager::CancelImpl(const std::string& job_id, bool* discard) {
   absl::MutexLock lock(&mu_);
   auto it = jobs_.find(job_id);
   if (it == jobs_.end()) return absl::NotFoundError(absl::StrCat("job '", job_id, "' not found"));
@@ -253,6 +268,7 @@ absl::StatusOr<v1::Job> JobManager::Cancel(const std::string& job_id) {
     rec.job.set_state(v1::JOB_STATE_CANCELLED);
     rec.job.mutable_error()->set_code(static_cast<int>(absl::StatusCode::kCancelled));
     rec.job.mutable_error()->set_message("cancelled by a client while queued");
+    *discard = true;
     SetTime(rec.job.mutable_end_time(), absl::Now());
     if (metrics_ != nullptr) metrics_->JobFinished("model", "cancelled", 0);
     LogLine("job ", job_id, " state QUEUED->CANCELLED queue_wait=",
@@ -400,6 +416,8 @@ void JobManager::RunJob(Record* rec, int worker_index) {
   ctx.store = store_;
   ctx.devices = devices_;
   ctx.progress = &sink;
+  std::unique_ptr<pipeline::ResumeJournal> resume = job_store_->ResumeJournalFor(ctx.job_id);
+  ctx.resume = resume.get();
   absl::StatusOr<std::vector<v1::OutputFile>> result = pipeline_->Run(ctx);
   const absl::Duration run = absl::Now() - start;
 

@@ -4,7 +4,9 @@
 // thread per device. Every state change is saved to the JobStore, logged as one line with timing,
 // and wakes WatchJob streams. Submission is idempotent per request_id. Cancellation is checked by
 // the pipeline between tensors. On shutdown, running jobs that did not finish within the drain
-// timeout are interrupted and saved as QUEUED, so a restarted server runs them again.
+// timeout are interrupted and saved as QUEUED, so a restarted server runs them again; after a
+// crash, jobs saved as RUNNING are queued again too. With a durable JobStore (JobJournal) such a
+// run resumes from the last unit it journaled instead of starting over.
 #ifndef NVFP4_SERVER_JOB_MANAGER_H_
 #define NVFP4_SERVER_JOB_MANAGER_H_
 
@@ -80,6 +82,7 @@ class JobManager {
   class Sink;
   void WorkerLoop(int worker_index);
   void RunJob(Record* rec, int worker_index);
+  absl::StatusOr<v1::Job> CancelImpl(const std::string& job_id, bool* discard);
   void SaveLocked(const Record& rec) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void UpdateGaugesLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   v1::Job SnapshotLocked(const Record& rec) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

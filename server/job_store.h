@@ -11,6 +11,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "nvfp4/v1/quantizer.pb.h"
+#include "pipeline/resume.h"
 
 namespace nvfp4::server {
 
@@ -21,6 +22,12 @@ class JobStore {
   virtual absl::Status Save(const v1::Job& job) = 0;
   // Every saved job, in no particular order.
   virtual absl::StatusOr<std::vector<v1::Job>> LoadAll() = 0;
+  // Where a run of job `job_id` journals its finished units so that it can resume after a crash
+  // (pipeline/resume.h), or null when this store is not durable.
+  virtual std::unique_ptr<pipeline::ResumeJournal> ResumeJournalFor(const std::string& job_id) {
+    (void)job_id;
+    return nullptr;
+  }
 };
 
 // Keeps records in memory only (tests; servers without --state_dir).
@@ -35,6 +42,7 @@ class MemoryJobStore : public JobStore {
 };
 
 // One binary proto file per job under `<state_dir>/jobs/`, replaced atomically (temp + rename).
+// Superseded by JobJournal (server/job_journal.h), which imports these records.
 class FileJobStore : public JobStore {
  public:
   static absl::StatusOr<std::unique_ptr<FileJobStore>> Create(const std::string& state_dir);

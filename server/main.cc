@@ -32,6 +32,8 @@
 #include "server/auth.h"
 #include "kernels/backend.h"
 #include "server/device_pool.h"
+#include "server/heap_trim.h"
+#include "server/job_journal.h"
 #include "server/job_manager.h"
 #include "server/job_store.h"
 #include "server/log.h"
@@ -49,7 +51,9 @@ ABSL_FLAG(std::string, health_listen, "",
 ABSL_FLAG(std::vector<std::string>, data_root, {"./nvfp4-data"},
           "local directories the server may read and write (repeatable or comma-separated); "
           "relative file:// paths resolve against the first");
-ABSL_FLAG(std::string, state_dir, "", "directory for the job journal (empty: jobs kept in memory)");
+ABSL_FLAG(std::string, state_dir, "",
+          "directory for the durable job journal; interrupted model jobs resume from it after a "
+          "restart (empty: jobs kept in memory)");
 ABSL_FLAG(int, queue_capacity, 64, "maximum queued model jobs; more are refused with UNAVAILABLE");
 ABSL_FLAG(std::string, devices, "auto", "quantizer devices: auto | cpu | cuda:0,1");
 ABSL_FLAG(int, max_message_bytes, 8 << 20, "maximum gRPC message size received (chunk + slack)");
@@ -73,9 +77,16 @@ ABSL_FLAG(std::string, auth_tokens_file, "",
           "bearer tokens, one per line: Quantizer calls need 'authorization: Bearer <token>' "
           "(health stays open); the file is re-read when it changes");
 ABSL_FLAG(std::string, scratch_dir, "",
-          "local directory where s3:// model outputs are staged before upload (default: $TMPDIR)");
+          "local directory where s3:// model outputs are staged before upload (default: "
+          "<state_dir>/work with --state_dir, else $TMPDIR)");
 ABSL_FLAG(std::string, ready_file, "",
           "write {\"grpc_port\":..,\"metrics_port\":..,\"health_port\":..} here once serving");
+ABSL_FLAG(int, malloc_trim_seconds, 10,
+          "return free heap memory to the OS (malloc_trim) this often; 0 disables "
+          "(server/heap_trim.h)");
+ABSL_FLAG(int64_t, malloc_mmap_threshold, 256 << 10,
+          "heap allocations of at least this many bytes are mmapped and unmapped on free; 0 keeps "
+          "glibc's dynamic threshold (server/heap_trim.h)");
 
 namespace nvfp4::server {
 namespace {
@@ -154,6 +165,9 @@ int Run(int argc, char** argv) {
   sigaddset(&sigs, SIGINT);
   pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
   signal(SIGPIPE, SIG_IGN);
+  // RSS tracks the memory in use under load (server/heap_trim.h, docs/BENCHMARKS.md "Load test").
+  ConfigureHeap(absl::GetFlag(FLAGS_malloc_mmap_threshold));
+  HeapTrimmer heap_trimmer(absl::Seconds(absl::GetFlag(FLAGS_malloc_trim_seconds)));
 
   const int chunk_bytes = absl::GetFlag(FLAGS_chunk_bytes);
   if (chunk_bytes < kMinChunkBytes || chunk_bytes > kMaxChunkBytes) {
@@ -199,18 +213,29 @@ int Run(int argc, char** argv) {
   LogLine("devices: ", absl::StrJoin((*devices)->names(), ","));
 
   // Jobs.
+  // With --state_dir: the durable job journal (server/job_journal.h); interrupted model jobs
+  // resume after a restart; s3:// outputs of such jobs stage under <state_dir>/work unless
+  // --scratch_dir is given.
   std::unique_ptr<JobStore> job_store;
+  std::string work_dir;
   if (const std::string dir = absl::GetFlag(FLAGS_state_dir); !dir.empty()) {
-    absl::StatusOr<std::unique_ptr<FileJobStore>> fs = FileJobStore::Create(dir);
-    if (!fs.ok()) {
-      std::fprintf(stderr, "nvfp4d: %s\n", fs.status().ToString().c_str());
+    absl::StatusOr<std::unique_ptr<JobJournal>> journal = JobJournal::Open(dir);
+    if (!journal.ok()) {
+      std::fprintf(stderr, "nvfp4d: %s\n", journal.status().ToString().c_str());
       return 2;
     }
-    job_store = *std::move(fs);
+    const JobJournal::Stats st = (*journal)->stats();
+    LogLine("journal ", (*journal)->path(), ": replayed ", st.records_replayed, " records",
+            st.torn_bytes > 0 ? absl::StrCat(", ignored a torn tail of ", st.torn_bytes, " bytes")
+                              : std::string(),
+            ", compacted to ", st.file_bytes, " bytes");
+    job_store = *std::move(journal);
+    work_dir = absl::StrCat(dir, "/work");
   } else {
     job_store = std::make_unique<MemoryJobStore>();
   }
-  std::unique_ptr<ModelPipeline> pipeline = MakeCheckpointPipeline(absl::GetFlag(FLAGS_scratch_dir));
+  std::unique_ptr<ModelPipeline> pipeline =
+      MakeCheckpointPipeline(absl::GetFlag(FLAGS_scratch_dir), work_dir);
   JobManagerOptions jm_options;
   jm_options.queue_capacity = absl::GetFlag(FLAGS_queue_capacity);
   jm_options.workers = (*devices)->size();

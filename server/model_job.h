@@ -14,6 +14,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "nvfp4/v1/quantizer.pb.h"
+#include "pipeline/resume.h"
 #include "server/device_pool.h"
 #include "storage/object_store.h"
 
@@ -32,6 +33,11 @@ class ProgressSink {
                               int64_t bytes_out) = 0;
   // True once cancellation was requested (by a client or by a server shutdown).
   virtual bool Cancelled() const = 0;
+  // True when the cancellation is a server shutdown: the job runs again after the restart, so a
+  // resumable run keeps what it staged.
+  virtual bool Interrupted() const { return false; }
+  // `tensors` of the finished tensors were kept from an interrupted earlier run (not recomputed).
+  virtual void SetResumed(int64_t tensors) { (void)tensors; }
 };
 
 // Everything a pipeline run needs. Pointers are owned by the caller and outlive the run.
@@ -41,6 +47,9 @@ struct ModelJobContext {
   storage::ObjectStore* store = nullptr;
   DevicePool* devices = nullptr;
   ProgressSink* progress = nullptr;
+  // Durable servers: where the run journals its finished units and finds those of an interrupted
+  // earlier run of the same job (pipeline/resume.h). Null: the run starts from scratch.
+  pipeline::ResumeJournal* resume = nullptr;
 };
 
 class ModelPipeline {
@@ -52,6 +61,14 @@ class ModelPipeline {
   // CANCELLED when ProgressSink::Cancelled() became true, INVALID_ARGUMENT naming the tensor for
   // malformed input, NOT_FOUND for a missing input.
   virtual absl::StatusOr<std::vector<v1::OutputFile>> Run(const ModelJobContext& context) = 0;
+  // Removes what an interrupted run of job `job_id` staged for resuming, for a job that ends
+  // without running again (cancelled while queued after a restart).
+  virtual void DiscardStaged(const std::string& job_id, const v1::QuantizeModelRequest& request,
+                             storage::ObjectStore* store) {
+    (void)job_id;
+    (void)request;
+    (void)store;
+  }
 };
 
 }  // namespace nvfp4::server

@@ -17,7 +17,9 @@
 #include "pipeline/model_calibration.h"
 #include "pipeline/object_directory.h"
 #include "pipeline/quantize_model.h"
+#include "pipeline/resume.h"
 #include "pipeline/selection.h"
+#include "server/log.h"
 #include "storage/router.h"
 
 namespace nvfp4::server {
@@ -106,7 +108,8 @@ absl::StatusOr<pipeline::QuantizeModelOptions> OptionsFromRequest(
 
 class CheckpointPipeline : public ModelPipeline {
  public:
-  explicit CheckpointPipeline(std::string scratch) : scratch_(std::move(scratch)) {}
+  CheckpointPipeline(std::string scratch, std::string work)
+      : scratch_(std::move(scratch)), work_(std::move(work)) {}
 
   absl::Status Validate(const v1::QuantizeModelRequest& r) override {
     if (r.input_uri().empty()) return absl::InvalidArgumentError("input_uri is required");
@@ -130,13 +133,46 @@ class CheckpointPipeline : public ModelPipeline {
     return absl::OkStatus();
   }
 
-  absl::StatusOr<std::vector<v1::OutputFile>> Run(const ModelJobContext& ctx) override;
+  absl::StatusOr<std::vector<v1::OutputFile>> Run(const ModelJobContext& ctx) override {
+    absl::StatusOr<std::vector<v1::OutputFile>> out = RunImpl(ctx);
+    // A job that ends here (failed or cancelled by a client) never resumes: drop its staging.
+    if (!out.ok() && ctx.resume != nullptr && !ctx.progress->Interrupted()) {
+      DiscardStaged(ctx.job_id, *ctx.request, ctx.store);
+    }
+    return out;
+  }
+
+  void DiscardStaged(const std::string& job_id, const v1::QuantizeModelRequest& r,
+                     storage::ObjectStore* store) override {
+    auto* router = dynamic_cast<storage::StorageRouter*>(store);
+    if (router == nullptr) return;
+    absl::StatusOr<std::unique_ptr<pipeline::OutputDirectory>> out =
+        OpenOutput(r, *router, job_id, /*resumable=*/true);
+    if (out.ok()) (*out)->Discard();
+  }
 
  private:
+  absl::StatusOr<std::vector<v1::OutputFile>> RunImpl(const ModelJobContext& ctx);
+  // The job's output directory; resumable: staged under a name derived from the job id.
+  absl::StatusOr<std::unique_ptr<pipeline::OutputDirectory>> OpenOutput(
+      const v1::QuantizeModelRequest& r, storage::StorageRouter& router, const std::string& job_id,
+      bool resumable) const {
+    const bool object = pipeline::IsObjectStoreUri(r.output_uri());
+    // An explicit scratch directory (--scratch_dir) wins: the operator chose where staging goes.
+    const std::string& scratch = resumable && object && scratch_.empty() ? work_ : scratch_;
+    ASSIGN_OR_RETURN(
+        std::unique_ptr<pipeline::OutputDirectory> out,
+        pipeline::OpenOutputDirectory(r.output_uri(), router, /*overwrite=*/false, scratch));
+    if (resumable) RETURN_IF_ERROR(out->SetResumeKey(job_id));
+    return out;
+  }
+
   std::string scratch_;
+  std::string work_;
 };
 
-absl::StatusOr<std::vector<v1::OutputFile>> CheckpointPipeline::Run(const ModelJobContext& ctx) {
+absl::StatusOr<std::vector<v1::OutputFile>> CheckpointPipeline::RunImpl(
+    const ModelJobContext& ctx) {
   const v1::QuantizeModelRequest& r = *ctx.request;
   auto* router = dynamic_cast<storage::StorageRouter*>(ctx.store);
   if (router == nullptr) return absl::InternalError("the server's store is not a StorageRouter");
@@ -159,18 +195,34 @@ absl::StatusOr<std::vector<v1::OutputFile>> CheckpointPipeline::Run(const ModelJ
   if (ctx.progress->Cancelled()) return absl::CancelledError("job cancelled");
 
   ASSIGN_OR_RETURN(std::unique_ptr<pipeline::OutputDirectory> output,
-                   pipeline::OpenOutputDirectory(r.output_uri(), *router, /*overwrite=*/false,
-                                                 scratch_));
+                   OpenOutput(r, *router, ctx.job_id, /*resumable=*/ctx.resume != nullptr));
+  options.resume = ctx.resume;
   PooledBackend backend(ctx.devices, ctx.progress);
   options.backend = &backend;
 
   bool totals_known = false;
+  int64_t tensors_resumed = 0;
   pipeline::PipelineHooks hooks;
   hooks.cancelled = [&ctx] { return ctx.progress->Cancelled(); };
+  hooks.on_resume = [&](const pipeline::ResumeInfo& info) {
+    if (info.started_over) {
+      LogLine("job ", ctx.job_id, " resume: the input changed since the interrupted run; ",
+              "starting over");
+    }
+    if (info.units_kept == 0 && info.units_rejected == 0) return;
+    LogLine("job ", ctx.job_id, " resumed at unit ", info.units_kept, "/", info.units_total,
+            ": kept ", info.units_kept, " journaled units (", info.bytes_verified,
+            " staged bytes verified in ", absl::StrFormat("%.3f", info.verify_seconds), "s), ",
+            info.units_rejected, " untrusted; computing from unit ", info.first_redone);
+  };
   hooks.on_progress = [&](const pipeline::TensorProgress& p) {
     if (!totals_known) {
       ctx.progress->SetTotals(tensors_total, static_cast<int64_t>(p.bytes_in_total));
       totals_known = true;
+    }
+    if (p.resumed) {
+      tensors_resumed += p.quantized ? static_cast<int64_t>(p.modules.size()) : 1;
+      ctx.progress->SetResumed(tensors_resumed);
     }
     if (!p.quantized) {
       v1::TensorResult res;
@@ -242,8 +294,9 @@ absl::StatusOr<std::vector<v1::OutputFile>> CheckpointPipeline::Run(const ModelJ
 
 }  // namespace
 
-std::unique_ptr<ModelPipeline> MakeCheckpointPipeline(std::string scratch_dir) {
-  return std::make_unique<CheckpointPipeline>(std::move(scratch_dir));
+std::unique_ptr<ModelPipeline> MakeCheckpointPipeline(std::string scratch_dir,
+                                                      std::string work_dir) {
+  return std::make_unique<CheckpointPipeline>(std::move(scratch_dir), std::move(work_dir));
 }
 
 }  // namespace nvfp4::server

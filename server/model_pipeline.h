@@ -10,6 +10,14 @@
 // over free devices and QuantizeTensor calls interleave with it. Progress (tensors, bytes,
 // per-tensor metrics, device and seconds) goes to the job's ProgressSink; cancellation is polled
 // by every pipeline stage. The job's outputs are listed with size and sha256.
+//
+// Durable jobs (ModelJobContext::resume set, i.e. nvfp4d with --state_dir): the output's staging
+// directory is named by the job id and survives a crash — `.<name>.resume-<job_id>` next to a
+// file:// target (same filesystem, so publishing stays one rename), `<work_dir>/<job_id>` for
+// s3:// — and QuantizeModel journals every finished unit, so that the run of the restarted server
+// resumes after the last one (pipeline/resume.h). (With a scratch_dir, s3:// outputs of durable
+// jobs stage in `<scratch_dir>/<job_id>` instead.) The staging directory is kept when the run is
+// interrupted by a shutdown and removed when the job ends otherwise (failed or cancelled).
 #ifndef NVFP4_SERVER_MODEL_PIPELINE_H_
 #define NVFP4_SERVER_MODEL_PIPELINE_H_
 
@@ -21,8 +29,10 @@
 namespace nvfp4::server {
 
 // `scratch_dir`: local directory for staging object-store outputs (empty: the system temp
-// directory).
-std::unique_ptr<ModelPipeline> MakeCheckpointPipeline(std::string scratch_dir = "");
+// directory). `work_dir`: where durable jobs stage object-store outputs when there is no
+// `scratch_dir` (e.g. `<state_dir>/work`).
+std::unique_ptr<ModelPipeline> MakeCheckpointPipeline(std::string scratch_dir = "",
+                                                      std::string work_dir = "");
 
 }  // namespace nvfp4::server
 

@@ -1,0 +1,223 @@
+#include "pipeline/resume.h"
+
+#include <openssl/evp.h>
+
+#include <bit>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+
+namespace nvfp4::pipeline {
+namespace {
+
+constexpr uint8_t kVersion = 1;
+
+class Encoder {
+ public:
+  void U8(uint8_t v) { out_.push_back(static_cast<char>(v)); }
+  void U32(uint32_t v) {
+    for (int i = 0; i < 4; ++i) out_.push_back(static_cast<char>((v >> (8 * i)) & 0xFF));
+  }
+  void U64(uint64_t v) {
+    for (int i = 0; i < 8; ++i) out_.push_back(static_cast<char>((v >> (8 * i)) & 0xFF));
+  }
+  void I64(int64_t v) { U64(static_cast<uint64_t>(v)); }
+  void F32(float v) { U32(std::bit_cast<uint32_t>(v)); }
+  void F64(double v) { U64(std::bit_cast<uint64_t>(v)); }
+  void Str(std::string_view s) {
+    U32(static_cast<uint32_t>(s.size()));
+    out_.append(s.data(), s.size());
+  }
+  std::string Take() { return std::move(out_); }
+
+ private:
+  std::string out_;
+};
+
+class Decoder {
+ public:
+  explicit Decoder(std::string_view in) : in_(in) {}
+  bool ok() const { return ok_; }
+  bool done() const { return at_ == in_.size(); }
+  uint8_t U8() { return static_cast<uint8_t>(Fixed(1)); }
+  uint32_t U32() { return static_cast<uint32_t>(Fixed(4)); }
+  uint64_t U64() { return Fixed(8); }
+  int64_t I64() { return static_cast<int64_t>(U64()); }
+  float F32() { return std::bit_cast<float>(U32()); }
+  double F64() { return std::bit_cast<double>(U64()); }
+  std::string Str() {
+    const uint32_t n = U32();
+    if (!ok_ || n > in_.size() - at_) {
+      ok_ = false;
+      return "";
+    }
+    std::string s(in_.substr(at_, n));
+    at_ += n;
+    return s;
+  }
+  // A count of items of at least `min_item_bytes` each: rejects counts the input cannot hold.
+  uint32_t Count(size_t min_item_bytes) {
+    const uint32_t n = U32();
+    if (ok_ && static_cast<uint64_t>(n) * min_item_bytes > in_.size() - at_) ok_ = false;
+    return ok_ ? n : 0;
+  }
+
+ private:
+  uint64_t Fixed(int bytes) {
+    if (!ok_ || in_.size() - at_ < static_cast<size_t>(bytes)) {
+      ok_ = false;
+      return 0;
+    }
+    uint64_t v = 0;
+    for (int i = 0; i < bytes; ++i) {
+      v |= static_cast<uint64_t>(static_cast<uint8_t>(in_[at_ + i])) << (8 * i);
+    }
+    at_ += bytes;
+    return v;
+  }
+  std::string_view in_;
+  size_t at_ = 0;
+  bool ok_ = true;
+};
+
+}  // namespace
+
+std::string EncodeJournaledUnit(const JournaledUnit& u) {
+  Encoder e;
+  e.U8(kVersion);
+  e.Str(u.plan);
+  e.I64(u.unit);
+  e.Str(u.name);
+  e.U64(u.bytes_in);
+  e.U64(u.bytes_out);
+  e.U32(static_cast<uint32_t>(u.tensors.size()));
+  for (const JournaledTensor& t : u.tensors) {
+    e.Str(t.name);
+    e.Str(t.file);
+    e.U64(t.offset);
+    e.U64(t.size);
+    e.Str(t.sha256);
+  }
+  e.U32(static_cast<uint32_t>(u.modules.size()));
+  for (const ModuleResult& m : u.modules) {
+    e.Str(m.module);
+    e.Str(m.group);
+    e.I64(m.rows);
+    e.I64(m.cols);
+    e.F32(m.global_scale);
+    e.U8(m.input_amax.has_value() ? 1 : 0);
+    e.F32(m.input_amax.value_or(0.0f));
+    const TensorMetrics& x = m.metrics;
+    e.F64(x.nmse);
+    e.F64(x.sqnr_db);
+    e.F64(x.max_abs_err);
+    e.F64(x.rtn_nmse);
+    e.F64(x.nmse_vs_rtn);
+    e.U8(x.output_nmse.has_value() ? 1 : 0);
+    e.F64(x.output_nmse.value_or(0.0));
+    e.I64(x.iterations);
+  }
+  return e.Take();
+}
+
+absl::StatusOr<JournaledUnit> DecodeJournaledUnit(std::string_view bytes) {
+  Decoder d(bytes);
+  const uint8_t version = d.U8();
+  if (d.ok() && version != kVersion) {
+    return absl::DataLossError(absl::StrCat("journaled unit: unknown version ", version));
+  }
+  JournaledUnit u;
+  u.plan = d.Str();
+  u.unit = d.I64();
+  u.name = d.Str();
+  u.bytes_in = d.U64();
+  u.bytes_out = d.U64();
+  const uint32_t nt = d.Count(28);
+  for (uint32_t i = 0; i < nt && d.ok(); ++i) {
+    JournaledTensor t;
+    t.name = d.Str();
+    t.file = d.Str();
+    t.offset = d.U64();
+    t.size = d.U64();
+    t.sha256 = d.Str();
+    u.tensors.push_back(std::move(t));
+  }
+  const uint32_t nm = d.Count(75);
+  for (uint32_t i = 0; i < nm && d.ok(); ++i) {
+    ModuleResult m;
+    m.module = d.Str();
+    m.group = d.Str();
+    m.rows = d.I64();
+    m.cols = d.I64();
+    m.global_scale = d.F32();
+    const bool has_amax = d.U8() != 0;
+    const float amax = d.F32();
+    if (has_amax) m.input_amax = amax;
+    TensorMetrics& x = m.metrics;
+    x.nmse = d.F64();
+    x.sqnr_db = d.F64();
+    x.max_abs_err = d.F64();
+    x.rtn_nmse = d.F64();
+    x.nmse_vs_rtn = d.F64();
+    const bool has_output = d.U8() != 0;
+    const double output = d.F64();
+    if (has_output) x.output_nmse = output;
+    x.iterations = static_cast<int>(d.I64());
+    u.modules.push_back(std::move(m));
+  }
+  if (!d.ok() || !d.done() || u.unit < 0) {
+    return absl::DataLossError("journaled unit: malformed record");
+  }
+  return u;
+}
+
+absl::StatusOr<std::vector<JournaledUnit>> MemoryResumeJournal::Load() {
+  absl::MutexLock lock(&mu_);
+  std::vector<JournaledUnit> out;
+  for (const std::string& r : records_) {
+    absl::StatusOr<JournaledUnit> u = DecodeJournaledUnit(r);
+    if (!u.ok()) return u.status();
+    out.push_back(std::move(u).value());
+  }
+  return out;
+}
+
+absl::Status MemoryResumeJournal::Append(const JournaledUnit& unit) {
+  absl::MutexLock lock(&mu_);
+  records_.push_back(EncodeJournaledUnit(unit));
+  ++appended_;
+  return absl::OkStatus();
+}
+
+absl::Status MemoryResumeJournal::Reset() {
+  absl::MutexLock lock(&mu_);
+  records_.clear();
+  return absl::OkStatus();
+}
+
+int64_t MemoryResumeJournal::appended() const {
+  absl::MutexLock lock(&mu_);
+  return appended_;
+}
+
+Sha256::Sha256() : ctx_(EVP_MD_CTX_new()) {
+  EVP_DigestInit_ex(static_cast<EVP_MD_CTX*>(ctx_), EVP_sha256(), nullptr);
+}
+Sha256::~Sha256() { EVP_MD_CTX_free(static_cast<EVP_MD_CTX*>(ctx_)); }
+void Sha256::Update(std::span<const uint8_t> data) {
+  if (!data.empty()) EVP_DigestUpdate(static_cast<EVP_MD_CTX*>(ctx_), data.data(), data.size());
+}
+void Sha256::Update(std::string_view data) {
+  if (!data.empty()) EVP_DigestUpdate(static_cast<EVP_MD_CTX*>(ctx_), data.data(), data.size());
+}
+std::string Sha256::HexDigest() {
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  EVP_DigestFinal_ex(static_cast<EVP_MD_CTX*>(ctx_), md, &len);
+  std::string out;
+  for (unsigned int i = 0; i < len; ++i) absl::StrAppendFormat(&out, "%02x", md[i]);
+  return out;
+}
+
+}  // namespace nvfp4::pipeline

@@ -1,0 +1,381 @@
+// Resuming an interrupted QuantizeModel run (pipeline/resume.h): a run interrupted after k units
+// and resumed with the same journal and staging directory writes the same bytes as an
+// uninterrupted run, without reading or quantizing the units it kept; untrusted staged bytes are
+// recomputed; a journal of another plan starts over; the record encoding round-trips.
+#include "pipeline/resume.h"
+
+#include <atomic>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <limits>
+#include <map>
+#include <set>
+
+#include "absl/synchronization/mutex.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "kernels/backend.h"
+#include "pipeline/demo_model.h"
+#include "pipeline/object_directory.h"
+#include "pipeline/quantize_model.h"
+#include "pipeline/storage.h"
+#include "storage/local_store.h"
+
+namespace nvfp4::pipeline {
+namespace {
+
+namespace fs = std::filesystem;
+
+class TempDir {
+ public:
+  TempDir() {
+    std::string pattern = (fs::temp_directory_path() / "nvfp4_resume_XXXXXX").string();
+    path_ = ::mkdtemp(pattern.data());
+  }
+  ~TempDir() {
+    std::error_code ec;
+    fs::remove_all(path_, ec);
+  }
+  std::string Path(const std::string& name) const { return (path_ / name).string(); }
+  const fs::path& path() const { return path_; }
+
+ private:
+  fs::path path_;
+};
+
+std::string ReadFile(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+std::map<std::string, std::string> Snapshot(const fs::path& dir) {
+  std::map<std::string, std::string> m;
+  for (const auto& e : fs::recursive_directory_iterator(dir)) {
+    if (e.is_regular_file()) m[fs::relative(e.path(), dir).string()] = ReadFile(e.path());
+  }
+  return m;
+}
+
+void ExpectSameFiles(const fs::path& want, const fs::path& got) {
+  const auto a = Snapshot(want), b = Snapshot(got);
+  std::set<std::string> an, bn;
+  for (const auto& [k, v] : a) an.insert(k);
+  for (const auto& [k, v] : b) bn.insert(k);
+  ASSERT_EQ(an, bn);
+  for (const auto& [name, bytes] : a) EXPECT_TRUE(bytes == b.at(name)) << name << " differs";
+}
+
+// The CPU backend, recording the tensors it quantizes.
+class CountingBackend : public QuantizerBackend {
+ public:
+  CountingBackend() : cpu_(MakeCpuBackend(2)) {}
+  std::string name() const override { return cpu_->name(); }
+  absl::StatusOr<std::vector<QuantizedTensor>> QuantizeGroup(
+      std::span<const TensorView> tensors, const QuantizeOptions& options,
+      std::span<const Calibration* const> calibration) override {
+    {
+      absl::MutexLock lock(&mu_);
+      for (const TensorView& t : tensors) quantized_.push_back(t.name);
+    }
+    return cpu_->QuantizeGroup(tensors, options, calibration);
+  }
+  std::vector<std::string> quantized() const {
+    absl::MutexLock lock(&mu_);
+    return quantized_;
+  }
+
+ private:
+  std::unique_ptr<QuantizerBackend> cpu_;
+  mutable absl::Mutex mu_;
+  std::vector<std::string> quantized_ ABSL_GUARDED_BY(mu_);
+};
+
+QuantizeModelOptions Options(Layout layout = Layout::kModelOpt) {
+  QuantizeModelOptions o;
+  o.layout = layout;
+  o.quantize.method = Method::kRtn;
+  o.sync = false;
+  o.max_shard_size = 300'000;  // several output files and an index
+  return o;
+}
+
+class ResumeTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = new TempDir();
+    DemoModelOptions d;
+    d.preset = "tiny";
+    d.seed = 11;
+    d.shards = 2;
+    auto r = MakeDemoModel(dir_->Path("tiny"), d);
+    ASSERT_TRUE(r.ok()) << r.status();
+  }
+  static void TearDownTestSuite() { delete dir_; }
+  static std::string Tiny() { return dir_->Path("tiny"); }
+
+  // An uninterrupted run of `o` into `out`.
+  void Reference(const QuantizeModelOptions& o, const std::string& out) {
+    auto r = QuantizeModelLocal(Tiny(), out, o);
+    ASSERT_TRUE(r.ok()) << r.status();
+  }
+
+  // A durable run into `target` that is cancelled once `stop_after` units were written (-1: not).
+  absl::StatusOr<QuantizeModelResult> Run(QuantizeModelOptions o, const std::string& target,
+                                          ResumeJournal* journal, CountingBackend* backend,
+                                          int stop_after, std::vector<TensorProgress>* progress,
+                                          ResumeInfo* info = nullptr) {
+    LocalOutputDirectory out(target);
+    return RunInto(std::move(o), out, journal, backend, stop_after, progress, info);
+  }
+  absl::StatusOr<QuantizeModelResult> RunInto(QuantizeModelOptions o, OutputDirectory& out,
+                                              ResumeJournal* journal, CountingBackend* backend,
+                                              int stop_after, std::vector<TensorProgress>* progress,
+                                              ResumeInfo* info = nullptr) {
+    auto in = LocalInputDirectory::Open(Tiny());
+    if (!in.ok()) return in.status();
+    if (absl::Status s = out.SetResumeKey("job-1"); !s.ok()) return s;
+    o.resume = journal;
+    o.backend = backend;
+    std::atomic<int> written{0};
+    PipelineHooks hooks;
+    hooks.on_progress = [&](const TensorProgress& p) {
+      if (!p.resumed) ++written;
+      progress->push_back(p);
+    };
+    hooks.cancelled = [&] { return stop_after >= 0 && written.load() >= stop_after; };
+    hooks.on_resume = [&](const ResumeInfo& i) {
+      if (info != nullptr) *info = i;
+    };
+    return QuantizeModel(**in, out, o, hooks);
+  }
+
+  std::string Staging(const std::string& target) const {
+    return tmp_.Path("." + fs::path(target).filename().string() + ".resume-job-1");
+  }
+
+  static TempDir* dir_;
+  TempDir tmp_;
+};
+TempDir* ResumeTest::dir_ = nullptr;
+
+TEST_F(ResumeTest, InterruptedRunResumesWithoutRecomputingAndMatchesAnUninterruptedRun) {
+  const QuantizeModelOptions o = Options();
+  Reference(o, tmp_.Path("ref"));
+  ASSERT_GT(Snapshot(tmp_.Path("ref")).size(), 4u);  // several shards + index + configs
+
+  MemoryResumeJournal journal;
+  CountingBackend first;
+  std::vector<TensorProgress> p1;
+  const std::string target = tmp_.Path("out");
+  auto r1 = Run(o, target, &journal, &first, /*stop_after=*/7, &p1);
+  ASSERT_EQ(r1.status().code(), absl::StatusCode::kCancelled) << r1.status();
+  EXPECT_FALSE(fs::exists(target));                // nothing published
+  EXPECT_TRUE(fs::is_directory(Staging(target)));  // the staging survives for the resume
+  auto records = journal.Load();
+  ASSERT_TRUE(records.ok());
+  const int64_t k = static_cast<int64_t>(records->size());
+  EXPECT_GE(k, 7);
+  const int64_t total = p1.front().units_total;
+  EXPECT_LT(k, total);
+
+  // Simulate a crash after a file was finished: the finished file (not `.tmp`) is reopened.
+  for (const auto& e : fs::directory_iterator(Staging(target))) {
+    const std::string n = e.path().filename().string();
+    if (n.size() > 4 && n.substr(n.size() - 4) == ".tmp") {
+      fs::rename(e.path(), e.path().parent_path() / n.substr(0, n.size() - 4));
+      break;
+    }
+  }
+
+  CountingBackend second;
+  std::vector<TensorProgress> p2;
+  ResumeInfo info;
+  auto r2 = Run(o, target, &journal, &second, -1, &p2, &info);
+  ASSERT_TRUE(r2.ok()) << r2.status();
+  ExpectSameFiles(tmp_.Path("ref"), target);
+  EXPECT_FALSE(fs::exists(Staging(target)));
+
+  EXPECT_EQ(info.units_kept, k);
+  EXPECT_EQ(info.units_rejected, 0);
+  EXPECT_EQ(info.units_total, total);
+  EXPECT_FALSE(info.started_over);
+  EXPECT_GT(info.bytes_verified, 0u);
+  EXPECT_EQ(r2->resume.units_kept, k);
+  // The kept units are reported first (resumed), then the computed ones; each unit once.
+  ASSERT_EQ(static_cast<int64_t>(p2.size()), total);
+  std::set<std::string> kept_weights;  // tensors of the kept quantized modules
+  for (int64_t i = 0; i < total; ++i) {
+    EXPECT_EQ(p2[i].resumed, i < k) << i;
+    EXPECT_EQ(p2[i].units_done, i + 1);
+    if (!p2[i].resumed) continue;
+    for (const ModuleResult& m : p2[i].modules) kept_weights.insert(m.module + ".weight");
+  }
+  EXPECT_FALSE(kept_weights.empty());
+  // No kept module was quantized again; the resumed run quantized exactly the others.
+  std::set<std::string> all_weights;
+  for (const ModuleResult& m : r2->modules) all_weights.insert(m.module + ".weight");
+  const std::vector<std::string> second_list = second.quantized();
+  std::multiset<std::string> second_set(second_list.begin(), second_list.end());
+  for (const std::string& w : all_weights) {
+    EXPECT_EQ(second_set.count(w), kept_weights.count(w) ? 0u : 1u) << w;
+  }
+  EXPECT_EQ(second_list.size(), all_weights.size() - kept_weights.size());
+  // Metrics of the kept modules come from the journal.
+  EXPECT_EQ(r2->modules.size(), all_weights.size());
+  // The resumed run journaled only the units it computed.
+  EXPECT_EQ(journal.appended(), total);
+}
+
+TEST_F(ResumeTest, UntrustedStagedBytesAreRecomputed) {
+  const QuantizeModelOptions o = Options(Layout::kCompressedTensors);
+  Reference(o, tmp_.Path("ref"));
+  MemoryResumeJournal journal;
+  CountingBackend first;
+  std::vector<TensorProgress> p1;
+  const std::string target = tmp_.Path("out");
+  ASSERT_EQ(Run(o, target, &journal, &first, 9, &p1).status().code(), absl::StatusCode::kCancelled);
+  auto records = journal.Load();
+  ASSERT_TRUE(records.ok());
+  ASSERT_GE(records->size(), 2u);
+  // Corrupt one byte of the first journaled unit's first tensor in the staged file.
+  const JournaledTensor& t = (*records)[0].tensors.at(0);
+  ASSERT_GT(t.size, 0u);
+  {
+    std::fstream f(fs::path(Staging(target)) / (t.file + ".tmp"),
+                   std::ios::in | std::ios::out | std::ios::binary);
+    ASSERT_TRUE(f.good());
+    f.seekg(static_cast<std::streamoff>(t.offset));
+    char c = 0;
+    f.read(&c, 1);
+    c = static_cast<char>(c ^ 0x5A);
+    f.seekp(static_cast<std::streamoff>(t.offset));
+    f.write(&c, 1);
+  }
+  CountingBackend second;
+  std::vector<TensorProgress> p2;
+  ResumeInfo info;
+  auto r2 = Run(o, target, &journal, &second, -1, &p2, &info);
+  ASSERT_TRUE(r2.ok()) << r2.status();
+  EXPECT_EQ(info.units_rejected, 1);
+  EXPECT_EQ(info.units_kept, static_cast<int64_t>(records->size()) - 1);
+  EXPECT_THAT(r2->warnings, ::testing::Contains(::testing::HasSubstr("differ")));
+  ExpectSameFiles(tmp_.Path("ref"), target);
+}
+
+TEST_F(ResumeTest, AJournalOfAnotherPlanStartsOver) {
+  MemoryResumeJournal journal;
+  CountingBackend first;
+  std::vector<TensorProgress> p1;
+  const std::string target = tmp_.Path("out");
+  QuantizeModelOptions a = Options();
+  ASSERT_EQ(Run(a, target, &journal, &first, 5, &p1).status().code(), absl::StatusCode::kCancelled);
+  QuantizeModelOptions b = Options();
+  b.max_shard_size = 1'000'000;  // other output files: another plan
+  Reference(b, tmp_.Path("ref"));
+  CountingBackend second;
+  std::vector<TensorProgress> p2;
+  ResumeInfo info;
+  auto r2 = Run(b, target, &journal, &second, -1, &p2, &info);
+  ASSERT_TRUE(r2.ok()) << r2.status();
+  EXPECT_TRUE(info.started_over);
+  EXPECT_EQ(info.units_kept, 0);
+  ExpectSameFiles(tmp_.Path("ref"), target);  // no stale file of the first plan published
+}
+
+TEST_F(ResumeTest, ObjectStoreOutputResumesFromItsScratchStaging) {
+  const QuantizeModelOptions o = Options();
+  Reference(o, tmp_.Path("ref"));
+  auto store = storage::LocalObjectStore::Create({tmp_.Path("bucket")});
+  ASSERT_TRUE(store.ok()) << store.status();
+  const std::string uri = "file://" + tmp_.Path("bucket") + "/out";
+  const std::string scratch = tmp_.Path("work");
+  MemoryResumeJournal journal;
+  {
+    ObjectOutputDirectory out(store->get(), uri, scratch);
+    CountingBackend backend;
+    std::vector<TensorProgress> p;
+    ASSERT_EQ(RunInto(o, out, &journal, &backend, 6, &p).status().code(),
+              absl::StatusCode::kCancelled);
+  }
+  EXPECT_TRUE(fs::is_directory(fs::path(scratch) / "job-1"));  // kept for the resume
+  EXPECT_FALSE(fs::exists(tmp_.Path("bucket/out")));           // nothing uploaded
+  ObjectOutputDirectory out(store->get(), uri, scratch);
+  CountingBackend backend;
+  std::vector<TensorProgress> p;
+  ResumeInfo info;
+  auto r = RunInto(o, out, &journal, &backend, -1, &p, &info);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_GE(info.units_kept, 6);
+  EXPECT_EQ(info.units_rejected, 0);
+  ExpectSameFiles(tmp_.Path("ref"), tmp_.Path("bucket/out"));
+  EXPECT_FALSE(fs::exists(fs::path(scratch) / "job-1"));  // removed once uploaded
+}
+
+TEST_F(ResumeTest, ResumableStagingIsKeptByAbortAndRemovedByDiscard) {
+  const std::string target = tmp_.Path("o");
+  {
+    LocalOutputDirectory out(target);
+    ASSERT_TRUE(out.SetResumeKey("job-1").ok());
+    auto staging = out.Begin();
+    ASSERT_TRUE(staging.ok()) << staging.status();
+    std::ofstream(fs::path(*staging) / "x") << "partial";
+    out.Abort();
+  }
+  EXPECT_EQ(ReadFile(fs::path(Staging(target)) / "x"), "partial");
+  LocalOutputDirectory again(target);
+  ASSERT_TRUE(again.SetResumeKey("job-1").ok());
+  auto staging = again.Begin();
+  ASSERT_TRUE(staging.ok());
+  EXPECT_EQ(*staging, Staging(target));
+  again.Discard();
+  EXPECT_FALSE(fs::exists(Staging(target)));
+  LocalOutputDirectory bad(target);
+  EXPECT_EQ(bad.SetResumeKey("../x").code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(JournaledUnitTest, EncodingRoundTripsBitExactly) {
+  JournaledUnit u;
+  u.plan = "abc";
+  u.unit = 42;
+  u.name = "model.layers.0.mlp.gate_up";
+  u.bytes_in = 123456;
+  u.bytes_out = 7890;
+  u.tensors.push_back({"a.weight", "model-00001-of-00002.safetensors", 4096, 100, "ff00"});
+  u.tensors.push_back({"a.weight_scale", "model.safetensors", 0, 0, ""});
+  ModuleResult m;
+  m.module = "model.layers.0.mlp.gate_proj";
+  m.group = "gate_up";
+  m.rows = 768;
+  m.cols = 256;
+  m.global_scale = 1.2345678e-5f;
+  m.input_amax = 3.5f;
+  m.metrics.nmse = 0;
+  m.metrics.sqnr_db = std::numeric_limits<double>::infinity();
+  m.metrics.max_abs_err = 0.1;
+  m.metrics.rtn_nmse = 1e-300;
+  m.metrics.nmse_vs_rtn = 0.97;
+  m.metrics.output_nmse = 0.25;
+  m.metrics.iterations = 7;
+  u.modules.push_back(m);
+  u.modules.push_back(ModuleResult{});
+  const std::string bytes = EncodeJournaledUnit(u);
+  auto d = DecodeJournaledUnit(bytes);
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_EQ(EncodeJournaledUnit(*d), bytes);
+  EXPECT_EQ(d->unit, 42);
+  EXPECT_EQ(d->tensors[0].offset, 4096u);
+  EXPECT_TRUE(std::isinf(d->modules[0].metrics.sqnr_db));
+  EXPECT_EQ(d->modules[0].input_amax, 3.5f);
+  EXPECT_FALSE(d->modules[1].input_amax.has_value());
+  EXPECT_FALSE(d->modules[1].metrics.output_nmse.has_value());
+  // Every truncation is DATA_LOSS, never a crash or a wrong record.
+  for (size_t n = 0; n < bytes.size(); ++n) {
+    EXPECT_EQ(DecodeJournaledUnit(std::string_view(bytes).substr(0, n)).status().code(),
+              absl::StatusCode::kDataLoss)
+        << n;
+  }
+}
+
+}  // namespace
+}  // namespace nvfp4::pipeline
