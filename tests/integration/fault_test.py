@@ -40,7 +40,7 @@ import unittest
 import urllib.parse
 import urllib.request
 
-from harness import NVFP4CTL, Server, ctl, write_safetensors
+from harness import NVFP4CTL, NVFP4D, Server, ctl, write_safetensors
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PY_CLIENT = os.path.normpath(os.path.join(HERE, "..", "..", "client", "python"))
@@ -454,7 +454,7 @@ def small_filesystem(base, size_bytes):
             if not forced_shim:
                 print(f"\nNOTE: mount not permitted here: disk-full via the LD_PRELOAD ENOSPC shim",
                       file=sys.stderr)
-            yield path, "shim", {"LD_PRELOAD": build_enospc_shim(base),
+            yield path, "shim", {"LD_PRELOAD": preload(build_enospc_shim(base)),
                                  "NVFP4_ENOSPC_DIR": os.path.realpath(path),
                                  "NVFP4_ENOSPC_BUDGET": str(size_bytes)}
     finally:
@@ -530,6 +530,20 @@ ssize_t writev(int fd, const struct iovec* v, int c) {
 ssize_t pwritev(int fd, const struct iovec* v, int c, off_t o) {
   REAL(pwritev); if (!charge(fd, iov_bytes(v, c))) return -1; return real(fd, v, c, o); }
 """
+
+
+def preload(lib):
+    """LD_PRELOAD value loading `lib` into nvfp4d. A sanitizer build (scripts/test_extra.d/
+    70-sanitizers.sh) must have its runtime first in the library list, so it leads when the
+    server binary links one."""
+    libs = [lib]
+    r = subprocess.run(["ldd", shutil.which(NVFP4D) or NVFP4D], capture_output=True, text=True)
+    for line in r.stdout.splitlines():
+        parts = line.split("=>")
+        name = parts[0].strip()
+        if name.startswith(("libasan.so", "libubsan.so")) and len(parts) > 1:
+            libs.insert(0, parts[1].split("(")[0].strip())
+    return ":".join(libs)
 
 
 def build_enospc_shim(base):
@@ -779,7 +793,7 @@ class DiskFullTest(unittest.TestCase):
         write_checkpoint(inp, llama_tensors(layers=1, hidden=128, inter=256, seed=7))
         out_root = os.path.join(self.root, "out")
         os.makedirs(out_root)
-        env = {"LD_PRELOAD": build_enospc_shim(self.root),
+        env = {"LD_PRELOAD": preload(build_enospc_shim(self.root)),
                "NVFP4_ENOSPC_DIR": os.path.realpath(out_root), "NVFP4_ENOSPC_BUDGET": "0",
                "NVFP4_ENOSPC_SUFFIX": "/config.json"}
         s = Server(inp_root, [f"--data_root={out_root}"], env=env)
