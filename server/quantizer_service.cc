@@ -5,11 +5,11 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "base/status_macros.h"
 #include "nvfp4/v1/convert.h"
 #include "server/grpc_status.h"
+#include "server/tensor_request.h"
 
 namespace nvfp4::server {
 namespace {
@@ -23,10 +23,6 @@ class InflightGuard {
  private:
   std::atomic<int>* c_;
 };
-
-std::string ShapeString(const google::protobuf::RepeatedField<int64_t>& shape) {
-  return absl::StrCat("[", absl::StrJoin(shape, ", "), "]");
-}
 
 // Streams `data` as chunks of `part`, `chunk` bytes each.
 absl::Status SendChunks(
@@ -83,65 +79,24 @@ absl::Status QuantizerService::DoQuantizeTensor(
   InflightGuard guard(&inflight_tensors_);
   const absl::Time t0 = absl::Now();
 
+  // Validate the header, then reassemble the source bytes (server/tensor_request.h, fuzzed by
+  // tests/fuzz/fuzz_tensor_request.cc). Memory grows with the bytes received, not the bytes a
+  // header claims.
   v1::QuantizeTensorRequest msg;
   if (!stream->Read(&msg)) return absl::InvalidArgumentError("empty QuantizeTensor stream");
-  if (!msg.has_header()) {
-    return absl::InvalidArgumentError("the first QuantizeTensor message must be a TensorHeader");
-  }
-  const v1::TensorHeader header = msg.header();
+  ASSIGN_OR_RETURN(const TensorRequest request,
+                   ValidateTensorHeader(msg, options_.max_tensor_bytes));
+  const v1::TensorHeader& header = request.header;
   const std::string& name = header.name();
-  auto bad = [&](const std::string& what) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("tensor '", name, "' ", ShapeString(header.shape()), ": ", what));
-  };
-  ASSIGN_OR_RETURN(nvfp4::DType dtype, v1::FromProto(header.dtype()));
-  absl::StatusOr<nvfp4::QuantizeOptions> options = v1::FromProto(header.options());
-  if (!options.ok()) return bad(std::string(options.status().message()));
-  if (header.shape_size() == 0) return bad("a scalar cannot be quantized (need rank >= 1)");
-  int64_t numel = 1;
-  for (int64_t d : header.shape()) {
-    if (d <= 0) return bad("every dimension must be positive");
-    if (numel > (INT64_MAX / 8) / d) {
-      return absl::ResourceExhaustedError(absl::StrCat("tensor '", name, "': too many elements"));
-    }
-    numel *= d;
-  }
-  const int64_t cols = header.shape(header.shape_size() - 1);
-  if (cols % 16 != 0) return bad(absl::StrCat("K=", cols, " is not a multiple of 16"));
-  const int64_t bytes = numel * DTypeSize(dtype);
-  if (bytes > options_.max_tensor_bytes) {
-    return absl::ResourceExhaustedError(
-        absl::StrCat("tensor '", name, "' is ", bytes, " bytes, over the server limit of ",
-                     options_.max_tensor_bytes, " bytes (--max_tensor_bytes)"));
-  }
-  if (header.importance_size() != 0 && header.importance_size() != cols) {
-    return bad(
-        absl::StrCat("importance has ", header.importance_size(), " entries, expected K=", cols));
-  }
-
-  // Receive the source bytes.
-  std::vector<uint8_t> source(static_cast<size_t>(bytes));
-  int64_t received = 0;
+  const nvfp4::QuantizeOptions* options = &request.options;
+  SourceAssembler source(request);
   while (stream->Read(&msg)) {
     if (context->IsCancelled()) return absl::CancelledError("client cancelled");
-    if (!msg.has_chunk()) return bad("a second TensorHeader arrived; expected data chunks");
-    const v1::DataChunk& c = msg.chunk();
-    if (c.part() != v1::PART_SOURCE && c.part() != v1::PART_UNSPECIFIED) {
-      return bad("data chunks sent to the server must be PART_SOURCE");
-    }
-    if (static_cast<int64_t>(c.offset()) != received) {
-      return bad(absl::StrCat("chunk at offset ", c.offset(), ", expected ", received));
-    }
-    if (static_cast<int64_t>(c.data().size()) > bytes - received) {
-      return bad(absl::StrCat("more data than the shape and dtype describe (", bytes, " bytes)"));
-    }
-    std::memcpy(source.data() + received, c.data().data(), c.data().size());
-    received += static_cast<int64_t>(c.data().size());
+    RETURN_IF_ERROR(source.Add(msg));
   }
   if (context->IsCancelled()) return absl::CancelledError("client cancelled");
-  if (received != bytes) {
-    return bad(absl::StrCat("received ", received, " of ", bytes, " bytes"));
-  }
+  RETURN_IF_ERROR(source.Finish());
+  const int64_t bytes = request.bytes;
   if (metrics_ != nullptr) {
     metrics_->JobSubmitted("tensor");
     metrics_->InputBytes(bytes);
@@ -149,9 +104,9 @@ absl::Status QuantizerService::DoQuantizeTensor(
 
   nvfp4::TensorView view;
   view.name = name;
-  view.dtype = dtype;
+  view.dtype = request.dtype;
   view.shape.assign(header.shape().begin(), header.shape().end());
-  view.data = source.data();
+  view.data = source.data().data();
   nvfp4::Calibration calibration;
   calibration.importance.assign(header.importance().begin(), header.importance().end());
 

@@ -1,7 +1,7 @@
 // Validation and reassembly of a QuantizeTensor request stream, without gRPC: the first message
 // (a TensorHeader) is checked by ValidateTensorHeader, the data chunks that follow are appended by
 // a SourceAssembler. Pure functions of the messages, so they can be unit-tested and fuzzed
-// (tests/fuzz/fuzz_tensor_request.cc); QuantizerService::DoQuantizeTensor is meant to call them.
+// (tests/fuzz/fuzz_tensor_request.cc); QuantizerService::DoQuantizeTensor calls them.
 //
 //   ASSIGN_OR_RETURN(TensorRequest req, ValidateTensorHeader(msg, max_tensor_bytes));
 //   SourceAssembler source(req);
