@@ -22,7 +22,7 @@ namespace {
 namespace fs = std::filesystem;
 
 constexpr std::string_view kMagic = "NVFP4JL1";
-constexpr uint8_t kJob = 1, kUnit = 2, kReset = 3;
+constexpr uint8_t kJob = 1, kUnit = 2, kReset = 3, kDelete = 4;
 constexpr uint32_t kMaxRecord = 64u << 20;
 
 std::array<uint32_t, 256> MakeCrcTable() {
@@ -255,6 +255,10 @@ void JobJournal::Apply(uint8_t type, std::string_view payload) {
     case kReset:
       units_.erase(std::string(payload));
       return;
+    case kDelete:
+      units_.erase(std::string(payload));
+      jobs_.erase(std::string(payload));
+      return;
     default:
       LogLine("journal ", path_, ": skipping a record of unknown type ", type);
   }
@@ -359,6 +363,17 @@ absl::Status JobJournal::AppendUnit(const std::string& job_id, std::string_view 
   const std::string payload = UnitPayload(job_id, encoded_unit);
   RETURN_IF_ERROR(AppendLocked(kUnit, payload));
   Apply(kUnit, payload);
+  return absl::OkStatus();
+}
+
+absl::Status JobJournal::Delete(const std::string& job_id) {
+  absl::MutexLock lock(&mu_);
+  if (!jobs_.count(job_id) && !units_.count(job_id)) return absl::OkStatus();
+  RETURN_IF_ERROR(AppendLocked(kDelete, job_id));
+  Apply(kDelete, job_id);
+  // A record imported from the one-file-per-job store must not come back at the next Open.
+  std::error_code ec;
+  fs::remove(fs::path(dir_) / "jobs" / absl::StrCat(job_id, ".pb"), ec);
   return absl::OkStatus();
 }
 

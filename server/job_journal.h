@@ -73,6 +73,7 @@ class JobJournal : public JobStore {
   // JobStore.
   absl::Status Save(const v1::Job& job) override;
   absl::StatusOr<std::vector<v1::Job>> LoadAll() override;
+  absl::Status Delete(const std::string& job_id) override;
   std::unique_ptr<pipeline::ResumeJournal> ResumeJournalFor(const std::string& job_id) override;
 
   // The UNIT records of a job (encoded pipeline::JournaledUnit), oldest first.

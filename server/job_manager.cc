@@ -76,6 +76,7 @@ struct JobManager::Record {
   std::vector<v1::TensorResult> tensors;  // finished tensors, for watchers
   std::atomic<bool> cancel{false};
   std::atomic<bool> interrupt{false};  // server shutdown
+  int watchers = 0;                    // WatchJob streams reading it (guarded by mu_)
 };
 
 class JobManager::Sink : public ProgressSink {
@@ -157,6 +158,7 @@ absl::Status JobManager::Start() {
   });
   {
     absl::MutexLock lock(&mu_);
+    std::vector<std::pair<absl::Time, std::string>> finished;
     for (v1::Job& job : *saved) {
       auto rec = std::make_unique<Record>();
       rec->seq = next_seq_++;
@@ -168,6 +170,8 @@ absl::Status JobManager::Start() {
         job.clear_progress();
         queue_.push_back(job.job_id());
         LogLine("job ", job.job_id(), " restored QUEUED (was interrupted)");
+      } else {
+        finished.emplace_back(FromTs(job.end_time()), job.job_id());
       }
       if (!job.request().request_id().empty()) {
         by_request_id_[job.request().request_id()] = job.job_id();
@@ -176,6 +180,9 @@ absl::Status JobManager::Start() {
       SaveLocked(*rec);
       jobs_[rec->job.job_id()] = std::move(rec);
     }
+    std::sort(finished.begin(), finished.end());
+    for (auto& [end, id] : finished) finished_.push_back(std::move(id));
+    EvictLocked();
     UpdateGaugesLocked();
   }
   for (int i = 0; i < std::max(1, options_.workers); ++i) {
@@ -187,6 +194,44 @@ absl::Status JobManager::Start() {
 void JobManager::SaveLocked(const Record& rec) {
   absl::Status s = job_store_->Save(rec.job);
   if (!s.ok()) LogLine("job ", rec.job.job_id(), " could not be saved: ", s.ToString());
+}
+
+void JobManager::FinishedLocked(const std::string& job_id) {
+  finished_.push_back(job_id);
+  EvictLocked();
+}
+
+void JobManager::EvictLocked() {
+  const absl::Time now = absl::Now();
+  int64_t evicted = 0;
+  while (!finished_.empty()) {
+    auto it = jobs_.find(finished_.front());
+    if (it == jobs_.end()) {
+      finished_.pop_front();
+      continue;
+    }
+    const Record& rec = *it->second;
+    const bool over = static_cast<int64_t>(finished_.size()) > options_.max_finished_jobs;
+    const bool expired = now - FromTs(rec.job.end_time()) > options_.finished_job_ttl;
+    // A job a stream is reading waits for a later call; so do the ones that finished after it.
+    if ((!over && !expired) || rec.watchers > 0) break;
+    const std::string id = it->first;
+    const std::string& request_id = rec.job.request().request_id();
+    if (auto r = by_request_id_.find(request_id); r != by_request_id_.end() && r->second == id) {
+      by_request_id_.erase(r);
+    }
+    if (absl::Status s = job_store_->Delete(id); !s.ok()) {
+      LogLine("job ", id, " could not be deleted from the job store: ", s.ToString());
+    }
+    jobs_.erase(it);
+    finished_.pop_front();
+    ++evicted;
+  }
+  if (evicted > 0) {
+    LogLine("retention: forgot ", evicted, " finished job(s); ", finished_.size(),
+            " finished kept (max ", options_.max_finished_jobs, ", ttl ",
+            absl::FormatDuration(options_.finished_job_ttl), ")");
+  }
 }
 
 void JobManager::UpdateGaugesLocked() {
@@ -202,6 +247,7 @@ absl::StatusOr<v1::Job> JobManager::Submit(const v1::QuantizeModelRequest& reque
   if (absl::Status s = pipeline_->Validate(request); !s.ok()) return s;
   absl::MutexLock lock(&mu_);
   if (stopping_) return absl::UnavailableError("server is shutting down");
+  EvictLocked();  // jobs past their ttl
   if (!request.request_id().empty()) {
     auto it = by_request_id_.find(request.request_id());
     if (it != by_request_id_.end()) {
@@ -280,7 +326,9 @@ absl::StatusOr<v1::Job> JobManager::CancelImpl(const std::string& job_id, bool* 
   ++rec.version;
   SaveLocked(rec);
   changed_.SignalAll();
-  return SnapshotLocked(rec);
+  v1::Job snapshot = SnapshotLocked(rec);
+  if (*discard) FinishedLocked(job_id);
+  return snapshot;
 }
 
 absl::StatusOr<v1::ListJobsResponse> JobManager::List(const v1::ListJobsRequest& request) {
@@ -291,6 +339,7 @@ absl::StatusOr<v1::ListJobsResponse> JobManager::List(const v1::ListJobsRequest&
         absl::StrCat("malformed page_token '", request.page_token(), "'"));
   }
   absl::MutexLock lock(&mu_);
+  EvictLocked();  // jobs past their ttl
   std::vector<const Record*> matching;
   for (const auto& [id, rec] : jobs_) {
     if (rec->seq >= before) continue;
@@ -324,13 +373,23 @@ absl::Status JobManager::Watch(const std::string& job_id, absl::Duration heartbe
     absl::MutexLock lock(&mu_);
     auto it = jobs_.find(job_id);
     if (it == jobs_.end()) return absl::NotFoundError(absl::StrCat("job '", job_id, "' not found"));
-    rec = it->second.get();  // records are never deleted while the manager lives
+    rec = it->second.get();  // kept while watchers > 0 (EvictLocked)
+    ++rec->watchers;
     event.set_type(v1::EVENT_TYPE_SNAPSHOT);
     *event.mutable_job() = SnapshotLocked(*rec);
     SetTime(event.mutable_time(), absl::Now());
     seen_version = rec->version;
     seen_tensors = rec->tensors.size();
   }
+  // Released after any lock of the loop below (destroyed last).
+  struct Unwatch {
+    JobManager* m;
+    Record* rec;
+    ~Unwatch() {
+      absl::MutexLock lock(&m->mu_);
+      --rec->watchers;
+    }
+  } unwatch{this, rec};
   if (!send(event)) return absl::CancelledError("watcher went away");
   bool terminal = IsTerminal(event.job().state());
   if (terminal) {  // already finished: the snapshot is followed by the terminal event
@@ -464,6 +523,7 @@ void JobManager::RunJob(Record* rec, int worker_index) {
           " bytes_in=", job.progress().bytes_in(), " bytes_out=", job.progress().bytes_out(),
           detail);
   changed_.SignalAll();
+  FinishedLocked(std::string(job.job_id()));  // may delete *rec
 }
 
 void JobManager::BeginDrain() {

@@ -36,6 +36,12 @@ struct JobManagerOptions {
   int queue_capacity = 64;  // QUEUED jobs at most
   int workers = 1;          // usually the number of devices
   absl::Duration default_heartbeat = absl::Seconds(5);
+  // Retention of finished jobs (memory and journal stay bounded on a long-running server): the
+  // oldest finished jobs are forgotten (GetJob/WatchJob/ReadResult answer NOT_FOUND, the job store
+  // deletes them) when more than `max_finished_jobs` are kept or once they finished more than
+  // `finished_job_ttl` ago. A job that a WatchJob stream is reading is kept until it ends.
+  int64_t max_finished_jobs = 10000;
+  absl::Duration finished_job_ttl = absl::Hours(7 * 24);
 };
 
 class JobManager {
@@ -84,6 +90,9 @@ class JobManager {
   void RunJob(Record* rec, int worker_index);
   absl::StatusOr<v1::Job> CancelImpl(const std::string& job_id, bool* discard);
   void SaveLocked(const Record& rec) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Records that `job_id` just finished and forgets finished jobs beyond the retention limits.
+  void FinishedLocked(const std::string& job_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void EvictLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void UpdateGaugesLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   v1::Job SnapshotLocked(const Record& rec) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
@@ -99,6 +108,7 @@ class JobManager {
   std::map<std::string, std::unique_ptr<Record>> jobs_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, std::string> by_request_id_ ABSL_GUARDED_BY(mu_);
   std::deque<std::string> queue_ ABSL_GUARDED_BY(mu_);
+  std::deque<std::string> finished_ ABSL_GUARDED_BY(mu_);  // finished jobs, oldest end first
   int64_t next_seq_ ABSL_GUARDED_BY(mu_) = 1;
   int64_t running_ ABSL_GUARDED_BY(mu_) = 0;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;

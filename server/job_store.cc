@@ -22,6 +22,12 @@ absl::StatusOr<std::vector<v1::Job>> MemoryJobStore::LoadAll() {
   return out;
 }
 
+absl::Status MemoryJobStore::Delete(const std::string& job_id) {
+  absl::MutexLock lock(&mu_);
+  jobs_.erase(job_id);
+  return absl::OkStatus();
+}
+
 absl::StatusOr<std::unique_ptr<FileJobStore>> FileJobStore::Create(const std::string& state_dir) {
   std::error_code ec;
   fs::path dir = fs::path(state_dir) / "jobs";
@@ -47,6 +53,16 @@ absl::Status FileJobStore::Save(const v1::Job& job) {
   if (ec) {
     return absl::InternalError(
         absl::StrCat("cannot rename job record '", final_path.string(), "': ", ec.message()));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status FileJobStore::Delete(const std::string& job_id) {
+  std::error_code ec;
+  fs::remove(fs::path(dir_) / absl::StrCat(job_id, ".pb"), ec);
+  if (ec) {
+    return absl::InternalError(
+        absl::StrCat("cannot remove the record of job '", job_id, "': ", ec.message()));
   }
   return absl::OkStatus();
 }

@@ -22,6 +22,8 @@ class JobStore {
   virtual absl::Status Save(const v1::Job& job) = 0;
   // Every saved job, in no particular order.
   virtual absl::StatusOr<std::vector<v1::Job>> LoadAll() = 0;
+  // Forgets a finished job (retention, JobManagerOptions::max_finished_jobs); OK when unknown.
+  virtual absl::Status Delete(const std::string& job_id) = 0;
   // Where a run of job `job_id` journals its finished units so that it can resume after a crash
   // (pipeline/resume.h), or null when this store is not durable.
   virtual std::unique_ptr<pipeline::ResumeJournal> ResumeJournalFor(const std::string& job_id) {
@@ -35,6 +37,7 @@ class MemoryJobStore : public JobStore {
  public:
   absl::Status Save(const v1::Job& job) override;
   absl::StatusOr<std::vector<v1::Job>> LoadAll() override;
+  absl::Status Delete(const std::string& job_id) override;
 
  private:
   absl::Mutex mu_;
@@ -48,6 +51,7 @@ class FileJobStore : public JobStore {
   static absl::StatusOr<std::unique_ptr<FileJobStore>> Create(const std::string& state_dir);
   absl::Status Save(const v1::Job& job) override;
   absl::StatusOr<std::vector<v1::Job>> LoadAll() override;
+  absl::Status Delete(const std::string& job_id) override;
 
  private:
   explicit FileJobStore(std::string dir) : dir_(std::move(dir)) {}

@@ -17,6 +17,7 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/flags/usage_config.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -55,6 +56,10 @@ ABSL_FLAG(std::string, state_dir, "",
           "directory for the durable job journal; interrupted model jobs resume from it after a "
           "restart (empty: jobs kept in memory)");
 ABSL_FLAG(int, queue_capacity, 64, "maximum queued model jobs; more are refused with UNAVAILABLE");
+ABSL_FLAG(int64_t, max_finished_jobs, 10000,
+          "finished jobs kept (GetJob/ListJobs/ReadResult); the oldest are forgotten beyond it");
+ABSL_FLAG(absl::Duration, finished_job_ttl, absl::Hours(7 * 24),
+          "finished jobs are forgotten this long after they ended (e.g. 168h, 30m)");
 ABSL_FLAG(std::string, devices, "auto", "quantizer devices: auto | cpu | cuda:0,1");
 ABSL_FLAG(int, max_message_bytes, 8 << 20, "maximum gRPC message size received (chunk + slack)");
 ABSL_FLAG(int, chunk_bytes, 1 << 20, "default streaming chunk size (256 KiB .. 4 MiB)");
@@ -153,7 +158,15 @@ std::vector<std::string> CollectDataRoots(int argc, char** argv) {
 }
 
 int Run(int argc, char** argv) {
-  absl::SetProgramUsageMessage("nvfp4d: gRPC service that quantizes LLM weights to NVFP4");
+  absl::SetProgramUsageMessage("gRPC service that quantizes LLM weights to NVFP4");
+  // `--help` lists the flags of this file (absl's default matches files named like the binary).
+  absl::FlagsUsageConfig usage;
+  usage.contains_help_flags = [](absl::string_view file) {
+    return absl::EndsWith(file, "server/main.cc");
+  };
+  usage.contains_helpshort_flags = usage.contains_help_flags;
+  usage.version_string = [] { return absl::StrCat("nvfp4d ", kVersion, "\n"); };
+  absl::SetFlagsUsageConfig(usage);
   std::vector<std::string> roots = CollectDataRoots(argc, argv);
   absl::ParseCommandLine(argc, argv);
   if (roots.empty()) roots = absl::GetFlag(FLAGS_data_root);
@@ -172,6 +185,11 @@ int Run(int argc, char** argv) {
   const int chunk_bytes = absl::GetFlag(FLAGS_chunk_bytes);
   if (chunk_bytes < kMinChunkBytes || chunk_bytes > kMaxChunkBytes) {
     std::fprintf(stderr, "nvfp4d: --chunk_bytes must be within [262144, 4194304]\n");
+    return 2;
+  }
+  if (absl::GetFlag(FLAGS_max_finished_jobs) < 1 ||
+      absl::GetFlag(FLAGS_finished_job_ttl) <= absl::ZeroDuration()) {
+    std::fprintf(stderr, "nvfp4d: --max_finished_jobs must be >= 1 and --finished_job_ttl > 0\n");
     return 2;
   }
   const int max_message = absl::GetFlag(FLAGS_max_message_bytes);
@@ -240,6 +258,8 @@ int Run(int argc, char** argv) {
   jm_options.queue_capacity = absl::GetFlag(FLAGS_queue_capacity);
   jm_options.workers = (*devices)->size();
   jm_options.default_heartbeat = absl::Seconds(absl::GetFlag(FLAGS_heartbeat_seconds));
+  jm_options.max_finished_jobs = absl::GetFlag(FLAGS_max_finished_jobs);
+  jm_options.finished_job_ttl = absl::GetFlag(FLAGS_finished_job_ttl);
   JobManager jobs(jm_options, pipeline.get(), &store, devices->get(), job_store.get(),
                   metrics.get());
   if (absl::Status s = jobs.Start(); !s.ok()) {

@@ -285,6 +285,30 @@ TEST(JobJournalTest, ImportsTheOneFilePerJobStore) {
   EXPECT_EQ(ById(**j)["job-q"].state(), v1::JOB_STATE_RUNNING);
 }
 
+TEST(JobJournalTest, DeletedJobsStayDeletedAcrossReopenAndImport) {
+  TempDir dir;
+  {
+    auto old = FileJobStore::Create(dir.path());  // an imported record must not come back
+    ASSERT_TRUE(old.ok());
+    ASSERT_TRUE((*old)->Save(MakeJob("job-imported", v1::JOB_STATE_SUCCEEDED)).ok());
+  }
+  {
+    auto j = JobJournal::Open(dir.path());
+    ASSERT_TRUE(j.ok());
+    ASSERT_TRUE((*j)->Save(MakeJob("job-a", v1::JOB_STATE_SUCCEEDED)).ok());
+    ASSERT_TRUE((*j)->Save(MakeJob("job-b", v1::JOB_STATE_FAILED)).ok());
+    ASSERT_TRUE((*j)->Delete("job-a").ok());
+    ASSERT_TRUE((*j)->Delete("job-imported").ok());
+    ASSERT_TRUE((*j)->Delete("job-unknown").ok());  // nothing to forget: OK, nothing appended
+    EXPECT_EQ(ById(**j).size(), 1u);
+  }
+  auto j = JobJournal::Open(dir.path());
+  ASSERT_TRUE(j.ok());
+  auto jobs = ById(**j);
+  ASSERT_EQ(jobs.size(), 1u);
+  EXPECT_TRUE(jobs.count("job-b"));
+}
+
 TEST(Crc32cTest, KnownValue) {
   EXPECT_EQ(Crc32c("123456789"), 0xE3069283u);  // the CRC-32C check value
   EXPECT_EQ(Crc32c(""), 0u);

@@ -2,6 +2,8 @@
 
 #include <thread>
 
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
 #include "gtest/gtest.h"
 #include "kernels/backend.h"
 #include "tests/server/fakes.h"
@@ -18,8 +20,11 @@ class JobManagerTest : public ::testing::Test {
     b.push_back(MakeCpuBackend(1));
     devices_ = std::make_unique<DevicePool>(std::move(b));
   }
-  std::unique_ptr<JobManager> Make(int capacity) {
+  std::unique_ptr<JobManager> Make(int capacity, int64_t max_finished = 10000,
+                                   absl::Duration ttl = absl::Hours(1)) {
     JobManagerOptions o;
+    o.max_finished_jobs = max_finished;
+    o.finished_job_ttl = ttl;
     o.queue_capacity = capacity;
     o.workers = 1;
     o.default_heartbeat = absl::Seconds(1);
@@ -58,6 +63,63 @@ TEST_F(JobManagerTest, RunsToSuccessWithProgress) {
   EXPECT_EQ(done.progress().tensors_done(), 3);
   EXPECT_EQ(done.progress().bytes_in(), 3000);
   EXPECT_EQ(done.outputs_size(), 1);
+}
+
+TEST_F(JobManagerTest, RetentionForgetsTheOldestFinishedJobs) {
+  pipeline_.per_tensor = absl::Milliseconds(1);
+  auto m = Make(4, /*max_finished=*/2);
+  std::vector<std::string> ids;
+  for (int i = 0; i < 4; ++i) {
+    auto job = m->Submit(Req(absl::StrCat(i == 1 ? "file:///fail" : "file:///in", i),
+                             absl::StrCat("rid-", i)));
+    ASSERT_TRUE(job.ok()) << job.status();
+    ids.push_back(job->job_id());
+    WaitTerminal(*m, job->job_id());
+  }
+  EXPECT_TRUE(absl::IsNotFound(m->Get(ids[0]).status()));
+  EXPECT_TRUE(absl::IsNotFound(m->Get(ids[1]).status()));
+  EXPECT_TRUE(m->Get(ids[2]).ok());
+  EXPECT_TRUE(m->Get(ids[3]).ok());
+  auto saved = store_.LoadAll();
+  ASSERT_TRUE(saved.ok());
+  EXPECT_EQ(saved->size(), 2u);  // the store forgets them too
+  auto listed = m->List(v1::ListJobsRequest());
+  ASSERT_TRUE(listed.ok());
+  EXPECT_EQ(listed->jobs_size(), 2);
+  // The request_id of a forgotten job is free again; the kept ones stay idempotent.
+  auto reused = m->Submit(Req("file:///other", "rid-0"));
+  ASSERT_TRUE(reused.ok()) << reused.status();
+  EXPECT_NE(reused->job_id(), ids[0]);
+  EXPECT_TRUE(absl::IsAlreadyExists(m->Submit(Req("file:///other", "rid-3")).status()));
+  WaitTerminal(*m, reused->job_id());
+}
+
+TEST_F(JobManagerTest, RetentionTtlWaitsForWatchers) {
+  pipeline_.per_tensor = absl::Milliseconds(1);
+  auto m = Make(4, /*max_finished=*/100, /*ttl=*/absl::Milliseconds(50));
+  auto job = m->Submit(Req("file:///in"));
+  ASSERT_TRUE(job.ok());
+  WaitTerminal(*m, job->job_id());
+  // A watcher that blocks in its first send keeps the finished job past its ttl.
+  absl::Notification in_send, release;
+  std::thread watcher([&] {
+    (void)m->Watch(
+        job->job_id(), absl::Seconds(1),
+        [&](const v1::JobEvent&) {
+          if (!in_send.HasBeenNotified()) in_send.Notify();
+          release.WaitForNotification();
+          return true;
+        },
+        [] { return false; });
+  });
+  in_send.WaitForNotification();
+  absl::SleepFor(absl::Milliseconds(120));
+  ASSERT_TRUE(m->List(v1::ListJobsRequest()).ok());  // an eviction pass
+  EXPECT_TRUE(m->Get(job->job_id()).ok()) << "evicted while a stream reads it";
+  release.Notify();
+  watcher.join();
+  ASSERT_TRUE(m->List(v1::ListJobsRequest()).ok());
+  EXPECT_TRUE(absl::IsNotFound(m->Get(job->job_id()).status()));
 }
 
 TEST_F(JobManagerTest, FailureCarriesCodeAndMessage) {
