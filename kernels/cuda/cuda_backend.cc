@@ -113,6 +113,7 @@ struct DeviceMem {
       got = need;
     }
     if (e != cudaSuccess) {
+      cudaGetLastError();  // an allocation failure must not surface at a later launch check
       p = nullptr;
       return CudaStatus(e, "cudaMalloc (device workspace)");
     }
@@ -751,6 +752,13 @@ class CudaBackend : public QuantizerBackend {
 }  // namespace
 
 int CudaVisibleDeviceCount() {
+  // Load every kernel when the CUDA context is created, not at its first launch (CUDA's default
+  // is lazy loading): a kernel first launched while the device memory is full fails to load and
+  // then fails every later launch with cudaErrorUnknown, even after memory is freed (seen on an
+  // H200, tests/kernels/cuda OutOfDeviceMemoryFallsBackToChunks). Effective only before the first
+  // CUDA call of the process; this is the first in nvfp4d and nvfp4ctl. A value the user set wins.
+  static const bool kEager = [] { return ::setenv("CUDA_MODULE_LOADING", "EAGER", 0) == 0; }();
+  (void)kEager;
   int n = 0;
   if (cudaGetDeviceCount(&n) != cudaSuccess) {
     cudaGetLastError();

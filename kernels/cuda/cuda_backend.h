@@ -20,6 +20,8 @@ absl::StatusOr<std::unique_ptr<QuantizerBackend>> MakeCudaBackend(int ordinal);
 // Device memory budget: the environment variable NVFP4_CUDA_MAX_CHUNK_BYTES (bytes), else 90% of
 // the free device memory. A group whose tensors do not fit is streamed in chunks of a multiple of
 // 1024 blocks (identical results); so is one whose device allocation fails.
+// Kernels are loaded eagerly (CUDA_MODULE_LOADING=EAGER unless set), so that a launch never needs
+// device memory that a nearly full GPU lacks.
 struct CudaRunStats {
   bool streamed = false;        // the group ran in chunks (did not fit the budget)
   int64_t chunk_blocks = 0;     // blocks per chunk when streamed

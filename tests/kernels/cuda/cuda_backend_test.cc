@@ -352,6 +352,53 @@ TEST_F(CudaBackendTest, StreamedChunksEqualResidentAndCpu) {
   }
 }
 
+// GPU out of memory: another process holds nearly all device memory. The group does not fit the
+// free memory and is streamed in chunks; and when the budget claims it fits (a large
+// NVFP4_CUDA_MAX_CHUNK_BYTES) the failed cudaMalloc falls back to chunks too. Results stay equal to
+// the CPU reference; once the memory is back the group runs resident again.
+TEST_F(CudaBackendTest, OutOfDeviceMemoryFallsBackToChunks) {
+  SKIP_WITHOUT_GPU();
+  unsetenv("NVFP4_CUDA_MAX_CHUNK_BYTES");
+  // 4096 x 4096 bf16: 32 MiB source, ~42 MiB resident with codes and scales.
+  Case big = Encode("big_bf16", DType::kBF16, {4096, 4096},
+                    testing::Sample(Distribution::kGaussian, 4096 * 4096, 51));
+  std::vector<MethodCase> methods;
+  for (const MethodCase& m : AllMethods()) {
+    if (m.label == "rtn" || m.label == "soar_mse") methods.push_back(m);
+  }
+  ASSERT_EQ(methods.size(), 2u);
+  size_t free_b = 0, total_b = 0;
+  ASSERT_EQ(cudaMemGetInfo(&free_b, &total_b), cudaSuccess);
+  constexpr size_t kLeave = 24u << 20;
+  void* hog = nullptr;
+  for (size_t take = free_b - kLeave; take > (1u << 30); take -= 64u << 20) {
+    if (cudaMalloc(&hog, take) == cudaSuccess) break;
+    cudaGetLastError();
+    hog = nullptr;
+  }
+  ASSERT_NE(hog, nullptr) << "could not occupy the device memory";
+  ASSERT_EQ(cudaMemGetInfo(&free_b, &total_b), cudaSuccess);
+  ASSERT_LT(free_b, 42u << 20) << "the test tensor would still fit";
+  for (const MethodCase& m : methods) {
+    Compare({&big}, m, "nearly full device");
+    auto st = LastCudaRunStats(*gpu_);
+    ASSERT_TRUE(st.ok());
+    EXPECT_TRUE(st->streamed) << m.label << ": free " << free_b << " bytes";
+    setenv("NVFP4_CUDA_MAX_CHUNK_BYTES", "8589934592", 1);  // the budget says it fits
+    Compare({&big}, m, "allocation failure");
+    unsetenv("NVFP4_CUDA_MAX_CHUNK_BYTES");
+    st = LastCudaRunStats(*gpu_);
+    ASSERT_TRUE(st.ok());
+    EXPECT_TRUE(st->streamed) << m.label;
+    EXPECT_GT(st->chunk_blocks, 0);
+  }
+  ASSERT_EQ(cudaFree(hog), cudaSuccess);
+  Compare({&big}, methods[1], "memory back");
+  auto st = LastCudaRunStats(*gpu_);
+  ASSERT_TRUE(st.ok());
+  EXPECT_FALSE(st->streamed);
+}
+
 TEST_F(CudaBackendTest, NonFiniteAndBadShapesGiveTheCpuErrors) {
   SKIP_WITHOUT_GPU();
   QuantizeOptions o;
