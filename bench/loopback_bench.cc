@@ -1,5 +1,5 @@
-// Loopback figures for QuantizeTensor against a running nvfp4d (not a test):
-//   loopback_bench HOST:PORT [rows cols method chunk_bytes repeats]
+// nvfp4_loopback_bench: QuantizeTensor figures against a running nvfp4d:
+//   nvfp4_loopback_bench HOST:PORT [rows cols method chunk_bytes repeats]
 // Prints the round-trip time, the server's quantize time, and the streaming rate
 // (bytes in + bytes out) / (round trip - quantize time).
 #include <chrono>
