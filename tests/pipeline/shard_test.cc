@@ -18,6 +18,7 @@
 #include "gtest/gtest.h"
 #include "pipeline/demo_model.h"
 #include "pipeline/shard_plan.h"
+#include "tests/formats/test_util.h"
 
 namespace nvfp4::pipeline {
 namespace {
@@ -27,22 +28,7 @@ using formats::StrCat;
 using ::testing::HasSubstr;
 using ::testing::Not;
 
-class TempDir {
- public:
-  TempDir() {
-    std::string pattern = (fs::temp_directory_path() / "nvfp4_shard_XXXXXX").string();
-    path_ = ::mkdtemp(pattern.data());
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  std::string Path(const std::string& name) const { return (path_ / name).string(); }
-  const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
-};
+using ::nvfp4::formats::testing::TempDir;
 
 std::string ReadFile(const fs::path& p) {
   std::ifstream in(p, std::ios::binary);
