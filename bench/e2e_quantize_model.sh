@@ -2,14 +2,19 @@
 # End-to-end benchmark of `nvfp4ctl quantize-model --local`: writes the demo checkpoint of a preset
 # (default `small`, ~200 MB bf16, 8 Llama layers) and quantizes it, reporting wall time, input
 # GB/s and peak RSS (GNU time -v). Figures are quoted in docs/BENCHMARKS.md.
+# With --via-server the same checkpoint goes through a QuantizeModel job instead: nvfp4d (from
+# --nvfp4d, default next to nvfp4ctl's build) starts on loopback with the work dir as its data root
+# and a --state_dir; wall = the `nvfp4ctl quantize-model --server` call, peak RSS = nvfp4d's VmHWM.
 #
 #   bench/e2e_quantize_model.sh [--preset small|tiny|llama-8b-shape] [--method soar|rtn|...]
 #                               [--layout modelopt|compressed-tensors] [--device cpu|cuda|auto]
 #                               [--nvfp4ctl PATH] [--workdir DIR] [--keep]
+#                               [--via-server [--nvfp4d PATH]]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PRESET=small METHOD=soar LAYOUT=modelopt DEVICE=auto KEEP=0
+PRESET=small METHOD=soar LAYOUT=modelopt DEVICE=auto KEEP=0 VIA_SERVER=0
 NVFP4CTL=${NVFP4CTL:-}
+NVFP4D=${NVFP4D:-}
 WORKDIR=${WORKDIR:-}
 while (($#)); do
   case "$1" in
@@ -20,6 +25,8 @@ while (($#)); do
     --nvfp4ctl) NVFP4CTL=$2; shift 2 ;;
     --workdir) WORKDIR=$2; shift 2 ;;
     --keep) KEEP=1; shift ;;
+    --via-server) VIA_SERVER=1; shift ;;
+    --nvfp4d) NVFP4D=$2; shift 2 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -40,15 +47,49 @@ fi
 rm -rf "$OUT"
 BYTES=$(du -cb "$IN"/*.safetensors | tail -1 | cut -f1)
 sync
-/usr/bin/time -v -o "$WORKDIR/time.txt" "$NVFP4CTL" quantize-model --local --input "$IN" \
-  --output "$OUT" --method "$METHOD" --layout "$LAYOUT" --device "$DEVICE" --json \
-  > "$WORKDIR/result.jsonl" 2> "$WORKDIR/stderr.txt" || { cat "$WORKDIR/stderr.txt" >&2; exit 1; }
+if [[ $VIA_SERVER == 1 ]]; then
+  [[ -n $NVFP4D ]] || NVFP4D=$(dirname "$NVFP4CTL")/../server/nvfp4d
+  [[ -x $NVFP4D ]] || { echo "nvfp4d not found: pass --nvfp4d" >&2; exit 2; }
+  rm -rf "$WORKDIR/state" "$WORKDIR/ready.json"
+  "$NVFP4D" --listen=127.0.0.1:0 --metrics_listen= --data_root="$WORKDIR" \
+    --state_dir="$WORKDIR/state" --devices="$DEVICE" --ready_file="$WORKDIR/ready.json" \
+    > "$WORKDIR/nvfp4d.log" 2>&1 &
+  SERVER_PID=$!
+  trap 'kill -KILL $SERVER_PID 2>/dev/null || true; [[ $KEEP == 1 ]] || rm -rf "$WORKDIR"' EXIT
+  for _ in $(seq 300); do [[ -s $WORKDIR/ready.json ]] && break; sleep 0.1; done
+  [[ -s $WORKDIR/ready.json ]] || { cat "$WORKDIR/nvfp4d.log" >&2; exit 1; }
+  PORT=$(sed -E 's/.*"grpc_port": *([0-9]+).*/\1/' "$WORKDIR/ready.json")
+  /usr/bin/time -v -o "$WORKDIR/time.txt" "$NVFP4CTL" quantize-model --server "127.0.0.1:$PORT" \
+    --input "file://$IN" --output "file://$OUT" --method "$METHOD" --layout "$LAYOUT" --json \
+    > "$WORKDIR/events.jsonl" 2> "$WORKDIR/stderr.txt" || { cat "$WORKDIR/stderr.txt" >&2; exit 1; }
+  SERVER_HWM_KB=$(awk '/^VmHWM:/ {print $2}' "/proc/$SERVER_PID/status")
+  kill -TERM "$SERVER_PID"
+  wait "$SERVER_PID" || { echo "nvfp4d did not drain cleanly" >&2; exit 1; }
+  grep -E "RUNNING->" "$WORKDIR/nvfp4d.log" >&2 || true
+else
+  /usr/bin/time -v -o "$WORKDIR/time.txt" "$NVFP4CTL" quantize-model --local --input "$IN" \
+    --output "$OUT" --method "$METHOD" --layout "$LAYOUT" --device "$DEVICE" --json \
+    > "$WORKDIR/result.jsonl" 2> "$WORKDIR/stderr.txt" || { cat "$WORKDIR/stderr.txt" >&2; exit 1; }
+fi
 WALL=$(awk -F': ' '/Elapsed \(wall clock\)/ {print $2}' "$WORKDIR/time.txt")
 SECS=$(echo "$WALL" | awk -F: '{ s = 0; for (i = 1; i <= NF; i++) s = s * 60 + $i; print s }')
 RSS_KB=$(awk -F': ' '/Maximum resident set size/ {print $2}' "$WORKDIR/time.txt")
 OUT_BYTES=$(du -cb "$OUT"/*.safetensors | tail -1 | cut -f1)
-MEAN_NMSE=$(tail -1 "$WORKDIR/result.jsonl" | python3 -c 'import json,sys; print("%.4e" % json.load(sys.stdin)["summary"]["mean_nmse"])')
-DEV=$(tail -1 "$WORKDIR/result.jsonl" | python3 -c 'import json,sys; print(json.load(sys.stdin)["summary"]["device"])')
+if [[ $VIA_SERVER == 1 ]]; then
+  RSS_KB=$SERVER_HWM_KB  # the server's peak, not the client's
+  # The job's per-tensor results arrive in the WatchJob events.
+  read -r MEAN_NMSE DEV < <(python3 -c '
+import json, sys
+nmse, dev = [], "?"
+for line in open(sys.argv[1]):
+    for t in json.loads(line).get("tensors", []):
+        if t.get("quantized"):
+            nmse.append(t.get("metrics", {}).get("nmse", 0.0)); dev = t.get("device", dev)
+print("%.4e" % (sum(nmse) / max(len(nmse), 1)), "server:" + dev)' "$WORKDIR/events.jsonl")
+else
+  MEAN_NMSE=$(tail -1 "$WORKDIR/result.jsonl" | python3 -c 'import json,sys; print("%.4e" % json.load(sys.stdin)["summary"]["mean_nmse"])')
+  DEV=$(tail -1 "$WORKDIR/result.jsonl" | python3 -c 'import json,sys; print(json.load(sys.stdin)["summary"]["device"])')
+fi
 echo "preset=$PRESET method=$METHOD layout=$LAYOUT device=$DEV cpus=$(nproc)"
 echo "input:  $(awk -v b="$BYTES" 'BEGIN{printf "%.3f GB", b/1e9}') bf16 safetensors"
 echo "output: $(awk -v b="$OUT_BYTES" 'BEGIN{printf "%.3f GB", b/1e9}')"
