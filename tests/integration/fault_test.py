@@ -536,14 +536,13 @@ def preload(lib):
     """LD_PRELOAD value loading `lib` into nvfp4d. A sanitizer build (scripts/test_extra.d/
     70-sanitizers.sh) must have its runtime first in the library list, so it leads when the
     server binary links one."""
-    libs = [lib]
+    runtimes = []
     r = subprocess.run(["ldd", shutil.which(NVFP4D) or NVFP4D], capture_output=True, text=True)
     for line in r.stdout.splitlines():
         parts = line.split("=>")
-        name = parts[0].strip()
-        if name.startswith(("libasan.so", "libubsan.so")) and len(parts) > 1:
-            libs.insert(0, parts[1].split("(")[0].strip())
-    return ":".join(libs)
+        if parts[0].strip().startswith("libasan.so") and len(parts) > 1:
+            runtimes.append(parts[1].split("(")[0].strip())  # ASan's runtime must be the first
+    return ":".join(runtimes + [lib])
 
 
 def build_enospc_shim(base):
