@@ -6,13 +6,17 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <condition_variable>
 #include <cstdio>
 #include <cstring>
 #include <iterator>
+#include <map>
 #include <set>
+#include <thread>
 #include <utility>
 
 #include "absl/strings/str_join.h"
+#include "base/sha256.h"
 #include "base/status_macros.h"
 #include "formats/dtypes.h"
 #include "formats/json_util.h"
@@ -473,6 +477,97 @@ absl::StatusOr<std::string> BuildSafetensorsHeader(
   return out;
 }
 
+// Hashes a file front to back while it is written in any order: Ready(begin, end) says that the
+// bytes [begin, end) are on disk; a thread hashes from its cursor whenever the run starting there is
+// ready, reading it back with pread (from the page cache: the bytes were just written).
+class SafetensorsWriter::Digester {
+ public:
+  Digester(int fd, uint64_t size, std::string path)
+      : fd_(fd), size_(size), path_(std::move(path)), thread_([this] { Run(); }) {}
+  ~Digester() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+  }
+  void Ready(uint64_t begin, uint64_t end) {
+    if (end <= begin) return;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      ready_[begin] = end;
+    }
+    cv_.notify_all();
+  }
+  // Waits until the whole file is hashed: its hex digest, or the read error.
+  absl::StatusOr<std::string> Wait() {
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait(lock, [&] { return finished_; });
+    if (!status_.ok()) return status_;
+    return hex_;
+  }
+
+ private:
+  void Run() {
+    Sha256 sha;
+    std::vector<uint8_t> buf(4u << 20);
+    uint64_t cursor = 0;
+    std::unique_lock<std::mutex> lock(mu_);
+    while (cursor < size_) {
+      auto it = ready_.find(cursor);
+      if (it == ready_.end()) {
+        if (stop_) break;
+        cv_.wait(lock);
+        continue;
+      }
+      const uint64_t end = it->second;
+      ready_.erase(it);
+      lock.unlock();
+      absl::Status s;
+      for (uint64_t at = cursor; at < end;) {
+        const ssize_t r = ::pread(fd_, buf.data(), std::min<uint64_t>(buf.size(), end - at),
+                                  static_cast<off_t>(at));
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) {
+          s = r < 0 ? ErrnoError("cannot read back", path_)
+                    : absl::DataLossError(StrCat(path_, ": short read at ", at));
+          break;
+        }
+        sha.Update(buf.data(), static_cast<size_t>(r));
+        at += static_cast<uint64_t>(r);
+      }
+      lock.lock();
+      if (!s.ok()) {
+        status_ = s;
+        break;
+      }
+      cursor = end;
+    }
+    if (status_.ok()) {
+      if (cursor == size_) {
+        hex_ = sha.HexDigest();
+      } else {
+        status_ = absl::CancelledError(StrCat(path_, ": digest stopped"));
+      }
+    }
+    finished_ = true;
+    cv_.notify_all();
+  }
+
+  const int fd_;
+  const uint64_t size_;
+  const std::string path_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::map<uint64_t, uint64_t> ready_;  // begin -> end of runs on disk, not yet hashed
+  bool stop_ = false;
+  bool finished_ = false;
+  absl::Status status_;
+  std::string hex_;
+  std::thread thread_;  // last: starts once the members above exist
+};
+
 absl::StatusOr<std::unique_ptr<SafetensorsWriter>> SafetensorsWriter::Create(
     const std::string& path, std::vector<TensorSpec> specs) {
   return Create(path, std::move(specs), Options());
@@ -499,7 +594,7 @@ absl::StatusOr<std::unique_ptr<SafetensorsWriter>> SafetensorsWriter::Create(
       options.reuse_partial ? OpenPartial(path, tmp_path, header, file_size) : -1;
   const int fd = partial_fd >= 0
                      ? partial_fd
-                     : ::open(tmp_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+                     : ::open(tmp_path.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) {
     const int err = errno;
     const std::string msg = StrCat("cannot create ", tmp_path, ": ", std::strerror(err));
@@ -510,16 +605,18 @@ absl::StatusOr<std::unique_ptr<SafetensorsWriter>> SafetensorsWriter::Create(
   std::unique_ptr<SafetensorsWriter> writer(
       new SafetensorsWriter(path, tmp_path, fd, std::move(specs), std::move(slots), file_size,
                             options.sync, options.reuse_partial));
+  if (options.sha256) writer->digester_ = std::make_unique<Digester>(fd, file_size, tmp_path);
   if (partial_fd >= 0) {
     writer->reused_ = true;
-    return writer;
+  } else {
+    RETURN_IF_ERROR(PWriteAll(fd, reinterpret_cast<const uint8_t*>(header.data()), header.size(),
+                              0, tmp_path));
+    // Size the file now: an all-empty file and sparse extents are then both correct.
+    if (::ftruncate(fd, static_cast<off_t>(file_size)) != 0) {
+      return ErrnoError("cannot size", tmp_path);
+    }
   }
-  RETURN_IF_ERROR(
-      PWriteAll(fd, reinterpret_cast<const uint8_t*>(header.data()), header.size(), 0, tmp_path));
-  // Size the file now: an all-empty file and sparse extents are then both correct.
-  if (::ftruncate(fd, static_cast<off_t>(file_size)) != 0) {
-    return ErrnoError("cannot size", tmp_path);
-  }
+  if (writer->digester_ != nullptr) writer->digester_->Ready(0, header.size());
   return writer;
 }
 
@@ -542,6 +639,7 @@ SafetensorsWriter::~SafetensorsWriter() {
 }
 
 void SafetensorsWriter::Abandon() {
+  digester_.reset();  // stops its reads of fd_
   if (fd_ >= 0) {
     ::close(fd_);
     fd_ = -1;
@@ -575,7 +673,18 @@ absl::Status SafetensorsWriter::MarkWritten(std::string_view name) {
         StrCat(path_, ": tensor '", name, "' already has bytes written"));
   }
   slot.written = slot.size;
+  slot.done = slot.size;
+  if (digester_ != nullptr) digester_->Ready(slot.offset, slot.offset + slot.size);
   return absl::OkStatus();
+}
+
+void SafetensorsWriter::Done(size_t i, uint64_t n) {
+  std::lock_guard<std::mutex> lock(mu_);
+  Slot& slot = slots_[i];
+  slot.done += n;
+  if (slot.done == slot.size && digester_ != nullptr) {
+    digester_->Ready(slot.offset, slot.offset + slot.size);
+  }
 }
 
 absl::Status SafetensorsWriter::WriteTensor(std::string_view name, std::span<const uint8_t> data) {
@@ -590,6 +699,7 @@ absl::Status SafetensorsWriter::AppendTensorData(std::string_view name,
 absl::Status SafetensorsWriter::Write(std::string_view name, std::span<const uint8_t> data,
                                       bool whole) {
   uint64_t at = 0;
+  size_t index = 0;
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (finished_) {
@@ -601,7 +711,8 @@ absl::Status SafetensorsWriter::Write(std::string_view name, std::span<const uin
       return absl::InvalidArgumentError(
           StrCat(path_, ": tensor '", name, "' was not declared when the writer was created"));
     }
-    Slot& slot = slots_[it->second];
+    index = it->second;
+    Slot& slot = slots_[index];
     if (whole && slot.written != 0) {
       return absl::FailedPreconditionError(
           StrCat(path_, ": tensor '", name, "' was already written"));
@@ -622,7 +733,9 @@ absl::Status SafetensorsWriter::Write(std::string_view name, std::span<const uin
   if (!status.ok()) {
     std::lock_guard<std::mutex> lock(mu_);
     if (error_.ok()) error_ = status;
+    return status;
   }
+  Done(index, data.size());
   return status;
 }
 
@@ -631,11 +744,17 @@ absl::Status SafetensorsWriter::Finish() {
   if (finished_) return absl::FailedPreconditionError(StrCat(path_, ": Finish() twice"));
   if (!error_.ok()) return error_;
   for (size_t i = 0; i < specs_.size(); ++i) {
-    if (slots_[i].written != slots_[i].size) {
+    if (slots_[i].done != slots_[i].size) {  // on disk, not only reserved by a running write
       return absl::FailedPreconditionError(StrCat(path_, ": tensor '", specs_[i].name, "' has ",
-                                                  slots_[i].written, " of ", slots_[i].size,
+                                                  slots_[i].done, " of ", slots_[i].size,
                                                   " bytes written"));
     }
+  }
+  if (digester_ != nullptr) {
+    absl::StatusOr<std::string> hex = digester_->Wait();
+    digester_.reset();
+    if (!hex.ok()) return hex.status();
+    sha256_ = *std::move(hex);
   }
   if (sync_ && ::fdatasync(fd_) != 0) return ErrnoError("cannot sync", tmp_path_);
   if (::close(fd_) != 0) {

@@ -162,6 +162,10 @@ class SafetensorsWriter {
     // counts as written until MarkWritten() (the caller verifies the bytes first). Otherwise the
     // file is started anew. Dropping such a writer without Finish() keeps `<path>.tmp`.
     bool reuse_partial = false;
+    // Compute the file's sha256 while it is written (sha256() after Finish()): a thread hashes
+    // each run of bytes as soon as everything before it is written, reading the bytes back from the
+    // page cache, so tensors may still arrive in any order and nothing is read again afterwards.
+    bool sha256 = false;
   };
 
   static absl::StatusOr<std::unique_ptr<SafetensorsWriter>> Create(const std::string& path,
@@ -197,17 +201,23 @@ class SafetensorsWriter {
   absl::Status AppendTensorData(std::string_view name, std::span<const uint8_t> chunk);
   // Completes the file. FAILED_PRECONDITION names the first tensor with missing bytes.
   absl::Status Finish();
+  // Lowercase hex sha256 of the finished file (Options::sha256); empty otherwise.
+  const std::string& sha256() const { return sha256_; }
 
  private:
   struct Slot {
     uint64_t offset = 0;  // absolute
     uint64_t size = 0;
-    uint64_t written = 0;
+    uint64_t written = 0;  // bytes reserved by writes (the pwrite may still be running)
+    uint64_t done = 0;     // bytes on disk
   };
+  class Digester;
   SafetensorsWriter(std::string path, std::string tmp_path, int fd, std::vector<TensorSpec> specs,
                     std::vector<Slot> slots, uint64_t file_size, bool sync, bool keep_partial);
   absl::Status Write(std::string_view name, std::span<const uint8_t> data, bool whole);
   void Abandon();
+  // Counts `n` bytes of slot `i` as on disk; feeds the digester when the slot is complete.
+  void Done(size_t i, uint64_t n);
 
   std::string path_;
   std::string tmp_path_;
@@ -222,6 +232,8 @@ class SafetensorsWriter {
   bool finished_ = false;
   std::mutex mu_;
   absl::Status error_;  // first write error; guarded by mu_
+  std::unique_ptr<Digester> digester_;  // Options::sha256
+  std::string sha256_;
 };
 
 // A tensor with its data, for the one-shot writer.

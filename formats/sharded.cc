@@ -270,6 +270,7 @@ absl::StatusOr<std::unique_ptr<ShardedCheckpointWriter>> ShardedCheckpointWriter
     SafetensorsWriter::Options shard_options;
     shard_options.metadata = options.metadata;
     shard_options.sync = options.sync;
+    shard_options.sha256 = options.sha256;
     ASSIGN_OR_RETURN(auto shard_writer,
                      SafetensorsWriter::Create((fs::path(dir) / file).string(),
                                                std::move(shard_specs), std::move(shard_options)));
@@ -298,6 +299,14 @@ absl::Status ShardedCheckpointWriter::AppendTensorData(std::string_view name,
                                                        std::span<const uint8_t> chunk) {
   ASSIGN_OR_RETURN(SafetensorsWriter * writer, WriterFor(name));
   return writer->AppendTensorData(name, chunk);
+}
+
+std::map<std::string, std::string> ShardedCheckpointWriter::Sha256s() const {
+  std::map<std::string, std::string> out;
+  for (size_t i = 0; i < writers_.size(); ++i) {
+    if (!writers_[i]->sha256().empty()) out[shard_files_[i]] = writers_[i]->sha256();
+  }
+  return out;
 }
 
 absl::Status ShardedCheckpointWriter::Finish() {

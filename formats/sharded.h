@@ -120,6 +120,7 @@ class ShardedCheckpointWriter {
     bool always_index = false;
     std::map<std::string, std::string> metadata;  // added to every shard's __metadata__
     bool sync = true;                             // fdatasync each file before renaming
+    bool sha256 = false;  // hash each shard while writing (SafetensorsWriter::Options::sha256)
   };
 
   // `dir` must exist. `specs` gives every tensor; their order decides the split into shards.
@@ -136,6 +137,8 @@ class ShardedCheckpointWriter {
   absl::Status AppendTensorData(std::string_view name, std::span<const uint8_t> chunk);
   // Finishes every shard, then writes the index (when sharded).
   absl::Status Finish();
+  // After Finish() with Options::sha256: shard file -> lowercase hex sha256.
+  std::map<std::string, std::string> Sha256s() const;
 
  private:
   ShardedCheckpointWriter() = default;

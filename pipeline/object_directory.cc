@@ -1,6 +1,5 @@
 #include "pipeline/object_directory.h"
 
-#include <openssl/evp.h>
 #include <stdlib.h>
 
 #include <algorithm>
@@ -11,7 +10,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_format.h"
+#include "base/sha256.h"
 #include "base/status_macros.h"
 #include "storage/local_store.h"
 
@@ -66,27 +65,6 @@ class ObjectSource : public formats::RandomAccessSource {
   absl::Mutex mu_;
   uint64_t buffer_offset_ ABSL_GUARDED_BY(mu_) = 0;
   std::string buffer_ ABSL_GUARDED_BY(mu_);
-};
-
-// Incremental sha256.
-class Sha256 {
- public:
-  Sha256() : ctx_(EVP_MD_CTX_new()) { EVP_DigestInit_ex(ctx_, EVP_sha256(), nullptr); }
-  ~Sha256() { EVP_MD_CTX_free(ctx_); }
-  Sha256(const Sha256&) = delete;
-  Sha256& operator=(const Sha256&) = delete;
-  void Update(const void* p, size_t n) { EVP_DigestUpdate(ctx_, p, n); }
-  std::string HexDigest() {
-    unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned int len = 0;
-    EVP_DigestFinal_ex(ctx_, md, &len);
-    std::string out;
-    for (unsigned int i = 0; i < len; ++i) absl::StrAppendFormat(&out, "%02x", md[i]);
-    return out;
-  }
-
- private:
-  EVP_MD_CTX* ctx_;
 };
 
 // Upload order: everything else, then the index, then hf_quant_config.json, then config.json.

@@ -294,7 +294,8 @@ class ShardSubsetWriter {
                                                                    const ModelOutputPlan& op,
                                                                    const std::vector<int>& only,
                                                                    bool sync,
-                                                                   bool reuse_partial = false) {
+                                                                   bool reuse_partial = false,
+                                                                   bool sha256 = false) {
     std::unique_ptr<ShardSubsetWriter> w(new ShardSubsetWriter());
     for (int f : only) {
       if (f < 0 || static_cast<size_t>(f) >= op.shard_files.size()) {
@@ -310,6 +311,7 @@ class ShardSubsetWriter {
       so.metadata = op.shard_metadata;
       so.sync = sync;
       so.reuse_partial = reuse_partial;
+      so.sha256 = sha256;
       ASSIGN_OR_RETURN(auto writer, formats::SafetensorsWriter::Create(
                                         (fs::path(dir) / op.shard_files[f]).string(),
                                         std::move(specs), std::move(so)));
@@ -330,6 +332,14 @@ class ShardSubsetWriter {
     return absl::OkStatus();
   }
   const std::vector<std::string>& shard_files() const { return files_; }
+  // After Finish() when created with `sha256`: file -> hex sha256.
+  std::map<std::string, std::string> Sha256s() const {
+    std::map<std::string, std::string> out;
+    for (size_t i = 0; i < writers_.size(); ++i) {
+      if (!writers_[i]->sha256().empty()) out[files_[i]] = writers_[i]->sha256();
+    }
+    return out;
+  }
 
   // Where tensor `name` goes: its file, the file's temporary path and the byte range.
   struct Placement {
@@ -640,12 +650,14 @@ absl::StatusOr<QuantizeModelResult> QuantizeModel(InputDirectory& input, OutputD
   formats::ShardedCheckpointWriter::Options wopts;
   wopts.max_shard_size = options.max_shard_size;
   wopts.sync = options.sync;
+  wopts.sha256 = options.sha256_outputs;
   wopts.metadata = op.shard_metadata;
   std::unique_ptr<formats::ShardedCheckpointWriter> writer;
   std::unique_ptr<ShardSubsetWriter> subset_writer;
   if (use_subset_writer) {
     auto w = ShardSubsetWriter::Create(staging, op, only, options.sync,
-                                       /*reuse_partial=*/journal != nullptr);
+                                       /*reuse_partial=*/journal != nullptr,
+                                       options.sha256_outputs);
     if (!w.ok()) return fail(w.status());
     subset_writer = std::move(w).value();
   } else {
@@ -962,10 +974,12 @@ absl::StatusOr<QuantizeModelResult> QuantizeModel(InputDirectory& input, OutputD
   if (use_subset_writer) {
     if (absl::Status s = subset_writer->Finish(); !s.ok()) return fail(s);
     result.shard_files = subset_writer->shard_files();
+    result.shard_sha256 = subset_writer->Sha256s();
     subset_writer.reset();
   } else {
     if (absl::Status s = writer->Finish(); !s.ok()) return fail(s);
     result.shard_files = writer->shard_files();
+    result.shard_sha256 = writer->Sha256s();
     writer.reset();
   }
 

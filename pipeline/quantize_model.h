@@ -57,6 +57,9 @@ struct QuantizeModelOptions {
   int queue_depth = 1;  // units buffered between reader/quantizer and quantizer/writer
   uint64_t copy_chunk_bytes = 8u << 20;  // chunk size for streamed tensor and file copies
   bool sync = true;                      // fdatasync output files before publishing
+  // Hash each output safetensors file while it is written (QuantizeModelResult::shard_sha256):
+  // overlapped with the run instead of a second read of the output afterwards.
+  bool sha256_outputs = false;
   // Sharded runs (pipeline/shard_plan.h). When set, only these output safetensors files (indices
   // into ModelOutputPlan::shard_files) are written, and only the units with an output tensor in
   // one of them are read and quantized; the bytes of each file are those of a full run.
@@ -126,6 +129,7 @@ struct QuantizeModelResult {
   uint64_t tensor_bytes_in = 0;           // all source tensors
   uint64_t tensor_bytes_out = 0;          // all output tensors
   std::vector<std::string> shard_files;   // output safetensors files
+  std::map<std::string, std::string> shard_sha256;  // with sha256_outputs: file -> hex sha256
   std::vector<std::string> copied_files;  // other files copied unchanged
   std::vector<std::string> warnings;      // e.g. files left out, the K/16-odd tensor-parallel note
   double seconds = 0;

@@ -1,12 +1,9 @@
 #include "pipeline/resume.h"
 
-#include <openssl/evp.h>
-
 #include <bit>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_format.h"
 
 namespace nvfp4::pipeline {
 namespace {
@@ -199,25 +196,6 @@ absl::Status MemoryResumeJournal::Reset() {
 int64_t MemoryResumeJournal::appended() const {
   absl::MutexLock lock(&mu_);
   return appended_;
-}
-
-Sha256::Sha256() : ctx_(EVP_MD_CTX_new()) {
-  EVP_DigestInit_ex(static_cast<EVP_MD_CTX*>(ctx_), EVP_sha256(), nullptr);
-}
-Sha256::~Sha256() { EVP_MD_CTX_free(static_cast<EVP_MD_CTX*>(ctx_)); }
-void Sha256::Update(std::span<const uint8_t> data) {
-  if (!data.empty()) EVP_DigestUpdate(static_cast<EVP_MD_CTX*>(ctx_), data.data(), data.size());
-}
-void Sha256::Update(std::string_view data) {
-  if (!data.empty()) EVP_DigestUpdate(static_cast<EVP_MD_CTX*>(ctx_), data.data(), data.size());
-}
-std::string Sha256::HexDigest() {
-  unsigned char md[EVP_MAX_MD_SIZE];
-  unsigned int len = 0;
-  EVP_DigestFinal_ex(static_cast<EVP_MD_CTX*>(ctx_), md, &len);
-  std::string out;
-  for (unsigned int i = 0; i < len; ++i) absl::StrAppendFormat(&out, "%02x", md[i]);
-  return out;
 }
 
 }  // namespace nvfp4::pipeline

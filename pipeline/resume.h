@@ -27,6 +27,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "base/sha256.h"
 #include "pipeline/quantize_model.h"
 
 namespace nvfp4::pipeline {
@@ -82,21 +83,7 @@ class MemoryResumeJournal : public ResumeJournal {
   int64_t appended_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
-// Incremental sha256 (OpenSSL).
-class Sha256 {
- public:
-  Sha256();
-  ~Sha256();
-  Sha256(const Sha256&) = delete;
-  Sha256& operator=(const Sha256&) = delete;
-  void Update(std::span<const uint8_t> data);
-  void Update(std::string_view data);
-  // Lowercase hex; call once.
-  std::string HexDigest();
-
- private:
-  void* ctx_;
-};
+using ::nvfp4::Sha256;  // base/sha256.h
 
 }  // namespace nvfp4::pipeline
 

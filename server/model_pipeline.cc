@@ -1,7 +1,5 @@
 #include "server/model_pipeline.h"
 
-#include <openssl/evp.h>
-
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -12,6 +10,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
+#include "base/sha256.h"
 #include "base/status_macros.h"
 #include "nvfp4/v1/convert.h"
 #include "pipeline/model_calibration.h"
@@ -72,25 +71,18 @@ class PooledBackend : public QuantizerBackend {
 absl::StatusOr<v1::OutputFile> DescribeLocalFile(const fs::path& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) return absl::InternalError(absl::StrCat("cannot read output file ", path.string()));
-  EVP_MD_CTX* ctx = EVP_MD_CTX_new();
-  EVP_DigestInit_ex(ctx, EVP_sha256(), nullptr);
+  Sha256 sha;
   std::string buf(4u << 20, '\0');
   int64_t total = 0;
   while (in) {
     in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
     const std::streamsize n = in.gcount();
     if (n <= 0) break;
-    EVP_DigestUpdate(ctx, buf.data(), static_cast<size_t>(n));
+    sha.Update(buf.data(), static_cast<size_t>(n));
     total += n;
   }
-  unsigned char md[EVP_MAX_MD_SIZE];
-  unsigned int len = 0;
-  EVP_DigestFinal_ex(ctx, md, &len);
-  EVP_MD_CTX_free(ctx);
   v1::OutputFile f;
-  std::string hex;
-  for (unsigned int i = 0; i < len; ++i) absl::StrAppendFormat(&hex, "%02x", md[i]);
-  f.set_sha256(hex);
+  f.set_sha256(sha.HexDigest());
   f.set_size_bytes(total);
   return f;
 }
@@ -197,6 +189,11 @@ absl::StatusOr<std::vector<v1::OutputFile>> CheckpointPipeline::RunImpl(
   ASSIGN_OR_RETURN(std::unique_ptr<pipeline::OutputDirectory> output,
                    OpenOutput(r, *router, ctx.job_id, /*resumable=*/ctx.resume != nullptr));
   options.resume = ctx.resume;
+  // A local output is renamed into place, so its files are hashed while they are written; an
+  // object store output is hashed as it is uploaded (ObjectOutputDirectory).
+  const bool local_output =
+      dynamic_cast<pipeline::ObjectOutputDirectory*>(output.get()) == nullptr;
+  options.sha256_outputs = local_output;
   PooledBackend backend(ctx.devices, ctx.progress);
   options.backend = &backend;
 
@@ -260,7 +257,6 @@ absl::StatusOr<std::vector<v1::OutputFile>> CheckpointPipeline::RunImpl(
   };
   ASSIGN_OR_RETURN(pipeline::QuantizeModelResult result,
                    pipeline::QuantizeModel(*input, *output, options, hooks));
-  (void)result;
 
   std::vector<v1::OutputFile> outputs;
   if (auto* object_out = dynamic_cast<pipeline::ObjectOutputDirectory*>(output.get())) {
@@ -284,7 +280,20 @@ absl::StatusOr<std::vector<v1::OutputFile>> CheckpointPipeline::RunImpl(
   if (ec) return absl::InternalError(absl::StrCat("listing ", root.string(), ": ", ec.message()));
   std::sort(names.begin(), names.end());
   for (const std::string& name : names) {
-    ASSIGN_OR_RETURN(v1::OutputFile o, DescribeLocalFile(root / name));
+    v1::OutputFile o;
+    if (auto it = result.shard_sha256.find(name); it != result.shard_sha256.end()) {
+      std::error_code size_ec;
+      const uintmax_t size = fs::file_size(root / name, size_ec);
+      if (size_ec) {
+        return absl::InternalError(
+            absl::StrCat("cannot stat output file ", (root / name).string(), ": ",
+                         size_ec.message()));
+      }
+      o.set_size_bytes(static_cast<int64_t>(size));
+      o.set_sha256(it->second);
+    } else {  // config.json and the other small files
+      ASSIGN_OR_RETURN(o, DescribeLocalFile(root / name));
+    }
     o.set_name(name);
     o.set_uri(storage::JoinUri(r.output_uri(), name));
     outputs.push_back(std::move(o));

@@ -3,8 +3,11 @@
 #include <atomic>
 #include <filesystem>
 #include <string>
+#include <thread>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
+#include "base/sha256.h"
 #include "formats/dtypes.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -22,7 +25,7 @@ using ::nvfp4::formats::testing::WriteFile;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 
-// "t<i>" (built by append: GCC 12 warns falsely on "t" + std::to_string(i) at -O3).
+// "t<i>" (built by append: GCC 12 warns falsely on absl::StrCat("t", i) at -O3).
 std::string TensorName(int i) {
   std::string name = "t";
   name += std::to_string(i);
@@ -415,6 +418,83 @@ TEST(SafetensorsWriterTest, StreamsChunksInAnyTensorOrder) {
   EXPECT_EQ(*(*reader)->ReadTensor("a"), a);
   EXPECT_EQ(*(*reader)->ReadTensor("b"), b);
   EXPECT_EQ(*(*reader)->ReadTensor("c"), c);
+}
+
+// Options::sha256 hashes while writing: tensors out of file order, chunked tensors, an empty
+// tensor, tensors written from several threads, and a resumed partial file (MarkWritten) must all
+// give the sha256 of the finished file; without the option sha256() stays empty.
+TEST(SafetensorsWriterTest, Sha256WhileWritingEqualsTheFinishedFilesDigest) {
+  TempDir dir;
+  std::vector<TensorSpec> specs;
+  for (int i = 0; i < 24; ++i) {
+    specs.push_back({absl::StrCat("t", i), "U8", {i == 7 ? 0 : 1000 + 4099 * i}});
+  }
+  std::vector<std::vector<uint8_t>> data;
+  for (int i = 0; i < 24; ++i) data.push_back(Bytes(i == 7 ? 0 : 1000 + 4099 * i, i));
+  auto write = [&](const std::string& path, bool threads, bool sha256) {
+    SafetensorsWriter::Options o;
+    o.sha256 = sha256;
+    o.sync = false;
+    auto w = SafetensorsWriter::Create(path, specs, o);
+    EXPECT_TRUE(w.ok()) << w.status();
+    auto one = [&](int i) {
+      const std::string name = absl::StrCat("t", i);
+      if (i % 3 == 0 && data[i].size() > 10) {  // in chunks
+        const auto d = std::span<const uint8_t>(data[i]);
+        EXPECT_TRUE((*w)->AppendTensorData(name, d.subspan(0, 10)).ok());
+        EXPECT_TRUE((*w)->AppendTensorData(name, d.subspan(10)).ok());
+      } else {
+        EXPECT_TRUE((*w)->WriteTensor(name, data[i]).ok());
+      }
+    };
+    if (threads) {
+      std::vector<std::thread> ts;
+      for (int k = 0; k < 4; ++k) {
+        ts.emplace_back([&, k] {
+          for (int i = 23 - k; i >= 0; i -= 4) one(i);
+        });
+      }
+      for (auto& t : ts) t.join();
+    } else {
+      for (int i = 23; i >= 0; --i) one((i * 7) % 24);  // a scrambled order
+    }
+    EXPECT_TRUE((*w)->Finish().ok());
+    return (*w)->sha256();
+  };
+  for (bool threads : {false, true}) {
+    const std::string path = dir.Path(threads ? "threads.safetensors" : "serial.safetensors");
+    const std::string digest = write(path, threads, true);
+    EXPECT_EQ(digest, Sha256::Hex(ReadFile(path))) << (threads ? "threads" : "serial");
+    EXPECT_EQ(digest.size(), 64u);
+  }
+  EXPECT_EQ(write(dir.Path("plain.safetensors"), false, false), "");
+
+  // A resumed write: an earlier run left <path>.tmp with some tensors; the new writer reuses it,
+  // marks those tensors written and writes the rest.
+  const std::string path = dir.Path("resumed.safetensors");
+  {
+    SafetensorsWriter::Options o;
+    o.sync = false;
+    o.reuse_partial = true;
+    auto w = SafetensorsWriter::Create(path, specs, o);
+    ASSERT_TRUE(w.ok());
+    for (int i = 0; i < 24; i += 2) {
+      ASSERT_TRUE((*w)->WriteTensor(absl::StrCat("t", i), data[i]).ok());
+    }
+  }  // dropped: the partial file stays
+  SafetensorsWriter::Options o;
+  o.sync = false;
+  o.reuse_partial = true;
+  o.sha256 = true;
+  auto w = SafetensorsWriter::Create(path, specs, o);
+  ASSERT_TRUE(w.ok());
+  ASSERT_TRUE((*w)->reused());
+  for (int i = 0; i < 24; ++i) {
+    const std::string name = absl::StrCat("t", i);
+    ASSERT_TRUE((i % 2 == 0 ? (*w)->MarkWritten(name) : (*w)->WriteTensor(name, data[i])).ok());
+  }
+  ASSERT_TRUE((*w)->Finish().ok());
+  EXPECT_EQ((*w)->sha256(), Sha256::Hex(ReadFile(path)));
 }
 
 TEST(SafetensorsWriterTest, RejectsMisuse) {

@@ -18,6 +18,7 @@
 #include "nlohmann/json.hpp"
 #include "pipeline/demo_model.h"
 #include "pipeline/nvfp4_checkpoint.h"
+#include "base/sha256.h"
 #include "tests/formats/test_util.h"
 
 namespace nvfp4::pipeline {
@@ -278,13 +279,21 @@ TEST_F(PipelineTest, DeterministicOutput) {
   ASSERT_TRUE(QuantizeModelLocal(Tiny(), tmp_.Path("a"), o).ok());
   o.cpu_threads = 1;
   o.queue_depth = 3;
-  ASSERT_TRUE(QuantizeModelLocal(Tiny(), tmp_.Path("b"), o).ok());
+  o.sha256_outputs = true;  // the digests do not change the bytes
+  auto rb = QuantizeModelLocal(Tiny(), tmp_.Path("b"), o);
+  ASSERT_TRUE(rb.ok()) << rb.status();
   const auto a = Snapshot(tmp_.Path("a"));
   const auto b = Snapshot(tmp_.Path("b"));
   ASSERT_EQ(a.size(), b.size());
   for (const auto& [name, bytes] : a) {
     ASSERT_TRUE(b.count(name)) << name;
     EXPECT_TRUE(bytes == b.at(name)) << name;
+  }
+  // Hashed while writing: each shard's digest is that of the published file.
+  ASSERT_FALSE(rb->shard_files.empty());
+  ASSERT_EQ(rb->shard_sha256.size(), rb->shard_files.size());
+  for (const std::string& f : rb->shard_files) {
+    EXPECT_EQ(rb->shard_sha256.at(f), Sha256::Hex(b.at(f))) << f;
   }
 }
 
