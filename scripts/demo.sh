@@ -72,7 +72,10 @@ echo "== the NVFP4 checkpoint" >&2
 "$CTL" inspect "$OUT"
 echo
 echo "== verify: dequantize and compare with the original" >&2
-"$CTL" verify --original "$IN" --quantized "$OUT" | tail -n 12
+"$CTL" verify --original "$IN" --quantized "$OUT" >"$RUN_DIR/verify.txt"
+head -n 4 "$RUN_DIR/verify.txt"
+echo "  ..."
+tail -n 5 "$RUN_DIR/verify.txt"
 echo
 echo "== server metrics (http://127.0.0.1:$METRICS_PORT/metrics)" >&2
 curl -fsS "http://127.0.0.1:$METRICS_PORT/metrics" |
