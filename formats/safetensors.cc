@@ -511,7 +511,7 @@ class SafetensorsWriter::Digester {
  private:
   void Run() {
     Sha256 sha;
-    std::vector<uint8_t> buf(4u << 20);
+    std::vector<uint8_t> buf;  // sized per run, freed while idle: a writer per output file waits
     uint64_t cursor = 0;
     std::unique_lock<std::mutex> lock(mu_);
     while (cursor < size_) {
@@ -524,6 +524,7 @@ class SafetensorsWriter::Digester {
       const uint64_t end = it->second;
       ready_.erase(it);
       lock.unlock();
+      buf.resize(std::min<uint64_t>(end - cursor, 1u << 20));
       absl::Status s;
       for (uint64_t at = cursor; at < end;) {
         const ssize_t r = ::pread(fd_, buf.data(), std::min<uint64_t>(buf.size(), end - at),
@@ -537,6 +538,8 @@ class SafetensorsWriter::Digester {
         sha.Update(buf.data(), static_cast<size_t>(r));
         at += static_cast<uint64_t>(r);
       }
+      buf.clear();
+      buf.shrink_to_fit();
       lock.lock();
       if (!s.ok()) {
         status_ = s;
