@@ -578,8 +578,11 @@ absl::StatusOr<QuantizeModelResult> QuantizeModel(InputDirectory& input, OutputD
   for (size_t i = 0; i < plan.units.size(); ++i) {
     if (!unit_wanted[i]) continue;
     ++wanted_units;
-    for (const std::string& t : plan.units[i].tensors)
-      wanted_bytes_in += reader.Find(t)->info->size;
+    for (const std::string& t : plan.units[i].tensors) {
+      const uint64_t size = reader.Find(t)->info->size;
+      wanted_bytes_in += size;
+      if (plan.units[i].kind == WorkUnit::Kind::kQuantize) result.quantized_bytes_in += size;
+    }
   }
 
   const ModelCalibration* cal = options.calibration;
@@ -743,6 +746,7 @@ absl::StatusOr<QuantizeModelResult> QuantizeModel(InputDirectory& input, OutputD
         p.units_total = wanted_units;
         p.bytes_in_done = kept_bytes_in;
         p.bytes_in_total = result.tensor_bytes_in;
+        p.quantized_bytes_in_total = result.quantized_bytes_in;
         p.resumed = true;
         hooks.on_progress(p);
       }
@@ -886,6 +890,7 @@ absl::StatusOr<QuantizeModelResult> QuantizeModel(InputDirectory& input, OutputD
         p.units_total = wanted_units;
         p.bytes_in_done = in_done;
         p.bytes_in_total = result.tensor_bytes_in;
+        p.quantized_bytes_in_total = result.quantized_bytes_in;
         hooks.on_progress(p);
       }
       if (is_cancelled()) state.Fail(cancel_status());

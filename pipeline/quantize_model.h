@@ -96,6 +96,7 @@ struct TensorProgress {
   int64_t units_total = 0;
   uint64_t bytes_in_done = 0;  // source bytes of all units written so far
   uint64_t bytes_in_total = 0;
+  uint64_t quantized_bytes_in_total = 0;  // of bytes_in_total: the quantized units' source bytes
   bool resumed = false;  // kept from an interrupted earlier run (not read or computed again)
 };
 
@@ -127,6 +128,7 @@ struct QuantizeModelResult {
   bool w4a4 = false;                      // input scales written (calibration had input_amax)
   std::string backend;                    // "cpu" | "cuda:N"
   uint64_t tensor_bytes_in = 0;           // all source tensors
+  uint64_t quantized_bytes_in = 0;        // of those, the tensors quantized (the rest is copied)
   uint64_t tensor_bytes_out = 0;          // all output tensors
   std::vector<std::string> shard_files;   // output safetensors files
   std::map<std::string, std::string> shard_sha256;  // with sha256_outputs: file -> hex sha256

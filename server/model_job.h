@@ -38,6 +38,9 @@ class ProgressSink {
   virtual bool Interrupted() const { return false; }
   // `tensors` of the finished tensors were kept from an interrupted earlier run (not recomputed).
   virtual void SetResumed(int64_t tensors) { (void)tensors; }
+  // Of bytes_in_total, the source bytes of the tensors that are quantized (the rest is copied).
+  // Copies stream at disk speed and quantization costs far more, so the ETA follows these bytes.
+  virtual void SetQuantizedBytesTotal(int64_t bytes) { (void)bytes; }
 };
 
 // Everything a pipeline run needs. Pointers are owned by the caller and outlive the run.

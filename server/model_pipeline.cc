@@ -215,6 +215,7 @@ absl::StatusOr<std::vector<v1::OutputFile>> CheckpointPipeline::RunImpl(
   hooks.on_progress = [&](const pipeline::TensorProgress& p) {
     if (!totals_known) {
       ctx.progress->SetTotals(tensors_total, static_cast<int64_t>(p.bytes_in_total));
+      ctx.progress->SetQuantizedBytesTotal(static_cast<int64_t>(p.quantized_bytes_in_total));
       totals_known = true;
     }
     if (p.resumed) {

@@ -21,6 +21,7 @@ class FakePipeline : public ModelPipeline {
  public:
   int tensors = 3;
   absl::Duration per_tensor = absl::Milliseconds(20);
+  int64_t copy_bytes = 0;  // > 0: a copied tensor of this size finishes first, at once
   std::atomic<bool> hold{false};
   std::atomic<int> runs{0};
 
@@ -30,7 +31,13 @@ class FakePipeline : public ModelPipeline {
   }
   absl::StatusOr<std::vector<v1::OutputFile>> Run(const ModelJobContext& ctx) override {
     runs++;
-    ctx.progress->SetTotals(tensors, tensors * 1000);
+    ctx.progress->SetTotals(tensors + (copy_bytes > 0 ? 1 : 0), tensors * 1000 + copy_bytes);
+    ctx.progress->SetQuantizedBytesTotal(tensors * 1000);
+    if (copy_bytes > 0) {
+      v1::TensorResult copied;
+      copied.set_name("model.embed_tokens.weight");
+      ctx.progress->TensorFinished(copied, copy_bytes, copy_bytes);
+    }
     for (int i = 0; i < tensors; ++i) {
       do {
         if (ctx.progress->Cancelled()) return absl::CancelledError("cancelled");

@@ -122,6 +122,40 @@ TEST_F(JobManagerTest, RetentionTtlWaitsForWatchers) {
   EXPECT_TRUE(absl::IsNotFound(m->Get(job->job_id()).status()));
 }
 
+// The ETA follows the quantized bytes: a large copied tensor that finishes at once must not make
+// the job look almost done (by bytes it is 99.6% done after it).
+TEST_F(JobManagerTest, EtaFollowsQuantizedBytesNotCopiedBytes) {
+  pipeline_.tensors = 4;
+  pipeline_.per_tensor = absl::Milliseconds(100);
+  pipeline_.copy_bytes = 1'000'000;
+  auto m = Make(4);
+  auto job = m->Submit(Req("file:///in"));
+  ASSERT_TRUE(job.ok());
+  std::vector<v1::Job> seen;
+  ASSERT_TRUE(m->Watch(
+                   job->job_id(), absl::Seconds(1),
+                   [&](const v1::JobEvent& e) {
+                     seen.push_back(e.job());
+                     return true;
+                   },
+                   [] { return false; })
+                  .ok());
+  int checked = 0;
+  for (const v1::Job& j : seen) {
+    const int64_t done = j.progress().tensors_done();
+    if (j.state() != v1::JOB_STATE_RUNNING || done == 0) continue;
+    if (done == 1) {  // only the copy: no estimate yet
+      EXPECT_EQ(j.progress().eta_seconds(), -1);
+    } else if (done < 5) {  // k of 4 quantized tensors done: 4 - k remain, 100 ms each
+      const double remaining = 0.1 * static_cast<double>(5 - done);
+      EXPECT_GE(j.progress().eta_seconds(), 0.5 * remaining) << "tensors_done " << done;
+      EXPECT_LT(j.progress().eta_seconds(), 30.0);
+      ++checked;
+    }
+  }
+  EXPECT_GE(checked, 1);
+}
+
 TEST_F(JobManagerTest, FailureCarriesCodeAndMessage) {
   auto m = Make(4);
   auto job = m->Submit(Req("file:///fail"));
