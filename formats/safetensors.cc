@@ -772,6 +772,16 @@ absl::Status SafetensorsWriter::Finish() {
   return absl::OkStatus();
 }
 
+std::map<std::string, std::string> FinishedSha256s(
+    const std::vector<std::string>& files,
+    const std::vector<std::unique_ptr<SafetensorsWriter>>& writers) {
+  std::map<std::string, std::string> out;
+  for (size_t i = 0; i < writers.size() && i < files.size(); ++i) {
+    if (!writers[i]->sha256().empty()) out[files[i]] = writers[i]->sha256();
+  }
+  return out;
+}
+
 absl::Status WriteSafetensors(const std::string& path, std::span<const TensorToWrite> tensors,
                               const std::map<std::string, std::string>& metadata) {
   std::vector<TensorSpec> specs;

@@ -236,6 +236,12 @@ class SafetensorsWriter {
   std::string sha256_;
 };
 
+// File name -> sha256 of the finished writers that computed one (Options::sha256); `files[i]` names
+// the file of `writers[i]`.
+std::map<std::string, std::string> FinishedSha256s(
+    const std::vector<std::string>& files,
+    const std::vector<std::unique_ptr<SafetensorsWriter>>& writers);
+
 // A tensor with its data, for the one-shot writer.
 struct TensorToWrite {
   std::string name;

@@ -302,11 +302,7 @@ absl::Status ShardedCheckpointWriter::AppendTensorData(std::string_view name,
 }
 
 std::map<std::string, std::string> ShardedCheckpointWriter::Sha256s() const {
-  std::map<std::string, std::string> out;
-  for (size_t i = 0; i < writers_.size(); ++i) {
-    if (!writers_[i]->sha256().empty()) out[shard_files_[i]] = writers_[i]->sha256();
-  }
-  return out;
+  return FinishedSha256s(shard_files_, writers_);
 }
 
 absl::Status ShardedCheckpointWriter::Finish() {

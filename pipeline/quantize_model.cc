@@ -334,11 +334,7 @@ class ShardSubsetWriter {
   const std::vector<std::string>& shard_files() const { return files_; }
   // After Finish() when created with `sha256`: file -> hex sha256.
   std::map<std::string, std::string> Sha256s() const {
-    std::map<std::string, std::string> out;
-    for (size_t i = 0; i < writers_.size(); ++i) {
-      if (!writers_[i]->sha256().empty()) out[files_[i]] = writers_[i]->sha256();
-    }
-    return out;
+    return formats::FinishedSha256s(files_, writers_);
   }
 
   // Where tensor `name` goes: its file, the file's temporary path and the byte range.

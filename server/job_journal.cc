@@ -198,8 +198,11 @@ absl::StatusOr<std::unique_ptr<JobJournal>> JobJournal::Open(const std::string& 
             " bytes of a torn or corrupt tail after ", j->stats_.records_replayed, " records");
   }
 
-  // Import the records of the one-file-per-job store, once.
-  if (fs::is_directory(fs::path(state_dir) / "jobs", ec)) {
+  // Import the records of the one-file-per-job store, once: its directory is removed after the
+  // compaction below made them durable here.
+  const fs::path legacy_dir = fs::path(state_dir) / "jobs";
+  bool imported = false;
+  if (fs::is_directory(legacy_dir, ec)) {
     absl::StatusOr<std::unique_ptr<FileJobStore>> old = FileJobStore::Create(state_dir);
     if (old.ok()) {
       absl::StatusOr<std::vector<v1::Job>> jobs = (*old)->LoadAll();
@@ -207,6 +210,7 @@ absl::StatusOr<std::unique_ptr<JobJournal>> JobJournal::Open(const std::string& 
         for (v1::Job& job : *jobs) {
           if (!j->jobs_.count(job.job_id())) j->jobs_[job.job_id()] = std::move(job);
         }
+        imported = true;
       } else {
         LogLine("journal: cannot import ", state_dir, "/jobs: ", jobs.status().ToString());
       }
@@ -222,6 +226,10 @@ absl::StatusOr<std::unique_ptr<JobJournal>> JobJournal::Open(const std::string& 
     }
   }
   RETURN_IF_ERROR(j->CompactLocked());
+  if (imported) {
+    fs::remove_all(legacy_dir, ec);
+    if (ec) LogLine("journal: cannot remove the imported ", legacy_dir.string(), ": ", ec.message());
+  }
   return j;
 }
 
@@ -371,9 +379,6 @@ absl::Status JobJournal::Delete(const std::string& job_id) {
   if (!jobs_.count(job_id) && !units_.count(job_id)) return absl::OkStatus();
   RETURN_IF_ERROR(AppendLocked(kDelete, job_id));
   Apply(kDelete, job_id);
-  // A record imported from the one-file-per-job store must not come back at the next Open.
-  std::error_code ec;
-  fs::remove(fs::path(dir_) / "jobs" / absl::StrCat(job_id, ".pb"), ec);
   return absl::OkStatus();
 }
 

@@ -22,7 +22,8 @@
 // fsync), which also drops the torn tail; it compacts again when the file has grown well past its
 // live size. UNIT records of a job are dropped once a terminal JOB record is saved.
 //
-// Job records of the older one-file-per-job store (<state_dir>/jobs/*.pb) are imported once.
+// Job records of the older one-file-per-job store (<state_dir>/jobs/*.pb) are imported once (the
+// directory is removed once they are in the compacted journal).
 #ifndef NVFP4_SERVER_JOB_JOURNAL_H_
 #define NVFP4_SERVER_JOB_JOURNAL_H_
 

@@ -190,10 +190,9 @@ absl::StatusOr<std::vector<v1::OutputFile>> CheckpointPipeline::RunImpl(
                    OpenOutput(r, *router, ctx.job_id, /*resumable=*/ctx.resume != nullptr));
   options.resume = ctx.resume;
   // A local output is renamed into place, so its files are hashed while they are written; an
-  // object store output is hashed as it is uploaded (ObjectOutputDirectory).
-  const bool local_output =
-      dynamic_cast<pipeline::ObjectOutputDirectory*>(output.get()) == nullptr;
-  options.sha256_outputs = local_output;
+  // object store output is hashed as it is uploaded.
+  auto* object_out = dynamic_cast<pipeline::ObjectOutputDirectory*>(output.get());
+  options.sha256_outputs = object_out == nullptr;
   PooledBackend backend(ctx.devices, ctx.progress);
   options.backend = &backend;
 
@@ -260,7 +259,7 @@ absl::StatusOr<std::vector<v1::OutputFile>> CheckpointPipeline::RunImpl(
                    pipeline::QuantizeModel(*input, *output, options, hooks));
 
   std::vector<v1::OutputFile> outputs;
-  if (auto* object_out = dynamic_cast<pipeline::ObjectOutputDirectory*>(output.get())) {
+  if (object_out != nullptr) {
     for (const pipeline::PublishedFile& f : object_out->published()) {
       v1::OutputFile o;
       o.set_name(f.name);

@@ -278,6 +278,7 @@ TEST(JobJournalTest, ImportsTheOneFilePerJobStore) {
     ASSERT_TRUE(j.ok());
     auto jobs = ById(**j);
     EXPECT_EQ(jobs.size(), 2u);
+    EXPECT_FALSE(fs::exists(fs::path(dir.path()) / "jobs"));  // imported once, then removed
     ASSERT_TRUE((*j)->Save(MakeJob("job-q", v1::JOB_STATE_RUNNING)).ok());
   }
   auto j = JobJournal::Open(dir.path());  // the journal's newer record wins over the old file
