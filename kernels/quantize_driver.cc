@@ -61,6 +61,7 @@ BlockPassParams FirstPassParams(const QuantizeOptions& options, float g, float g
   p.rtn_metric = options.compute_metrics && options.method != Method::kRtn;
   switch (options.method) {
     case Method::kRtn:
+    case Method::kGptq:  // never a pass of its own (gptq.h picks its block-scale method)
       p.method = BlockMethod::kRtn;
       break;
     case Method::kFourOverSix:
@@ -83,6 +84,9 @@ absl::StatusOr<std::vector<QuantizedTensor>> RunQuantizeGroup(
     std::span<const TensorView> tensors, const QuantizeOptions& options,
     std::span<const Calibration* const> calibration, const ExecutorFactory& make_executor) {
   if (tensors.empty()) return absl::InvalidArgumentError("empty tensor group");
+  if (options.method == Method::kGptq) {
+    return absl::InternalError("method gptq runs through RunGptqGroup (kernels/gptq.h)");
+  }
   if (!calibration.empty() && calibration.size() != tensors.size()) {
     return absl::InvalidArgumentError(absl::StrCat("calibration has ", calibration.size(),
                                                    " entries for ", tensors.size(), " tensors"));

@@ -24,9 +24,10 @@ std::string_view DTypeName(DType dtype);
 // Accepts the safetensors spelling (case-insensitive) and "float32", "fp16", "bfloat16", ...
 absl::StatusOr<DType> ParseDType(std::string_view name);
 
-// Scale-selection method (numerics.md section 3).
-enum class Method { kRtn, kFourOverSix, kScaleSweep, kSoar };
-std::string_view MethodName(Method m);  // "rtn" | "4over6" | "scalesweep" | "soar"
+// Scale-selection method (numerics.md section 3). kGptq is error feedback (docs/NUMERICS.md,
+// "GPTQ"): block scales chosen by GptqOptions::block_scales, codes by GPTQ's column sweep.
+enum class Method { kRtn, kFourOverSix, kScaleSweep, kSoar, kGptq };
+std::string_view MethodName(Method m);  // "rtn" | "4over6" | "scalesweep" | "soar" | "gptq"
 absl::StatusOr<Method> ParseMethod(std::string_view name);
 
 // Objective minimized by scalesweep and soar (numerics.md 3.5).
@@ -39,6 +40,32 @@ enum class ErrorRule { kMse, kMae, kAbsMax };
 std::string_view ErrorRuleName(ErrorRule r);  // "mse" | "mae" | "absmax"
 absl::StatusOr<ErrorRule> ParseErrorRule(std::string_view name);
 
+// GPTQ column order: natural (left to right) or static act-order (descending Gram diagonal; each
+// column keeps its 16-column scale group, whose scale is then fixed before the sweep).
+enum class GptqOrder { kNatural, kStatic };
+std::string_view GptqOrderName(GptqOrder o);  // "natural" | "static"
+absl::StatusOr<GptqOrder> ParseGptqOrder(std::string_view name);
+
+// GPTQ global scale: `amax` = the block-scale method's A/2688 (rtn) or A/1536 (the others);
+// `cjso` = the alpha SOAR's CJSO refit converges to on the same weight without error feedback.
+enum class GptqGlobalScale { kAmax, kCjso };
+std::string_view GptqGlobalScaleName(GptqGlobalScale g);  // "amax" | "cjso"
+absl::StatusOr<GptqGlobalScale> ParseGptqGlobalScale(std::string_view name);
+
+struct GptqOptions {
+  // Candidates of the 16-column block scales: rtn | 4over6 | scalesweep | soar (not gptq).
+  Method block_scales = Method::kSoar;
+  // Dampening added to the Gram diagonal, as a fraction of its mean (GPTQ's percdamp).
+  double dampening = 0.01;
+  // Columns per lazy batch update (a multiple of 16).
+  int block_size = 128;
+  GptqOrder order = GptqOrder::kNatural;
+  GptqGlobalScale global_scale = GptqGlobalScale::kCjso;
+};
+
+// Validates GptqOptions (INVALID_ARGUMENT naming the option and its allowed range).
+absl::Status ValidateGptqOptions(const GptqOptions& o);
+
 struct QuantizeOptions {
   Method method = Method::kSoar;
   Objective objective = Objective::kMse;
@@ -47,6 +74,8 @@ struct QuantizeOptions {
   double soar_rel_tolerance = 1e-3;  // stop when (E_old - E_new) / E_old < tolerance.
   // Compute the metrics (nmse, rtn nmse, ...). Cheap; on by default.
   bool compute_metrics = true;
+  // Method::kGptq only. `objective` then chooses the block scales.
+  GptqOptions gptq;
 };
 
 // A read-only, host-resident source tensor. Shapes of rank 1 are treated as [1, K]; rank > 2 has
@@ -82,6 +111,9 @@ struct TensorMetrics {
   double nmse_vs_rtn = 1;   // nmse / rtn_nmse (1 when rtn_nmse == 0)
   std::optional<double> output_nmse;  // ||X W^T - X W_hat^T||^2 / ||X W^T||^2 with calibration
   int iterations = 0;       // soar: accepted CJSO+DSS iterations
+  // gptq: the dampening actually used, as a fraction of the mean Gram diagonal (larger than the
+  // requested one when the damped Gram was not positive definite); 0 for the other methods.
+  double gptq_dampening = 0;
 };
 
 // Standard NVFP4 output for one [N, K] weight.

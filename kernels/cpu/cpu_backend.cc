@@ -5,6 +5,7 @@
 #include <cmath>
 #include <thread>
 
+#include "kernels/gptq.h"
 #include "kernels/quantize_driver.h"
 #include "kernels/reduce.h"
 
@@ -141,6 +142,22 @@ class CpuExecutor : public PassExecutor {
   std::vector<std::array<Slot, 2>> slots_;
 };
 
+class CpuGptqDevice : public GptqDevice {
+ public:
+  explicit CpuGptqDevice(int threads) : threads_(threads) {}
+  absl::StatusOr<bool> Factor(const std::vector<double>& h, int64_t k,
+                              std::vector<float>* u) override {
+    return HostGptqFactor(h, k, u, threads_);
+  }
+  absl::Status Sweep(const GptqSweepInput& in, std::vector<float>& w, const std::vector<float>& u,
+                     std::vector<uint8_t>* codes, std::vector<uint8_t>* scales) override {
+    return HostGptqSweep(in, w, u, codes, scales, threads_);
+  }
+
+ private:
+  int threads_;
+};
+
 }  // namespace
 
 CpuBackend::CpuBackend(int threads)
@@ -151,6 +168,14 @@ absl::StatusOr<std::vector<QuantizedTensor>> CpuBackend::QuantizeGroup(
     std::span<const TensorView> tensors, const QuantizeOptions& options,
     std::span<const Calibration* const> calibration) {
   const int threads = threads_;
+  if (options.method == Method::kGptq) {
+    CpuGptqDevice device(threads);
+    return RunGptqGroup(tensors, options, calibration, device,
+                        [this](std::span<const TensorView> t, const QuantizeOptions& o,
+                               std::span<const Calibration* const> c) {
+                          return QuantizeGroup(t, o, c);
+                        });
+  }
   return RunQuantizeGroup(
       tensors, options, calibration,
       [threads](std::span<const PreparedTensor> prepared)

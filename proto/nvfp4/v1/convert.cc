@@ -30,26 +30,90 @@ DType ToProto(nvfp4::DType d) {
   return DTYPE_UNSPECIFIED;
 }
 
-absl::StatusOr<nvfp4::QuantizeOptions> FromProto(const QuantizeOptions& o) {
-  nvfp4::QuantizeOptions out;
-  switch (o.method()) {
+namespace {
+
+// METHOD_UNSPECIFIED -> `unspecified`.
+absl::StatusOr<nvfp4::Method> MethodFromProto(Method m, nvfp4::Method unspecified) {
+  switch (m) {
     case METHOD_UNSPECIFIED:
-      break;
+      return unspecified;
     case METHOD_RTN:
-      out.method = nvfp4::Method::kRtn;
-      break;
+      return nvfp4::Method::kRtn;
     case METHOD_FOUR_OVER_SIX:
-      out.method = nvfp4::Method::kFourOverSix;
-      break;
+      return nvfp4::Method::kFourOverSix;
     case METHOD_SCALESWEEP:
-      out.method = nvfp4::Method::kScaleSweep;
-      break;
+      return nvfp4::Method::kScaleSweep;
     case METHOD_SOAR:
-      out.method = nvfp4::Method::kSoar;
+      return nvfp4::Method::kSoar;
+    case METHOD_GPTQ:
+      return nvfp4::Method::kGptq;
+    default:
+      return absl::InvalidArgumentError(absl::StrCat("unknown method ", m));
+  }
+}
+
+Method MethodToProto(nvfp4::Method m) {
+  switch (m) {
+    case nvfp4::Method::kRtn:
+      return METHOD_RTN;
+    case nvfp4::Method::kFourOverSix:
+      return METHOD_FOUR_OVER_SIX;
+    case nvfp4::Method::kScaleSweep:
+      return METHOD_SCALESWEEP;
+    case nvfp4::Method::kSoar:
+      return METHOD_SOAR;
+    case nvfp4::Method::kGptq:
+      return METHOD_GPTQ;
+  }
+  return METHOD_UNSPECIFIED;
+}
+
+absl::StatusOr<nvfp4::GptqOptions> GptqFromProto(const GptqOptions& o) {
+  nvfp4::GptqOptions out;
+  absl::StatusOr<nvfp4::Method> bs = MethodFromProto(o.block_scales(), out.block_scales);
+  if (!bs.ok()) return absl::InvalidArgumentError(absl::StrCat("gptq.block_scales: ", bs.status().message()));
+  out.block_scales = *bs;
+  if (o.has_dampening()) out.dampening = o.dampening();
+  if (o.block_size() != 0) out.block_size = o.block_size();
+  switch (o.order()) {
+    case GPTQ_ORDER_UNSPECIFIED:
+      break;
+    case GPTQ_ORDER_NATURAL:
+      out.order = nvfp4::GptqOrder::kNatural;
+      break;
+    case GPTQ_ORDER_STATIC:
+      out.order = nvfp4::GptqOrder::kStatic;
       break;
     default:
-      return absl::InvalidArgumentError(absl::StrCat("unknown method ", o.method()));
+      return absl::InvalidArgumentError(absl::StrCat("unknown gptq.order ", o.order()));
   }
+  switch (o.global_scale()) {
+    case GPTQ_GLOBAL_SCALE_UNSPECIFIED:
+      break;
+    case GPTQ_GLOBAL_SCALE_AMAX:
+      out.global_scale = nvfp4::GptqGlobalScale::kAmax;
+      break;
+    case GPTQ_GLOBAL_SCALE_CJSO:
+      out.global_scale = nvfp4::GptqGlobalScale::kCjso;
+      break;
+    default:
+      return absl::InvalidArgumentError(absl::StrCat("unknown gptq.global_scale ", o.global_scale()));
+  }
+  absl::Status valid = nvfp4::ValidateGptqOptions(out);
+  if (!valid.ok()) return absl::InvalidArgumentError(absl::StrCat("gptq: ", valid.message()));
+  return out;
+}
+
+}  // namespace
+
+absl::StatusOr<nvfp4::QuantizeOptions> FromProto(const QuantizeOptions& o) {
+  nvfp4::QuantizeOptions out;
+  absl::StatusOr<nvfp4::Method> method = MethodFromProto(o.method(), out.method);
+  if (!method.ok()) return method.status();
+  out.method = *method;
+  absl::StatusOr<nvfp4::GptqOptions> gptq = GptqFromProto(o.gptq());
+  if (!gptq.ok()) return gptq.status();
+  out.gptq = *gptq;
   switch (o.objective()) {
     case OBJECTIVE_UNSPECIFIED:
       break;
@@ -94,20 +158,15 @@ absl::StatusOr<nvfp4::QuantizeOptions> FromProto(const QuantizeOptions& o) {
 
 QuantizeOptions ToProto(const nvfp4::QuantizeOptions& o) {
   QuantizeOptions out;
-  switch (o.method) {
-    case nvfp4::Method::kRtn:
-      out.set_method(METHOD_RTN);
-      break;
-    case nvfp4::Method::kFourOverSix:
-      out.set_method(METHOD_FOUR_OVER_SIX);
-      break;
-    case nvfp4::Method::kScaleSweep:
-      out.set_method(METHOD_SCALESWEEP);
-      break;
-    case nvfp4::Method::kSoar:
-      out.set_method(METHOD_SOAR);
-      break;
-  }
+  out.set_method(MethodToProto(o.method));
+  GptqOptions* g = out.mutable_gptq();
+  g->set_block_scales(MethodToProto(o.gptq.block_scales));
+  g->set_dampening(o.gptq.dampening);
+  g->set_block_size(o.gptq.block_size);
+  g->set_order(o.gptq.order == nvfp4::GptqOrder::kStatic ? GPTQ_ORDER_STATIC : GPTQ_ORDER_NATURAL);
+  g->set_global_scale(o.gptq.global_scale == nvfp4::GptqGlobalScale::kCjso
+                          ? GPTQ_GLOBAL_SCALE_CJSO
+                          : GPTQ_GLOBAL_SCALE_AMAX);
   switch (o.objective) {
     case nvfp4::Objective::kMse:
       out.set_objective(OBJECTIVE_MSE);
@@ -144,6 +203,7 @@ void ToProto(const nvfp4::TensorMetrics& m, TensorMetrics* out) {
   out->set_nmse_vs_rtn(m.nmse_vs_rtn);
   if (m.output_nmse.has_value()) out->set_output_nmse(*m.output_nmse);
   out->set_iterations(m.iterations);
+  out->set_gptq_dampening(m.gptq_dampening);
 }
 
 nvfp4::TensorMetrics FromProto(const TensorMetrics& m) {
@@ -155,6 +215,7 @@ nvfp4::TensorMetrics FromProto(const TensorMetrics& m) {
   out.nmse_vs_rtn = m.nmse_vs_rtn();
   if (m.has_output_nmse()) out.output_nmse = m.output_nmse();
   out.iterations = m.iterations();
+  out.gptq_dampening = m.gptq_dampening();
   return out;
 }
 

@@ -1,0 +1,398 @@
+#include "kernels/gptq.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <numeric>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "base/status_macros.h"
+#include "kernels/calibration.h"
+#include "kernels/quantize_driver.h"
+
+namespace nvfp4 {
+
+void HostParallelFor(int64_t count, int threads, const std::function<void(int64_t)>& fn) {
+  const int workers = static_cast<int>(std::min<int64_t>(std::max(threads, 1), count));
+  if (workers <= 1) {
+    for (int64_t i = 0; i < count; ++i) fn(i);
+    return;
+  }
+  std::atomic<int64_t> next{0};
+  auto work = [&] {
+    for (int64_t i = next.fetch_add(1); i < count; i = next.fetch_add(1)) fn(i);
+  };
+  std::vector<std::thread> pool;
+  pool.reserve(workers - 1);
+  for (int w = 1; w < workers; ++w) pool.emplace_back(work);
+  work();
+  for (std::thread& t : pool) t.join();
+}
+
+absl::StatusOr<std::optional<double>> GptqDevice::OutputNmse(const TensorView& w,
+                                                             const Matrix2D& m,
+                                                             const QuantizedTensor& q,
+                                                             const Calibration* calibration) {
+  return OutputSpaceNmse(w, m, q, calibration);
+}
+
+bool HostGptqFactor(const std::vector<double>& h, int64_t k, std::vector<float>* u, int threads) {
+  // Cholesky (lower, row-major) of the reversed matrix A[i][j] = h[k-1-i][k-1-j].
+  std::vector<double> l(static_cast<size_t>(k * k), 0.0);
+  for (int64_t i = 0; i < k; ++i) {
+    double* li = l.data() + i * k;
+    for (int64_t j = 0; j <= i; ++j) {
+      const double* lj = l.data() + j * k;
+      double s = h[(k - 1 - i) * k + (k - 1 - j)];
+      for (int64_t p = 0; p < j; ++p) s -= li[p] * lj[p];
+      if (j == i) {
+        if (!(s > 0) || !std::isfinite(s)) return false;
+        li[i] = std::sqrt(s);
+      } else {
+        li[j] = s / lj[j];
+      }
+    }
+  }
+  // M = L^-1 column by column (forward substitution; columns are independent).
+  std::vector<double> minv(static_cast<size_t>(k * k), 0.0);
+  std::atomic<bool> finite{true};
+  HostParallelFor(k, threads, [&](int64_t q) {
+    std::vector<double> m(static_cast<size_t>(k), 0.0);
+    for (int64_t i = q; i < k; ++i) {
+      const double* li = l.data() + i * k;
+      double s = i == q ? 1.0 : 0.0;
+      for (int64_t p = q; p < i; ++p) s -= li[p] * m[p];
+      m[i] = s / li[i];
+      if (!std::isfinite(m[i])) finite = false;
+      minv[i * k + q] = m[i];
+    }
+  });
+  if (!finite) return false;
+  // U[a][b] = M[k-1-a][k-1-b] (upper): U^T U = h^-1.
+  u->assign(static_cast<size_t>(k * k), 0.0f);
+  for (int64_t a = 0; a < k; ++a) {
+    for (int64_t b = a; b < k; ++b) {
+      (*u)[a * k + b] = static_cast<float>(minv[(k - 1 - a) * k + (k - 1 - b)]);
+    }
+  }
+  return true;
+}
+
+absl::Status HostGptqSweep(const GptqSweepInput& in, std::vector<float>& w,
+                           const std::vector<float>& u, std::vector<uint8_t>* codes,
+                           std::vector<uint8_t>* scales, int threads) {
+  const int64_t n = in.rows, k = in.cols;
+  codes->assign(static_cast<size_t>(n * k), 0);
+  scales->assign(static_cast<size_t>(n * (k / kBlock)), kE4M3One);
+  HostParallelFor(n, threads, [&](int64_t r) {
+    float* row = w.data() + r * k;
+    uint8_t* row_codes = codes->data() + r * k;
+    uint8_t* row_scales = scales->data() + r * (k / kBlock);
+    if (in.static_scales) {
+      for (int64_t j = 0; j < k / kBlock; ++j) {
+        row_scales[j] = ChooseGptqBlockScale(row + j * kBlock, j, in.scale);
+      }
+    }
+    std::vector<float> wp(static_cast<size_t>(k));
+    for (int64_t p = 0; p < k; ++p) wp[p] = row[in.perm == nullptr ? p : in.perm[p]];
+    std::vector<float> err(static_cast<size_t>(in.block_size));
+    std::vector<float> acc(static_cast<size_t>(k));
+    for (int64_t c0 = 0; c0 < k; c0 += in.block_size) {
+      const int nb = static_cast<int>(std::min<int64_t>(in.block_size, k - c0));
+      GptqRowBatch(wp.data() + c0, u.data() + c0 * k + c0, k, nb, c0, in.perm,
+                   !in.static_scales, in.g, in.scale, row_codes, row_scales, err.data());
+      const int64_t rest = c0 + nb;
+      if (rest >= k) break;
+      // Same order as GptqLazyDelta (t ascending, acc from 0), laid out for contiguous reads.
+      std::fill(acc.begin() + rest, acc.end(), 0.0f);
+      for (int t = 0; t < nb; ++t) {
+        const float e = err[t];
+        const float* ut = u.data() + (c0 + t) * k;
+        for (int64_t p = rest; p < k; ++p) acc[p] = acc[p] + e * ut[p];
+      }
+      for (int64_t p = rest; p < k; ++p) wp[p] = wp[p] - acc[p];
+    }
+  });
+  return absl::OkStatus();
+}
+
+namespace {
+
+std::string Named(const TensorView& t) {
+  return absl::StrCat("tensor '", t.name, "' (shape ", ShapeString(t.shape), ")");
+}
+
+// The group's Gram in fp64 from tensor 0's calibration (input_gram, else X^T X).
+absl::StatusOr<std::vector<double>> GroupGram(const TensorView& t, const Matrix2D& m,
+                                              const Calibration* c) {
+  const int64_t k = m.cols;
+  if (c == nullptr || (c->gram.empty() && c->activations == nullptr)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "method gptq needs the input Gram of ", Named(t),
+        ": calibration input_gram [K, K] (or input_activations [tokens, K]), K = ", k));
+  }
+  RETURN_IF_ERROR(ValidateCalibration(t, m, *c));
+  std::vector<double> h(static_cast<size_t>(k * k), 0.0);
+  if (!c->gram.empty()) {
+    for (size_t i = 0; i < h.size(); ++i) h[i] = c->gram[i];
+    // Symmetrize (a Gram accumulated in low precision may be off by rounding).
+    for (int64_t i = 0; i < k; ++i) {
+      for (int64_t j = i + 1; j < k; ++j) {
+        const double v = 0.5 * (h[i * k + j] + h[j * k + i]);
+        h[i * k + j] = h[j * k + i] = v;
+      }
+    }
+    return h;
+  }
+  std::vector<float> x(static_cast<size_t>(c->tokens * k));
+  ConvertToFloat(c->activations, c->activations_dtype, c->tokens * k, x.data());
+  for (int64_t tok = 0; tok < c->tokens; ++tok) {
+    const float* xr = x.data() + tok * k;
+    for (int64_t i = 0; i < k; ++i) {
+      if (!std::isfinite(xr[i])) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "calibration for ", Named(t), ": input_activations has a non-finite value at [",
+            tok, ", ", i, "]"));
+      }
+      for (int64_t j = 0; j <= i; ++j) h[i * k + j] += static_cast<double>(xr[i]) * xr[j];
+    }
+  }
+  for (int64_t i = 0; i < k; ++i)
+    for (int64_t j = i + 1; j < k; ++j) h[i * k + j] = h[j * k + i];
+  return h;
+}
+
+// Factors the damped Gram, raising the dampening tenfold until the factor exists.
+struct DampedFactor {
+  std::vector<float> u;
+  double dampening = 0;
+};
+absl::StatusOr<DampedFactor> FactorWithDampening(const std::vector<double>& h, int64_t k,
+                                                 double dampening, GptqDevice& device,
+                                                 const TensorView& t) {
+  double mean_diag = 0;
+  for (int64_t i = 0; i < k; ++i) mean_diag += h[i * k + i];
+  mean_diag /= static_cast<double>(k);
+  if (!(mean_diag > 0)) mean_diag = 1;
+  constexpr int kAttempts = 9;
+  DampedFactor out;
+  double d = dampening;
+  for (int attempt = 0; attempt < kAttempts; ++attempt) {
+    std::vector<double> hd = h;
+    for (int64_t i = 0; i < k; ++i) hd[i * k + i] += d * mean_diag;
+    ASSIGN_OR_RETURN(bool ok, device.Factor(hd, k, &out.u));
+    if (ok) {
+      out.dampening = d;
+      return out;
+    }
+    d = d > 0 ? d * 10 : 1e-6;
+  }
+  return absl::InvalidArgumentError(absl::StrCat(
+      "method gptq: the input Gram of ", Named(t), " is not positive definite even with ",
+      "dampening ", d / 10, " x mean diagonal (is it a Gram matrix X^T X?)"));
+}
+
+// Rows of the stacked group as fp32, with the first non-finite value reported.
+absl::Status StackWeights(std::span<const TensorView> tensors, const std::vector<Matrix2D>& m,
+                          std::vector<float>* w, float* amax) {
+  int64_t total = 0;
+  for (const Matrix2D& mi : m) total += mi.rows * mi.cols;
+  w->resize(static_cast<size_t>(total));
+  int64_t offset = 0;
+  *amax = 0.0f;
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    const int64_t count = m[i].rows * m[i].cols;
+    float* dst = w->data() + offset;
+    ConvertToFloat(tensors[i].data, tensors[i].dtype, count, dst);
+    for (int64_t e = 0; e < count; ++e) {
+      if (!std::isfinite(dst[e])) return NonFiniteError(tensors[i], m[i], e, dst[e]);
+      *amax = std::fmax(*amax, std::fabs(dst[e]));
+    }
+    offset += count;
+  }
+  return absl::OkStatus();
+}
+
+// nmse, max |err| and the rtn baseline of q against its source (host, per-row sums in order).
+TensorMetrics HostMetrics(const TensorView& t, const Matrix2D& m, const QuantizedTensor& q,
+                          float g_rtn, int threads) {
+  const int64_t n = m.rows, k = m.cols;
+  std::vector<float> src(static_cast<size_t>(n * k));
+  ConvertToFloat(t.data, t.dtype, n * k, src.data());
+  const std::vector<float> deq = Dequantize(q);
+  std::vector<double> sq(n), xsq(n), rtn(n);
+  std::vector<float> mx(n);
+  HostParallelFor(n, threads, [&](int64_t r) {
+    double s = 0, x2 = 0, rt = 0;
+    float ma = 0;
+    for (int64_t b = 0; b < k / kBlock; ++b) {
+      const float* x = src.data() + r * k + b * kBlock;
+      const float* y = deq.data() + r * k + b * kBlock;
+      float amax_b = 0;
+      for (int i = 0; i < kBlock; ++i) amax_b = std::fmax(amax_b, std::fabs(x[i]));
+      const uint32_t rtn_code =
+          amax_b == 0.0f ? kE4M3One : EncodeE4M3Scale(AbsmaxBlockScale(amax_b, g_rtn));
+      const float rtn_sg = DecodeE4M3(rtn_code) * g_rtn;
+      // Per-block fp32 sums as the block core's metrics (QuantizeBlock), then fp64 across blocks.
+      float bs = 0, bx = 0, br = 0;
+      for (int i = 0; i < kBlock; ++i) {
+        const float e = x[i] - y[i];
+        bs += e * e;
+        bx += x[i] * x[i];
+        ma = std::fmax(ma, std::fabs(e));
+        const float re = x[i] - E2M1RoundValue(x[i] / rtn_sg) * rtn_sg;
+        br += re * re;
+      }
+      s += bs;
+      x2 += bx;
+      rt += br;
+    }
+    sq[r] = s;
+    xsq[r] = x2;
+    rtn[r] = rt;
+    mx[r] = ma;
+  });
+  double s = 0, x2 = 0, rt = 0;
+  TensorMetrics out;
+  for (int64_t r = 0; r < n; ++r) {
+    s += sq[r];
+    x2 += xsq[r];
+    rt += rtn[r];
+    out.max_abs_err = std::fmax(out.max_abs_err, static_cast<double>(mx[r]));
+  }
+  out.nmse = x2 > 0 ? s / x2 : 0.0;
+  out.sqnr_db = out.nmse > 0 ? -10.0 * std::log10(out.nmse)
+                             : std::numeric_limits<double>::infinity();
+  out.rtn_nmse = x2 > 0 ? rt / x2 : 0.0;
+  out.nmse_vs_rtn = out.rtn_nmse > 0 ? out.nmse / out.rtn_nmse : 1.0;
+  return out;
+}
+
+bool UsesObjective(Method m) { return m == Method::kScaleSweep || m == Method::kSoar; }
+
+}  // namespace
+
+absl::StatusOr<std::vector<QuantizedTensor>> RunGptqGroup(
+    std::span<const TensorView> tensors, const QuantizeOptions& options,
+    std::span<const Calibration* const> calibration, GptqDevice& device,
+    const GroupQuantizer& without_feedback) {
+  if (tensors.empty()) return absl::InvalidArgumentError("empty tensor group");
+  RETURN_IF_ERROR(ValidateGptqOptions(options.gptq));
+  if (!calibration.empty() && calibration.size() != tensors.size()) {
+    return absl::InvalidArgumentError(absl::StrCat("calibration has ", calibration.size(),
+                                                   " entries for ", tensors.size(), " tensors"));
+  }
+  const GptqOptions& go = options.gptq;
+  std::vector<Matrix2D> m(tensors.size());
+  int64_t rows = 0;
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    ASSIGN_OR_RETURN(m[i], FoldShape(tensors[i]));
+    if (m[i].cols != m[0].cols) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "method gptq: the fused group's tensors must share K (they read one input): ",
+          Named(tensors[0]), " vs ", Named(tensors[i])));
+    }
+    const Calibration* c = calibration.empty() ? nullptr : calibration[i];
+    if (c != nullptr && !c->empty()) RETURN_IF_ERROR(ValidateCalibration(tensors[i], m[i], *c));
+    rows += m[i].rows;
+  }
+  const int64_t k = m[0].cols;
+  const Calibration* cal = calibration.empty() ? nullptr : calibration[0];
+  ASSIGN_OR_RETURN(std::vector<double> h, GroupGram(tensors[0], m[0], cal));
+
+  std::vector<float> w;
+  float amax = 0.0f;
+  RETURN_IF_ERROR(StackWeights(tensors, m, &w, &amax));
+
+  // Dead inputs, order, dampening, factor.
+  for (int64_t i = 0; i < k; ++i) {
+    if (h[i * k + i] == 0.0) h[i * k + i] = 1.0;
+  }
+  std::vector<int32_t> perm;
+  if (go.order == GptqOrder::kStatic) {
+    perm.resize(static_cast<size_t>(k));
+    std::iota(perm.begin(), perm.end(), 0);
+    std::stable_sort(perm.begin(), perm.end(),
+                     [&](int32_t a, int32_t b) { return h[a * k + a] > h[b * k + b]; });
+    std::vector<double> hp(h.size());
+    for (int64_t a = 0; a < k; ++a)
+      for (int64_t b = 0; b < k; ++b) hp[a * k + b] = h[perm[a] * k + perm[b]];
+    h.swap(hp);
+  }
+  ASSIGN_OR_RETURN(DampedFactor factor,
+                   FactorWithDampening(h, k, go.dampening, device, tensors[0]));
+  h = {};
+
+  // Global scale.
+  const Method scale_method = go.block_scales;
+  float g = InitialGlobalScale(scale_method, amax);
+  const float g_rtn = InitialGlobalScale(Method::kRtn, amax);
+  if (go.global_scale == GptqGlobalScale::kCjso && amax > 0.0f) {
+    QuantizeOptions soar = options;
+    soar.method = Method::kSoar;
+    soar.compute_metrics = false;
+    ASSIGN_OR_RETURN(std::vector<QuantizedTensor> base, without_feedback(tensors, soar, calibration));
+    g = base[0].global_scale;
+  }
+
+  // Block-scale candidates and objective.
+  QuantizeOptions scale_options = options;
+  scale_options.method = scale_method;
+  const Objective objective = UsesObjective(scale_method) ? options.objective : Objective::kMse;
+  ASSIGN_OR_RETURN(ObjectiveData od, PrepareObjective(tensors[0], m[0], objective, cal));
+  GptqSweepInput in;
+  in.rows = rows;
+  in.cols = k;
+  in.block_size = go.block_size;
+  in.g = g;
+  in.perm = perm.empty() ? nullptr : perm.data();
+  in.static_scales = go.order == GptqOrder::kStatic;
+  in.scale.pass = FirstPassParams(scale_options, g, g_rtn);
+  in.scale.pass.rtn_metric = false;
+  if (scale_method == Method::kSoar) {
+    in.scale.soar_refine_steps = 4;
+    in.scale.refine = in.scale.pass;
+    in.scale.refine.method = BlockMethod::kSoarRefine;
+    in.scale.refine.decoupled = false;
+  }
+  in.scale.objective_kind = od.kind;
+  in.scale.importance = od.importance.empty() ? nullptr : od.importance.data();
+  in.scale.hessian = od.hessian_blocks.empty() ? nullptr : od.hessian_blocks.data();
+  in.importance_size = static_cast<int64_t>(od.importance.size());
+  in.hessian_size = static_cast<int64_t>(od.hessian_blocks.size());
+
+  std::vector<uint8_t> codes, scales;
+  RETURN_IF_ERROR(device.Sweep(in, w, factor.u, &codes, &scales));
+  w = {};
+  factor.u = {};
+
+  std::vector<QuantizedTensor> out(tensors.size());
+  int64_t row0 = 0;
+  const int threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    QuantizedTensor& q = out[i];
+    q.name = tensors[i].name;
+    q.rows = m[i].rows;
+    q.cols = k;
+    q.source_shape = tensors[i].shape;
+    q.global_scale = g;
+    const int64_t count = m[i].rows * k;
+    q.packed.resize(static_cast<size_t>(count / 2));
+    const uint8_t* c = codes.data() + row0 * k;
+    for (int64_t j = 0; j < count / 2; ++j) q.packed[j] = PackPair(c[2 * j], c[2 * j + 1]);
+    q.scales.assign(scales.begin() + row0 * (k / kBlock),
+                    scales.begin() + (row0 + m[i].rows) * (k / kBlock));
+    row0 += m[i].rows;
+    if (options.compute_metrics) {
+      q.metrics = HostMetrics(tensors[i], m[i], q, g_rtn, threads);
+      const Calibration* ci = calibration.empty() ? nullptr : calibration[i];
+      ASSIGN_OR_RETURN(q.metrics.output_nmse,
+                       device.OutputNmse(tensors[i], m[i], q, ci != nullptr ? ci : cal));
+    }
+    q.metrics.gptq_dampening = factor.dampening;
+  }
+  return out;
+}
+
+}  // namespace nvfp4

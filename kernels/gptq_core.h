@@ -1,0 +1,98 @@
+// The per-row steps of GPTQ error feedback (docs/NUMERICS.md, "GPTQ"), compiled for host and
+// device so the CPU reference and the CUDA backend compute the same bits from the same factor.
+//
+// GPTQ's column sweep is independent per row once the factor U (upper triangular, H^-1 = U^T U)
+// is known: row r's columns are quantized left to right (in processing order), and each column's
+// scaled rounding error e = (w - q) / U[i][i] is pushed onto the row's later columns through row i
+// of U. Within a batch of `block_size` columns the update is immediate (GptqRowBatch); onto the
+// columns after the batch it is deferred and applied once per batch (GptqRowLazyUpdate). Every
+// sum runs in a fixed order with separate multiply and add (no FMA contraction), so a backend
+// that keeps the order gets identical bits.
+//
+// Block scales come from the shared block core (block_core.h): the candidates and objective of
+// the chosen scale method, evaluated on the block's 16 error-updated values when its first column
+// is reached (natural order), or on the original values before the sweep (static order).
+#ifndef NVFP4_KERNELS_GPTQ_CORE_H_
+#define NVFP4_KERNELS_GPTQ_CORE_H_
+
+#include <cstdint>
+
+#include "kernels/block_core.h"
+#include "kernels/codec.h"
+#include "kernels/hd.h"
+
+namespace nvfp4 {
+
+// How a 16-column block's E4M3 scale is chosen.
+struct GptqScaleParams {
+  BlockPassParams pass;         // the block-scale method's pass (g set, rtn_metric off)
+  int soar_refine_steps = 0;    // soar: CJSO block steps after the window search (kept if better)
+  BlockPassParams refine;       // soar: the kSoarRefine pass (not decoupled: GPTQ rounds to nearest)
+  BlockErrorKind objective_kind = BlockErrorKind::kSquared;
+  const float* importance = nullptr;  // [K] (kWeightedSquared)
+  const float* hessian = nullptr;     // [K/16][256] Gram diagonal blocks (kHessian)
+
+  NVFP4_HD BlockObjective ForBlockColumn(int64_t j) const {
+    BlockObjective o;
+    o.kind = objective_kind;
+    if (importance != nullptr) o.importance = importance + j * kBlock;
+    if (hessian != nullptr) o.hessian = hessian + j * kBlock * kBlock;
+    return o;
+  }
+};
+
+// The E4M3 scale code for block column `j` whose 16 current values are x.
+NVFP4_HD uint8_t ChooseGptqBlockScale(const float* x, int64_t j, const GptqScaleParams& p) {
+  const BlockObjective obj = p.ForBlockColumn(j);
+  BlockResult best;
+  QuantizeBlock(x, p.pass, obj, nullptr, kE4M3One, &best);
+  for (int step = 0; step < p.soar_refine_steps; ++step) {
+    BlockResult next;
+    QuantizeBlock(x, p.refine, obj, best.packed, best.scale, &next);
+    if (!(next.obj_err < best.obj_err)) break;
+    best = next;
+  }
+  return best.scale;
+}
+
+// The E2M1 code of x under dequantization scale sg (true division, as EmitCodes).
+NVFP4_HD uint32_t GptqCode(float x, float sg) { return EncodeE2M1(x / sg); }
+
+// One row, one batch: processing positions [c0, c0 + nb) of the row. `w` holds the row's nb
+// current values of the batch (updated in place); `u` points at U[c0][c0] with row stride `ld`.
+// `perm` maps a processing position to its original column (nullptr: natural order). When
+// `choose_scales` is set (natural order), a block's scale is chosen when its first column is
+// reached (c0 and nb are multiples of 16); otherwise `scales` already holds them. Writes the
+// row's codes (one per byte, original column order), the scales, and err[i] = (w - q) / U[i][i].
+NVFP4_HD void GptqRowBatch(float* w, const float* u, int64_t ld, int nb, int64_t c0,
+                           const int32_t* perm, bool choose_scales, float g,
+                           const GptqScaleParams& sp, uint8_t* codes, uint8_t* scales,
+                           float* err) {
+  for (int i = 0; i < nb; ++i) {
+    const int64_t pos = c0 + i;
+    const int64_t col = perm == nullptr ? pos : perm[pos];
+    if (choose_scales && col % kBlock == 0) {
+      scales[col / kBlock] = ChooseGptqBlockScale(w + i, col / kBlock, sp);
+    }
+    const float sg = DecodeE4M3(scales[col / kBlock]) * g;
+    const uint32_t c = GptqCode(w[i], sg);
+    codes[col] = static_cast<uint8_t>(c);
+    const float e = (w[i] - DecodeE2M1(c) * sg) / u[i * ld + i];
+    err[i] = e;
+    const float* ui = u + i * ld;
+    for (int j = i + 1; j < nb; ++j) w[j] = w[j] - e * ui[j];
+  }
+}
+
+// The deferred update of one row element at position `pos` (> the batch): the sum over the
+// batch's errors t = 0..nb-1 of err[t] * U[c0 + t][pos], in that order, then subtracted.
+// `u_col` points at U[c0][pos] (stride `ld` between batch rows).
+NVFP4_HD float GptqLazyDelta(const float* err, const float* u_col, int64_t ld, int nb) {
+  float acc = 0.0f;
+  for (int t = 0; t < nb; ++t) acc = acc + err[t] * u_col[t * ld];
+  return acc;
+}
+
+}  // namespace nvfp4
+
+#endif  // NVFP4_KERNELS_GPTQ_CORE_H_
