@@ -39,6 +39,13 @@ bool HasCalibrationFor(const SafetensorsReader& reader, std::string_view tensor)
   return false;
 }
 
+bool HasGramFor(const SafetensorsReader& reader, std::string_view tensor) {
+  for (std::string_view suffix : {kInputGramSuffix, kInputActivationsSuffix}) {
+    if (reader.Find(StrCat(tensor, suffix)) != nullptr) return true;
+  }
+  return false;
+}
+
 absl::StatusOr<std::unique_ptr<LoadedCalibration>> LoadCalibration(const SafetensorsReader& reader,
                                                                    std::string_view tensor,
                                                                    int64_t k) {

@@ -37,6 +37,8 @@ struct LoadedCalibration {
 
 // True when `reader` holds any calibration entry for weight `tensor`.
 bool HasCalibrationFor(const SafetensorsReader& reader, std::string_view tensor);
+// True when `reader` holds an input Gram (or raw activations) for weight `tensor` (method gptq).
+bool HasGramFor(const SafetensorsReader& reader, std::string_view tensor);
 
 // Loads the calibration entries for weight `tensor` whose input dimension is `k`. Returns an
 // empty calibration when the file has none. Errors (INVALID_ARGUMENT, naming the calibration file,

@@ -34,6 +34,11 @@ std::optional<std::string> ModelCalibration::KeyFor(std::string_view module) con
 
 bool ModelCalibration::Has(std::string_view module) const { return KeyFor(module).has_value(); }
 
+bool ModelCalibration::HasGram(std::string_view module) const {
+  std::optional<std::string> key = KeyFor(module);
+  return key.has_value() && formats::HasGramFor(*reader_, *key);
+}
+
 absl::StatusOr<std::unique_ptr<formats::LoadedCalibration>> ModelCalibration::Load(
     std::string_view module, int64_t k) const {
   std::optional<std::string> key = KeyFor(module);

@@ -30,6 +30,8 @@ class ModelCalibration {
 
   // True when the file has any statistics for `module`.
   bool Has(std::string_view module) const;
+  // True when the file has the input Gram (or raw activations) of `module` (method gptq).
+  bool HasGram(std::string_view module) const;
   // The statistics of `module` (input dimension `k`); an empty calibration when there are none.
   // INVALID_ARGUMENT (naming the file and entry) for mis-shaped entries.
   absl::StatusOr<std::unique_ptr<formats::LoadedCalibration>> Load(std::string_view module,

@@ -204,16 +204,35 @@ absl::StatusOr<Prepared> Prepare(InputDirectory& input, const QuantizeModelOptio
     return absl::InvalidArgumentError(
         StrCat(input.Describe(), ": no module to quantize (every candidate is excluded)"));
   }
+  // gptq is driven by each module's input Gram: name the first module without one, before any
+  // work is done.
+  if (options.quantize.method == Method::kGptq) {
+    for (const std::string& m : p.plan.quantized_modules) {
+      if (!options.calibration->HasGram(m)) {
+        return absl::InvalidArgumentError(StrCat(
+            options.calibration->reader().name(), ": no input Gram for module '", m,
+            "' (expected '", m, ".input_gram' [K, K] or '", m,
+            ".input_activations'), which method gptq needs for every quantized module; "
+            "exclude the module (--exclude) or collect its Gram (docs/CALIBRATION.md)"));
+      }
+    }
+  }
   return p;
 }
 
 absl::Status CheckOptions(const QuantizeModelOptions& options) {
   if (options.max_shard_size == 0) return absl::InvalidArgumentError("max shard size must be > 0");
+  if (options.quantize.method == Method::kGptq && options.calibration == nullptr) {
+    return absl::InvalidArgumentError(
+        "method gptq needs calibration statistics with each module's input_gram (a calibration "
+        "file; docs/CALIBRATION.md)");
+  }
   if (options.quantize.objective != Objective::kMse && options.calibration == nullptr) {
     return absl::InvalidArgumentError(
         StrCat("objective '", ObjectiveName(options.quantize.objective),
                "' needs calibration statistics (a calibration file)"));
   }
+  RETURN_IF_ERROR(ValidateGptqOptions(options.quantize.gptq));
   return absl::OkStatus();
 }
 
@@ -283,6 +302,14 @@ absl::StatusOr<ModelOutputPlan> BuildOutputPlan(const Prepared& p,
   op.shard_metadata = {{"nvfp4.layout", std::string(LayoutName(options.layout))},
                        {"nvfp4.method", std::string(MethodName(options.quantize.method))},
                        {"nvfp4.objective", std::string(ObjectiveName(options.quantize.objective))}};
+  if (options.quantize.method == Method::kGptq) {
+    // Provenance, and part of the resume fingerprint (the headers): a resumed run must use the
+    // same GPTQ options.
+    const GptqOptions& g = options.quantize.gptq;
+    op.shard_metadata["nvfp4.gptq"] = StrCat("block_scales=", MethodName(g.block_scales), ",dampening=", g.dampening,
+                             ",block_size=", g.block_size, ",order=", GptqOrderName(g.order),
+                             ",global_scale=", GptqGlobalScaleName(g.global_scale));
+  }
   return op;
 }
 

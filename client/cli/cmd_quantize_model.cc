@@ -2,8 +2,11 @@
 #include <iostream>
 #include <memory>
 
+#include "base/status_macros.h"
 #include "client/cli/exit_codes.h"
+#include "client/cli/gptq_flags.h"
 #include "client/cli/remote_common.h"
+#include "nvfp4/v1/convert.h"
 
 namespace nvfp4::cli {
 
@@ -13,6 +16,7 @@ void AddQuantizeModelCommand(CLI::App& root, SubcommandList& out) {
     std::string input, output, layout = "modelopt", method = "soar", objective = "mse",
                                error_rule = "mse", calibration, request_id;
     std::vector<std::string> include, exclude;
+    GptqFlags gptq;
     bool detach = false;
   };
   auto f = std::make_shared<Flags>();
@@ -32,9 +36,12 @@ void AddQuantizeModelCommand(CLI::App& root, SubcommandList& out) {
   app->add_option("--layout", f->layout, "Output layout.")
       ->check(CLI::IsMember({"modelopt", "compressed-tensors"}))
       ->capture_default_str();
-  app->add_option("--method", f->method, "Scale-selection method.")
-      ->check(CLI::IsMember({"rtn", "4over6", "scalesweep", "soar"}))
+  app->add_option("--method", f->method,
+                  "Scale-selection method (gptq: error feedback, needs each module's input_gram "
+                  "in --calibration).")
+      ->check(CLI::IsMember(MethodChoices()))
       ->capture_default_str();
+  AddGptqFlags(app, &f->gptq);
   app->add_option("--objective", f->objective, "Objective of scalesweep/soar.")
       ->check(CLI::IsMember({"mse", "wmse", "hessian"}))
       ->capture_default_str();
@@ -63,17 +70,20 @@ void AddQuantizeModelCommand(CLI::App& root, SubcommandList& out) {
                    r.set_output_uri(f->output);
                    r.set_layout(f->layout == "compressed-tensors" ? v1::LAYOUT_COMPRESSED_TENSORS
                                                                   : v1::LAYOUT_MODELOPT);
-                   v1::QuantizeOptions* o = r.mutable_options();
-                   o->set_method(f->method == "rtn"          ? v1::METHOD_RTN
-                                 : f->method == "4over6"     ? v1::METHOD_FOUR_OVER_SIX
-                                 : f->method == "scalesweep" ? v1::METHOD_SCALESWEEP
-                                                             : v1::METHOD_SOAR);
-                   o->set_objective(f->objective == "wmse"      ? v1::OBJECTIVE_WMSE
-                                    : f->objective == "hessian" ? v1::OBJECTIVE_HESSIAN
-                                                                : v1::OBJECTIVE_MSE);
-                   o->set_error_rule(f->error_rule == "mae"      ? v1::ERROR_RULE_MAE
-                                     : f->error_rule == "absmax" ? v1::ERROR_RULE_ABSMAX
-                                                                 : v1::ERROR_RULE_MSE);
+                   auto parse = [&]() -> absl::StatusOr<QuantizeOptions> {
+                     QuantizeOptions o;
+                     ASSIGN_OR_RETURN(o.method, ParseMethod(f->method));
+                     ASSIGN_OR_RETURN(o.objective, ParseObjective(f->objective));
+                     ASSIGN_OR_RETURN(o.four_over_six_rule, ParseErrorRule(f->error_rule));
+                     ASSIGN_OR_RETURN(o.gptq, GptqOptionsFromFlags(f->gptq));
+                     return o;
+                   };
+                   const absl::StatusOr<QuantizeOptions> options = parse();
+                   if (!options.ok()) {
+                     std::cerr << "nvfp4ctl: " << options.status().message() << "\n";
+                     return kExitUsage;
+                   }
+                   *r.mutable_options() = v1::ToProto(*options);
                    for (const auto& p : f->include) r.add_include_patterns(p);
                    for (const auto& p : f->exclude) r.add_exclude_patterns(p);
                    r.set_calibration_uri(f->calibration);

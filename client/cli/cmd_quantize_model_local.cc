@@ -16,6 +16,7 @@
 #include "absl/strings/numbers.h"
 #include "base/status_macros.h"
 #include "client/cli/exit_codes.h"
+#include "client/cli/gptq_flags.h"
 #include "client/cli/metrics_output.h"
 #include "client/cli/pipeline_commands.h"
 #include "client/cli/progress.h"
@@ -107,6 +108,7 @@ struct LocalFlags {
   // Bound only when the remote command does not declare them (read back by name at run time).
   std::string input, output, layout = "modelopt", method = "soar", objective = "mse",
                              error_rule = "mse", calibration;
+  GptqFlags gptq;
   std::vector<std::string> include, exclude;
   bool json = false;
 };
@@ -294,6 +296,7 @@ absl::Status RunLocal(CLI::App* app, const LocalFlags& f) {
     t.nmse_vs_rtn = m.metrics.nmse_vs_rtn;
     t.output_nmse = m.metrics.output_nmse;
     t.iterations = m.metrics.iterations;
+    if (o.quantize.method == Method::kGptq) t.gptq_dampening = m.metrics.gptq_dampening;
     width = std::max(width, t.tensor.size());
     reports.push_back(std::move(t));
   }
@@ -374,6 +377,7 @@ absl::StatusOr<pipeline::QuantizeModelOptions> ModelOptionsFromFlags(
   ASSIGN_OR_RETURN(o.quantize.objective, ParseObjective(StringOption(app, "--objective", "mse")));
   ASSIGN_OR_RETURN(o.quantize.four_over_six_rule,
                    ParseErrorRule(StringOption(app, "--error-rule", "mse")));
+  ASSIGN_OR_RETURN(o.quantize.gptq, GptqOptionsFromApp(app));
   o.selection.include = ListOption(app, "--include");
   o.selection.exclude = ListOption(app, "--exclude");
   o.selection.default_exclusions = !no_default_excludes;
@@ -430,10 +434,13 @@ void AddQuantizeModelLocalCommand(CLI::App& root, SubcommandList& out) {
         ->capture_default_str();
   }
   if (!has("--method")) {
-    app->add_option("--method", f->method, "Scale-selection method.")
-        ->check(CLI::IsMember({"rtn", "4over6", "scalesweep", "soar"}))
+    app->add_option("--method", f->method,
+                    "Scale-selection method (gptq: error feedback, needs each module's "
+                    "input_gram in --calibration).")
+        ->check(CLI::IsMember(MethodChoices()))
         ->capture_default_str();
   }
+  AddGptqFlags(app, &f->gptq);
   if (!has("--objective")) {
     app->add_option("--objective", f->objective,
                     "Objective of scalesweep/soar (wmse/hessian need --calibration).")

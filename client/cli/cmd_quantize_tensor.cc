@@ -134,6 +134,7 @@ absl::StatusOr<QuantizeOptions> QuantizeOptionsFromFlags(const QuantizeTensorFla
   ASSIGN_OR_RETURN(options.objective, ParseObjective(flags.objective));
   ASSIGN_OR_RETURN(options.four_over_six_rule, ParseErrorRule(flags.error_rule));
   options.soar_max_iterations = flags.soar_max_iterations;
+  ASSIGN_OR_RETURN(options.gptq, GptqOptionsFromFlags(flags.gptq));
   return options;
 }
 
@@ -150,26 +151,30 @@ absl::Status QuantizeTensorFile(
     ASSIGN_OR_RETURN(calibration, formats::SafetensorsReader::Open(flags.calibration));
   }
   ASSIGN_OR_RETURN(const std::vector<Selected> selected, SelectTensors(*reader, flags.tensors));
-  // wmse and hessian (used by scalesweep and soar) need calibration for every tensor: say so
-  // before any work is done.
+  // wmse and hessian (used by scalesweep and soar) need calibration for every tensor, gptq its
+  // Gram: say so before any work is done.
+  const bool gptq = options.method == Method::kGptq;
   const bool needs_calibration =
-      (options.method == Method::kScaleSweep || options.method == Method::kSoar) &&
-      options.objective != Objective::kMse;
+      gptq || ((options.method == Method::kScaleSweep || options.method == Method::kSoar) &&
+               options.objective != Objective::kMse);
+  const std::string needer =
+      gptq ? std::string("--method gptq") : StrCat("--objective ", flags.objective);
   if (needs_calibration) {
     if (calibration == nullptr) {
-      return absl::InvalidArgumentError(StrCat("--objective ", flags.objective,
-                                               " needs --calibration (a safetensors file with "
-                                               "X.input_sq, X.input_gram or X.input_activations "
-                                               "for each tensor X)"));
+      return absl::InvalidArgumentError(
+          StrCat(needer, " needs --calibration (a safetensors file with ",
+                 gptq ? "X.input_gram or X.input_activations"
+                      : "X.input_sq, X.input_gram or X.input_activations",
+                 " for each tensor X)"));
     }
     for (const Selected& s : selected) {
-      if (!formats::HasCalibrationFor(*calibration, s.info->name)) {
-        return absl::InvalidArgumentError(StrCat(calibration->name(),
-                                                 ": no calibration for tensor '", s.info->name,
-                                                 "' (expected '", s.info->name,
-                                                 ".input_sq', '.input_gram' or "
-                                                 "'.input_activations'), which --objective ",
-                                                 flags.objective, " needs"));
+      const bool has = gptq ? formats::HasGramFor(*calibration, s.info->name)
+                            : formats::HasCalibrationFor(*calibration, s.info->name);
+      if (!has) {
+        return absl::InvalidArgumentError(StrCat(
+            calibration->name(), ": no calibration for tensor '", s.info->name, "' (expected '",
+            s.info->name, gptq ? ".input_gram' or '.input_activations'" : ".input_sq', '.input_gram' or '.input_activations'",
+            "), which ", needer, " needs"));
       }
     }
   }
@@ -243,6 +248,7 @@ absl::Status QuantizeTensorFile(
     report.nmse_vs_rtn = q.metrics.nmse_vs_rtn;
     report.output_nmse = q.metrics.output_nmse;
     report.iterations = q.metrics.iterations;
+    if (options.method == Method::kGptq) report.gptq_dampening = q.metrics.gptq_dampening;
     report.seconds = seconds;
     progress.Clear();
     if (flags.json) {
@@ -291,8 +297,9 @@ void AddQuantizeTensorCommand(CLI::App& root, SubcommandList& out) {
       ->type_name("FILE");
   app->add_option("--method", flags->method,
                   "Scale-selection method: rtn (absmax baseline), 4over6 (Four Over Six), "
-                  "scalesweep (E4M3 window search) or soar (CJSO + DSS).")
-      ->check(CLI::IsMember({"rtn", "4over6", "scalesweep", "soar"}))
+                  "scalesweep (E4M3 window search), soar (CJSO + DSS) or gptq (error feedback "
+                  "through the input Gram, with --block-scales; needs input_gram).")
+      ->check(CLI::IsMember(MethodChoices()))
       ->capture_default_str();
   app->add_option("--objective", flags->objective,
                   "Error minimized by scalesweep and soar: mse, wmse (per-input-channel weights; "
@@ -300,6 +307,7 @@ void AddQuantizeTensorCommand(CLI::App& root, SubcommandList& out) {
                   "input_activations).")
       ->check(CLI::IsMember({"mse", "wmse", "hessian"}))
       ->capture_default_str();
+  AddGptqFlags(app, &flags->gptq);
   app->add_option("--error-rule", flags->error_rule,
                   "Block error rule of 4over6 when choosing between the 6 and 4 scales: mse, mae "
                   "or absmax.")

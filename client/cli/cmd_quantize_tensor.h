@@ -12,6 +12,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "client/cli/gptq_flags.h"
 #include "formats/calibration.h"
 #include "kernels/types.h"
 
@@ -30,6 +31,7 @@ struct QuantizeTensorFlags {
   std::vector<std::string> tensors;  // explicit tensor names (optional)
   std::string device = "auto";
   int soar_max_iterations = 15;
+  GptqFlags gptq;
   bool json = false;
   // Remote mode: TLS and bearer token (see remote_common.h RemoteFlags).
   bool tls = false;
@@ -50,7 +52,7 @@ absl::Status QuantizeTensorFile(const QuantizeTensorFlags& flags,
                                 const std::function<absl::StatusOr<TensorQuantizeFn>()>&
                                     make_quantizer);
 
-// Parses --method/--objective/--error-rule/--soar-iterations.
+// Parses --method/--objective/--error-rule/--soar-iterations and the GPTQ flags.
 absl::StatusOr<QuantizeOptions> QuantizeOptionsFromFlags(const QuantizeTensorFlags& flags);
 
 // Runs quantize-tensor in-process; returns the exit code.

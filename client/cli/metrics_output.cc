@@ -62,6 +62,7 @@ nlohmann::ordered_json ReportToJson(const TensorReport& r) {
   j["nmse_vs_rtn"] = Number(r.nmse_vs_rtn);
   if (r.output_nmse) j["output_nmse"] = Number(*r.output_nmse);
   j["iterations"] = r.iterations;
+  if (r.gptq_dampening) j["gptq_dampening"] = Number(*r.gptq_dampening);
   j["seconds"] = Number(r.seconds);
   return j;
 }

@@ -19,7 +19,7 @@ namespace nvfp4::cli {
 struct TensorReport {
   std::string tensor;
   std::vector<int64_t> shape;  // the source shape
-  std::string method;          // "rtn" | "4over6" | "scalesweep" | "soar"
+  std::string method;          // "rtn" | "4over6" | "scalesweep" | "soar" | "gptq"
   std::string objective;       // "mse" | "wmse" | "hessian"
   std::string device;          // "cpu" | "cuda:N" (the backend that ran)
   double nmse = 0;
@@ -29,11 +29,13 @@ struct TensorReport {
   double nmse_vs_rtn = 1;
   std::optional<double> output_nmse;  // with calibration data only
   int iterations = 0;
+  std::optional<double> gptq_dampening;  // gptq only: the dampening used
   double seconds = 0;  // wall time of the quantization
 };
 
 // {"tensor","shape","method","objective","device","nmse","sqnr_db","max_abs_err","rtn_nmse",
-//  "nmse_vs_rtn","output_nmse" (only when present),"iterations","seconds"}. Non-finite numbers
+//  "nmse_vs_rtn","output_nmse" (only when present),"iterations","gptq_dampening" (gptq only),
+//  "seconds"}. Non-finite numbers
 // (sqnr_db of an exact result) become null, as JSON has no infinity.
 nlohmann::ordered_json ReportToJson(const TensorReport& report);
 

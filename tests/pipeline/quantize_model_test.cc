@@ -406,6 +406,114 @@ TEST_F(PipelineTest, W4A4WithCalibrationInputAmax) {
   EXPECT_FALSE(fs::exists(tmp_.Path("partial")));
 }
 
+// gptq through the pipeline: every module's input Gram from a calibration file (fused groups
+// share one), error below soar's under the Hessian objective, provenance in the output metadata,
+// and a module without a Gram named before any work is done.
+TEST_F(PipelineTest, GptqWithCalibrationGrams) {
+  auto plan_in = LocalInputDirectory::Open(Tiny());
+  QuantizeModelOptions o = FastOptions(Layout::kModelOpt);
+  auto plan = PlanModel(**plan_in, o);
+  ASSERT_TRUE(plan.ok());
+  std::vector<std::vector<uint8_t>> store;
+  store.reserve(100);
+  std::vector<formats::TensorToWrite> cal;
+  for (const std::string& m : plan->quantized_modules) {
+    // Modules that read one input (q/k/v, gate/up of a layer) get the same Gram.
+    const std::string input = m.substr(0, m.rfind('.')) +
+                              (m.find("down_proj") != std::string::npos ? "d"
+                               : m.find("o_proj") != std::string::npos  ? "o"
+                                                                        : "");
+    const uint64_t seed = std::hash<std::string>()(input);
+    const int64_t k = m.find("down_proj") != std::string::npos ? 768 : 256;
+    // X: 96 tokens of correlated channels (x_i = z_i + 0.7 z_{i+1}); Gram X^T X in fp64.
+    std::vector<double> x(96 * k);
+    uint64_t state = seed * 0x9E3779B97F4A7C15ull;
+    auto uniform = [&] {
+      state = state * 6364136223846793005ull + 1442695040888963407ull;
+      return static_cast<double>(state >> 11) / 9007199254740992.0 - 0.5;
+    };
+    std::vector<double> z(96 * k);
+    for (double& v : z) v = uniform();
+    for (int64_t t = 0; t < 96; ++t)
+      for (int64_t i = 0; i < k; ++i) x[t * k + i] = z[t * k + i] + 0.7 * z[t * k + (i + 1) % k];
+    std::vector<float> gram(k * k);
+    for (int64_t i = 0; i < k; ++i)
+      for (int64_t j = 0; j < k; ++j) {
+        double acc = 0;
+        for (int64_t t = 0; t < 96; ++t) acc += x[t * k + i] * x[t * k + j];
+        gram[i * k + j] = static_cast<float>(acc);
+      }
+    std::vector<uint8_t> b(gram.size() * 4);
+    std::memcpy(b.data(), gram.data(), b.size());
+    store.push_back(std::move(b));
+    cal.push_back({m + ".input_gram", "F32", {k, k}, std::span<const uint8_t>(store.back())});
+  }
+  const std::string cal_path = tmp_.Path("cal.safetensors");
+  ASSERT_TRUE(formats::WriteSafetensors(cal_path, cal).ok());
+  auto calib = ModelCalibration::Open(cal_path);
+  ASSERT_TRUE(calib.ok()) << calib.status();
+  o.calibration = calib->get();
+
+  auto mean_output_nmse = [](const QuantizeModelResult& r) {
+    double s = 0;
+    for (const ModuleResult& m : r.modules) s += m.metrics.output_nmse.value_or(1e9);
+    return s / static_cast<double>(r.modules.size());
+  };
+  // The same block scales without error feedback (soar under hessian is slow on the CPU).
+  o.quantize.method = Method::kScaleSweep;
+  o.quantize.objective = Objective::kHessian;
+  auto sweep = QuantizeModelLocal(Tiny(), tmp_.Path("sweep"), o);
+  ASSERT_TRUE(sweep.ok()) << sweep.status();
+  o.quantize.method = Method::kGptq;
+  o.quantize.gptq.block_scales = Method::kScaleSweep;
+  o.quantize.gptq.global_scale = GptqGlobalScale::kAmax;
+  auto gptq = QuantizeModelLocal(Tiny(), tmp_.Path("gptq"), o);
+  ASSERT_TRUE(gptq.ok()) << gptq.status();
+  ASSERT_EQ(gptq->modules.size(), sweep->modules.size());
+  EXPECT_LT(mean_output_nmse(*gptq), 0.8 * mean_output_nmse(*sweep));
+  for (const ModuleResult& m : gptq->modules) {
+    EXPECT_EQ(m.metrics.gptq_dampening, 0.01) << m.module;
+    if (m.group.empty()) continue;
+    for (const ModuleResult& n : gptq->modules) {
+      if (n.group == m.group) {
+        EXPECT_EQ(n.global_scale, m.global_scale) << m.module;
+      }
+    }
+  }
+  auto r = formats::CheckpointReader::OpenLocal(tmp_.Path("gptq"));
+  ASSERT_TRUE(r.ok());
+  const auto& meta = (*r)->shards()[0]->metadata();
+  ASSERT_TRUE(meta.count("nvfp4.gptq"));
+  EXPECT_EQ(meta.at("nvfp4.gptq"),
+            "block_scales=scalesweep,dampening=0.01,block_size=128,order=natural,global_scale=amax");
+  EXPECT_EQ(meta.at("nvfp4.method"), "gptq");
+  // Deterministic: the same bytes again.
+  auto again = QuantizeModelLocal(Tiny(), tmp_.Path("gptq2"), o);
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(Snapshot(tmp_.Path("gptq")), Snapshot(tmp_.Path("gptq2")));
+
+  // A module without a Gram: named, before any work (no progress event, no output).
+  std::vector<formats::TensorToWrite> partial(cal.begin(), cal.end() - 1);
+  ASSERT_TRUE(formats::WriteSafetensors(tmp_.Path("partial.safetensors"), partial).ok());
+  auto pcal = ModelCalibration::Open(tmp_.Path("partial.safetensors"));
+  ASSERT_TRUE(pcal.ok());
+  o.calibration = pcal->get();
+  int events = 0;
+  PipelineHooks hooks;
+  hooks.on_progress = [&](const TensorProgress&) { ++events; };
+  auto missing = QuantizeModelLocal(Tiny(), tmp_.Path("missing"), o, hooks);
+  ASSERT_FALSE(missing.ok());
+  EXPECT_EQ(missing.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(missing.status().message(), HasSubstr(plan->quantized_modules.back()));
+  EXPECT_THAT(missing.status().message(), HasSubstr("input_gram"));
+  EXPECT_EQ(events, 0);
+  EXPECT_FALSE(fs::exists(tmp_.Path("missing")));
+  // No calibration at all.
+  o.calibration = nullptr;
+  EXPECT_EQ(QuantizeModelLocal(Tiny(), tmp_.Path("none"), o).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
 // A copy of the tiny model that a test can break.
 class MalformedTest : public PipelineTest {
  protected:
