@@ -109,6 +109,7 @@ absl::Status QuantizerService::DoQuantizeTensor(
   view.data = source.data().data();
   nvfp4::Calibration calibration;
   calibration.importance.assign(header.importance().begin(), header.importance().end());
+  calibration.gram = source.Gram();
 
   // A tensor counted as submitted is counted once as finished: succeeded, failed, or cancelled
   // (the client went away while it waited for a device or received the result).

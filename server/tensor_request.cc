@@ -1,6 +1,7 @@
 #include "server/tensor_request.h"
 
 #include <cstdint>
+#include <cstring>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -61,6 +62,21 @@ absl::StatusOr<TensorRequest> ValidateTensorHeader(const v1::TensorHeader& heade
         absl::StrCat("tensor '", name, "' is ", req.bytes, " bytes, over the server limit of ",
                      max_tensor_bytes, " bytes (--max_tensor_bytes)"));
   }
+  if (header.has_gram()) {
+    if (req.cols > 0 && req.cols > (INT64_MAX / 4) / req.cols) {
+      return absl::ResourceExhaustedError(absl::StrCat("tensor '", name, "': Gram too large"));
+    }
+    req.gram_bytes = req.cols * req.cols * 4;
+    if (req.gram_bytes > max_tensor_bytes) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "tensor '", name, "': its input Gram is ", req.gram_bytes,
+          " bytes, over the server limit of ", max_tensor_bytes, " bytes (--max_tensor_bytes)"));
+    }
+  }
+  if (req.options.method == nvfp4::Method::kGptq && !header.has_gram()) {
+    return TensorRequestError(header, "method gptq needs the input Gram (has_gram and PART_GRAM "
+                                      "chunks of K*K F32)");
+  }
   if (header.importance_size() != 0 && header.importance_size() != req.cols) {
     return TensorRequestError(header, absl::StrCat("importance has ", header.importance_size(),
                                                    " entries, expected K=", req.cols));
@@ -69,7 +85,7 @@ absl::StatusOr<TensorRequest> ValidateTensorHeader(const v1::TensorHeader& heade
 }
 
 SourceAssembler::SourceAssembler(const TensorRequest& request)
-    : header_(&request.header), bytes_(request.bytes) {
+    : header_(&request.header), bytes_(request.bytes), gram_bytes_(request.gram_bytes) {
   // Reserve only: pages are touched (become resident) as data arrives.
   data_.reserve(static_cast<size_t>(bytes_));
 }
@@ -79,20 +95,36 @@ absl::Status SourceAssembler::Add(const v1::QuantizeTensorRequest& msg) {
     return TensorRequestError(*header_, "a second TensorHeader arrived; expected data chunks");
   }
   const v1::DataChunk& c = msg.chunk();
-  if (c.part() != v1::PART_SOURCE && c.part() != v1::PART_UNSPECIFIED) {
-    return TensorRequestError(*header_, "data chunks sent to the server must be PART_SOURCE");
-  }
-  const int64_t received = this->received();
-  if (c.offset() != static_cast<uint64_t>(received)) {
+  const bool gram = c.part() == v1::PART_GRAM;
+  if (!gram && c.part() != v1::PART_SOURCE && c.part() != v1::PART_UNSPECIFIED) {
     return TensorRequestError(*header_,
-                              absl::StrCat("chunk at offset ", c.offset(), ", expected ", received));
+                              "data chunks sent to the server must be PART_SOURCE or PART_GRAM");
   }
-  if (static_cast<int64_t>(c.data().size()) > bytes_ - received) {
+  if (gram && gram_bytes_ == 0) {
+    return TensorRequestError(*header_, "a PART_GRAM chunk arrived but the header has no has_gram");
+  }
+  if (gram && received() != bytes_) {
+    return TensorRequestError(*header_, absl::StrCat("a PART_GRAM chunk arrived after ", received(),
+                                                     " of ", bytes_, " source bytes"));
+  }
+  if (!gram && !gram_.empty()) {
+    return TensorRequestError(*header_, "a PART_SOURCE chunk arrived after the Gram");
+  }
+  std::vector<uint8_t>& buf = gram ? gram_ : data_;
+  const int64_t limit = gram ? gram_bytes_ : bytes_;
+  const int64_t have = static_cast<int64_t>(buf.size());
+  if (c.offset() != static_cast<uint64_t>(have)) {
+    return TensorRequestError(*header_, absl::StrCat(gram ? "Gram chunk" : "chunk", " at offset ",
+                                                     c.offset(), ", expected ", have));
+  }
+  if (static_cast<int64_t>(c.data().size()) > limit - have) {
     return TensorRequestError(
-        *header_,
-        absl::StrCat("more data than the shape and dtype describe (", bytes_, " bytes)"));
+        *header_, gram ? absl::StrCat("more Gram data than K*K*4 (", limit, " bytes)")
+                       : absl::StrCat("more data than the shape and dtype describe (", limit,
+                                      " bytes)"));
   }
-  data_.insert(data_.end(), c.data().begin(), c.data().end());
+  if (gram && buf.empty()) buf.reserve(static_cast<size_t>(gram_bytes_));
+  buf.insert(buf.end(), c.data().begin(), c.data().end());
   return absl::OkStatus();
 }
 
@@ -101,7 +133,17 @@ absl::Status SourceAssembler::Finish() const {
     return TensorRequestError(*header_,
                               absl::StrCat("received ", received(), " of ", bytes_, " bytes"));
   }
+  if (static_cast<int64_t>(gram_.size()) != gram_bytes_) {
+    return TensorRequestError(*header_, absl::StrCat("received ", gram_.size(), " of ",
+                                                     gram_bytes_, " Gram bytes"));
+  }
   return absl::OkStatus();
+}
+
+std::vector<float> SourceAssembler::Gram() const {
+  std::vector<float> g(gram_.size() / 4);
+  if (!g.empty()) std::memcpy(g.data(), gram_.data(), g.size() * 4);
+  return g;
 }
 
 }  // namespace nvfp4::server

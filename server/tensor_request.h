@@ -33,6 +33,7 @@ struct TensorRequest {
   int64_t numel = 0;  // product of the shape (every dimension > 0)
   int64_t cols = 0;   // K, the last dimension (a multiple of 16)
   int64_t bytes = 0;  // numel * DTypeSize(dtype) <= max_tensor_bytes
+  int64_t gram_bytes = 0;  // K * K * 4 when header.has_gram(), else 0 (<= max_tensor_bytes)
 };
 
 // INVALID_ARGUMENT "tensor '<name>' [<shape>]: <what>".
@@ -47,7 +48,8 @@ absl::StatusOr<TensorRequest> ValidateTensorHeader(const v1::TensorHeader& heade
                                                    int64_t max_tensor_bytes);
 
 // Reassembles the source bytes from the DataChunk messages that follow the header: chunks must be
-// PART_SOURCE (or unspecified), contiguous from offset 0, and never exceed the declared size.
+// PART_SOURCE (or unspecified), contiguous from offset 0, and never exceed the declared size; then,
+// when the header has_gram, the Gram's PART_GRAM chunks, contiguous from offset 0.
 // Memory grows with the data received (the declared size is only reserved), so a header that
 // claims a large tensor costs no resident memory until its bytes arrive.
 class SourceAssembler {
@@ -55,11 +57,14 @@ class SourceAssembler {
   // `request` must outlive the assembler.
   explicit SourceAssembler(const TensorRequest& request);
 
-  // Appends the chunk of `msg`. INVALID_ARGUMENT for a second header, a wrong part, a gap or
-  // overlap, or more data than declared; the assembler must not be used after an error.
+  // Appends the chunk of `msg`. INVALID_ARGUMENT for a second header, a wrong part (a Gram chunk
+  // before the source is complete, or without has_gram), a gap or overlap, or more data than
+  // declared; the assembler must not be used after an error.
   absl::Status Add(const v1::QuantizeTensorRequest& msg);
-  // INVALID_ARGUMENT unless exactly the declared number of bytes arrived.
+  // INVALID_ARGUMENT unless exactly the declared number of bytes (source and Gram) arrived.
   absl::Status Finish() const;
+  // The Gram as K*K floats (empty without has_gram); valid after a successful Finish().
+  std::vector<float> Gram() const;
 
   int64_t received() const { return static_cast<int64_t>(data_.size()); }
   // The bytes received so far (all of them after a successful Finish()).
@@ -69,7 +74,9 @@ class SourceAssembler {
  private:
   const v1::TensorHeader* header_;
   int64_t bytes_;
+  int64_t gram_bytes_;
   std::vector<uint8_t> data_;
+  std::vector<uint8_t> gram_;
 };
 
 }  // namespace nvfp4::server

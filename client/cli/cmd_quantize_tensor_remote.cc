@@ -29,18 +29,20 @@ absl::StatusOr<TensorQuantizeFn> MakeRemoteQuantizer(const QuantizeTensorFlags& 
                const formats::LoadedCalibration* loaded,
                std::string* device) -> absl::StatusOr<QuantizedTensor> {
         const std::vector<float>* importance = nullptr;
+        const std::vector<float>* gram = nullptr;
         if (loaded != nullptr) {
-          if (!loaded->calibration.gram.empty() || loaded->calibration.activations != nullptr) {
+          if (loaded->calibration.activations != nullptr && loaded->calibration.gram.empty()) {
             return absl::InvalidArgumentError(formats::StrCat(
                 "tensor '", view.name,
-                "': remote quantize-tensor sends only per-channel importance (X.input_sq); use "
-                "--local for gram/activation calibration"));
+                "': remote quantize-tensor sends X.input_sq and X.input_gram, not raw "
+                "activations (X.input_activations); store their Gram, or use --local"));
           }
           if (!loaded->calibration.importance.empty()) importance = &loaded->calibration.importance;
+          if (!loaded->calibration.gram.empty()) gram = &loaded->calibration.gram;
         }
         client::QuantizeTensorInfo info;
         ASSIGN_OR_RETURN(QuantizedTensor q,
-                         client->QuantizeTensor(view, options, importance, &info));
+                         client->QuantizeTensor(view, options, importance, &info, gram));
         *device = info.device;
         return q;
       });

@@ -87,7 +87,7 @@ absl::StatusOr<std::string> QuantizerClient::Health(const std::string& service) 
 
 absl::StatusOr<QuantizedTensor> QuantizerClient::QuantizeTensor(
     const TensorView& tensor, const QuantizeOptions& options, const std::vector<float>* importance,
-    QuantizeTensorInfo* info) {
+    QuantizeTensorInfo* info, const std::vector<float>* gram) {
   int64_t numel = 1;
   for (int64_t d : tensor.shape) numel *= d;
   const size_t bytes = static_cast<size_t>(numel) * static_cast<size_t>(DTypeSize(tensor.dtype));
@@ -103,16 +103,23 @@ absl::StatusOr<QuantizedTensor> QuantizerClient::QuantizeTensor(
   *h->mutable_options() = v1::ToProto(options);
   if (importance != nullptr) h->mutable_importance()->Add(importance->begin(), importance->end());
   h->set_response_chunk_bytes(options_.chunk_bytes);
+  const bool send_gram = gram != nullptr && !gram->empty();
+  h->set_has_gram(send_gram);
   bool ok = stream->Write(req);
-  const auto* src = static_cast<const char*>(tensor.data);
-  for (size_t off = 0; ok && off < bytes; off += static_cast<size_t>(options_.chunk_bytes)) {
-    const size_t n = std::min(bytes - off, static_cast<size_t>(options_.chunk_bytes));
-    req.Clear();
-    v1::DataChunk* c = req.mutable_chunk();
-    c->set_part(v1::PART_SOURCE);
-    c->set_offset(off);
-    c->set_data(src + off, n);
-    ok = stream->Write(req);
+  auto send = [&](v1::Part part, const char* data, size_t size) {
+    for (size_t off = 0; ok && off < size; off += static_cast<size_t>(options_.chunk_bytes)) {
+      const size_t n = std::min(size - off, static_cast<size_t>(options_.chunk_bytes));
+      req.Clear();
+      v1::DataChunk* c = req.mutable_chunk();
+      c->set_part(part);
+      c->set_offset(off);
+      c->set_data(data + off, n);
+      ok = stream->Write(req);
+    }
+  };
+  send(v1::PART_SOURCE, static_cast<const char*>(tensor.data), bytes);
+  if (send_gram) {
+    send(v1::PART_GRAM, reinterpret_cast<const char*>(gram->data()), gram->size() * sizeof(float));
   }
   stream->WritesDone();  // a failed write means the server already answered; read its status
 

@@ -61,11 +61,13 @@ class QuantizerClient {
   // grpc.health.v1 Check: "SERVING", "NOT_SERVING", "UNKNOWN" or "SERVICE_UNKNOWN".
   absl::StatusOr<std::string> Health(const std::string& service = "");
 
-  // Quantizes one tensor remotely. `importance` ([K]) is optional.
+  // Quantizes one tensor remotely. `importance` ([K]) and `gram` ([K*K], the input Gram X^T X:
+  // objective hessian, method gptq, output_nmse) are optional.
   absl::StatusOr<QuantizedTensor> QuantizeTensor(const TensorView& tensor,
                                                  const QuantizeOptions& options,
                                                  const std::vector<float>* importance = nullptr,
-                                                 QuantizeTensorInfo* info = nullptr);
+                                                 QuantizeTensorInfo* info = nullptr,
+                                                 const std::vector<float>* gram = nullptr);
 
   absl::StatusOr<v1::Job> QuantizeModel(const v1::QuantizeModelRequest& request);
   absl::StatusOr<v1::Job> GetJob(const std::string& job_id);

@@ -97,6 +97,43 @@ TEST_F(ServiceTest, QuantizeTensorMatchesLocalBackendBitForBit) {
   }
 }
 
+// The Gram travels as PART_GRAM chunks (K*K*4 = 1 MiB here: several chunks) and drives gptq
+// exactly as in-process; without it gptq is refused before any data is read.
+TEST_F(ServiceTest, QuantizeTensorGptqSendsTheGram) {
+  const int64_t n = 64, k = 512;
+  std::vector<uint16_t> data = RandomBf16(n * k, 9);
+  TensorView view{"mlp.up_proj.weight", DType::kBF16, {n, k}, data.data()};
+  std::vector<float> gram(k * k);
+  for (int64_t i = 0; i < k; ++i) {
+    for (int64_t j = 0; j < k; ++j) {
+      gram[i * k + j] = (i == j ? 2.0f : 0.0f) + (std::abs(i - j) == 1 ? 0.9f : 0.0f);
+    }
+  }
+  Calibration cal;
+  cal.gram = gram;
+  QuantizeOptions opts;
+  opts.method = Method::kGptq;
+  opts.objective = Objective::kHessian;
+  opts.gptq.global_scale = GptqGlobalScale::kAmax;
+  auto remote = client_->QuantizeTensor(view, opts, nullptr, nullptr, &gram);
+  ASSERT_TRUE(remote.ok()) << remote.status();
+  auto local = MakeCpuBackend(1)->Quantize(view, opts, &cal);
+  ASSERT_TRUE(local.ok()) << local.status();
+  EXPECT_EQ(remote->packed, local->packed);
+  EXPECT_EQ(remote->scales, local->scales);
+  EXPECT_EQ(remote->global_scale, local->global_scale);
+  ASSERT_TRUE(remote->metrics.output_nmse.has_value());
+  EXPECT_DOUBLE_EQ(*remote->metrics.output_nmse, *local->metrics.output_nmse);
+  EXPECT_EQ(remote->metrics.gptq_dampening, 0.01);
+
+  auto missing = client_->QuantizeTensor(view, opts);
+  ASSERT_FALSE(missing.ok());
+  EXPECT_TRUE(absl::IsInvalidArgument(missing.status())) << missing.status();
+  EXPECT_NE(missing.status().message().find("mlp.up_proj.weight"), std::string::npos);
+  EXPECT_NE(missing.status().message().find("method gptq needs the input Gram"),
+            std::string::npos);
+}
+
 TEST_F(ServiceTest, BadTensorIsInvalidArgumentNamingTensor) {
   std::vector<uint16_t> data = RandomBf16(4 * 100, 1);
   TensorView view{"bad.weight", DType::kBF16, {4, 100}, data.data()};

@@ -1,6 +1,7 @@
 // Validation and chunk reassembly of QuantizeTensor request streams (server/tensor_request.h).
 #include "server/tensor_request.h"
 
+#include <cstring>
 #include <string>
 
 #include "gtest/gtest.h"
@@ -54,6 +55,56 @@ TEST(TensorRequestTest, RejectsBadHeadersWithReason) {
   imp.mutable_header()->add_importance(1.f);
   ExpectError(ValidateTensorHeader(imp, 1 << 20).status(), absl::StatusCode::kInvalidArgument,
               "importance has 1 entries, expected K=32");
+}
+
+TEST(TensorRequestTest, GramFollowsTheSource) {
+  v1::QuantizeTensorRequest h = Header("w", {1, 16}, v1::DTYPE_BF16);
+  h.mutable_header()->set_has_gram(true);
+  absl::StatusOr<TensorRequest> r = ValidateTensorHeader(h, 1 << 20);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->gram_bytes, 16 * 16 * 4);
+  const std::string src(32, 'a');
+  std::string gram(1024, '\0');
+  const float one = 1.0f;
+  std::memcpy(gram.data() + 4 * 17, &one, 4);  // gram[1][1] = 1
+  {
+    SourceAssembler a(*r);
+    ExpectError(a.Add(Chunk(0, gram.substr(0, 8), v1::PART_GRAM)),
+                absl::StatusCode::kInvalidArgument, "after 0 of 32 source bytes");
+  }
+  SourceAssembler a(*r);
+  ASSERT_TRUE(a.Add(Chunk(0, src)).ok());
+  ASSERT_TRUE(a.Add(Chunk(0, gram.substr(0, 600), v1::PART_GRAM)).ok());
+  ExpectError(a.Finish(), absl::StatusCode::kInvalidArgument, "received 600 of 1024 Gram bytes");
+  ExpectError(a.Add(Chunk(32, "x")), absl::StatusCode::kInvalidArgument,
+              "PART_SOURCE chunk arrived after the Gram");
+  SourceAssembler b(*r);
+  ASSERT_TRUE(b.Add(Chunk(0, src)).ok());
+  ASSERT_TRUE(b.Add(Chunk(0, gram.substr(0, 600), v1::PART_GRAM)).ok());
+  ExpectError(b.Add(Chunk(500, gram.substr(600), v1::PART_GRAM)),
+              absl::StatusCode::kInvalidArgument, "Gram chunk at offset 500, expected 600");
+  ASSERT_TRUE(b.Add(Chunk(600, gram.substr(600), v1::PART_GRAM)).ok());
+  ExpectError(b.Add(Chunk(1024, "x", v1::PART_GRAM)), absl::StatusCode::kInvalidArgument,
+              "more Gram data than K*K*4");
+  ASSERT_TRUE(b.Finish().ok());
+  EXPECT_EQ(b.Gram().size(), 256u);
+  EXPECT_EQ(b.Gram()[17], 1.0f);
+
+  // Without has_gram a Gram chunk is an error, and gptq needs the Gram.
+  absl::StatusOr<TensorRequest> plain = ValidateTensorHeader(Header("w", {1, 16}), 1 << 20);
+  SourceAssembler c(*plain);
+  ASSERT_TRUE(c.Add(Chunk(0, std::string(32, 'a'))).ok());
+  ExpectError(c.Add(Chunk(0, "x", v1::PART_GRAM)), absl::StatusCode::kInvalidArgument,
+              "no has_gram");
+  v1::QuantizeTensorRequest g = Header("w", {1, 16});
+  g.mutable_header()->mutable_options()->set_method(v1::METHOD_GPTQ);
+  ExpectError(ValidateTensorHeader(g, 1 << 20).status(), absl::StatusCode::kInvalidArgument,
+              "method gptq needs the input Gram");
+  // The Gram counts against the size limit.
+  v1::QuantizeTensorRequest big = Header("w", {1, 1024});
+  big.mutable_header()->set_has_gram(true);
+  ExpectError(ValidateTensorHeader(big, 1 << 20).status(), absl::StatusCode::kResourceExhausted,
+              "input Gram is 4194304 bytes");
 }
 
 TEST(TensorRequestTest, LimitsAreResourceExhausted) {
