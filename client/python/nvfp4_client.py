@@ -36,7 +36,9 @@ from nvfp4.v1 import quantizer_pb2_grpc as pb_grpc  # noqa: E402
 
 CHUNK_BYTES = 1 << 20
 _METHODS = {"rtn": pb.METHOD_RTN, "4over6": pb.METHOD_FOUR_OVER_SIX,
-            "scalesweep": pb.METHOD_SCALESWEEP, "soar": pb.METHOD_SOAR}
+            "scalesweep": pb.METHOD_SCALESWEEP, "soar": pb.METHOD_SOAR, "gptq": pb.METHOD_GPTQ}
+_GPTQ_ORDERS = {"natural": pb.GPTQ_ORDER_NATURAL, "static": pb.GPTQ_ORDER_STATIC}
+_GPTQ_GLOBAL_SCALES = {"amax": pb.GPTQ_GLOBAL_SCALE_AMAX, "cjso": pb.GPTQ_GLOBAL_SCALE_CJSO}
 _OBJECTIVES = {"mse": pb.OBJECTIVE_MSE, "wmse": pb.OBJECTIVE_WMSE, "hessian": pb.OBJECTIVE_HESSIAN}
 _ERROR_RULES = {"mse": pb.ERROR_RULE_MSE, "mae": pb.ERROR_RULE_MAE, "absmax": pb.ERROR_RULE_ABSMAX}
 _DTYPES = {"f32": (pb.DTYPE_F32, 4), "f16": (pb.DTYPE_F16, 2), "bf16": (pb.DTYPE_BF16, 2)}
@@ -58,10 +60,27 @@ class QuantizedTensor:
     quantize_seconds: float = 0.0
 
 
-def _options(method, objective, error_rule, soar_max_iterations):
-    return pb.QuantizeOptions(method=_METHODS[method], objective=_OBJECTIVES[objective],
-                              error_rule=_ERROR_RULES[error_rule],
-                              soar_max_iterations=soar_max_iterations)
+def _options(method, objective, error_rule, soar_max_iterations, gptq=None):
+    """QuantizeOptions; `gptq` (method "gptq") is a dict of block_scales ("soar"), dampening
+    (0.01), block_size (128), order ("natural" | "static"), global_scale ("amax" | "cjso")."""
+    o = pb.QuantizeOptions(method=_METHODS[method], objective=_OBJECTIVES[objective],
+                           error_rule=_ERROR_RULES[error_rule],
+                           soar_max_iterations=soar_max_iterations)
+    g = dict(gptq or {})
+    unknown = set(g) - {"block_scales", "dampening", "block_size", "order", "global_scale"}
+    if unknown:
+        raise ValueError(f"unknown gptq option(s) {sorted(unknown)}")
+    if "block_scales" in g:
+        o.gptq.block_scales = _METHODS[g["block_scales"]]
+    if "dampening" in g:
+        o.gptq.dampening = float(g["dampening"])
+    if "block_size" in g:
+        o.gptq.block_size = int(g["block_size"])
+    if "order" in g:
+        o.gptq.order = _GPTQ_ORDERS[g["order"]]
+    if "global_scale" in g:
+        o.gptq.global_scale = _GPTQ_GLOBAL_SCALES[g["global_scale"]]
+    return o
 
 
 def _tensor_bytes(tensor, dtype, shape):
@@ -112,21 +131,30 @@ class Client:
     # ---- tensors ----
     def quantize_tensor(self, tensor, name="tensor", dtype=None, shape=None, method="soar",
                         objective="mse", error_rule="mse", soar_max_iterations=0,
-                        importance=None):
-        """Quantizes one tensor ([N, K], K % 16 == 0; leading dims are folded into N)."""
+                        importance=None, gram=None, gptq=None):
+        """Quantizes one tensor ([N, K], K % 16 == 0; leading dims are folded into N).
+        `gram`: the input Gram X^T X ([K, K] float32 numpy array or K*K*4 little-endian bytes)
+        for objective "hessian", method "gptq" (which needs it) and output_nmse; `gptq`: see
+        _options."""
         data, dtype, shape = _tensor_bytes(tensor, dtype, shape)
         header = pb.TensorHeader(name=name, dtype=_DTYPES[dtype][0], shape=shape,
                                  options=_options(method, objective, error_rule,
-                                                  soar_max_iterations),
+                                                  soar_max_iterations, gptq),
                                  response_chunk_bytes=self._chunk)
         if importance is not None:
             header.importance.extend(float(x) for x in importance)
+        gram_bytes = b""
+        if gram is not None:
+            gram_bytes = gram if isinstance(gram, (bytes, bytearray)) else \
+                gram.astype("<f4", copy=False).tobytes()
+            header.has_gram = True
 
         def requests():
             yield pb.QuantizeTensorRequest(header=header)
-            for off in range(0, len(data), self._chunk):
-                yield pb.QuantizeTensorRequest(chunk=pb.DataChunk(
-                    part=pb.PART_SOURCE, offset=off, data=data[off:off + self._chunk]))
+            for part, buf in ((pb.PART_SOURCE, data), (pb.PART_GRAM, gram_bytes)):
+                for off in range(0, len(buf), self._chunk):
+                    yield pb.QuantizeTensorRequest(chunk=pb.DataChunk(
+                        part=part, offset=off, data=buf[off:off + self._chunk]))
 
         h, packed, scales = None, bytearray(), bytearray()
         for resp in self._stub.QuantizeTensor(requests(), metadata=self._metadata):
@@ -143,7 +171,7 @@ class Client:
         m = h.metrics
         metrics = {"nmse": m.nmse, "sqnr_db": m.sqnr_db, "max_abs_err": m.max_abs_err,
                    "rtn_nmse": m.rtn_nmse, "nmse_vs_rtn": m.nmse_vs_rtn,
-                   "iterations": m.iterations}
+                   "iterations": m.iterations, "gptq_dampening": m.gptq_dampening}
         if m.HasField("output_nmse"):
             metrics["output_nmse"] = m.output_nmse
         return QuantizedTensor(h.name, h.rows, h.cols, bytes(packed), bytes(scales),
@@ -152,7 +180,7 @@ class Client:
     # ---- model jobs ----
     def quantize_model(self, input_uri, output_uri, layout="modelopt", method="soar",
                        objective="mse", error_rule="mse", include=(), exclude=(),
-                       calibration_uri="", request_id=None):
+                       calibration_uri="", request_id=None, gptq=None):
         """Submits a QuantizeModel job and returns it at once (a Job message). `request_id`
         makes the submission idempotent (default: a fresh UUID, so retries of this call are
         safe). Patterns: globs on module names, or 're:' + a regular expression."""
@@ -160,7 +188,7 @@ class Client:
             input_uri=input_uri, output_uri=output_uri,
             layout=pb.LAYOUT_COMPRESSED_TENSORS if layout == "compressed-tensors"
             else pb.LAYOUT_MODELOPT,
-            options=_options(method, objective, error_rule, 0),
+            options=_options(method, objective, error_rule, 0, gptq),
             include_patterns=list(include), exclude_patterns=list(exclude),
             calibration_uri=calibration_uri, request_id=request_id or str(uuid.uuid4()))
         return self._unary(self._stub.QuantizeModel, req)

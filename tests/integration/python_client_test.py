@@ -81,6 +81,67 @@ class PythonClientTest(unittest.TestCase):
                                   method="rtn")
             self.assertEqual((q.rows, q.cols, len(q.packed), len(q.scales)), (32, 64, 1024, 128))
 
+    def test_gptq_tensor_and_model_job(self):
+        """gptq with the input Gram: a tensor over gRPC (PART_GRAM chunks) is byte-identical to
+        nvfp4ctl quantize-tensor --local; a QuantizeModel job reads the Grams from its
+        calibration_uri; a job whose calibration lacks a Gram fails naming the module."""
+        import numpy as np
+        rng = np.random.default_rng(3)
+
+        def gram(k):
+            z = rng.standard_normal((4 * k, k)).astype(np.float32)
+            x = z + 0.7 * np.roll(z, -1, axis=1)
+            return (x.T @ x).astype(np.float32)
+
+        src = os.path.join(self.root, "in.safetensors")
+        data = bf16_bytes(128 * 256, 5)
+        write_safetensors(src, [("w", "BF16", [128, 256], data)])
+        g = gram(256)
+        cal = os.path.join(self.root, "cal.safetensors")
+        write_safetensors(cal, [("w.input_gram", "F32", [256, 256], g.tobytes())])
+        out = os.path.join(self.root, "local-gptq.safetensors")
+        r = ctl("quantize-tensor", "--local", "--device", "cpu", "--input", src, "--output", out,
+                "--method", "gptq", "--objective", "hessian", "--gptq-global-scale", "amax",
+                "--calibration", cal, "--json")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        report = json.loads(r.stdout.splitlines()[0])
+        self.assertEqual(report["method"], "gptq")
+        self.assertEqual(report["gptq_dampening"], 0.01)
+        local = read_safetensors(out)
+        with nvfp4_client.Client(self.server.address, chunk_bytes=64 << 10) as c:
+            q = c.quantize_tensor(data, name="w", dtype="bf16", shape=[128, 256], method="gptq",
+                                  objective="hessian", gram=g, gptq={"global_scale": "amax"})
+        self.assertEqual(q.packed, local["w"])
+        self.assertEqual(q.scales, local["w_scale"])
+        self.assertAlmostEqual(q.metrics["output_nmse"], report["output_nmse"], places=12)
+
+        inp = os.path.join(self.root, "llama")
+        write_llama_checkpoint(inp, layers=1, hidden=256, inter=512)
+        p = "model.layers.0."
+        grams = {"self_attn.q_proj": gram(256), "self_attn.o_proj": gram(256),
+                 "mlp.gate_proj": gram(256), "mlp.down_proj": gram(512)}
+        grams["self_attn.k_proj"] = grams["self_attn.v_proj"] = grams["self_attn.q_proj"]
+        grams["mlp.up_proj"] = grams["mlp.gate_proj"]
+        entries = [(p + m + ".input_gram", "F32", list(v.shape), v.tobytes())
+                   for m, v in sorted(grams.items())]
+        model_cal = os.path.join(self.root, "model-cal.safetensors")
+        write_safetensors(model_cal, entries)
+        partial_cal = os.path.join(self.root, "partial-cal.safetensors")
+        write_safetensors(partial_cal, [e for e in entries if "down_proj" not in e[0]])
+        with nvfp4_client.Client(self.server.address) as c:
+            job = c.quantize_model("file://" + inp, "file://" + os.path.join(self.root, "gq"),
+                                   method="gptq", calibration_uri="file://" + model_cal,
+                                   gptq={"block_scales": "scalesweep", "global_scale": "amax"})
+            final = c.watch(job.job_id)
+            self.assertEqual(nvfp4_client.state_name(final.state), "SUCCEEDED",
+                             final.error.message)
+            bad = c.quantize_model("file://" + inp, "file://" + os.path.join(self.root, "gq2"),
+                                   method="gptq", calibration_uri="file://" + partial_cal)
+            final = c.watch(bad.job_id)
+            self.assertEqual(nvfp4_client.state_name(final.state), "FAILED")
+            self.assertIn("model.layers.0.mlp.down_proj", final.error.message)
+            self.assertIn("input_gram", final.error.message)
+
     def test_model_job_watch_and_cancel(self):
         inp = os.path.join(self.root, "llama")
         write_llama_checkpoint(inp, layers=2, hidden=256, inter=512)
