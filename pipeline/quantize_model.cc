@@ -1,17 +1,13 @@
 #include "pipeline/quantize_model.h"
 
 #include <algorithm>
-#include <bit>
 #include <cerrno>
 #include <chrono>
-#include <condition_variable>
 #include <cstring>
-#include <deque>
 #include <filesystem>
 #include <fstream>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <set>
 #include <thread>
 
@@ -20,117 +16,15 @@
 #include "formats/str_util.h"
 #include "kernels/backend.h"
 #include "pipeline/checkpoint_io.h"
+#include "pipeline/output_files.h"
 #include "pipeline/resume.h"
+#include "pipeline/run_state.h"
 
 namespace nvfp4::pipeline {
 namespace {
 
 namespace fs = std::filesystem;
 using formats::StrCat;
-
-// A FIFO of at most `capacity` items. Close() wakes every waiter: Push then fails and Pop drains
-// what is left, then returns nullopt.
-template <typename T>
-class BoundedQueue {
- public:
-  explicit BoundedQueue(size_t capacity) : capacity_(std::max<size_t>(capacity, 1)) {}
-  bool Push(T item) {
-    std::unique_lock<std::mutex> lock(mu_);
-    cv_.wait(lock, [&] { return closed_ || items_.size() < capacity_; });
-    if (closed_) return false;
-    items_.push_back(std::move(item));
-    cv_.notify_all();
-    return true;
-  }
-  std::optional<T> Pop() {
-    std::unique_lock<std::mutex> lock(mu_);
-    cv_.wait(lock, [&] { return closed_ || !items_.empty(); });
-    if (items_.empty()) return std::nullopt;
-    T item = std::move(items_.front());
-    items_.pop_front();
-    cv_.notify_all();
-    return item;
-  }
-  void Close() {
-    std::lock_guard<std::mutex> lock(mu_);
-    closed_ = true;
-    cv_.notify_all();
-  }
-
- private:
-  const size_t capacity_;
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::deque<T> items_;
-  bool closed_ = false;
-};
-
-// The first error of any stage; Fail() closes the queues so that every stage stops.
-class RunState {
- public:
-  void SetCloser(std::function<void()> closer) { closer_ = std::move(closer); }
-  void Fail(absl::Status status) {
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      if (status_.ok()) status_ = std::move(status);
-    }
-    failed_.store(true);
-    if (closer_) closer_();
-  }
-  bool failed() const { return failed_.load(); }
-  absl::Status status() {
-    std::lock_guard<std::mutex> lock(mu_);
-    return status_;
-  }
-
- private:
-  std::mutex mu_;
-  absl::Status status_;
-  std::atomic<bool> failed_{false};
-  std::function<void()> closer_;
-};
-
-// Counts units alive and bytes buffered (the memory-bound instrumentation).
-class MemoryMeter {
- public:
-  void AddUnit() {
-    std::lock_guard<std::mutex> lock(mu_);
-    peak_units_ = std::max(peak_units_, ++units_);
-  }
-  void RemoveUnit() {
-    std::lock_guard<std::mutex> lock(mu_);
-    --units_;
-  }
-  void AddBytes(int64_t delta) {
-    std::lock_guard<std::mutex> lock(mu_);
-    bytes_ += delta;
-    peak_bytes_ = std::max(peak_bytes_, bytes_);
-  }
-  int peak_units() const { return peak_units_; }
-  uint64_t peak_bytes() const { return static_cast<uint64_t>(peak_bytes_); }
-
- private:
-  std::mutex mu_;
-  int units_ = 0, peak_units_ = 0;
-  int64_t bytes_ = 0, peak_bytes_ = 0;
-};
-
-struct UnitData {
-  size_t index = 0;
-  std::vector<std::vector<uint8_t>> inputs;  // kQuantize: one buffer per member tensor
-  std::vector<EncodedTensor> outputs;        // kQuantize: encoded tensors
-  std::vector<ModuleResult> results;
-  uint64_t bytes_in = 0;
-  uint64_t bytes_buffered = 0;
-};
-using UnitPtr = std::unique_ptr<UnitData>;
-
-uint64_t BufferBytes(const UnitData& u) {
-  uint64_t n = 0;
-  for (const auto& b : u.inputs) n += b.size();
-  for (const auto& e : u.outputs) n += e.data.size();
-  return n;
-}
 
 std::vector<formats::TensorSpec> SourceSpecs(const formats::CheckpointReader& reader) {
   std::vector<formats::TensorSpec> specs;
@@ -209,11 +103,11 @@ absl::StatusOr<Prepared> Prepare(InputDirectory& input, const QuantizeModelOptio
   if (options.quantize.method == Method::kGptq) {
     for (const std::string& m : p.plan.quantized_modules) {
       if (!options.calibration->HasGram(m)) {
-        return absl::InvalidArgumentError(StrCat(
-            options.calibration->reader().name(), ": no input Gram for module '", m,
-            "' (expected '", m, ".input_gram' [K, K] or '", m,
-            ".input_activations'), which method gptq needs for every quantized module; "
-            "exclude the module (--exclude) or collect its Gram (docs/CALIBRATION.md)"));
+        return absl::InvalidArgumentError(
+            StrCat(options.calibration->reader().name(), ": no input Gram for module '", m,
+                   "' (expected '", m, ".input_gram' [K, K] or '", m,
+                   ".input_activations'), which method gptq needs for every quantized module; "
+                   "exclude the module (--exclude) or collect its Gram (docs/CALIBRATION.md)"));
       }
     }
   }
@@ -306,88 +200,13 @@ absl::StatusOr<ModelOutputPlan> BuildOutputPlan(const Prepared& p,
     // Provenance, and part of the resume fingerprint (the headers): a resumed run must use the
     // same GPTQ options.
     const GptqOptions& g = options.quantize.gptq;
-    op.shard_metadata["nvfp4.gptq"] = StrCat("block_scales=", MethodName(g.block_scales), ",dampening=", g.dampening,
-                             ",block_size=", g.block_size, ",order=", GptqOrderName(g.order),
-                             ",global_scale=", GptqGlobalScaleName(g.global_scale));
+    op.shard_metadata["nvfp4.gptq"] =
+        StrCat("block_scales=", MethodName(g.block_scales), ",dampening=", g.dampening,
+               ",block_size=", g.block_size, ",order=", GptqOrderName(g.order),
+               ",global_scale=", GptqGlobalScaleName(g.global_scale));
   }
   return op;
 }
-
-// Writes the safetensors files `only` (indices into op.shard_files) of a run: the subset writer of
-// sharded runs. Same file names, headers and bytes as formats::ShardedCheckpointWriter.
-class ShardSubsetWriter {
- public:
-  static absl::StatusOr<std::unique_ptr<ShardSubsetWriter>> Create(const std::string& dir,
-                                                                   const ModelOutputPlan& op,
-                                                                   const std::vector<int>& only,
-                                                                   bool sync,
-                                                                   bool reuse_partial = false,
-                                                                   bool sha256 = false) {
-    std::unique_ptr<ShardSubsetWriter> w(new ShardSubsetWriter());
-    for (int f : only) {
-      if (f < 0 || static_cast<size_t>(f) >= op.shard_files.size()) {
-        return absl::InvalidArgumentError(
-            StrCat("output shard ", f, " out of range (", op.shard_files.size(), " files)"));
-      }
-      std::vector<formats::TensorSpec> specs;
-      for (size_t i : op.shard_specs[f]) {
-        specs.push_back(op.specs[i]);
-        w->file_of_[op.specs[i].name] = w->writers_.size();
-      }
-      formats::SafetensorsWriter::Options so;
-      so.metadata = op.shard_metadata;
-      so.sync = sync;
-      so.reuse_partial = reuse_partial;
-      so.sha256 = sha256;
-      ASSIGN_OR_RETURN(auto writer, formats::SafetensorsWriter::Create(
-                                        (fs::path(dir) / op.shard_files[f]).string(),
-                                        std::move(specs), std::move(so)));
-      w->writers_.push_back(std::move(writer));
-      w->files_.push_back(op.shard_files[f]);
-    }
-    return w;
-  }
-  bool Wants(const std::string& name) const { return file_of_.contains(name); }
-  absl::Status WriteTensor(const std::string& name, std::span<const uint8_t> data) {
-    return writers_[file_of_.at(name)]->WriteTensor(name, data);
-  }
-  absl::Status AppendTensorData(const std::string& name, std::span<const uint8_t> chunk) {
-    return writers_[file_of_.at(name)]->AppendTensorData(name, chunk);
-  }
-  absl::Status Finish() {
-    for (auto& w : writers_) RETURN_IF_ERROR(w->Finish());
-    return absl::OkStatus();
-  }
-  const std::vector<std::string>& shard_files() const { return files_; }
-  // After Finish() when created with `sha256`: file -> hex sha256.
-  std::map<std::string, std::string> Sha256s() const {
-    return formats::FinishedSha256s(files_, writers_);
-  }
-
-  // Where tensor `name` goes: its file, the file's temporary path and the byte range.
-  struct Placement {
-    std::string file;
-    std::string temp_path;
-    uint64_t offset = 0, size = 0;
-    bool reused = false;  // the file is a partial file of an earlier run
-  };
-  absl::StatusOr<Placement> Locate(const std::string& name) const {
-    auto it = file_of_.find(name);
-    if (it == file_of_.end()) return absl::NotFoundError(StrCat("no output file for '", name, "'"));
-    const formats::SafetensorsWriter& w = *writers_[it->second];
-    ASSIGN_OR_RETURN(auto range, w.TensorRange(name));
-    return Placement{files_[it->second], w.temp_path(), range.first, range.second, w.reused()};
-  }
-  absl::Status MarkWritten(const std::string& name) {
-    return writers_[file_of_.at(name)]->MarkWritten(name);
-  }
-
- private:
-  ShardSubsetWriter() = default;
-  std::vector<std::unique_ptr<formats::SafetensorsWriter>> writers_;
-  std::vector<std::string> files_;
-  std::map<std::string, size_t> file_of_;
-};
 
 // model.safetensors.index.json of `op`, as formats::ShardedCheckpointWriter::Finish writes it.
 std::string IndexJson(const ModelOutputPlan& op) {
@@ -401,81 +220,6 @@ std::string IndexJson(const ModelOutputPlan& op) {
   for (const auto& [tensor, file] : weight_map) map[tensor] = file;
   index["weight_map"] = std::move(map);
   return index.dump(2) + "\n";
-}
-
-// Fingerprint of everything that decides a run's output bytes apart from the job's options: the
-// input tensors (names, dtypes, shapes, places), the output headers (layout, tensors, files,
-// metadata) and the input scales. Journaled units of another fingerprint are not reused.
-absl::StatusOr<std::string> PlanFingerprint(const formats::CheckpointReader& reader,
-                                            const ModelOutputPlan& op) {
-  Sha256 h;
-  auto add = [&](std::string_view s) {
-    h.Update(StrCat(s.size(), ":"));
-    h.Update(s);
-  };
-  add("nvfp4-resume-plan-v1");
-  for (size_t i = 0; i < reader.shards().size(); ++i) {
-    add(StrCat("input shard ", i));
-    for (const formats::TensorInfo& t : reader.shards()[i]->tensors()) {
-      std::string shape;
-      for (int64_t d : t.shape) shape += StrCat(d, ",");
-      add(StrCat(t.name, "|", t.dtype, "|", shape, "|", t.offset, "|", t.size));
-    }
-  }
-  for (size_t f = 0; f < op.shard_files.size(); ++f) {
-    std::vector<formats::TensorSpec> specs;
-    for (size_t i : op.shard_specs[f]) specs.push_back(op.specs[i]);
-    formats::SortForWriting(specs);
-    ASSIGN_OR_RETURN(std::string header, formats::BuildSafetensorsHeader(specs, op.shard_metadata));
-    add(op.shard_files[f]);
-    add(header);
-  }
-  for (const std::optional<float>& a : op.unit_amax) {
-    add(a ? StrCat(std::bit_cast<uint32_t>(*a)) : std::string("-"));
-  }
-  return h.HexDigest();
-}
-
-// Checks a journaled unit against the staged files: exactly the output tensors `expected`, each in
-// the file and byte range the writers planned, in a partial file kept from the earlier run, with
-// the journaled sha256. Returns "" when it holds, else the reason.
-std::string VerifyJournaledUnit(const JournaledUnit& r, std::vector<std::string> expected,
-                                const ShardSubsetWriter& writer, std::vector<uint8_t>& buf,
-                                uint64_t* bytes_read) {
-  std::vector<std::string> got;
-  for (const JournaledTensor& t : r.tensors) got.push_back(t.name);
-  std::sort(expected.begin(), expected.end());
-  std::sort(got.begin(), got.end());
-  if (got != expected) return "the journaled tensors are not the unit's output tensors";
-  std::map<std::string, std::unique_ptr<formats::LocalFileSource>> sources;
-  for (const JournaledTensor& t : r.tensors) {
-    absl::StatusOr<ShardSubsetWriter::Placement> p = writer.Locate(t.name);
-    if (!p.ok()) return std::string(p.status().message());
-    if (p->file != t.file || p->offset != t.offset || p->size != t.size) {
-      return StrCat("'", t.name, "' is planned at another place");
-    }
-    if (!p->reused) return StrCat(p->file, " was not kept from the interrupted run");
-    auto& src = sources[p->temp_path];
-    if (src == nullptr) {
-      absl::StatusOr<std::unique_ptr<formats::LocalFileSource>> s =
-          formats::LocalFileSource::Open(p->temp_path);
-      if (!s.ok()) return std::string(s.status().message());
-      src = std::move(s).value();
-    }
-    Sha256 h;
-    for (uint64_t off = 0; off < t.size;) {
-      const uint64_t n = std::min<uint64_t>(buf.size(), t.size - off);
-      if (absl::Status s = src->ReadAt(t.offset + off, std::span<uint8_t>(buf.data(), n));
-          !s.ok()) {
-        return std::string(s.message());
-      }
-      h.Update(std::span<const uint8_t>(buf.data(), n));
-      off += n;
-      *bytes_read += n;
-    }
-    if (h.HexDigest() != t.sha256) return StrCat("the staged bytes of '", t.name, "' differ");
-  }
-  return "";
 }
 
 }  // namespace
@@ -493,8 +237,6 @@ absl::Status WriteModelFilesImpl(InputDirectory& input, const ModelOutputPlan& o
                                  const QuantizeModelOptions& options, const std::string& staging,
                                  bool write_index, QuantizeModelResult* result,
                                  const std::function<bool()>& cancelled) {
-  auto is_cancelled = [&] { return cancelled && cancelled(); };
-  auto cancel_status = [] { return absl::CancelledError("quantize-model cancelled"); };
   if (write_index && op.indexed) {
     RETURN_IF_ERROR(WriteTextFile(fs::path(staging) / formats::kIndexFileName, IndexJson(op)));
   }
@@ -520,7 +262,7 @@ absl::Status WriteModelFilesImpl(InputDirectory& input, const ModelOutputPlan& o
                                         "checkpoint being quantized)"));
       continue;
     }
-    if (is_cancelled()) return cancel_status();
+    RETURN_IF_ERROR(CheckCancelled(cancelled));
     RETURN_IF_ERROR(CopyFileToLocal(input, f, (fs::path(staging) / f).string()));
     result->copied_files.push_back(f);
   }
@@ -548,490 +290,564 @@ absl::StatusOr<QuantizationPlan> PlanModel(InputDirectory& input,
   return std::move(p.plan);
 }
 
-absl::StatusOr<QuantizeModelResult> QuantizeModel(InputDirectory& input, OutputDirectory& output,
-                                                  const QuantizeModelOptions& options,
-                                                  const PipelineHooks& hooks) {
-  const auto t0 = std::chrono::steady_clock::now();
-  RETURN_IF_ERROR(CheckOptions(options));
-  ASSIGN_OR_RETURN(Prepared prep, Prepare(input, options));
-  const formats::CheckpointReader& reader = *prep.checkpoint.reader;
-  const QuantizationPlan& plan = prep.plan;
-  ASSIGN_OR_RETURN(const ModelOutputPlan op, BuildOutputPlan(prep, options));
+namespace {
 
-  QuantizeModelResult result;
-  result.plan = plan;
-  result.w4a4 = op.w4a4;
-  const std::vector<std::optional<float>>& unit_amax = op.unit_amax;
-  const std::vector<formats::TensorSpec>& out_specs = op.specs;
+// A unit on its way from the reader through the quantizer to the writer.
+struct UnitData {
+  size_t index = 0;                          // into the plan's units
+  std::vector<std::vector<uint8_t>> inputs;  // kQuantize: one buffer per member tensor
+  std::vector<EncodedTensor> outputs;        // kQuantize: encoded tensors
+  std::vector<ModuleResult> results;
+  uint64_t bytes_in = 0;
+  MemoryMeter::Unit metered;  // the unit and its buffered bytes, on the run's meter
+};
+using UnitPtr = std::unique_ptr<UnitData>;
 
-  // Sharded runs write a subset of the files (and no index); a full run writes them all.
-  const bool subset = options.output_shards.has_value() || !options.write_model_files;
-  ResumeJournal* const journal = options.resume;
-  // Durable runs write through the subset writer (all files, the same bytes as the checkpoint
-  // writer), whose partial files can be reopened and verified.
-  const bool use_subset_writer = subset || journal != nullptr;
-  std::vector<int> only;
-  if (options.output_shards) {
-    only = *options.output_shards;
-  } else {
-    for (size_t f = 0; f < op.shard_files.size(); ++f) only.push_back(static_cast<int>(f));
+uint64_t BufferBytes(const UnitData& u) {
+  uint64_t n = 0;
+  for (const auto& b : u.inputs) n += b.size();
+  for (const auto& e : u.outputs) n += e.data.size();
+  return n;
+}
+
+// TensorProgress::name of a unit: the tensor, the module or the fused group.
+const std::string& UnitName(const WorkUnit& u) {
+  if (u.kind == WorkUnit::Kind::kCopy) return u.tensors[0];
+  return u.group.empty() ? u.modules[0] : u.group;
+}
+
+// What the write stage did with a unit.
+struct WrittenUnit {
+  uint64_t bytes_out = 0;
+  std::vector<std::pair<std::string, std::string>> sha256;  // durable runs: tensor -> hex sha256
+};
+
+// One QuantizeModel call. Run() is the table of contents; the stages run in this order:
+//   Plan       the options, the input's headers, the output plan, the files and units of this
+//              run, the backend (nothing is written yet)
+//   (output.Begin(): from here on any failure aborts the output)
+//   Resume     durable runs: the earlier attempt's journal is loaded and the staging directory
+//              cleaned; the output files are opened; the journaled units whose staged bytes verify
+//              are kept and reported
+//   Read       reader thread: the source tensors of each unit still to do, in unit order
+//   Quantize   this thread: the backend, the layout's encoding, the module results
+//   Write      writer thread: the tensors into the output files (copied tensors streamed in
+//              chunks), the journal record, progress
+//   Finalize   the files finished, the index, configs and other files, output.Commit()
+// The three streaming stages share only the queues, the run state and the meter (run_state.h);
+// each writes its own members (reader: none; quantizer: modules_; writer: the progress counters).
+class ModelRun {
+ public:
+  ModelRun(InputDirectory& input, OutputDirectory& output, const QuantizeModelOptions& options,
+           const PipelineHooks& hooks)
+      : input_(input),
+        output_(output),
+        options_(options),
+        hooks_(hooks),
+        journal_(options.resume),
+        to_quantize_(QueueDepth(options)),
+        to_write_(QueueDepth(options)),
+        state_(hooks.cancelled) {}
+
+  absl::StatusOr<QuantizeModelResult> Run() {
+    RETURN_IF_ERROR(Plan());
+    ASSIGN_OR_RETURN(staging_, output_.Begin());
+    if (absl::Status s = RunStaged(); !s.ok()) {
+      output_.Abort();
+      return s;
+    }
+    return TakeResult();
   }
-  std::sort(only.begin(), only.end());
-  only.erase(std::unique(only.begin(), only.end()), only.end());
-  // The units that have an output tensor in one of the written files.
-  std::vector<bool> unit_wanted(plan.units.size(), true);
-  if (subset) {
-    std::vector<bool> spec_wanted(out_specs.size(), false);
-    for (int f : only) {
-      if (f < 0 || static_cast<size_t>(f) >= op.shard_files.size()) {
-        return absl::InvalidArgumentError(
-            StrCat("output shard ", f, " out of range (", op.shard_files.size(), " files)"));
+
+ private:
+  static size_t QueueDepth(const QuantizeModelOptions& o) {
+    return static_cast<size_t>(std::max(o.queue_depth, 1));
+  }
+  const formats::CheckpointReader& reader() const { return *prep_.checkpoint.reader; }
+  const QuantizationPlan& plan() const { return prep_.plan; }
+
+  // Everything after output.Begin().
+  absl::Status RunStaged() {
+    RETURN_IF_ERROR(LoadJournal());
+    RETURN_IF_ERROR(OpenOutputFiles());
+    RETURN_IF_ERROR(KeepJournaledUnits());
+    RETURN_IF_ERROR(Stream());
+    return Finalize();
+  }
+
+  // ---- plan ----
+
+  absl::Status Plan() {
+    RETURN_IF_ERROR(CheckOptions(options_));
+    ASSIGN_OR_RETURN(prep_, Prepare(input_, options_));
+    ASSIGN_OR_RETURN(op_, BuildOutputPlan(prep_, options_));
+    result_.plan = plan();
+    result_.w4a4 = op_.w4a4;
+    RETURN_IF_ERROR(ChooseFilesAndUnits());
+    return OpenBackend();
+  }
+
+  // The files this run writes and the units that have an output tensor in one of them.
+  absl::Status ChooseFilesAndUnits() {
+    // Sharded runs write a subset of the files (and no index); a full run writes them all.
+    subset_ = options_.output_shards.has_value() || !options_.write_model_files;
+    if (options_.output_shards) {
+      files_ = *options_.output_shards;
+    } else {
+      for (size_t f = 0; f < op_.shard_files.size(); ++f) files_.push_back(static_cast<int>(f));
+    }
+    std::sort(files_.begin(), files_.end());
+    files_.erase(std::unique(files_.begin(), files_.end()), files_.end());
+    const size_t units = plan().units.size();
+    unit_wanted_.assign(units, true);
+    unit_kept_.assign(units, false);
+    if (subset_) {
+      std::vector<bool> spec_wanted(op_.specs.size(), false);
+      for (int f : files_) {
+        if (f < 0 || static_cast<size_t>(f) >= op_.shard_files.size()) {
+          return absl::InvalidArgumentError(
+              StrCat("output shard ", f, " out of range (", op_.shard_files.size(), " files)"));
+        }
+        for (size_t i : op_.shard_specs[f]) spec_wanted[i] = true;
       }
-      for (size_t i : op.shard_specs[f]) spec_wanted[i] = true;
-    }
-    for (size_t i = 0; i < plan.units.size(); ++i) {
-      unit_wanted[i] = false;
-      for (size_t k = op.unit_first_spec[i]; k < op.unit_first_spec[i + 1]; ++k) {
-        if (spec_wanted[k]) unit_wanted[i] = true;
+      for (size_t i = 0; i < units; ++i) {
+        unit_wanted_[i] = false;
+        for (size_t k = op_.unit_first_spec[i]; k < op_.unit_first_spec[i + 1]; ++k) {
+          if (spec_wanted[k]) unit_wanted_[i] = true;
+        }
       }
     }
-  }
-  uint64_t wanted_bytes_in = 0;
-  int64_t wanted_units = 0;
-  for (size_t i = 0; i < plan.units.size(); ++i) {
-    if (!unit_wanted[i]) continue;
-    ++wanted_units;
-    for (const std::string& t : plan.units[i].tensors) {
-      const uint64_t size = reader.Find(t)->info->size;
-      wanted_bytes_in += size;
-      if (plan.units[i].kind == WorkUnit::Kind::kQuantize) result.quantized_bytes_in += size;
+    uint64_t wanted_bytes_in = 0;
+    for (size_t i = 0; i < units; ++i) {
+      if (!unit_wanted_[i]) continue;
+      ++wanted_units_;
+      for (const std::string& t : plan().units[i].tensors) {
+        const uint64_t size = reader().Find(t)->info->size;
+        wanted_bytes_in += size;
+        if (plan().units[i].kind == WorkUnit::Kind::kQuantize) result_.quantized_bytes_in += size;
+      }
     }
-  }
-
-  const ModelCalibration* cal = options.calibration;
-  result.tensor_bytes_in = subset ? wanted_bytes_in : op.tensor_bytes_in;
-  if (subset) {
-    for (int f : only) {
-      for (size_t i : op.shard_specs[f])
-        result.tensor_bytes_out += *formats::TensorByteSize(out_specs[i]);
+    result_.tensor_bytes_in = subset_ ? wanted_bytes_in : op_.tensor_bytes_in;
+    if (subset_) {
+      for (int f : files_) {
+        for (size_t i : op_.shard_specs[f]) {
+          result_.tensor_bytes_out += *formats::TensorByteSize(op_.specs[i]);
+        }
+      }
+    } else {
+      result_.tensor_bytes_out = op_.tensor_bytes_out;
     }
-  } else {
-    result.tensor_bytes_out = op.tensor_bytes_out;
+    return absl::OkStatus();
   }
 
-  std::unique_ptr<QuantizerBackend> own_backend;
-  if (options.backend == nullptr && options.device == "cpu") {
-    own_backend = MakeCpuBackend(options.cpu_threads);
-  } else if (options.backend == nullptr) {
-    ASSIGN_OR_RETURN(own_backend, MakeBackend(options.device));
-  }
-  QuantizerBackend* const backend =
-      options.backend != nullptr ? options.backend : own_backend.get();
-  result.backend = backend->name();
-
-  ASSIGN_OR_RETURN(const std::string staging, output.Begin());
-  // From here on every error path aborts the output.
-  auto fail = [&](absl::Status s) -> absl::StatusOr<QuantizeModelResult> {
-    output.Abort();
-    return s;
-  };
-
-  // ---- resume: what an earlier, interrupted attempt journaled ----
-  std::string fingerprint;
-  std::vector<JournaledUnit> journaled;
-  if (journal != nullptr) {
-    absl::StatusOr<std::string> fp = PlanFingerprint(reader, op);
-    if (!fp.ok()) return fail(fp.status());
-    fingerprint = *std::move(fp);
-    absl::StatusOr<std::vector<JournaledUnit>> loaded = journal->Load();
-    if (!loaded.ok()) return fail(loaded.status());
-    for (const JournaledUnit& r : *loaded) {
-      if (r.plan != fingerprint) result.resume.started_over = true;
+  absl::Status OpenBackend() {
+    backend_ = options_.backend;
+    if (backend_ == nullptr) {
+      if (options_.device == "cpu") {
+        own_backend_ = MakeCpuBackend(options_.cpu_threads);
+      } else {
+        ASSIGN_OR_RETURN(own_backend_, MakeBackend(options_.device));
+      }
+      backend_ = own_backend_.get();
     }
-    if (result.resume.started_over) {
-      if (absl::Status s = journal->Reset(); !s.ok()) return fail(s);
-      result.warnings.push_back(
+    result_.backend = backend_->name();
+    return absl::OkStatus();
+  }
+
+  // ---- resume ----
+
+  // What an earlier, interrupted attempt journaled. Keeps this plan's safetensors files (partial or
+  // finished) when there is something to keep; everything else in the staging directory is
+  // removed and written again.
+  absl::Status LoadJournal() {
+    if (journal_ == nullptr) return absl::OkStatus();
+    ASSIGN_OR_RETURN(fingerprint_, PlanFingerprint(reader(), op_));
+    ASSIGN_OR_RETURN(std::vector<JournaledUnit> loaded, journal_->Load());
+    for (const JournaledUnit& r : loaded) {
+      if (r.plan != fingerprint_) result_.resume.started_over = true;
+    }
+    if (result_.resume.started_over) {
+      RETURN_IF_ERROR(journal_->Reset());
+      result_.warnings.push_back(
           "resume: the input or the output plan changed since the interrupted run; starting over");
     } else {
-      journaled = *std::move(loaded);
+      journaled_ = std::move(loaded);
     }
-    // Keep this plan's safetensors files (partial or finished) when there is something to keep;
-    // everything else in the staging directory is removed and written again.
     std::set<std::string> keep;
-    if (!journaled.empty()) {
-      for (int f : only) {
-        keep.insert(op.shard_files[f]);
-        keep.insert(op.shard_files[f] + ".tmp");
+    if (!journaled_.empty()) {
+      for (int f : files_) {
+        keep.insert(op_.shard_files[f]);
+        keep.insert(op_.shard_files[f] + ".tmp");
       }
     }
     std::error_code ec;
     std::vector<fs::path> stale;
-    for (const auto& e : fs::directory_iterator(staging, ec)) {
+    for (const auto& e : fs::directory_iterator(staging_, ec)) {
       if (!keep.count(e.path().filename().string())) stale.push_back(e.path());
     }
     for (const fs::path& p : stale) fs::remove_all(p, ec);
-    if (ec) return fail(absl::InternalError(StrCat(staging, ": cannot clean: ", ec.message())));
+    if (ec) return absl::InternalError(StrCat(staging_, ": cannot clean: ", ec.message()));
+    return absl::OkStatus();
   }
 
-  formats::ShardedCheckpointWriter::Options wopts;
-  wopts.max_shard_size = options.max_shard_size;
-  wopts.sync = options.sync;
-  wopts.sha256 = options.sha256_outputs;
-  wopts.metadata = op.shard_metadata;
-  std::unique_ptr<formats::ShardedCheckpointWriter> writer;
-  std::unique_ptr<ShardSubsetWriter> subset_writer;
-  if (use_subset_writer) {
-    auto w = ShardSubsetWriter::Create(staging, op, only, options.sync,
-                                       /*reuse_partial=*/journal != nullptr,
-                                       options.sha256_outputs);
-    if (!w.ok()) return fail(w.status());
-    subset_writer = std::move(w).value();
-  } else {
-    auto writer_or = formats::ShardedCheckpointWriter::Create(staging, out_specs, wopts);
-    if (!writer_or.ok()) return fail(writer_or.status());
-    writer = std::move(writer_or).value();
-    if (writer->shard_files() != op.shard_files) {
-      return fail(
-          absl::InternalError("the output plan and the checkpoint writer disagree on the "
-                              "shard files"));
-    }
+  // Durable runs write through the subset writer (all files, the same bytes as the checkpoint
+  // writer), whose partial files can be reopened and verified.
+  absl::Status OpenOutputFiles() {
+    OutputFiles::Options o;
+    o.checkpoint_writer = !subset_ && journal_ == nullptr;
+    if (!o.checkpoint_writer) o.files = files_;
+    o.reuse_partial = journal_ != nullptr;
+    o.sync = options_.sync;
+    o.sha256 = options_.sha256_outputs;
+    o.max_shard_size = options_.max_shard_size;
+    ASSIGN_OR_RETURN(out_, OutputFiles::Open(staging_, op_, o));
+    return absl::OkStatus();
   }
-  auto write_tensor = [&](const std::string& name, std::span<const uint8_t> data) {
-    if (!use_subset_writer) return writer->WriteTensor(name, data);
-    if (!subset_writer->Wants(name)) return absl::OkStatus();
-    return subset_writer->WriteTensor(name, data);
-  };
-  auto append_tensor = [&](const std::string& name, std::span<const uint8_t> chunk) {
-    if (!use_subset_writer) return writer->AppendTensorData(name, chunk);
-    return subset_writer->AppendTensorData(name, chunk);
-  };
 
-  // Keep the journaled units whose staged bytes verify; they are neither read nor computed again.
-  std::vector<bool> unit_kept(plan.units.size(), false);
-  std::vector<ModuleResult> kept_modules;
-  int64_t kept_units = 0;
-  uint64_t kept_bytes_in = 0;
-  if (journal != nullptr) {
+  // Keeps the journaled units whose staged bytes verify; they are neither read nor computed again.
+  absl::Status KeepJournaledUnits() {
+    if (journal_ == nullptr) return absl::OkStatus();
     const auto v0 = std::chrono::steady_clock::now();
-    std::map<int64_t, const JournaledUnit*> latest;  // the last record of each unit
-    for (const JournaledUnit& r : journaled) latest[r.unit] = &r;
-    std::vector<const JournaledUnit*> kept_record(plan.units.size(), nullptr);
-    std::vector<uint8_t> buf(
-        std::clamp<uint64_t>(options.copy_chunk_bytes, uint64_t{4096}, uint64_t{8} << 20));
-    for (const auto& [i, r] : latest) {
-      if (static_cast<size_t>(i) >= plan.units.size() || !unit_wanted[i]) continue;
-      std::vector<std::string> expected;
-      for (size_t k = op.unit_first_spec[i]; k < op.unit_first_spec[i + 1]; ++k) {
-        if (subset_writer->Wants(out_specs[k].name)) expected.push_back(out_specs[k].name);
-      }
-      const std::string why = VerifyJournaledUnit(*r, std::move(expected), *subset_writer, buf,
-                                                  &result.resume.bytes_verified);
-      if (!why.empty()) {
-        ++result.resume.units_rejected;
-        result.warnings.push_back(StrCat("resume: computing '", r->name, "' again: ", why));
-        continue;
-      }
-      for (const JournaledTensor& t : r->tensors) {
-        if (absl::Status s = subset_writer->MarkWritten(t.name); !s.ok()) return fail(s);
-      }
-      unit_kept[i] = true;
-      kept_record[i] = r;
-    }
-    result.resume.units_total = wanted_units;
-    for (size_t i = 0; i < plan.units.size(); ++i) {
-      if (unit_kept[i]) ++result.resume.units_kept;
-      if (unit_wanted[i] && !unit_kept[i] && result.resume.first_redone < 0) {
-        result.resume.first_redone = static_cast<int64_t>(i);
+    ASSIGN_OR_RETURN(std::vector<const JournaledUnit*> kept, VerifyJournaledUnits());
+    ResumeInfo& info = result_.resume;
+    info.units_total = wanted_units_;
+    for (size_t i = 0; i < plan().units.size(); ++i) {
+      if (unit_kept_[i]) ++info.units_kept;
+      if (unit_wanted_[i] && !unit_kept_[i] && info.first_redone < 0) {
+        info.first_redone = static_cast<int64_t>(i);
       }
     }
-    result.resume.verify_seconds =
+    info.verify_seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - v0).count();
-    if (result.resume.units_kept > 0) {
-      result.warnings.push_back(StrCat("resumed: kept ", result.resume.units_kept, " of ",
-                                       wanted_units, " units of an interrupted run (",
-                                       result.resume.bytes_verified, " bytes verified)"));
+    if (info.units_kept > 0) {
+      result_.warnings.push_back(StrCat("resumed: kept ", info.units_kept, " of ", wanted_units_,
+                                        " units of an interrupted run (", info.bytes_verified,
+                                        " bytes verified)"));
     }
-    if (hooks.on_resume) hooks.on_resume(result.resume);
-    for (size_t i = 0; i < plan.units.size(); ++i) {
-      if (!unit_kept[i]) continue;
-      const JournaledUnit& r = *kept_record[i];
-      ++kept_units;
-      kept_bytes_in += r.bytes_in;
-      kept_modules.insert(kept_modules.end(), r.modules.begin(), r.modules.end());
-      if (hooks.on_progress) {
-        TensorProgress p;
-        p.name = r.name;
-        p.quantized = plan.units[i].kind == WorkUnit::Kind::kQuantize;
-        p.modules = r.modules;
-        p.bytes_in = r.bytes_in;
-        p.bytes_out = r.bytes_out;
-        p.units_done = kept_units;
-        p.units_total = wanted_units;
-        p.bytes_in_done = kept_bytes_in;
-        p.bytes_in_total = result.tensor_bytes_in;
-        p.quantized_bytes_in_total = result.quantized_bytes_in;
-        p.resumed = true;
-        hooks.on_progress(p);
+    if (hooks_.on_resume) hooks_.on_resume(info);
+    for (size_t i = 0; i < plan().units.size(); ++i) {
+      if (!unit_kept_[i]) continue;
+      const JournaledUnit& r = *kept[i];
+      kept_modules_.insert(kept_modules_.end(), r.modules.begin(), r.modules.end());
+      Report(plan().units[i], r.name, r.modules, r.bytes_in, r.bytes_out, /*resumed=*/true);
+    }
+    return absl::OkStatus();
+  }
+
+  // Verifies the last record of each wanted unit; marks the verified ones kept (unit_kept_ and
+  // their tensors written). Returns, per unit, the record kept or null.
+  absl::StatusOr<std::vector<const JournaledUnit*>> VerifyJournaledUnits() {
+    std::map<int64_t, const JournaledUnit*> latest;  // the last record of each unit
+    for (const JournaledUnit& r : journaled_) latest[r.unit] = &r;
+    std::vector<const JournaledUnit*> kept(plan().units.size(), nullptr);
+    std::vector<uint8_t> buf(
+        std::clamp<uint64_t>(options_.copy_chunk_bytes, uint64_t{4096}, uint64_t{8} << 20));
+    ShardSubsetWriter& writer = *out_->subset();
+    for (const auto& [i, r] : latest) {
+      if (static_cast<size_t>(i) >= plan().units.size() || !unit_wanted_[i]) continue;
+      std::vector<std::string> expected;
+      for (size_t k = op_.unit_first_spec[i]; k < op_.unit_first_spec[i + 1]; ++k) {
+        if (writer.Wants(op_.specs[k].name)) expected.push_back(op_.specs[k].name);
       }
+      const std::string why =
+          VerifyJournaledUnit(*r, std::move(expected), writer, buf, &result_.resume.bytes_verified);
+      if (!why.empty()) {
+        ++result_.resume.units_rejected;
+        result_.warnings.push_back(StrCat("resume: computing '", r->name, "' again: ", why));
+        continue;
+      }
+      for (const JournaledTensor& t : r->tensors) RETURN_IF_ERROR(writer.MarkWritten(t.name));
+      unit_kept_[i] = true;
+      kept[i] = r;
+    }
+    return kept;
+  }
+
+  // ---- read, quantize, write ----
+
+  absl::Status Stream() {
+    state_.OnFail([this] {
+      to_quantize_.Close();
+      to_write_.Close();
+    });
+    std::thread reader_thread([this] { ReadStage(); });
+    std::thread writer_thread([this] { WriteStage(); });
+    QuantizeStage();
+    to_write_.Close();
+    reader_thread.join();
+    writer_thread.join();
+    state_.CheckCancelled();
+    return state_.status();
+  }
+
+  void ReadStage() {
+    for (size_t i = 0; i < plan().units.size(); ++i) {
+      if (!unit_wanted_[i] || unit_kept_[i]) continue;
+      if (state_.CheckCancelled()) return;
+      absl::StatusOr<UnitPtr> unit = ReadUnit(i);
+      if (!unit.ok()) return state_.Fail(unit.status());
+      if (!to_quantize_.Push(*std::move(unit))) return;  // closed by a failure
+    }
+    to_quantize_.Close();
+  }
+
+  // The source tensors of unit `i` (a copied tensor is streamed by the writer instead).
+  absl::StatusOr<UnitPtr> ReadUnit(size_t i) {
+    const WorkUnit& u = plan().units[i];
+    auto data = std::make_unique<UnitData>();
+    data->index = i;
+    data->metered = MemoryMeter::Unit(&meter_);
+    for (const std::string& t : u.tensors) {
+      const formats::TensorLocation* loc = reader().Find(t);
+      data->bytes_in += loc->info->size;
+      if (u.kind == WorkUnit::Kind::kCopy) continue;
+      std::vector<uint8_t> buf(loc->info->size);
+      data->metered.AddBytes(buf.size());
+      RETURN_IF_ERROR(reader().ReadTensor(*loc, buf));
+      data->inputs.push_back(std::move(buf));
+    }
+    return data;
+  }
+
+  void QuantizeStage() {
+    while (std::optional<UnitPtr> item = to_quantize_.Pop()) {
+      UnitPtr d = std::move(*item);
+      if (state_.CheckCancelled()) continue;  // the unit is dropped
+      if (plan().units[d->index].kind == WorkUnit::Kind::kQuantize) {
+        if (absl::Status s = QuantizeUnit(*d); !s.ok()) {
+          state_.Fail(std::move(s));
+          continue;
+        }
+      }
+      to_write_.Push(std::move(d));  // closed by a failure: the unit is dropped
     }
   }
 
-  // ---- the three stages ----
-  const size_t depth = static_cast<size_t>(std::max(options.queue_depth, 1));
-  BoundedQueue<UnitPtr> to_quantize(depth), to_write(depth);
-  RunState state;
-  state.SetCloser([&] {
-    to_quantize.Close();
-    to_write.Close();
-  });
-  MemoryMeter meter;
-  auto is_cancelled = [&] { return hooks.cancelled && hooks.cancelled(); };
-  auto cancel_status = [] { return absl::CancelledError("quantize-model cancelled"); };
-
-  std::thread reader_thread([&] {
-    for (size_t i = 0; i < plan.units.size() && !state.failed(); ++i) {
-      if (!unit_wanted[i] || unit_kept[i]) continue;
-      if (is_cancelled()) return state.Fail(cancel_status());
-      const WorkUnit& u = plan.units[i];
-      auto data = std::make_unique<UnitData>();
-      data->index = i;
-      meter.AddUnit();
-      for (const std::string& t : u.tensors) {
-        const formats::TensorLocation* loc = reader.Find(t);
-        data->bytes_in += loc->info->size;
-        if (u.kind == WorkUnit::Kind::kCopy) continue;  // streamed by the writer
-        std::vector<uint8_t> buf(loc->info->size);
-        meter.AddBytes(static_cast<int64_t>(buf.size()));
-        if (absl::Status s = reader.ReadTensor(*loc, buf); !s.ok()) {
-          meter.RemoveUnit();
-          return state.Fail(s);
-        }
-        data->inputs.push_back(std::move(buf));
+  // Quantizes and encodes the unit's tensors (replacing its inputs by its outputs).
+  absl::Status QuantizeUnit(UnitData& d) {
+    const WorkUnit& u = plan().units[d.index];
+    absl::StatusOr<std::vector<QuantizedTensor>> q = QuantizeTensors(u, d);
+    if (!q.ok()) {
+      return absl::Status(
+          q.status().code(),
+          StrCat(reader().shards()[reader().Find(u.tensors[0])->shard]->name(), ": quantizing '",
+                 u.group.empty() ? u.tensors[0] : u.group, "': ", q.status().message()));
+    }
+    d.inputs.clear();
+    const std::optional<float>& amax = op_.unit_amax[d.index];
+    for (size_t j = 0; j < q->size(); ++j) {
+      const QuantizedTensor& qt = (*q)[j];
+      for (EncodedTensor& e : EncodeQuantized(options_.layout, u.modules[j], qt, amax)) {
+        d.outputs.push_back(std::move(e));
       }
-      data->bytes_buffered = BufferBytes(*data);
-      if (!to_quantize.Push(std::move(data))) {
-        meter.RemoveUnit();
-        return;
+      ModuleResult r;
+      r.module = u.modules[j];
+      r.group = u.group;
+      r.rows = qt.rows;
+      r.cols = qt.cols;
+      r.global_scale = qt.global_scale;
+      r.input_amax = amax;
+      r.metrics = qt.metrics;
+      d.results.push_back(r);
+      modules_.push_back(std::move(r));
+    }
+    d.metered.SetBytes(BufferBytes(d));
+    return absl::OkStatus();
+  }
+
+  absl::StatusOr<std::vector<QuantizedTensor>> QuantizeTensors(const WorkUnit& u,
+                                                               const UnitData& d) {
+    const ModelCalibration* cal = options_.calibration;
+    std::vector<TensorView> views;
+    std::vector<std::unique_ptr<formats::LoadedCalibration>> cals;
+    std::vector<const Calibration*> cal_ptrs;
+    for (size_t j = 0; j < u.tensors.size(); ++j) {
+      const formats::TensorInfo& info = *reader().Find(u.tensors[j])->info;
+      TensorView v;
+      v.name = info.name;
+      v.dtype = *formats::ToKernelDType(info.dtype);
+      v.shape = info.shape;
+      v.data = d.inputs[j].data();
+      views.push_back(std::move(v));
+      if (cal != nullptr) {
+        ASSIGN_OR_RETURN(std::unique_ptr<formats::LoadedCalibration> loaded,
+                         cal->Load(u.modules[j], info.shape[1]));
+        cal_ptrs.push_back(loaded->calibration.empty() ? nullptr : &loaded->calibration);
+        cals.push_back(std::move(loaded));
       }
     }
-    to_quantize.Close();
-  });
+    return backend_->QuantizeGroup(views, options_.quantize, cal_ptrs);
+  }
 
-  std::thread writer_thread([&] {
-    int64_t done = kept_units;
-    uint64_t in_done = kept_bytes_in;
-    std::vector<uint8_t> chunk;
-    while (std::optional<UnitPtr> item = to_write.Pop()) {
+  void WriteStage() {
+    while (std::optional<UnitPtr> item = to_write_.Pop()) {
       UnitData& d = **item;
-      const WorkUnit& u = plan.units[d.index];
-      auto finish_unit = [&] {
-        meter.AddBytes(-static_cast<int64_t>(d.bytes_buffered));
-        meter.RemoveUnit();
-      };
-      if (state.failed()) {
-        finish_unit();
-        continue;
-      }
-      uint64_t bytes_out = 0;
-      absl::Status s;
-      std::vector<std::pair<std::string, std::string>> hashes;  // journal: tensor -> sha256
-      if (u.kind == WorkUnit::Kind::kCopy) {
-        Sha256 copy_hash;
-        const formats::TensorLocation* loc = reader.Find(u.tensors[0]);
-        const auto& shard = reader.shards()[loc->shard];
-        const uint64_t size = loc->info->size;
-        const uint64_t cap =
-            std::min<uint64_t>(size, std::max<uint64_t>(options.copy_chunk_bytes, 1));
-        chunk.resize(cap);
-        meter.AddBytes(static_cast<int64_t>(cap));
-        for (uint64_t off = 0; off < size && s.ok(); off += cap) {
-          const uint64_t n = std::min(cap, size - off);
-          s = shard->ReadTensorRange(*loc->info, off, std::span<uint8_t>(chunk.data(), n));
-          if (s.ok()) s = append_tensor(u.tensors[0], std::span<const uint8_t>(chunk.data(), n));
-          if (s.ok() && journal != nullptr) {
-            copy_hash.Update(std::span<const uint8_t>(chunk.data(), n));
-          }
-        }
-        if (journal != nullptr && (!subset || subset_writer->Wants(u.tensors[0]))) {
-          hashes.emplace_back(u.tensors[0], copy_hash.HexDigest());
-        }
-        if (size == 0 && s.ok()) s = write_tensor(u.tensors[0], {});
-        meter.AddBytes(-static_cast<int64_t>(cap));
-        chunk.clear();
-        chunk.shrink_to_fit();
-        bytes_out = size;
-      } else {
-        for (const EncodedTensor& e : d.outputs) {
-          if (!subset || subset_writer->Wants(e.spec.name)) {
-            if (s.ok()) s = write_tensor(e.spec.name, e.data);
-            bytes_out += e.data.size();
-            if (s.ok() && journal != nullptr) {
-              Sha256 h;
-              h.Update(e.data);
-              hashes.emplace_back(e.spec.name, h.HexDigest());
-            }
-          }
-        }
-      }
-      finish_unit();
-      const std::string unit_name = u.kind == WorkUnit::Kind::kCopy ? u.tensors[0]
-                                    : u.group.empty()               ? u.modules[0]
-                                                                    : u.group;
-      if (s.ok() && journal != nullptr) {
-        // The unit's bytes are in the staged file: record where, with their digests.
-        JournaledUnit ju;
-        ju.plan = fingerprint;
-        ju.unit = static_cast<int64_t>(d.index);
-        ju.name = unit_name;
-        ju.bytes_in = d.bytes_in;
-        ju.bytes_out = bytes_out;
-        ju.modules = d.results;
-        for (auto& [name, sha] : hashes) {
-          absl::StatusOr<ShardSubsetWriter::Placement> where = subset_writer->Locate(name);
-          if (!where.ok()) {
-            s = where.status();
-            break;
-          }
-          ju.tensors.push_back({name, where->file, where->offset, where->size, std::move(sha)});
-        }
-        if (s.ok()) s = journal->Append(ju);
-      }
+      if (state_.failed()) continue;  // drained: the unit is dropped
+      const WorkUnit& u = plan().units[d.index];
+      absl::StatusOr<WrittenUnit> written =
+          u.kind == WorkUnit::Kind::kCopy ? CopyTensor(u.tensors[0]) : WriteEncoded(d);
+      d.metered.Release();
+      absl::Status s = written.status();
+      if (s.ok() && journal_ != nullptr) s = JournalUnit(d, *written);
       if (!s.ok()) {
-        state.Fail(s);
+        state_.Fail(std::move(s));
         continue;
       }
-      ++done;
-      in_done += d.bytes_in;
-      if (hooks.on_progress) {
-        TensorProgress p;
-        p.name = unit_name;
-        p.quantized = u.kind == WorkUnit::Kind::kQuantize;
-        p.modules = d.results;
-        p.bytes_in = d.bytes_in;
-        p.bytes_out = bytes_out;
-        p.units_done = done;
-        p.units_total = wanted_units;
-        p.bytes_in_done = in_done;
-        p.bytes_in_total = result.tensor_bytes_in;
-        p.quantized_bytes_in_total = result.quantized_bytes_in;
-        hooks.on_progress(p);
-      }
-      if (is_cancelled()) state.Fail(cancel_status());
-    }
-  });
-
-  // Quantize on this thread.
-  std::vector<ModuleResult> modules;
-  while (std::optional<UnitPtr> item = to_quantize.Pop()) {
-    UnitPtr d = std::move(*item);
-    const WorkUnit& u = plan.units[d->index];
-    if (state.failed() || is_cancelled()) {
-      if (!state.failed()) state.Fail(cancel_status());
-      meter.AddBytes(-static_cast<int64_t>(d->bytes_buffered));
-      meter.RemoveUnit();
-      continue;
-    }
-    if (u.kind == WorkUnit::Kind::kQuantize) {
-      std::vector<TensorView> views;
-      std::vector<std::unique_ptr<formats::LoadedCalibration>> cals;
-      std::vector<const Calibration*> cal_ptrs;
-      absl::Status s;
-      for (size_t j = 0; j < u.tensors.size() && s.ok(); ++j) {
-        const formats::TensorInfo& info = *reader.Find(u.tensors[j])->info;
-        TensorView v;
-        v.name = info.name;
-        v.dtype = *formats::ToKernelDType(info.dtype);
-        v.shape = info.shape;
-        v.data = d->inputs[j].data();
-        views.push_back(std::move(v));
-        if (cal != nullptr) {
-          auto loaded = cal->Load(u.modules[j], info.shape[1]);
-          if (!loaded.ok()) {
-            s = loaded.status();
-            break;
-          }
-          cal_ptrs.push_back((*loaded)->calibration.empty() ? nullptr : &(*loaded)->calibration);
-          cals.push_back(std::move(loaded).value());
-        }
-      }
-      absl::StatusOr<std::vector<QuantizedTensor>> q =
-          s.ok() ? backend->QuantizeGroup(views, options.quantize, cal_ptrs)
-                 : absl::StatusOr<std::vector<QuantizedTensor>>(s);
-      if (!q.ok()) {
-        state.Fail(absl::Status(
-            q.status().code(),
-            StrCat(reader.shards()[reader.Find(u.tensors[0])->shard]->name(), ": quantizing '",
-                   u.group.empty() ? u.tensors[0] : u.group, "': ", q.status().message())));
-        meter.AddBytes(-static_cast<int64_t>(d->bytes_buffered));
-        meter.RemoveUnit();
-        continue;
-      }
-      const uint64_t in_bytes = d->bytes_buffered;
-      d->inputs.clear();
-      for (size_t j = 0; j < q->size(); ++j) {
-        const QuantizedTensor& qt = (*q)[j];
-        for (EncodedTensor& e :
-             EncodeQuantized(options.layout, u.modules[j], qt, unit_amax[d->index])) {
-          d->outputs.push_back(std::move(e));
-        }
-        ModuleResult r;
-        r.module = u.modules[j];
-        r.group = u.group;
-        r.rows = qt.rows;
-        r.cols = qt.cols;
-        r.global_scale = qt.global_scale;
-        r.input_amax = unit_amax[d->index];
-        r.metrics = qt.metrics;
-        d->results.push_back(r);
-        modules.push_back(std::move(r));
-      }
-      d->bytes_buffered = BufferBytes(*d);
-      meter.AddBytes(static_cast<int64_t>(d->bytes_buffered) - static_cast<int64_t>(in_bytes));
-    }
-    if (!to_write.Push(std::move(d))) {
-      // Closed by a failure: the unit is dropped.
-      meter.RemoveUnit();
+      Report(u, UnitName(u), d.results, d.bytes_in, written->bytes_out, /*resumed=*/false);
+      state_.CheckCancelled();
     }
   }
-  to_write.Close();
-  reader_thread.join();
-  writer_thread.join();
-  if (state.failed()) return fail(state.status());
-  if (is_cancelled()) return fail(cancel_status());
 
-  if (use_subset_writer) {
-    if (absl::Status s = subset_writer->Finish(); !s.ok()) return fail(s);
-    result.shard_files = subset_writer->shard_files();
-    result.shard_sha256 = subset_writer->Sha256s();
-    subset_writer.reset();
-  } else {
-    if (absl::Status s = writer->Finish(); !s.ok()) return fail(s);
-    result.shard_files = writer->shard_files();
-    result.shard_sha256 = writer->Sha256s();
-    writer.reset();
-  }
-
-  // ---- the index (subset writer), configs and the other files ----
-  if (options.write_model_files) {
-    // A full run's index was written by the checkpoint writer.
-    if (absl::Status s =
-            WriteModelFilesImpl(input, op, options, staging,
-                                /*write_index=*/use_subset_writer, &result, hooks.cancelled);
-        !s.ok()) {
-      return fail(s);
+  // Streams a copied tensor from its input file into its output file in chunks.
+  absl::StatusOr<WrittenUnit> CopyTensor(const std::string& name) {
+    const formats::TensorLocation* loc = reader().Find(name);
+    const auto& shard = reader().shards()[loc->shard];
+    const uint64_t size = loc->info->size;
+    const uint64_t cap = std::min<uint64_t>(size, std::max<uint64_t>(options_.copy_chunk_bytes, 1));
+    std::vector<uint8_t> chunk(cap);
+    meter_.AddBytes(static_cast<int64_t>(cap));
+    Sha256 hash;
+    absl::Status s;
+    for (uint64_t off = 0; off < size && s.ok(); off += cap) {
+      const uint64_t n = std::min(cap, size - off);
+      s = shard->ReadTensorRange(*loc->info, off, std::span<uint8_t>(chunk.data(), n));
+      if (s.ok()) s = out_->AppendTensorData(name, std::span<const uint8_t>(chunk.data(), n));
+      if (s.ok() && journal_ != nullptr) hash.Update(std::span<const uint8_t>(chunk.data(), n));
     }
+    if (size == 0 && s.ok()) s = out_->WriteTensor(name, {});
+    meter_.AddBytes(-static_cast<int64_t>(cap));
+    RETURN_IF_ERROR(s);
+    WrittenUnit w;
+    w.bytes_out = size;
+    if (journal_ != nullptr && out_->Wants(name)) w.sha256.emplace_back(name, hash.HexDigest());
+    return w;
   }
-  if (is_cancelled()) return fail(cancel_status());
-  if (absl::Status s = output.Commit(); !s.ok()) return fail(s);
 
-  modules.insert(modules.end(), kept_modules.begin(), kept_modules.end());
-  std::sort(modules.begin(), modules.end(),
-            [](const ModuleResult& a, const ModuleResult& b) { return a.module < b.module; });
-  result.modules = std::move(modules);
-  result.peak_units_in_flight = meter.peak_units();
-  result.peak_buffered_bytes = meter.peak_bytes();
-  result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  return result;
+  // Writes the encoded tensors of a quantized unit that go to this run's files.
+  absl::StatusOr<WrittenUnit> WriteEncoded(const UnitData& d) {
+    WrittenUnit w;
+    for (const EncodedTensor& e : d.outputs) {
+      if (!out_->Wants(e.spec.name)) continue;
+      RETURN_IF_ERROR(out_->WriteTensor(e.spec.name, e.data));
+      w.bytes_out += e.data.size();
+      if (journal_ != nullptr) {
+        Sha256 h;
+        h.Update(e.data);
+        w.sha256.emplace_back(e.spec.name, h.HexDigest());
+      }
+    }
+    return w;
+  }
+
+  // The unit's bytes are in the staged file: records where, with their digests.
+  absl::Status JournalUnit(const UnitData& d, const WrittenUnit& written) {
+    JournaledUnit ju;
+    ju.plan = fingerprint_;
+    ju.unit = static_cast<int64_t>(d.index);
+    ju.name = UnitName(plan().units[d.index]);
+    ju.bytes_in = d.bytes_in;
+    ju.bytes_out = written.bytes_out;
+    ju.modules = d.results;
+    for (const auto& [name, sha] : written.sha256) {
+      ASSIGN_OR_RETURN(TensorPlacement where, out_->subset()->Locate(name));
+      ju.tensors.push_back({name, where.file, where.offset, where.size, sha});
+    }
+    return journal_->Append(ju);
+  }
+
+  // Counts a unit done (written, or kept from an earlier attempt) and reports it.
+  void Report(const WorkUnit& u, const std::string& name, const std::vector<ModuleResult>& modules,
+              uint64_t bytes_in, uint64_t bytes_out, bool resumed) {
+    ++units_done_;
+    bytes_in_done_ += bytes_in;
+    if (!hooks_.on_progress) return;
+    TensorProgress p;
+    p.name = name;
+    p.quantized = u.kind == WorkUnit::Kind::kQuantize;
+    p.modules = modules;
+    p.bytes_in = bytes_in;
+    p.bytes_out = bytes_out;
+    p.units_done = units_done_;
+    p.units_total = wanted_units_;
+    p.bytes_in_done = bytes_in_done_;
+    p.bytes_in_total = result_.tensor_bytes_in;
+    p.quantized_bytes_in_total = result_.quantized_bytes_in;
+    p.resumed = resumed;
+    hooks_.on_progress(p);
+  }
+
+  // ---- finalize ----
+
+  absl::Status Finalize() {
+    RETURN_IF_ERROR(out_->Finish());
+    result_.shard_files = out_->shard_files();
+    result_.shard_sha256 = out_->Sha256s();
+    const bool index_written = out_->writes_index();
+    out_.reset();
+    if (options_.write_model_files) {
+      RETURN_IF_ERROR(WriteModelFilesImpl(input_, op_, options_, staging_,
+                                          /*write_index=*/!index_written, &result_,
+                                          hooks_.cancelled));
+    }
+    RETURN_IF_ERROR(CheckCancelled(hooks_.cancelled));
+    return output_.Commit();
+  }
+
+  QuantizeModelResult TakeResult() {
+    modules_.insert(modules_.end(), kept_modules_.begin(), kept_modules_.end());
+    std::sort(modules_.begin(), modules_.end(),
+              [](const ModuleResult& a, const ModuleResult& b) { return a.module < b.module; });
+    result_.modules = std::move(modules_);
+    result_.peak_units_in_flight = meter_.peak_units();
+    result_.peak_buffered_bytes = meter_.peak_bytes();
+    result_.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0_).count();
+    return std::move(result_);
+  }
+
+  // The call.
+  InputDirectory& input_;
+  OutputDirectory& output_;
+  const QuantizeModelOptions& options_;
+  const PipelineHooks& hooks_;
+  ResumeJournal* const journal_;  // null: a plain run
+  const std::chrono::steady_clock::time_point t0_ = std::chrono::steady_clock::now();
+
+  // Plan.
+  Prepared prep_;
+  ModelOutputPlan op_;
+  bool subset_ = false;            // a subset of the files (sharded run): no index
+  std::vector<int> files_;         // the files written: indices into op_.shard_files
+  std::vector<bool> unit_wanted_;  // the unit has an output tensor in one of them
+  int64_t wanted_units_ = 0;
+  std::unique_ptr<QuantizerBackend> own_backend_;
+  QuantizerBackend* backend_ = nullptr;
+  std::string staging_;
+
+  // Resume.
+  std::string fingerprint_;
+  std::vector<JournaledUnit> journaled_;
+  std::vector<bool> unit_kept_;  // verified in the staged files: neither read nor computed
+  std::vector<ModuleResult> kept_modules_;
+
+  // Streaming.
+  std::unique_ptr<OutputFiles> out_;
+  BoundedQueue<UnitPtr> to_quantize_, to_write_;
+  RunState state_;
+  MemoryMeter meter_;
+  std::vector<ModuleResult> modules_;  // the quantize stage's results
+  int64_t units_done_ = 0;             // kept, then written (writer thread)
+  uint64_t bytes_in_done_ = 0;
+
+  QuantizeModelResult result_;
+};
+
+}  // namespace
+
+absl::StatusOr<QuantizeModelResult> QuantizeModel(InputDirectory& input, OutputDirectory& output,
+                                                  const QuantizeModelOptions& options,
+                                                  const PipelineHooks& hooks) {
+  ModelRun run(input, output, options, hooks);
+  return run.Run();
 }
 
 absl::StatusOr<QuantizeModelResult> QuantizeModelLocal(const std::string& input_dir,

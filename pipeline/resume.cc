@@ -1,9 +1,16 @@
 #include "pipeline/resume.h"
 
+#include <algorithm>
 #include <bit>
 #include <cstring>
+#include <map>
+#include <memory>
 
 #include "absl/strings/str_cat.h"
+#include "base/status_macros.h"
+#include "formats/random_access_source.h"
+#include "formats/safetensors.h"
+#include "formats/str_util.h"
 
 namespace nvfp4::pipeline {
 namespace {
@@ -167,6 +174,77 @@ absl::StatusOr<JournaledUnit> DecodeJournaledUnit(std::string_view bytes) {
     return absl::DataLossError("journaled unit: malformed record");
   }
   return u;
+}
+
+absl::StatusOr<std::string> PlanFingerprint(const formats::CheckpointReader& reader,
+                                            const ModelOutputPlan& op) {
+  using formats::StrCat;
+  Sha256 h;
+  auto add = [&](std::string_view s) {
+    h.Update(StrCat(s.size(), ":"));
+    h.Update(s);
+  };
+  add("nvfp4-resume-plan-v1");
+  for (size_t i = 0; i < reader.shards().size(); ++i) {
+    add(StrCat("input shard ", i));
+    for (const formats::TensorInfo& t : reader.shards()[i]->tensors()) {
+      std::string shape;
+      for (int64_t d : t.shape) shape += StrCat(d, ",");
+      add(StrCat(t.name, "|", t.dtype, "|", shape, "|", t.offset, "|", t.size));
+    }
+  }
+  for (size_t f = 0; f < op.shard_files.size(); ++f) {
+    std::vector<formats::TensorSpec> specs;
+    for (size_t i : op.shard_specs[f]) specs.push_back(op.specs[i]);
+    formats::SortForWriting(specs);
+    ASSIGN_OR_RETURN(std::string header, formats::BuildSafetensorsHeader(specs, op.shard_metadata));
+    add(op.shard_files[f]);
+    add(header);
+  }
+  for (const std::optional<float>& a : op.unit_amax) {
+    add(a ? StrCat(std::bit_cast<uint32_t>(*a)) : std::string("-"));
+  }
+  return h.HexDigest();
+}
+
+std::string VerifyJournaledUnit(const JournaledUnit& r, std::vector<std::string> expected,
+                                const ShardSubsetWriter& writer, std::vector<uint8_t>& buf,
+                                uint64_t* bytes_read) {
+  using formats::StrCat;
+  std::vector<std::string> got;
+  for (const JournaledTensor& t : r.tensors) got.push_back(t.name);
+  std::sort(expected.begin(), expected.end());
+  std::sort(got.begin(), got.end());
+  if (got != expected) return "the journaled tensors are not the unit's output tensors";
+  std::map<std::string, std::unique_ptr<formats::LocalFileSource>> sources;
+  for (const JournaledTensor& t : r.tensors) {
+    absl::StatusOr<TensorPlacement> p = writer.Locate(t.name);
+    if (!p.ok()) return std::string(p.status().message());
+    if (p->file != t.file || p->offset != t.offset || p->size != t.size) {
+      return StrCat("'", t.name, "' is planned at another place");
+    }
+    if (!p->reused) return StrCat(p->file, " was not kept from the interrupted run");
+    auto& src = sources[p->temp_path];
+    if (src == nullptr) {
+      absl::StatusOr<std::unique_ptr<formats::LocalFileSource>> s =
+          formats::LocalFileSource::Open(p->temp_path);
+      if (!s.ok()) return std::string(s.status().message());
+      src = std::move(s).value();
+    }
+    Sha256 h;
+    for (uint64_t off = 0; off < t.size;) {
+      const uint64_t n = std::min<uint64_t>(buf.size(), t.size - off);
+      if (absl::Status s = src->ReadAt(t.offset + off, std::span<uint8_t>(buf.data(), n));
+          !s.ok()) {
+        return std::string(s.message());
+      }
+      h.Update(std::span<const uint8_t>(buf.data(), n));
+      off += n;
+      *bytes_read += n;
+    }
+    if (h.HexDigest() != t.sha256) return StrCat("the staged bytes of '", t.name, "' differ");
+  }
+  return "";
 }
 
 absl::StatusOr<std::vector<JournaledUnit>> MemoryResumeJournal::Load() {

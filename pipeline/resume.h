@@ -28,6 +28,8 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "base/sha256.h"
+#include "formats/sharded.h"
+#include "pipeline/output_files.h"
 #include "pipeline/quantize_model.h"
 
 namespace nvfp4::pipeline {
@@ -56,6 +58,20 @@ struct JournaledUnit {
 std::string EncodeJournaledUnit(const JournaledUnit& unit);
 // DATA_LOSS for malformed bytes.
 absl::StatusOr<JournaledUnit> DecodeJournaledUnit(std::string_view bytes);
+
+// Fingerprint of everything that decides a run's output bytes apart from the job's options: the
+// input tensors (names, dtypes, shapes, places), the output headers (layout, tensors, files,
+// metadata) and the input scales. Journaled units of another fingerprint are not reused.
+absl::StatusOr<std::string> PlanFingerprint(const formats::CheckpointReader& reader,
+                                            const ModelOutputPlan& plan);
+
+// Checks a journaled unit against the staged files: exactly the output tensors `expected`, each in
+// the file and byte range the writer planned, in a partial file kept from the earlier run, with
+// the journaled sha256. Returns "" when it holds, else the reason. `buf` is the read buffer (not
+// empty); the bytes read are added to *bytes_read.
+std::string VerifyJournaledUnit(const JournaledUnit& unit, std::vector<std::string> expected,
+                                const ShardSubsetWriter& writer, std::vector<uint8_t>& buf,
+                                uint64_t* bytes_read);
 
 // Where a run keeps its finished units. Calls come from the pipeline's threads one at a time.
 class ResumeJournal {
