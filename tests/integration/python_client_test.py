@@ -1,30 +1,49 @@
-"""The Python client (client/python/nvfp4_client.py) against a real nvfp4d on port 0: one tensor
-quantized through it is byte-identical to nvfp4ctl quantize-tensor --local; a model job is
-submitted, watched with a callback, and cancelled; examples/after_training.py runs end to end.
-Runs in the venv of scripts/test_extra.d/20-python-client.sh; FAILS (never skips) without it."""
+"""The Python client package (client/python, nvfp4-client) against a real nvfp4d on port 0, run
+from the wheel installed in a clean venv (scripts/test_extra.d/20-python-client.sh; FAILS, never
+skips, without it):
+  * the package comes from the wheel, stubs and py.typed included, without grpcio-tools;
+  * one tensor quantized through it is byte-identical to nvfp4ctl quantize-tensor --local (rtn,
+    soar, and gptq with the Gram streamed as PART_GRAM chunks);
+  * model jobs: submitted (idempotent request_id), watched with on_event / on_progress and a
+    ProgressBar, listed by state, downloaded through the service (sha256-checked), cancelled;
+    gptq jobs read their Grams from calibration_uri and fail naming a module without one;
+  * UNAVAILABLE is retried with backoff (a server that comes up late), or not (retry=1);
+  * watch re-attaches after the server is killed and restarted on the same state: the job
+    resumes and the watch returns SUCCEEDED;
+  * TLS, mutual TLS and bearer tokens (token=, token_file=, $NVFP4_TOKEN) as nvfp4ctl has them.
+The calibration collector and examples/after_training.py: python_calibration_test.py."""
 import os
 import struct
 import subprocess
 import sys
 
-VENV = os.environ.get("NVFP4_PY_CLIENT_VENV",
-                      os.path.expanduser("~/.cache/nvfp4-py-client-venv"))
+VENV = os.environ.get("NVFP4_PY_CLIENT_TEST_VENV",
+                      os.path.expanduser("~/.cache/nvfp4-py-client-test-venv"))
 VENV_PY = os.path.join(VENV, "bin", "python")
 if os.path.realpath(sys.prefix) != os.path.realpath(VENV):
     if not os.path.exists(VENV_PY):
         sys.exit(f"FAIL: {VENV_PY} missing: run scripts/test_extra.d/20-python-client.sh "
-                 "(grpcio, grpcio-tools, protobuf, numpy)")
+                 "(builds the nvfp4-client wheel and installs it into a clean venv)")
     os.execv(VENV_PY, [VENV_PY] + sys.argv)
 
+import importlib.util  # noqa: E402
+import io  # noqa: E402
 import json  # noqa: E402
 import shutil  # noqa: E402
+import socket  # noqa: E402
 import tempfile  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
 import unittest  # noqa: E402
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-PY_CLIENT = os.path.normpath(os.path.join(HERE, "..", "..", "client", "python"))
-sys.path.insert(0, PY_CLIENT)
+import grpc  # noqa: E402
+import numpy as np  # noqa: E402
+
+import nvfp4_client  # noqa: E402  (from the wheel, never the source tree)
+from nvfp4_client import Client, ProgressBar, RetryPolicy, state_name  # noqa: E402
 from harness import Server, bf16_bytes, ctl, write_llama_checkpoint, write_safetensors  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def read_safetensors(path):
@@ -36,25 +55,55 @@ def read_safetensors(path):
             for k, v in header.items() if k != "__metadata__"}
 
 
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def openssl(*args, cwd):
+    r = subprocess.run(["openssl"] + list(args), cwd=cwd, capture_output=True, text=True)
+    if r.returncode != 0:
+        raise AssertionError("openssl " + " ".join(args) + " failed:\n" + r.stderr)
+
+
 class PythonClientTest(unittest.TestCase):
-    @classmethod
-    def setUpClass(cls):
-        cls.stubs = tempfile.mkdtemp(prefix="nvfp4-py-stubs-")
-        os.environ["NVFP4_PY_STUBS"] = cls.stubs
-        global nvfp4_client
-        import nvfp4_client  # generates the stubs from proto/
-
-    @classmethod
-    def tearDownClass(cls):
-        shutil.rmtree(cls.stubs, ignore_errors=True)
-
     def setUp(self):
         self.root = tempfile.mkdtemp(prefix="nvfp4-py-root-")
-        self.server = Server(self.root)
+        self.servers = []
 
     def tearDown(self):
-        self.server.kill()
+        for s in self.servers:
+            s.kill()
         shutil.rmtree(self.root, ignore_errors=True)
+
+    def start(self, *args, **kw):
+        s = Server(self.root, list(args), **kw)
+        self.servers.append(s)
+        return s
+
+    @property
+    def server(self):
+        if not self.servers:
+            self.start()
+        return self.servers[0]
+
+    def test_installed_from_the_wheel(self):
+        self.assertTrue(nvfp4_client.__file__.startswith(os.path.realpath(sys.prefix)) or
+                        nvfp4_client.__file__.startswith(sys.prefix), nvfp4_client.__file__)
+        pkg = os.path.dirname(nvfp4_client.__file__)
+        for f in ("py.typed", "_proto/quantizer_pb2.py", "_proto/quantizer_pb2.pyi",
+                  "_proto/quantizer_pb2_grpc.py"):
+            self.assertTrue(os.path.exists(os.path.join(pkg, f)), f)
+        self.assertIsNone(importlib.util.find_spec("grpc_tools"), "grpcio-tools at run time")
+        self.assertEqual(nvfp4_client.pb.METHOD_GPTQ, 5)
+        self.assertNotEqual(nvfp4_client.__version__, "0+unknown")
+        with self.assertRaisesRegex(ValueError, "unknown gptq option"):
+            nvfp4_client.client._options("gptq", "mse", "mse", 0, {"damping": 0.1})
+        with self.assertRaisesRegex(ValueError, "unknown method 'gtpq'"):
+            nvfp4_client.client._options("gtpq", "mse", "mse", 0)
+        with self.assertRaisesRegex(ValueError, "go together"):
+            Client("127.0.0.1:1", tls_cert="c.pem")
 
     def test_quantize_tensor_is_byte_identical_to_local_cli(self):
         src = os.path.join(self.root, "in.safetensors")
@@ -66,7 +115,7 @@ class PythonClientTest(unittest.TestCase):
                     out, "--method", method)
             self.assertEqual(r.returncode, 0, r.stderr)
             local = read_safetensors(out)
-            with nvfp4_client.Client(self.server.address, chunk_bytes=256 << 10) as c:
+            with Client(self.server.address, chunk_bytes=256 << 10) as c:
                 q = c.quantize_tensor(data, name="w", dtype="bf16", shape=[256, 512],
                                       method=method, soar_max_iterations=15)
             self.assertEqual(q.packed, local["w"], method)
@@ -74,18 +123,19 @@ class PythonClientTest(unittest.TestCase):
             self.assertEqual(struct.pack("<f", q.global_scale), local["w_scale_2"], method)
             self.assertGreater(q.metrics["sqnr_db"], 0)
             self.assertEqual(q.device, "cpu")
-        # numpy input too.
-        import numpy as np
-        with nvfp4_client.Client(self.server.address) as c:
+        with Client(self.server.address) as c:
             q = c.quantize_tensor(np.random.default_rng(0).standard_normal((32, 64), np.float32),
                                   method="rtn")
             self.assertEqual((q.rows, q.cols, len(q.packed), len(q.scales)), (32, 64, 1024, 128))
+            # A bad tensor is the server's INVALID_ARGUMENT, not retried.
+            with self.assertRaises(grpc.RpcError) as e:
+                c.quantize_tensor(np.zeros((4, 24), np.float32), method="rtn")
+            self.assertEqual(e.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
 
     def test_gptq_tensor_and_model_job(self):
         """gptq with the input Gram: a tensor over gRPC (PART_GRAM chunks) is byte-identical to
         nvfp4ctl quantize-tensor --local; a QuantizeModel job reads the Grams from its
         calibration_uri; a job whose calibration lacks a Gram fails naming the module."""
-        import numpy as np
         rng = np.random.default_rng(3)
 
         def gram(k):
@@ -108,7 +158,7 @@ class PythonClientTest(unittest.TestCase):
         self.assertEqual(report["method"], "gptq")
         self.assertEqual(report["gptq_dampening"], 0.01)
         local = read_safetensors(out)
-        with nvfp4_client.Client(self.server.address, chunk_bytes=64 << 10) as c:
+        with Client(self.server.address, chunk_bytes=64 << 10) as c:
             q = c.quantize_tensor(data, name="w", dtype="bf16", shape=[128, 256], method="gptq",
                                   objective="hessian", gram=g, gptq={"global_scale": "amax"})
         self.assertEqual(q.packed, local["w"])
@@ -128,36 +178,59 @@ class PythonClientTest(unittest.TestCase):
         write_safetensors(model_cal, entries)
         partial_cal = os.path.join(self.root, "partial-cal.safetensors")
         write_safetensors(partial_cal, [e for e in entries if "down_proj" not in e[0]])
-        with nvfp4_client.Client(self.server.address) as c:
-            job = c.quantize_model("file://" + inp, "file://" + os.path.join(self.root, "gq"),
-                                   method="gptq", calibration_uri="file://" + model_cal,
-                                   gptq={"block_scales": "scalesweep", "global_scale": "amax"})
-            final = c.watch(job.job_id)
-            self.assertEqual(nvfp4_client.state_name(final.state), "SUCCEEDED",
-                             final.error.message)
+        with Client(self.server.address) as c:
+            final = c.quantize_model("file://" + inp, "file://" + os.path.join(self.root, "gq"),
+                                     method="gptq", calibration_uri="file://" + model_cal,
+                                     gptq={"block_scales": "scalesweep", "global_scale": "amax"},
+                                     wait=True)
+            self.assertEqual(state_name(final.state), "SUCCEEDED", final.error.message)
+            self.assertEqual(final.request.options.method, nvfp4_client.pb.METHOD_GPTQ)
             bad = c.quantize_model("file://" + inp, "file://" + os.path.join(self.root, "gq2"),
                                    method="gptq", calibration_uri="file://" + partial_cal)
             final = c.watch(bad.job_id)
-            self.assertEqual(nvfp4_client.state_name(final.state), "FAILED")
+            self.assertEqual(state_name(final.state), "FAILED")
             self.assertIn("model.layers.0.mlp.down_proj", final.error.message)
             self.assertIn("input_gram", final.error.message)
 
-    def test_model_job_watch_and_cancel(self):
+    def test_model_job_progress_download_list_and_cancel(self):
         inp = os.path.join(self.root, "llama")
         write_llama_checkpoint(inp, layers=2, hidden=256, inter=512)
-        events = []
-        with nvfp4_client.Client(self.server.address) as c:
+        events, progress = [], []
+        bar_out = io.StringIO()
+        bar = ProgressBar(label="job", stream=bar_out, min_interval=0)
+        with Client(self.server.address) as c:
             job = c.quantize_model("file://" + inp, "file://" + os.path.join(self.root, "out"),
-                                   method="rtn", request_id="py-1")
-            final = c.watch(job.job_id, events.append)
-            self.assertEqual(nvfp4_client.state_name(final.state), "SUCCEEDED")
+                                   method="rtn", layout="compressed-tensors", request_id="py-1")
+            final = c.watch(job.job_id, events.append,
+                            on_progress=lambda p: (progress.append(p), bar(p)))
+            bar.close()
+            self.assertEqual(state_name(final.state), "SUCCEEDED")
             self.assertIn("model.safetensors", [f.name for f in final.outputs])
             self.assertEqual(final.progress.tensors_done, final.progress.tensors_total)
             quantized = [t for e in events for t in e.tensors if t.quantized]
             self.assertTrue(any(t.name.endswith("q_proj.weight") for t in quantized))
+            # on_progress: one per event, monotone, ending SUCCEEDED at 100%.
+            self.assertEqual(len(progress), len(events))
+            done = [p.tensors_done for p in progress]
+            self.assertEqual(done, sorted(done))
+            self.assertEqual((progress[-1].state, progress[-1].fraction), ("SUCCEEDED", 1.0))
+            self.assertIn("100%", bar_out.getvalue())
+            self.assertIn("SUCCEEDED", bar_out.getvalue().splitlines()[-1])
+            # Idempotent resubmission; the job is listed as SUCCEEDED.
             self.assertEqual(c.quantize_model("file://" + inp,
                                               "file://" + os.path.join(self.root, "out"),
-                                              method="rtn", request_id="py-1").job_id, job.job_id)
+                                              method="rtn", layout="compressed-tensors",
+                                              request_id="py-1").job_id, job.job_id)
+            self.assertIn(job.job_id, [j.job_id for j in c.list(states=["SUCCEEDED"])])
+            self.assertNotIn(job.job_id, [j.job_id for j in c.list(states=["FAILED"])])
+            # Download through the service (ReadResult): the bytes the job wrote.
+            dl = os.path.join(self.root, "download")
+            files = c.download(final, dl)
+            self.assertEqual(sorted(f.name for f in files), sorted(o.name for o in final.outputs))
+            for f in files:
+                with open(f.path, "rb") as a, \
+                        open(os.path.join(self.root, "out", f.name), "rb") as b:
+                    self.assertEqual(a.read(), b.read(), f.name)
             # Cancel (idempotent) a bigger job.
             big = os.path.join(self.root, "big")
             write_llama_checkpoint(big, layers=6, hidden=512, inter=1024)
@@ -166,18 +239,142 @@ class PythonClientTest(unittest.TestCase):
             c.cancel(job.job_id)
             c.cancel(job.job_id)
             final = c.watch(job.job_id)
-            self.assertEqual(nvfp4_client.state_name(final.state), "CANCELLED")
+            self.assertEqual(state_name(final.state), "CANCELLED")
+            with self.assertRaisesRegex(ValueError, "CANCELLED"):
+                c.download(final, dl)
 
-    def test_after_training_example(self):
-        inp = os.path.join(self.root, "run")
-        write_llama_checkpoint(inp, layers=1, hidden=256, inter=512)
-        r = subprocess.run([sys.executable, os.path.join(PY_CLIENT, "examples", "after_training.py"),
-                            "--server", self.server.address, "--input", "file://" + inp,
-                            "--output", "file://" + os.path.join(self.root, "run-nvfp4"),
-                            "--method", "rtn"], capture_output=True, text=True, timeout=300)
-        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
-        self.assertIn("SUCCEEDED", r.stdout)
-        self.assertIn("model.safetensors", r.stdout)
+    def test_unavailable_is_retried_with_backoff(self):
+        port = free_port()
+        # No retries: UNAVAILABLE at once.
+        with Client(f"127.0.0.1:{port}", retry=1, timeout=5) as c:
+            t0 = time.time()
+            with self.assertRaises(grpc.RpcError) as e:
+                c.list()
+            self.assertEqual(e.exception.code(), grpc.StatusCode.UNAVAILABLE)
+            self.assertLess(time.time() - t0, 5)
+        # The server comes up 1.5 s late: the call succeeds after a few backoffs.
+        started = []
+
+        def late():
+            time.sleep(1.5)
+            started.append(self.start(f"--listen=127.0.0.1:{port}"))
+
+        t = threading.Thread(target=late)
+        t.start()
+        try:
+            with Client(f"127.0.0.1:{port}", retry=RetryPolicy(max_attempts=12,
+                                                               initial_backoff=0.1,
+                                                               max_backoff=1.0)) as c:
+                t0 = time.time()
+                self.assertEqual(c.list(), [])
+                self.assertGreater(time.time() - t0, 1.0)
+                inp = os.path.join(self.root, "llama")
+                write_llama_checkpoint(inp, layers=1, hidden=128, inter=256)
+                final = c.quantize_model("file://" + inp, "file://" + self.root + "/o",
+                                         method="rtn", wait=True)
+                self.assertEqual(state_name(final.state), "SUCCEEDED")
+        finally:
+            t.join()
+        self.assertEqual(len(started), 1)
+
+    def test_watch_reattaches_after_a_server_restart(self):
+        port = free_port()
+        state = os.path.join(self.root, "state")
+        args = [f"--listen=127.0.0.1:{port}", f"--state_dir={state}"]
+        s1 = self.start(*args)
+        inp = os.path.join(self.root, "llama")
+        write_llama_checkpoint(inp, layers=8, hidden=512, inter=1024)
+        out = os.path.join(self.root, "restart-out")
+        progress, result, errors = [], [], []
+        with Client(s1.address, retry=RetryPolicy(max_attempts=20, initial_backoff=0.1,
+                                                  max_backoff=1.0)) as c:
+            job = c.quantize_model("file://" + inp, "file://" + out, method="soar")
+
+            def watch():
+                try:
+                    result.append(c.watch(job.job_id, on_progress=progress.append))
+                except Exception as e:  # noqa: BLE001
+                    errors.append(e)
+
+            t = threading.Thread(target=watch)
+            t.start()
+            deadline = time.time() + 120
+            while not any(p.tensors_done >= 3 for p in progress):
+                self.assertLess(time.time(), deadline, "no progress:\n" + s1.logs())
+                self.assertFalse(result, "the job finished before the restart")
+                time.sleep(0.02)
+            s1.kill()  # SIGKILL: the watch stream breaks
+            time.sleep(0.5)
+            s2 = self.start(*args)
+            t.join(300)
+            self.assertFalse(t.is_alive())
+            self.assertEqual(errors, [])
+            self.assertEqual(state_name(result[0].state), "SUCCEEDED",
+                             result[0].error.message + s2.logs())
+            self.assertTrue(any(p.reattaching for p in progress), "no re-attach seen")
+            self.assertGreater(result[0].progress.tensors_resumed, 0)
+            self.assertEqual(result[0].job_id, job.job_id)
+        self.assertTrue(os.path.exists(os.path.join(out, "model.safetensors")))
+
+    def test_tls_mutual_tls_and_tokens(self):
+        if shutil.which("openssl") is None:
+            raise AssertionError("the openssl CLI is required")
+        pki = os.path.join(self.root, "pki")
+        os.makedirs(pki)
+        openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=ca",
+                "-keyout", "ca.key", "-out", "ca.crt", cwd=pki)
+        for name, ext in (("server", "subjectAltName=DNS:nvfp4d.test,IP:127.0.0.1\n"
+                                     "extendedKeyUsage=serverAuth\n"),
+                          ("client", "extendedKeyUsage=clientAuth\n")):
+            with open(os.path.join(pki, name + ".ext"), "w") as f:
+                f.write(ext)
+            openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={name}", "-keyout",
+                    f"{name}.key", "-out", f"{name}.csr", cwd=pki)
+            openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+                    "-CAcreateserial", "-days", "2", "-extfile", f"{name}.ext", "-out",
+                    f"{name}.crt", cwd=pki)
+        p = lambda n: os.path.join(pki, n)  # noqa: E731
+        tokens = os.path.join(self.root, "tokens")
+        with open(tokens, "w") as f:
+            f.write("secret-one\nsecret-two\n")
+        token_file = os.path.join(self.root, "my-token")
+        with open(token_file, "w") as f:
+            f.write("  secret-two\n")
+        s = self.start(f"--tls_cert={p('server.crt')}", f"--tls_key={p('server.key')}",
+                       f"--tls_ca={p('ca.crt')}", f"--auth_tokens_file={tokens}")
+        mtls = dict(tls_ca=p("ca.crt"), tls_cert=p("client.crt"), tls_key=p("client.key"))
+        os.environ.pop("NVFP4_TOKEN", None)
+        with Client(s.address, token="secret-one", **mtls) as c:
+            self.assertEqual(c.list(), [])
+            q = c.quantize_tensor(np.ones((16, 32), np.float32), method="rtn")
+            self.assertEqual(q.rows, 16)
+        with Client(s.address, token_file=token_file, **mtls) as c:
+            self.assertEqual(c.list(), [])
+        os.environ["NVFP4_TOKEN"] = "secret-one"
+        try:
+            with Client(s.address, **mtls) as c:
+                self.assertEqual(c.list(), [])
+        finally:
+            del os.environ["NVFP4_TOKEN"]
+        # The certificate names nvfp4d.test, not localhost: tls_server_name makes it match.
+        with Client(f"localhost:{s.port}", token="secret-one", tls_server_name="nvfp4d.test",
+                    **mtls) as c:
+            self.assertEqual(c.list(), [])
+        # A wrong token, no token: UNAUTHENTICATED, not retried.
+        for token in ("wrong", ""):
+            with Client(s.address, token=token, **mtls) as c:
+                with self.assertRaises(grpc.RpcError) as e:
+                    c.list()
+                self.assertEqual(e.exception.code(), grpc.StatusCode.UNAUTHENTICATED, token)
+        # Without a client certificate, or without TLS: refused.
+        for kw in ({"tls_ca": p("ca.crt")}, {}):
+            with Client(s.address, token="secret-one", retry=2, timeout=5, **kw) as c:
+                with self.assertRaises(grpc.RpcError):
+                    c.list()
+        with self.assertRaisesRegex(ValueError, "empty"):
+            empty = os.path.join(self.root, "empty")
+            open(empty, "w").close()
+            Client(s.address, token_file=empty)
 
 
 if __name__ == "__main__":
