@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <fstream>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -157,7 +158,8 @@ std::vector<std::string> CollectDataRoots(int argc, char** argv) {
   return roots;
 }
 
-int Run(int argc, char** argv) {
+// Parses the flags (with nvfp4d's --help and --version); returns the data roots.
+std::vector<std::string> ParseFlags(int argc, char** argv) {
   absl::SetProgramUsageMessage("gRPC service that quantizes LLM weights to NVFP4");
   // `--help` lists the flags of this file (absl's default matches files named like the binary).
   absl::FlagsUsageConfig usage;
@@ -170,212 +172,278 @@ int Run(int argc, char** argv) {
   std::vector<std::string> roots = CollectDataRoots(argc, argv);
   absl::ParseCommandLine(argc, argv);
   if (roots.empty()) roots = absl::GetFlag(FLAGS_data_root);
+  return roots;
+}
 
-  // Signals are handled by one thread with sigwait; block them before any thread starts.
+// Blocks SIGTERM and SIGINT (returned, for sigwait) and ignores SIGPIPE. Call before any thread
+// starts: the signals are then handled by the one thread that waits for them.
+sigset_t BlockTerminationSignals() {
   sigset_t sigs;
   sigemptyset(&sigs);
   sigaddset(&sigs, SIGTERM);
   sigaddset(&sigs, SIGINT);
   pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
   signal(SIGPIPE, SIG_IGN);
-  // RSS tracks the memory in use under load (server/heap_trim.h, docs/BENCHMARKS.md "Load test").
-  ConfigureHeap(absl::GetFlag(FLAGS_malloc_mmap_threshold));
-  HeapTrimmer heap_trimmer(absl::Seconds(absl::GetFlag(FLAGS_malloc_trim_seconds)));
+  return sigs;
+}
 
-  const int chunk_bytes = absl::GetFlag(FLAGS_chunk_bytes);
-  if (chunk_bytes < kMinChunkBytes || chunk_bytes > kMaxChunkBytes) {
-    std::fprintf(stderr, "nvfp4d: --chunk_bytes must be within [262144, 4194304]\n");
-    return 2;
-  }
-  if (absl::GetFlag(FLAGS_max_finished_jobs) < 1 ||
-      absl::GetFlag(FLAGS_finished_job_ttl) <= absl::ZeroDuration()) {
-    std::fprintf(stderr, "nvfp4d: --max_finished_jobs must be >= 1 and --finished_job_ttl > 0\n");
-    return 2;
-  }
-  const int max_message = absl::GetFlag(FLAGS_max_message_bytes);
-  if (max_message < chunk_bytes + (64 << 10)) {
-    std::fprintf(stderr, "nvfp4d: --max_message_bytes must exceed --chunk_bytes by 64 KiB\n");
-    return 2;
-  }
+// Why nvfp4d could not start: printed as "nvfp4d: <message>"; the process exits with `exit_code`
+// (2: bad flags or configuration, 1: a resource could not be had).
+struct StartFailure {
+  int exit_code = 1;
+  std::string message;
+};
+using Started = std::optional<StartFailure>;  // nullopt: that part started
+StartFailure BadConfig(std::string message) { return {2, std::move(message)}; }
+StartFailure BadConfig(const absl::Status& s) { return {2, s.ToString()}; }
+StartFailure CannotStart(std::string message) { return {1, std::move(message)}; }
+StartFailure CannotStart(const absl::Status& s) { return {1, s.ToString()}; }
 
-  // Storage.
-  auto metrics = std::make_unique<Metrics>(kVersion, CudaCompiledIn());
-  Metrics* m = metrics.get();
-  storage::StoreConfig store_config;
-  store_config.data_roots = roots;
-  store_config.s3_endpoint = absl::GetFlag(FLAGS_s3_endpoint);
-  store_config.s3_region = absl::GetFlag(FLAGS_s3_region);
-  store_config.s3_part_bytes = absl::GetFlag(FLAGS_s3_part_bytes);
-  store_config.s3_observer = [m](absl::string_view op, double seconds, absl::string_view error) {
-    m->S3Request(op, seconds, error);
-  };
-  absl::StatusOr<std::unique_ptr<storage::StorageRouter>> router =
-      storage::MakeStorageRouter(store_config);
-  if (!router.ok()) {
-    std::fprintf(stderr, "nvfp4d: %s\n", router.status().ToString().c_str());
-    return 2;
-  }
-  storage::StorageRouter& store = **router;
-  if (auto* s3 = dynamic_cast<storage::S3ObjectStore*>(store.s3()); s3 != nullptr) {
-    LogLine("s3 endpoint ", s3->config().endpoint, " region ", s3->config().region);
+// The parts of a running nvfp4d, started in dependency order by Start() and torn down in reverse
+// order (members are declared in the order they start).
+class Daemon {
+ public:
+  explicit Daemon(std::vector<std::string> data_roots) : roots_(std::move(data_roots)) {}
+
+  Started Start() {
+    if (Started f = CheckFlags()) return f;
+    if (Started f = OpenStorage()) return f;
+    if (Started f = OpenDevices()) return f;
+    if (Started f = StartJobs()) return f;
+    if (Started f = BuildService()) return f;
+    if (Started f = StartServers()) return f;
+    if (Started f = ExposeMetrics()) return f;
+    Announce();
+    return std::nullopt;
   }
 
-  // Devices.
-  absl::StatusOr<std::unique_ptr<DevicePool>> devices =
-      DevicePool::Create(absl::GetFlag(FLAGS_devices));
-  if (!devices.ok()) {
-    std::fprintf(stderr, "nvfp4d: %s\n", devices.status().ToString().c_str());
-    return 2;
+  // Serves until SIGTERM / SIGINT (in `sigs`, blocked), then drains: health turns NOT_SERVING, new
+  // work is refused, running jobs get --drain_timeout to finish, the servers shut down.
+  void ServeUntilDrained(const sigset_t& sigs) {
+    const absl::Duration drain_timeout = absl::Seconds(absl::GetFlag(FLAGS_drain_timeout));
+    std::thread signal_thread([&] {
+      int sig = 0;
+      sigwait(&sigs, &sig);
+      Drain(sig, drain_timeout);
+    });
+    server_->Wait();
+    signal_thread.join();
   }
-  metrics->SetDevices((*devices)->kind(), (*devices)->size());
-  LogLine("devices: ", absl::StrJoin((*devices)->names(), ","));
 
-  // Jobs.
+ private:
+  Started CheckFlags() {
+    const int chunk_bytes = absl::GetFlag(FLAGS_chunk_bytes);
+    if (chunk_bytes < kMinChunkBytes || chunk_bytes > kMaxChunkBytes) {
+      return BadConfig("--chunk_bytes must be within [262144, 4194304]");
+    }
+    if (absl::GetFlag(FLAGS_max_finished_jobs) < 1 ||
+        absl::GetFlag(FLAGS_finished_job_ttl) <= absl::ZeroDuration()) {
+      return BadConfig("--max_finished_jobs must be >= 1 and --finished_job_ttl > 0");
+    }
+    if (absl::GetFlag(FLAGS_max_message_bytes) < chunk_bytes + (64 << 10)) {
+      return BadConfig("--max_message_bytes must exceed --chunk_bytes by 64 KiB");
+    }
+    return std::nullopt;
+  }
+
+  // Metrics, and the object stores behind file:// (the data roots) and s3://.
+  Started OpenStorage() {
+    metrics_ = std::make_unique<Metrics>(kVersion, CudaCompiledIn());
+    Metrics* m = metrics_.get();
+    storage::StoreConfig config;
+    config.data_roots = roots_;
+    config.s3_endpoint = absl::GetFlag(FLAGS_s3_endpoint);
+    config.s3_region = absl::GetFlag(FLAGS_s3_region);
+    config.s3_part_bytes = absl::GetFlag(FLAGS_s3_part_bytes);
+    config.s3_observer = [m](absl::string_view op, double seconds, absl::string_view error) {
+      m->S3Request(op, seconds, error);
+    };
+    absl::StatusOr<std::unique_ptr<storage::StorageRouter>> router =
+        storage::MakeStorageRouter(config);
+    if (!router.ok()) return BadConfig(router.status());
+    store_ = *std::move(router);
+    if (auto* s3 = dynamic_cast<storage::S3ObjectStore*>(store_->s3()); s3 != nullptr) {
+      LogLine("s3 endpoint ", s3->config().endpoint, " region ", s3->config().region);
+    }
+    return std::nullopt;
+  }
+
+  Started OpenDevices() {
+    absl::StatusOr<std::unique_ptr<DevicePool>> devices =
+        DevicePool::Create(absl::GetFlag(FLAGS_devices));
+    if (!devices.ok()) return BadConfig(devices.status());
+    devices_ = *std::move(devices);
+    metrics_->SetDevices(devices_->kind(), devices_->size());
+    LogLine("devices: ", absl::StrJoin(devices_->names(), ","));
+    return std::nullopt;
+  }
+
+  // The job store, the model pipeline and the job manager (one worker per device).
   // With --state_dir: the durable job journal (server/job_journal.h); interrupted model jobs
   // resume after a restart; s3:// outputs of such jobs stage under <state_dir>/work unless
   // --scratch_dir is given.
-  std::unique_ptr<JobStore> job_store;
-  std::string work_dir;
-  if (const std::string dir = absl::GetFlag(FLAGS_state_dir); !dir.empty()) {
-    absl::StatusOr<std::unique_ptr<JobJournal>> journal = JobJournal::Open(dir);
-    if (!journal.ok()) {
-      std::fprintf(stderr, "nvfp4d: %s\n", journal.status().ToString().c_str());
-      return 2;
+  Started StartJobs() {
+    std::string work_dir;
+    if (const std::string dir = absl::GetFlag(FLAGS_state_dir); !dir.empty()) {
+      absl::StatusOr<std::unique_ptr<JobJournal>> journal = JobJournal::Open(dir);
+      if (!journal.ok()) return BadConfig(journal.status());
+      const JobJournal::Stats st = (*journal)->stats();
+      LogLine("journal ", (*journal)->path(), ": replayed ", st.records_replayed, " records",
+              st.torn_bytes > 0 ? absl::StrCat(", ignored a torn tail of ", st.torn_bytes, " bytes")
+                                : std::string(),
+              ", compacted to ", st.file_bytes, " bytes");
+      job_store_ = *std::move(journal);
+      work_dir = absl::StrCat(dir, "/work");
+    } else {
+      job_store_ = std::make_unique<MemoryJobStore>();
     }
-    const JobJournal::Stats st = (*journal)->stats();
-    LogLine("journal ", (*journal)->path(), ": replayed ", st.records_replayed, " records",
-            st.torn_bytes > 0 ? absl::StrCat(", ignored a torn tail of ", st.torn_bytes, " bytes")
-                              : std::string(),
-            ", compacted to ", st.file_bytes, " bytes");
-    job_store = *std::move(journal);
-    work_dir = absl::StrCat(dir, "/work");
-  } else {
-    job_store = std::make_unique<MemoryJobStore>();
-  }
-  std::unique_ptr<ModelPipeline> pipeline =
-      MakeCheckpointPipeline(absl::GetFlag(FLAGS_scratch_dir), work_dir);
-  JobManagerOptions jm_options;
-  jm_options.queue_capacity = absl::GetFlag(FLAGS_queue_capacity);
-  jm_options.workers = (*devices)->size();
-  jm_options.default_heartbeat = absl::Seconds(absl::GetFlag(FLAGS_heartbeat_seconds));
-  jm_options.max_finished_jobs = absl::GetFlag(FLAGS_max_finished_jobs);
-  jm_options.finished_job_ttl = absl::GetFlag(FLAGS_finished_job_ttl);
-  JobManager jobs(jm_options, pipeline.get(), &store, devices->get(), job_store.get(),
-                  metrics.get());
-  if (absl::Status s = jobs.Start(); !s.ok()) {
-    std::fprintf(stderr, "nvfp4d: %s\n", s.ToString().c_str());
-    return 1;
+    pipeline_ = MakeCheckpointPipeline(absl::GetFlag(FLAGS_scratch_dir), work_dir);
+    JobManagerOptions options;
+    options.queue_capacity = absl::GetFlag(FLAGS_queue_capacity);
+    options.workers = devices_->size();
+    options.default_heartbeat = absl::Seconds(absl::GetFlag(FLAGS_heartbeat_seconds));
+    options.max_finished_jobs = absl::GetFlag(FLAGS_max_finished_jobs);
+    options.finished_job_ttl = absl::GetFlag(FLAGS_finished_job_ttl);
+    jobs_ = std::make_unique<JobManager>(options, pipeline_.get(), store_.get(), devices_.get(),
+                                         job_store_.get(), metrics_.get());
+    if (absl::Status s = jobs_->Start(); !s.ok()) return CannotStart(s);
+    return std::nullopt;
   }
 
-  ServiceOptions service_options;
-  service_options.chunk_bytes = chunk_bytes;
-  service_options.max_tensor_bytes = absl::GetFlag(FLAGS_max_tensor_bytes);
-  service_options.max_inflight_tensors = absl::GetFlag(FLAGS_queue_capacity);
-  service_options.default_heartbeat = jm_options.default_heartbeat;
-  std::unique_ptr<TokenAuthenticator> auth;
-  if (const std::string tf = absl::GetFlag(FLAGS_auth_tokens_file); !tf.empty()) {
-    absl::StatusOr<std::unique_ptr<TokenAuthenticator>> a = TokenAuthenticator::FromFile(tf);
-    if (!a.ok()) {
-      std::fprintf(stderr, "nvfp4d: %s\n", a.status().ToString().c_str());
-      return 2;
+  // The Quantizer service with its bearer tokens, and the main port's credentials.
+  Started BuildService() {
+    ServiceOptions options;
+    options.chunk_bytes = absl::GetFlag(FLAGS_chunk_bytes);
+    options.max_tensor_bytes = absl::GetFlag(FLAGS_max_tensor_bytes);
+    options.max_inflight_tensors = absl::GetFlag(FLAGS_queue_capacity);
+    options.default_heartbeat = absl::Seconds(absl::GetFlag(FLAGS_heartbeat_seconds));
+    if (const std::string tf = absl::GetFlag(FLAGS_auth_tokens_file); !tf.empty()) {
+      absl::StatusOr<std::unique_ptr<TokenAuthenticator>> a = TokenAuthenticator::FromFile(tf);
+      if (!a.ok()) return BadConfig(a.status());
+      auth_ = *std::move(a);
+      options.auth = auth_.get();
+      LogLine("auth: ", auth_->token_count(), " bearer token(s) from ", tf);
     }
-    auth = *std::move(a);
-    service_options.auth = auth.get();
-    LogLine("auth: ", auth->token_count(), " bearer token(s) from ", tf);
+    absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> creds = MainPortCredentials();
+    if (!creds.ok()) return BadConfig(creds.status());
+    creds_ = *std::move(creds);
+    service_ = std::make_unique<QuantizerService>(options, jobs_.get(), devices_.get(),
+                                                  store_.get(), metrics_.get());
+    return std::nullopt;
   }
-  absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> creds = MainPortCredentials();
-  if (!creds.ok()) {
-    std::fprintf(stderr, "nvfp4d: %s\n", creds.status().ToString().c_str());
-    return 2;
-  }
-  const bool tls = !absl::GetFlag(FLAGS_tls_cert).empty();
-  const bool mtls = tls && !absl::GetFlag(FLAGS_tls_ca).empty();
-  QuantizerService service(service_options, &jobs, devices->get(), &store, metrics.get());
 
-  // gRPC servers. The plaintext health-only port (kubelet's gRPC probe cannot do TLS) is built
-  // before the reflection plugin is installed, so that it serves grpc.health.v1 and nothing else.
-  grpc::EnableDefaultHealthCheckService(true);
-  std::unique_ptr<grpc::Server> health_server;
-  int health_port = 0;
-  if (const std::string hl = absl::GetFlag(FLAGS_health_listen); !hl.empty()) {
-    grpc::ServerBuilder hb;
-    hb.AddListeningPort(hl, grpc::InsecureServerCredentials(), &health_port);
-    hb.SetMaxReceiveMessageSize(64 << 10);
-    health_server = hb.BuildAndStart();
-    if (!health_server || health_port == 0) {
-      std::fprintf(stderr, "nvfp4d: cannot listen on %s\n", hl.c_str());
-      return 1;
+  // The gRPC servers, then SERVING. The plaintext health-only port (kubelet's gRPC probe cannot do
+  // TLS) is built before the reflection plugin is installed, so that it serves grpc.health.v1 and
+  // nothing else.
+  Started StartServers() {
+    grpc::EnableDefaultHealthCheckService(true);
+    if (const std::string hl = absl::GetFlag(FLAGS_health_listen); !hl.empty()) {
+      grpc::ServerBuilder hb;
+      hb.AddListeningPort(hl, grpc::InsecureServerCredentials(), &health_port_);
+      hb.SetMaxReceiveMessageSize(64 << 10);
+      health_server_ = hb.BuildAndStart();
+      if (!health_server_ || health_port_ == 0) {
+        return CannotStart(absl::StrCat("cannot listen on ", hl));
+      }
+    }
+    grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+    grpc::ServerBuilder builder;
+    builder.AddListeningPort(absl::GetFlag(FLAGS_listen), creds_, &grpc_port_);
+    builder.RegisterService(service_.get());
+    const int max_message = absl::GetFlag(FLAGS_max_message_bytes);
+    builder.SetMaxReceiveMessageSize(max_message);
+    builder.SetMaxSendMessageSize(max_message);
+    if (int age = absl::GetFlag(FLAGS_max_connection_age); age > 0) {
+      builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_MS, age * 1000);
+      builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_GRACE_MS, 30000);
+    }
+    server_ = builder.BuildAndStart();
+    if (!server_ || grpc_port_ == 0) {
+      return CannotStart(absl::StrCat("cannot listen on ", absl::GetFlag(FLAGS_listen)));
+    }
+    SetServing(true);
+    return std::nullopt;
+  }
+
+  Started ExposeMetrics() {
+    if (const std::string ml = absl::GetFlag(FLAGS_metrics_listen); !ml.empty()) {
+      absl::StatusOr<int> p = metrics_->Expose(ml);
+      if (!p.ok()) return CannotStart(p.status());
+      metrics_port_ = *p;
+    }
+    return std::nullopt;
+  }
+
+  // Logs the serving line and writes --ready_file.
+  void Announce() {
+    const bool tls = !absl::GetFlag(FLAGS_tls_cert).empty();
+    const bool mtls = tls && !absl::GetFlag(FLAGS_tls_ca).empty();
+    LogLine("serving ", kServiceName, " on port ", grpc_port_,
+            mtls ? " (mutual TLS)" : (tls ? " (TLS)" : " (plaintext)"),
+            auth_ ? " bearer-token auth" : "", " metrics_port=", metrics_port_,
+            " health_port=", health_port_, " data_roots=", absl::StrJoin(roots_, ","));
+    if (const std::string rf = absl::GetFlag(FLAGS_ready_file); !rf.empty()) {
+      std::string tmp = rf + ".tmp";
+      {
+        std::ofstream out(tmp);
+        out << "{\"grpc_port\": " << grpc_port_ << ", \"metrics_port\": " << metrics_port_
+            << ", \"health_port\": " << health_port_ << "}\n";
+      }
+      std::rename(tmp.c_str(), rf.c_str());
     }
   }
-  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
-  grpc::ServerBuilder builder;
-  int grpc_port = 0;
-  builder.AddListeningPort(absl::GetFlag(FLAGS_listen), *creds, &grpc_port);
-  builder.RegisterService(&service);
-  builder.SetMaxReceiveMessageSize(max_message);
-  builder.SetMaxSendMessageSize(max_message);
-  if (int age = absl::GetFlag(FLAGS_max_connection_age); age > 0) {
-    builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_MS, age * 1000);
-    builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_GRACE_MS, 30000);
-  }
-  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
-  if (!server || grpc_port == 0) {
-    std::fprintf(stderr, "nvfp4d: cannot listen on %s\n", absl::GetFlag(FLAGS_listen).c_str());
-    return 1;
-  }
-  auto set_serving = [&](bool serving) {
-    for (grpc::Server* s : {server.get(), health_server.get()}) {
+
+  void SetServing(bool serving) {
+    for (grpc::Server* s : {server_.get(), health_server_.get()}) {
       if (s == nullptr) continue;
       grpc::HealthCheckServiceInterface* h = s->GetHealthCheckService();
       h->SetServingStatus(serving);  // "" (overall) and every registered service
       h->SetServingStatus(kServiceName, serving);
     }
-  };
-  set_serving(true);
-
-  int metrics_port = 0;
-  if (const std::string ml = absl::GetFlag(FLAGS_metrics_listen); !ml.empty()) {
-    absl::StatusOr<int> p = metrics->Expose(ml);
-    if (!p.ok()) {
-      std::fprintf(stderr, "nvfp4d: %s\n", p.status().ToString().c_str());
-      return 1;
-    }
-    metrics_port = *p;
-  }
-  LogLine("serving ", kServiceName, " on port ", grpc_port,
-          mtls ? " (mutual TLS)" : (tls ? " (TLS)" : " (plaintext)"),
-          auth ? " bearer-token auth" : "", " metrics_port=", metrics_port,
-          " health_port=", health_port, " data_roots=", absl::StrJoin(roots, ","));
-  if (const std::string rf = absl::GetFlag(FLAGS_ready_file); !rf.empty()) {
-    std::string tmp = rf + ".tmp";
-    {
-      std::ofstream out(tmp);
-      out << "{\"grpc_port\": " << grpc_port << ", \"metrics_port\": " << metrics_port
-          << ", \"health_port\": " << health_port << "}\n";
-    }
-    std::rename(tmp.c_str(), rf.c_str());
   }
 
-  // Drain on SIGTERM / SIGINT.
-  const absl::Duration drain_timeout = absl::Seconds(absl::GetFlag(FLAGS_drain_timeout));
-  std::thread signal_thread([&] {
-    int sig = 0;
-    sigwait(&sigs, &sig);
+  void Drain(int sig, absl::Duration timeout) {
     const absl::Time t0 = absl::Now();
-    LogLine("received signal ", sig, ": draining (running=", jobs.running(),
-            " queued=", jobs.queued(), ")");
-    set_serving(false);
-    jobs.BeginDrain();
-    if (!jobs.WaitIdle(drain_timeout)) {
+    LogLine("received signal ", sig, ": draining (running=", jobs_->running(),
+            " queued=", jobs_->queued(), ")");
+    SetServing(false);
+    jobs_->BeginDrain();
+    if (!jobs_->WaitIdle(timeout)) {
       LogLine("drain timeout: interrupting running jobs (they stay QUEUED for the next start)");
     }
-    jobs.Stop();  // interrupts what is left and ends watch streams
-    server->Shutdown(absl::ToChronoTime(absl::Now() + absl::Seconds(5)));
-    if (health_server) health_server->Shutdown(absl::ToChronoTime(absl::Now()));
+    jobs_->Stop();  // interrupts what is left and ends watch streams
+    server_->Shutdown(absl::ToChronoTime(absl::Now() + absl::Seconds(5)));
+    if (health_server_) health_server_->Shutdown(absl::ToChronoTime(absl::Now()));
     LogLine("drained in ", absl::FormatDuration(absl::Now() - t0));
-  });
-  server->Wait();
-  signal_thread.join();
+  }
+
+  const std::vector<std::string> roots_;
+  std::unique_ptr<Metrics> metrics_;
+  std::unique_ptr<storage::StorageRouter> store_;
+  std::unique_ptr<DevicePool> devices_;
+  std::unique_ptr<JobStore> job_store_;
+  std::unique_ptr<ModelPipeline> pipeline_;
+  std::unique_ptr<JobManager> jobs_;
+  std::unique_ptr<TokenAuthenticator> auth_;
+  std::shared_ptr<grpc::ServerCredentials> creds_;
+  std::unique_ptr<QuantizerService> service_;
+  std::unique_ptr<grpc::Server> health_server_;
+  std::unique_ptr<grpc::Server> server_;
+  int grpc_port_ = 0, health_port_ = 0, metrics_port_ = 0;
+};
+
+int Run(int argc, char** argv) {
+  const std::vector<std::string> roots = ParseFlags(argc, argv);
+  const sigset_t sigs = BlockTerminationSignals();
+  // RSS tracks the memory in use under load (server/heap_trim.h, docs/BENCHMARKS.md "Load test").
+  ConfigureHeap(absl::GetFlag(FLAGS_malloc_mmap_threshold));
+  HeapTrimmer heap_trimmer(absl::Seconds(absl::GetFlag(FLAGS_malloc_trim_seconds)));
+  Daemon daemon(roots);
+  if (Started failure = daemon.Start()) {
+    std::fprintf(stderr, "nvfp4d: %s\n", failure->message.c_str());
+    return failure->exit_code;
+  }
+  daemon.ServeUntilDrained(sigs);
   LogLine("exit 0");
   return 0;
 }
