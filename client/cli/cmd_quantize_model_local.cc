@@ -190,104 +190,129 @@ class ModelProgress {
   std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
 };
 
-absl::Status RunLocal(CLI::App* app, const LocalFlags& f) {
-  const std::string input = StripFileScheme(StringOption(app, "--input", ""));
-  const std::string output = StripFileScheme(StringOption(app, "--output", ""));
-  // s3:// locations: endpoint/region from the flags or AWS_ENDPOINT_URL / AWS_REGION (AWS itself
-  // when neither is set), credentials from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY.
+// What `quantize-model --local` was asked to do, from its flags.
+struct LocalRequest {
+  std::string input, output;  // local directories or s3:// locations
+  bool json = false;
+  std::optional<pipeline::ShardSpec> shard;  // --shard i/N
+  std::string shard_text;                    // "i/N" as given
+  bool overwrite = false;
+  std::string staging_dir;
+  pipeline::QuantizeModelOptions options;
+};
+
+// s3:// locations: endpoint/region from the flags or AWS_ENDPOINT_URL / AWS_REGION (AWS itself
+// when neither is set), credentials from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY.
+absl::StatusOr<std::unique_ptr<storage::StorageRouter>> OpenLocalStore(const LocalFlags& f) {
   storage::StoreConfig store_config;
   store_config.s3_endpoint = f.s3_endpoint;
   store_config.s3_region = f.s3_region;
   store_config.s3_default_aws_endpoint = true;
-  ASSIGN_OR_RETURN(std::unique_ptr<storage::StorageRouter> store,
-                   storage::MakeStorageRouter(store_config));
-  if (input.empty() || output.empty()) {
+  return storage::MakeStorageRouter(store_config);
+}
+
+// The device is the user's choice: an absent GPU is a usage error. Returns the backend's name.
+absl::StatusOr<std::string> CheckDevice(const std::string& device, int threads) {
+  auto backend = device == "cpu"
+                     ? absl::StatusOr<std::unique_ptr<QuantizerBackend>>(MakeCpuBackend(threads))
+                     : MakeBackend(device);
+  if (!backend.ok()) {
+    return absl::InvalidArgumentError(
+        StrCat("--device ", device, ": ", backend.status().message()));
+  }
+  return (*backend)->name();
+}
+
+absl::StatusOr<LocalRequest> ParseLocalRequest(CLI::App* app, const LocalFlags& f) {
+  LocalRequest r;
+  r.input = StripFileScheme(StringOption(app, "--input", ""));
+  r.output = StripFileScheme(StringOption(app, "--output", ""));
+  if (r.input.empty() || r.output.empty()) {
     return absl::InvalidArgumentError("--input and --output are required");
   }
   if (CLI::Option* s = app->get_option_no_throw("--server"); s != nullptr && s->count() > 0) {
     return absl::InvalidArgumentError("--local and --server cannot be combined");
   }
-  const bool json = FlagOption(app, "--json");
-  std::optional<pipeline::ShardSpec> shard;
+  r.json = FlagOption(app, "--json");
   if (CLI::Option* so = app->get_option_no_throw("--shard"); so != nullptr && so->count() > 0) {
-    ASSIGN_OR_RETURN(shard, pipeline::ParseShardSpec(f.shard));
+    ASSIGN_OR_RETURN(r.shard, pipeline::ParseShardSpec(f.shard));
     if (f.overwrite) {
       return absl::InvalidArgumentError(
           "--overwrite and --shard cannot be combined: a shard replaces only its own files");
     }
   }
-  ASSIGN_OR_RETURN(pipeline::QuantizeModelOptions o,
-                   ModelOptionsFromFlags(app, f.max_shard_size, f.no_default_excludes));
-  o.device = f.device;
-  o.cpu_threads = f.threads;
-  {
-    // The device is the user's choice: an absent GPU is a usage error.
-    auto backend =
-        f.device == "cpu"
-            ? absl::StatusOr<std::unique_ptr<QuantizerBackend>>(MakeCpuBackend(f.threads))
-            : MakeBackend(f.device);
-    if (!backend.ok()) {
-      return absl::InvalidArgumentError(
-          StrCat("--device ", f.device, ": ", backend.status().message()));
-    }
-    o.device = (*backend)->name();
-  }
-  std::unique_ptr<pipeline::ModelCalibration> calibration;
-  const std::string cal_path = StripFileScheme(StringOption(app, "--calibration", ""));
-  if (!cal_path.empty()) {
-    ASSIGN_OR_RETURN(std::unique_ptr<formats::RandomAccessSource> cal_source,
-                     pipeline::OpenObjectFile(cal_path, *store));
-    ASSIGN_OR_RETURN(calibration, pipeline::ModelCalibration::Open(std::move(cal_source)));
-    o.calibration = calibration.get();
-  }
-  ASSIGN_OR_RETURN(std::unique_ptr<pipeline::InputDirectory> in,
-                   pipeline::OpenInputDirectory(input, *store));
-  ASSIGN_OR_RETURN(std::unique_ptr<pipeline::OutputDirectory> out_dir,
-                   shard
-                       ? OpenSharedOutputDirectory(output, *store, f.staging_dir)
-                       : pipeline::OpenOutputDirectory(output, *store, f.overwrite, f.staging_dir));
-  pipeline::OutputDirectory& out = *out_dir;
+  r.shard_text = f.shard;
+  r.overwrite = f.overwrite;
+  r.staging_dir = f.staging_dir;
+  ASSIGN_OR_RETURN(r.options, ModelOptionsFromFlags(app, f.max_shard_size, f.no_default_excludes));
+  r.options.cpu_threads = f.threads;
+  ASSIGN_OR_RETURN(r.options.device, CheckDevice(f.device, f.threads));
+  return r;
+}
 
-  ModelProgress progress(StderrIsTerminal(), json);
+// --calibration, or null.
+absl::StatusOr<std::unique_ptr<pipeline::ModelCalibration>> OpenCalibration(
+    CLI::App* app, storage::StorageRouter& store) {
+  const std::string path = StripFileScheme(StringOption(app, "--calibration", ""));
+  if (path.empty()) return nullptr;
+  ASSIGN_OR_RETURN(std::unique_ptr<formats::RandomAccessSource> source,
+                   pipeline::OpenObjectFile(path, store));
+  return pipeline::ModelCalibration::Open(std::move(source));
+}
+
+// A shard's files go straight into the shared output location; a whole run's output appears
+// when complete.
+absl::StatusOr<std::unique_ptr<pipeline::OutputDirectory>> OpenLocalOutput(
+    const LocalRequest& r, storage::StorageRouter& store) {
+  if (r.shard) return OpenSharedOutputDirectory(r.output, store, r.staging_dir);
+  return pipeline::OpenOutputDirectory(r.output, store, r.overwrite, r.staging_dir);
+}
+
+// Runs the pipeline with a progress display. nullopt: a shard with nothing to do (reported).
+absl::StatusOr<std::optional<pipeline::QuantizeModelResult>> QuantizeLocal(
+    const LocalRequest& r, pipeline::InputDirectory& in, pipeline::OutputDirectory& out) {
+  ModelProgress progress(StderrIsTerminal(), r.json);
   pipeline::PipelineHooks hooks;
   hooks.on_progress = [&](const pipeline::TensorProgress& p) { progress.Update(p); };
-  absl::StatusOr<pipeline::QuantizeModelResult> result;
-  if (shard) {
-    // One process of a sharded run: its files go straight into the shared output location.
-    auto sr = pipeline::QuantizeModelShard(*in, out, o, *shard, hooks);
+  if (!r.shard) {
+    absl::StatusOr<pipeline::QuantizeModelResult> result =
+        pipeline::QuantizeModel(in, out, r.options, hooks);
     progress.Clear();
-    if (!sr.ok()) return sr.status();
-    if (sr->files.empty()) {
-      std::cerr << "nvfp4ctl: shard " << f.shard << ": nothing to do: the output has only "
-                << sr->total_files << " safetensors file(s), all assigned to other shards\n";
-      if (json) {
-        nlohmann::ordered_json s;
-        s["output"] = output;
-        s["shard"] = f.shard;
-        s["shards"] = nlohmann::ordered_json::array();
-        s["total_shard_files"] = sr->total_files;
-        std::cout << nlohmann::ordered_json{{"summary", s}}.dump() << "\n";
-      }
-      return absl::OkStatus();
-    }
-    std::cerr << "nvfp4ctl: shard " << f.shard << ": writing " << sr->files.size() << " of "
-              << sr->total_files << " safetensors file(s)\n";
-    result = std::move(sr->run);
-  } else {
-    result = pipeline::QuantizeModel(*in, out, o, hooks);
-    progress.Clear();
+    if (!result.ok()) return result.status();
+    return std::move(result).value();
   }
-  if (!result.ok()) return result.status();
-  const pipeline::QuantizeModelResult& r = *result;
+  absl::StatusOr<pipeline::ShardRunResult> sr =
+      pipeline::QuantizeModelShard(in, out, r.options, *r.shard, hooks);
+  progress.Clear();
+  if (!sr.ok()) return sr.status();
+  if (sr->files.empty()) {
+    std::cerr << "nvfp4ctl: shard " << r.shard_text << ": nothing to do: the output has only "
+              << sr->total_files << " safetensors file(s), all assigned to other shards\n";
+    if (r.json) {
+      nlohmann::ordered_json s;
+      s["output"] = r.output;
+      s["shard"] = r.shard_text;
+      s["shards"] = nlohmann::ordered_json::array();
+      s["total_shard_files"] = sr->total_files;
+      std::cout << nlohmann::ordered_json{{"summary", s}}.dump() << "\n";
+    }
+    return std::nullopt;
+  }
+  std::cerr << "nvfp4ctl: shard " << r.shard_text << ": writing " << sr->files.size() << " of "
+            << sr->total_files << " safetensors file(s)\n";
+  return std::move(sr->run);
+}
 
+std::vector<TensorReport> ModuleReports(const LocalRequest& req,
+                                        const pipeline::QuantizeModelResult& r) {
+  const QuantizeOptions& q = req.options.quantize;
   std::vector<TensorReport> reports;
-  size_t width = 6;
   for (const pipeline::ModuleResult& m : r.modules) {
     TensorReport t;
     t.tensor = m.module;
     t.shape = {m.rows, m.cols};
-    t.method = std::string(MethodName(o.quantize.method));
-    t.objective = std::string(ObjectiveName(o.quantize.objective));
+    t.method = std::string(MethodName(q.method));
+    t.objective = std::string(ObjectiveName(q.objective));
     t.device = r.backend;
     t.nmse = m.metrics.nmse;
     t.sqnr_db = m.metrics.sqnr_db;
@@ -296,67 +321,100 @@ absl::Status RunLocal(CLI::App* app, const LocalFlags& f) {
     t.nmse_vs_rtn = m.metrics.nmse_vs_rtn;
     t.output_nmse = m.metrics.output_nmse;
     t.iterations = m.metrics.iterations;
-    if (o.quantize.method == Method::kGptq) t.gptq_dampening = m.metrics.gptq_dampening;
-    width = std::max(width, t.tensor.size());
+    if (q.method == Method::kGptq) t.gptq_dampening = m.metrics.gptq_dampening;
     reports.push_back(std::move(t));
   }
+  return reports;
+}
+
+double MeanNmse(const pipeline::QuantizeModelResult& r) {
   double mean = 0;
   for (const auto& m : r.modules) mean += m.metrics.nmse;
   if (!r.modules.empty()) mean /= static_cast<double>(r.modules.size());
-  if (json) {
-    for (const TensorReport& t : reports) std::cout << ReportToJson(t).dump() << "\n";
-    nlohmann::ordered_json s;
-    s["output"] = output;
-    if (shard) s["shard"] = f.shard;
-    s["layout"] = std::string(pipeline::LayoutName(o.layout));
-    s["quant_algo"] = r.w4a4 ? "NVFP4" : "W4A16_NVFP4";
-    s["device"] = r.backend;
-    s["quantized_modules"] = r.modules.size();
-    s["fused_groups"] = r.plan.fused_groups;
-    s["excluded_modules"] = r.plan.IgnoreList();
-    s["shards"] = r.shard_files;
-    s["copied_files"] = r.copied_files;
-    s["bytes_in"] = r.tensor_bytes_in;
-    s["bytes_out"] = r.tensor_bytes_out;
-    s["seconds"] = r.seconds;
-    s["mean_nmse"] = mean;
-    s["warnings"] = r.warnings;
-    std::cout << nlohmann::ordered_json{{"summary", s}}.dump() << "\n";
-  } else {
-    MetricsTable table(std::cout, width);
-    table.PrintHeader();
-    for (const TensorReport& t : reports) table.PrintRow(t);
-    std::cout << "\nquantized " << r.modules.size() << " modules (" << r.plan.fused_groups
-              << " fused groups) with " << MethodName(o.quantize.method) << "/"
-              << ObjectiveName(o.quantize.objective) << " on " << r.backend << " in "
-              << FormatDuration(r.seconds) << " (" << r.seconds
-              << " s): " << FormatBytes(static_cast<double>(r.tensor_bytes_in)) << " -> "
-              << FormatBytes(static_cast<double>(r.tensor_bytes_out)) << ", "
-              << FormatBytes(static_cast<double>(r.tensor_bytes_in) / std::max(r.seconds, 1e-9))
-              << "/s; mean nmse " << mean << "\n";
-    std::cout << "kept in full precision (" << r.plan.excluded.size() << "):";
-    size_t shown = 0;
-    for (const pipeline::ExcludedModule& e : r.plan.excluded) {
-      if (shown++ == 8) {
-        std::cout << " ...";
-        break;
-      }
-      std::cout << " " << e.module << " (" << e.reason << ")";
+  return mean;
+}
+
+// --json: one object per module, then {"summary": ...}.
+void PrintJsonReport(const LocalRequest& req, const pipeline::QuantizeModelResult& r) {
+  for (const TensorReport& t : ModuleReports(req, r)) std::cout << ReportToJson(t).dump() << "\n";
+  nlohmann::ordered_json s;
+  s["output"] = req.output;
+  if (req.shard) s["shard"] = req.shard_text;
+  s["layout"] = std::string(pipeline::LayoutName(req.options.layout));
+  s["quant_algo"] = r.w4a4 ? "NVFP4" : "W4A16_NVFP4";
+  s["device"] = r.backend;
+  s["quantized_modules"] = r.modules.size();
+  s["fused_groups"] = r.plan.fused_groups;
+  s["excluded_modules"] = r.plan.IgnoreList();
+  s["shards"] = r.shard_files;
+  s["copied_files"] = r.copied_files;
+  s["bytes_in"] = r.tensor_bytes_in;
+  s["bytes_out"] = r.tensor_bytes_out;
+  s["seconds"] = r.seconds;
+  s["mean_nmse"] = MeanNmse(r);
+  s["warnings"] = r.warnings;
+  std::cout << nlohmann::ordered_json{{"summary", s}}.dump() << "\n";
+}
+
+// The metrics table, a summary line, the modules kept in full precision and what was written.
+void PrintTextReport(const LocalRequest& req, const pipeline::QuantizeModelResult& r) {
+  const std::vector<TensorReport> reports = ModuleReports(req, r);
+  size_t width = 6;
+  for (const TensorReport& t : reports) width = std::max(width, t.tensor.size());
+  MetricsTable table(std::cout, width);
+  table.PrintHeader();
+  for (const TensorReport& t : reports) table.PrintRow(t);
+  const pipeline::QuantizeModelOptions& o = req.options;
+  std::cout << "\nquantized " << r.modules.size() << " modules (" << r.plan.fused_groups
+            << " fused groups) with " << MethodName(o.quantize.method) << "/"
+            << ObjectiveName(o.quantize.objective) << " on " << r.backend << " in "
+            << FormatDuration(r.seconds) << " (" << r.seconds
+            << " s): " << FormatBytes(static_cast<double>(r.tensor_bytes_in)) << " -> "
+            << FormatBytes(static_cast<double>(r.tensor_bytes_out)) << ", "
+            << FormatBytes(static_cast<double>(r.tensor_bytes_in) / std::max(r.seconds, 1e-9))
+            << "/s; mean nmse " << MeanNmse(r) << "\n";
+  std::cout << "kept in full precision (" << r.plan.excluded.size() << "):";
+  size_t shown = 0;
+  for (const pipeline::ExcludedModule& e : r.plan.excluded) {
+    if (shown++ == 8) {
+      std::cout << " ...";
+      break;
     }
-    if (shard) {
-      std::cout << "\nwrote shard " << f.shard << " into " << output << ": " << r.shard_files.size()
-                << " safetensors file(s):";
-      for (const std::string& file : r.shard_files) std::cout << " " << file;
-      std::cout << "\nrun `nvfp4ctl finalize` with the same --input and flags once every shard "
-                   "is done\n";
-    } else {
-      std::cout << "\nwrote " << output << ": " << pipeline::LayoutName(o.layout) << " "
-                << (r.w4a4 ? "NVFP4 (W4A4)" : "W4A16_NVFP4 (weight-only)") << ", "
-                << r.shard_files.size() << " safetensors file(s), " << r.copied_files.size()
-                << " other file(s) copied\n";
-    }
+    std::cout << " " << e.module << " (" << e.reason << ")";
   }
-  for (const std::string& w : r.warnings) std::cerr << "nvfp4ctl: note: " << w << "\n";
+  if (req.shard) {
+    std::cout << "\nwrote shard " << req.shard_text << " into " << req.output << ": "
+              << r.shard_files.size() << " safetensors file(s):";
+    for (const std::string& file : r.shard_files) std::cout << " " << file;
+    std::cout << "\nrun `nvfp4ctl finalize` with the same --input and flags once every shard "
+                 "is done\n";
+  } else {
+    std::cout << "\nwrote " << req.output << ": " << pipeline::LayoutName(o.layout) << " "
+              << (r.w4a4 ? "NVFP4 (W4A4)" : "W4A16_NVFP4 (weight-only)") << ", "
+              << r.shard_files.size() << " safetensors file(s), " << r.copied_files.size()
+              << " other file(s) copied\n";
+  }
+}
+
+absl::Status RunLocal(CLI::App* app, const LocalFlags& f) {
+  ASSIGN_OR_RETURN(std::unique_ptr<storage::StorageRouter> store, OpenLocalStore(f));
+  ASSIGN_OR_RETURN(LocalRequest request, ParseLocalRequest(app, f));
+  ASSIGN_OR_RETURN(std::unique_ptr<pipeline::ModelCalibration> calibration,
+                   OpenCalibration(app, *store));
+  request.options.calibration = calibration.get();
+  ASSIGN_OR_RETURN(std::unique_ptr<pipeline::InputDirectory> in,
+                   pipeline::OpenInputDirectory(request.input, *store));
+  ASSIGN_OR_RETURN(std::unique_ptr<pipeline::OutputDirectory> out,
+                   OpenLocalOutput(request, *store));
+  ASSIGN_OR_RETURN(std::optional<pipeline::QuantizeModelResult> result,
+                   QuantizeLocal(request, *in, *out));
+  if (!result) return absl::OkStatus();  // a shard with nothing to do
+  if (request.json) {
+    PrintJsonReport(request, *result);
+  } else {
+    PrintTextReport(request, *result);
+  }
+  for (const std::string& w : result->warnings) std::cerr << "nvfp4ctl: note: " << w << "\n";
   return absl::OkStatus();
 }
 
