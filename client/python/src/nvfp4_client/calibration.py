@@ -28,8 +28,12 @@ import weakref
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Set, Union
 
-import torch
-from torch import nn
+try:
+    import torch
+    from torch import nn
+except ImportError as e:  # pragma: no cover
+    raise ImportError("nvfp4_client.calibration needs PyTorch: pip install torch (or "
+                      "'nvfp4-client[calibration]')") from e
 
 from . import storage
 
