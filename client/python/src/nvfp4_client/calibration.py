@@ -198,6 +198,9 @@ class Collector:
     def attach(self) -> "Collector":
         if self._handles:
             return self
+        if self.model.training:
+            warnings.warn("the model is in training mode (dropout active): call model.eval() "
+                          "before collecting calibration statistics")
         self._handles.append(self.model.register_forward_pre_hook(self._root_pre,
                                                                   with_kwargs=True))
         self._handles.append(self.model.register_forward_hook(self._root_post, always_call=True))
