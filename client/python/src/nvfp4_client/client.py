@@ -232,8 +232,9 @@ class Client:
         None: the default policy, 8 attempts over about 25 s; 1: no retries)."""
         if bool(tls_cert) != bool(tls_key):
             raise ValueError("tls_cert and tls_key go together")
-        options: List[Tuple[str, Any]] = [("grpc.max_receive_message_length", 2 * chunk_bytes + (1 << 20)),
-                   ("grpc.max_send_message_length", 2 * chunk_bytes + (1 << 20))]
+        limit = max(8 << 20, 2 * chunk_bytes + (1 << 20))
+        options: List[Tuple[str, Any]] = [("grpc.max_receive_message_length", limit),
+                                          ("grpc.max_send_message_length", limit)]
         if tls_server_name:
             options.append(("grpc.ssl_target_name_override", tls_server_name))
         options += list(channel_options)
@@ -457,7 +458,10 @@ class Client:
             raise ValueError(f"job {job.job_id} has no output(s) {sorted(missing)}")
         out = []
         for o in wanted:
-            path = os.path.join(dest_dir, *o.name.split("/"))
+            parts = o.name.split("/")
+            if not o.name or o.name.startswith("/") or any(p in ("", ".", "..") for p in parts):
+                raise ValueError(f"job {job.job_id}: refusing output name {o.name!r}")
+            path = os.path.join(dest_dir, *parts)
             os.makedirs(os.path.dirname(path), exist_ok=True)
             part = path + ".part"
             delays = self.retry.delays()
