@@ -1,11 +1,14 @@
 // String concatenation that accepts std::string_view.
 //
 // Debian's abseil is built with ABSL_OPTION_USE_STD_STRING_VIEW 0, so absl::string_view is its own
-// type and absl::StrCat rejects std::string_view arguments. nvfp4::formats::StrCat forwards to
+// type and absl::StrCat rejects std::string_view arguments. nvfp4::StrCat forwards to
 // absl::StrCat after converting std::string_view; everything else (std::string, const char*,
 // integers, floating point) passes through unchanged.
-#ifndef NVFP4_FORMATS_STR_UTIL_H_
-#define NVFP4_FORMATS_STR_UTIL_H_
+//
+//   using ::nvfp4::StrCat;  // or, inside namespace nvfp4::..., plain StrCat
+//   return absl::NotFoundError(StrCat(path_view, ": no tensor '", name, "' (", n, " tensors)"));
+#ifndef NVFP4_BASE_STR_UTIL_H_
+#define NVFP4_BASE_STR_UTIL_H_
 
 #include <string>
 #include <string_view>
@@ -14,7 +17,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 
-namespace nvfp4::formats {
+namespace nvfp4 {
 namespace str_internal {
 
 inline absl::string_view Piece(std::string_view s) { return absl::string_view(s.data(), s.size()); }
@@ -34,11 +37,6 @@ std::string StrCat(const Args&... args) {
   return absl::StrCat(str_internal::Piece(args)...);
 }
 
-// Converts to absl::string_view (for absl APIs such as absl::Status constructors).
-inline absl::string_view ToAbsl(std::string_view s) {
-  return absl::string_view(s.data(), s.size());
-}
+}  // namespace nvfp4
 
-}  // namespace nvfp4::formats
-
-#endif  // NVFP4_FORMATS_STR_UTIL_H_
+#endif  // NVFP4_BASE_STR_UTIL_H_

@@ -5,8 +5,8 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_join.h"
 #include "base/status_macros.h"
+#include "base/str_util.h"
 #include "formats/dtypes.h"
-#include "formats/str_util.h"
 
 namespace nvfp4::formats {
 namespace {

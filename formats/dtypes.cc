@@ -3,7 +3,7 @@
 #include <cstring>
 
 #include "absl/status/status.h"
-#include "formats/str_util.h"
+#include "base/str_util.h"
 #include "kernels/hd.h"
 
 namespace nvfp4::formats {

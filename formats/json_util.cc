@@ -5,7 +5,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
-#include "formats/str_util.h"
+#include "base/str_util.h"
 
 namespace nvfp4::formats {
 

@@ -8,24 +8,11 @@
 #include <cstring>
 #include <utility>
 
-#include "formats/str_util.h"
+#include "base/errno_status.h"
+#include "base/str_util.h"
 
 namespace nvfp4::formats {
 namespace {
-
-absl::Status ErrnoStatus(int err, const std::string& what) {
-  const std::string msg = StrCat(what, ": ", std::strerror(err));
-  switch (err) {
-    case ENOENT:
-    case ENOTDIR:
-      return absl::NotFoundError(msg);
-    case EACCES:
-    case EPERM:
-      return absl::PermissionDeniedError(msg);
-    default:
-      return absl::InternalError(msg);
-  }
-}
 
 absl::Status CheckRange(uint64_t offset, uint64_t length, uint64_t size, const std::string& name) {
   if (offset > size || length > size - offset) {
@@ -39,12 +26,12 @@ absl::Status CheckRange(uint64_t offset, uint64_t length, uint64_t size, const s
 
 absl::StatusOr<std::unique_ptr<LocalFileSource>> LocalFileSource::Open(const std::string& path) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return ErrnoStatus(errno, StrCat("cannot open ", path));
+  if (fd < 0) return ErrnoToStatus(errno, StrCat("cannot open ", path));
   struct stat st;
   if (::fstat(fd, &st) != 0) {
     const int err = errno;
     ::close(fd);
-    return ErrnoStatus(err, StrCat("cannot stat ", path));
+    return ErrnoToStatus(err, StrCat("cannot stat ", path));
   }
   if (S_ISDIR(st.st_mode)) {
     ::close(fd);
@@ -69,7 +56,7 @@ absl::Status LocalFileSource::ReadAt(uint64_t offset, std::span<uint8_t> out) {
         ::pread(fd_, out.data() + done, out.size() - done, static_cast<off_t>(offset + done));
     if (n < 0) {
       if (errno == EINTR) continue;
-      return ErrnoStatus(errno, StrCat("read of ", path_, " at offset ", offset + done));
+      return ErrnoToStatus(errno, StrCat("read of ", path_, " at offset ", offset + done));
     }
     if (n == 0) {
       return absl::DataLossError(StrCat(path_, ": file ended at offset ", offset + done,

@@ -16,11 +16,13 @@
 #include <utility>
 
 #include "absl/strings/str_join.h"
+#include "base/errno_status.h"
+#include "base/fd_io.h"
 #include "base/sha256.h"
 #include "base/status_macros.h"
+#include "base/str_util.h"
 #include "formats/dtypes.h"
 #include "formats/json_util.h"
-#include "formats/str_util.h"
 #include "nlohmann/json.hpp"
 
 namespace nvfp4::formats {
@@ -128,22 +130,14 @@ absl::StatusOr<TensorInfo> ParseEntry(std::string_view file, const std::string& 
   return info;
 }
 
+// "<what> <path>: <strerror(errno)>" (base/errno_status.h).
 absl::Status ErrnoError(std::string_view what, const std::string& path) {
-  return absl::InternalError(StrCat(what, " ", path, ": ", std::strerror(errno)));
+  return ErrnoToStatus(errno, StrCat(what, " ", path));
 }
 
-absl::Status PWriteAll(int fd, const uint8_t* data, size_t size, uint64_t offset,
+absl::Status PWriteAll(int fd, std::span<const uint8_t> data, uint64_t offset,
                        const std::string& path) {
-  size_t done = 0;
-  while (done < size) {
-    const ssize_t n = ::pwrite(fd, data + done, size - done, static_cast<off_t>(offset + done));
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return ErrnoError("cannot write", path);
-    }
-    done += static_cast<size_t>(n);
-  }
-  return absl::OkStatus();
+  return ::nvfp4::PWriteAll(fd, data, offset, StrCat("cannot write ", path));
 }
 
 // Reads exactly out.size() bytes at `offset`; false on an error or a short file.
@@ -599,11 +593,7 @@ absl::StatusOr<std::unique_ptr<SafetensorsWriter>> SafetensorsWriter::Create(
                      ? partial_fd
                      : ::open(tmp_path.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) {
-    const int err = errno;
-    const std::string msg = StrCat("cannot create ", tmp_path, ": ", std::strerror(err));
-    if (err == ENOENT || err == ENOTDIR) return absl::NotFoundError(msg);
-    if (err == EACCES || err == EPERM) return absl::PermissionDeniedError(msg);
-    return absl::InternalError(msg);
+    return ErrnoToStatus(errno, StrCat("cannot create ", tmp_path));
   }
   std::unique_ptr<SafetensorsWriter> writer(
       new SafetensorsWriter(path, tmp_path, fd, std::move(specs), std::move(slots), file_size,
@@ -612,8 +602,8 @@ absl::StatusOr<std::unique_ptr<SafetensorsWriter>> SafetensorsWriter::Create(
   if (partial_fd >= 0) {
     writer->reused_ = true;
   } else {
-    RETURN_IF_ERROR(PWriteAll(fd, reinterpret_cast<const uint8_t*>(header.data()), header.size(),
-                              0, tmp_path));
+    const auto* header_bytes = reinterpret_cast<const uint8_t*>(header.data());
+    RETURN_IF_ERROR(PWriteAll(fd, {header_bytes, header.size()}, 0, tmp_path));
     // Size the file now: an all-empty file and sparse extents are then both correct.
     if (::ftruncate(fd, static_cast<off_t>(file_size)) != 0) {
       return ErrnoError("cannot size", tmp_path);
@@ -732,7 +722,7 @@ absl::Status SafetensorsWriter::Write(std::string_view name, std::span<const uin
     at = slot.offset + slot.written;
     slot.written += data.size();  // reserve the range; the write below is outside the lock
   }
-  absl::Status status = PWriteAll(fd_, data.data(), data.size(), at, tmp_path_);
+  absl::Status status = PWriteAll(fd_, data, at, tmp_path_);
   if (!status.ok()) {
     std::lock_guard<std::mutex> lock(mu_);
     if (error_.ok()) error_ = status;

@@ -12,8 +12,8 @@
 
 #include "absl/strings/str_format.h"
 #include "base/status_macros.h"
+#include "base/str_util.h"
 #include "formats/json_util.h"
-#include "formats/str_util.h"
 #include "nlohmann/json.hpp"
 
 namespace nvfp4::formats {

@@ -1,10 +1,9 @@
 #include "pipeline/checkpoint_io.h"
 
 #include "base/status_macros.h"
-#include "formats/str_util.h"
+#include "base/str_util.h"
 
 namespace nvfp4::pipeline {
-using formats::StrCat;
 
 absl::StatusOr<OpenedCheckpoint> OpenCheckpoint(InputDirectory& dir) {
   OpenedCheckpoint out;

@@ -6,10 +6,10 @@
 #include <fstream>
 
 #include "base/status_macros.h"
+#include "base/str_util.h"
 #include "formats/dtypes.h"
 #include "formats/safetensors.h"
 #include "formats/sharded.h"
-#include "formats/str_util.h"
 #include "nlohmann/json.hpp"
 #include "pipeline/storage.h"
 
@@ -17,7 +17,6 @@ namespace nvfp4::pipeline {
 namespace {
 
 namespace fs = std::filesystem;
-using formats::StrCat;
 
 const DemoPreset kPresets[] = {
     {"tiny", 256, 768, 2, 4, 2, 1024},

@@ -3,11 +3,10 @@
 #include <cstring>
 
 #include "absl/strings/ascii.h"
-#include "formats/str_util.h"
+#include "base/str_util.h"
 
 namespace nvfp4::pipeline {
 namespace {
-using formats::StrCat;
 
 std::vector<uint8_t> F32Bytes(float v) {
   std::vector<uint8_t> b(4);

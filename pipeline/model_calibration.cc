@@ -3,11 +3,10 @@
 #include <cmath>
 
 #include "base/status_macros.h"
+#include "base/str_util.h"
 #include "formats/dtypes.h"
-#include "formats/str_util.h"
 
 namespace nvfp4::pipeline {
-using formats::StrCat;
 
 absl::StatusOr<std::unique_ptr<ModelCalibration>> ModelCalibration::Open(const std::string& path) {
   ASSIGN_OR_RETURN(std::unique_ptr<formats::LocalFileSource> src,

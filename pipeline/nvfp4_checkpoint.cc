@@ -7,8 +7,8 @@
 
 #include "absl/strings/str_join.h"
 #include "base/status_macros.h"
+#include "base/str_util.h"
 #include "formats/dtypes.h"
-#include "formats/str_util.h"
 #include "kernels/calibration.h"
 #include "kernels/codec.h"
 #include "pipeline/checkpoint_io.h"
@@ -16,7 +16,6 @@
 namespace nvfp4::pipeline {
 namespace {
 
-using formats::StrCat;
 
 bool EndsWith(std::string_view s, std::string_view p) {
   return s.size() >= p.size() && s.substr(s.size() - p.size()) == p;

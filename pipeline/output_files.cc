@@ -4,11 +4,10 @@
 #include <utility>
 
 #include "base/status_macros.h"
-#include "formats/str_util.h"
+#include "base/str_util.h"
 
 namespace nvfp4::pipeline {
 
-using formats::StrCat;
 
 absl::StatusOr<std::unique_ptr<ShardSubsetWriter>> ShardSubsetWriter::Create(
     const std::string& dir, const ModelOutputPlan& plan, const std::vector<int>& only,

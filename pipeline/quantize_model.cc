@@ -12,8 +12,8 @@
 #include <thread>
 
 #include "base/status_macros.h"
+#include "base/str_util.h"
 #include "formats/dtypes.h"
-#include "formats/str_util.h"
 #include "kernels/backend.h"
 #include "pipeline/checkpoint_io.h"
 #include "pipeline/output_files.h"
@@ -24,7 +24,6 @@ namespace nvfp4::pipeline {
 namespace {
 
 namespace fs = std::filesystem;
-using formats::StrCat;
 
 std::vector<formats::TensorSpec> SourceSpecs(const formats::CheckpointReader& reader) {
   std::vector<formats::TensorSpec> specs;

@@ -7,88 +7,21 @@
 #include <memory>
 
 #include "absl/strings/str_cat.h"
+#include "base/le_codec.h"
 #include "base/status_macros.h"
+#include "base/str_util.h"
 #include "formats/random_access_source.h"
 #include "formats/safetensors.h"
-#include "formats/str_util.h"
 
 namespace nvfp4::pipeline {
 namespace {
 
 constexpr uint8_t kVersion = 1;
 
-class Encoder {
- public:
-  void U8(uint8_t v) { out_.push_back(static_cast<char>(v)); }
-  void U32(uint32_t v) {
-    for (int i = 0; i < 4; ++i) out_.push_back(static_cast<char>((v >> (8 * i)) & 0xFF));
-  }
-  void U64(uint64_t v) {
-    for (int i = 0; i < 8; ++i) out_.push_back(static_cast<char>((v >> (8 * i)) & 0xFF));
-  }
-  void I64(int64_t v) { U64(static_cast<uint64_t>(v)); }
-  void F32(float v) { U32(std::bit_cast<uint32_t>(v)); }
-  void F64(double v) { U64(std::bit_cast<uint64_t>(v)); }
-  void Str(std::string_view s) {
-    U32(static_cast<uint32_t>(s.size()));
-    out_.append(s.data(), s.size());
-  }
-  std::string Take() { return std::move(out_); }
-
- private:
-  std::string out_;
-};
-
-class Decoder {
- public:
-  explicit Decoder(std::string_view in) : in_(in) {}
-  bool ok() const { return ok_; }
-  bool done() const { return at_ == in_.size(); }
-  uint8_t U8() { return static_cast<uint8_t>(Fixed(1)); }
-  uint32_t U32() { return static_cast<uint32_t>(Fixed(4)); }
-  uint64_t U64() { return Fixed(8); }
-  int64_t I64() { return static_cast<int64_t>(U64()); }
-  float F32() { return std::bit_cast<float>(U32()); }
-  double F64() { return std::bit_cast<double>(U64()); }
-  std::string Str() {
-    const uint32_t n = U32();
-    if (!ok_ || n > in_.size() - at_) {
-      ok_ = false;
-      return "";
-    }
-    std::string s(in_.substr(at_, n));
-    at_ += n;
-    return s;
-  }
-  // A count of items of at least `min_item_bytes` each: rejects counts the input cannot hold.
-  uint32_t Count(size_t min_item_bytes) {
-    const uint32_t n = U32();
-    if (ok_ && static_cast<uint64_t>(n) * min_item_bytes > in_.size() - at_) ok_ = false;
-    return ok_ ? n : 0;
-  }
-
- private:
-  uint64_t Fixed(int bytes) {
-    if (!ok_ || in_.size() - at_ < static_cast<size_t>(bytes)) {
-      ok_ = false;
-      return 0;
-    }
-    uint64_t v = 0;
-    for (int i = 0; i < bytes; ++i) {
-      v |= static_cast<uint64_t>(static_cast<uint8_t>(in_[at_ + i])) << (8 * i);
-    }
-    at_ += bytes;
-    return v;
-  }
-  std::string_view in_;
-  size_t at_ = 0;
-  bool ok_ = true;
-};
-
 }  // namespace
 
 std::string EncodeJournaledUnit(const JournaledUnit& u) {
-  Encoder e;
+  LeWriter e;
   e.U8(kVersion);
   e.Str(u.plan);
   e.I64(u.unit);
@@ -126,7 +59,7 @@ std::string EncodeJournaledUnit(const JournaledUnit& u) {
 }
 
 absl::StatusOr<JournaledUnit> DecodeJournaledUnit(std::string_view bytes) {
-  Decoder d(bytes);
+  LeReader d(bytes);
   const uint8_t version = d.U8();
   if (d.ok() && version != kVersion) {
     return absl::DataLossError(absl::StrCat("journaled unit: unknown version ", version));
@@ -178,7 +111,6 @@ absl::StatusOr<JournaledUnit> DecodeJournaledUnit(std::string_view bytes) {
 
 absl::StatusOr<std::string> PlanFingerprint(const formats::CheckpointReader& reader,
                                             const ModelOutputPlan& op) {
-  using formats::StrCat;
   Sha256 h;
   auto add = [&](std::string_view s) {
     h.Update(StrCat(s.size(), ":"));
@@ -210,7 +142,6 @@ absl::StatusOr<std::string> PlanFingerprint(const formats::CheckpointReader& rea
 std::string VerifyJournaledUnit(const JournaledUnit& r, std::vector<std::string> expected,
                                 const ShardSubsetWriter& writer, std::vector<uint8_t>& buf,
                                 uint64_t* bytes_read) {
-  using formats::StrCat;
   std::vector<std::string> got;
   for (const JournaledTensor& t : r.tensors) got.push_back(t.name);
   std::sort(expected.begin(), expected.end());

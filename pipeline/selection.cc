@@ -9,13 +9,12 @@
 #include <set>
 
 #include "absl/strings/str_split.h"
+#include "base/str_util.h"
 #include "formats/dtypes.h"
-#include "formats/str_util.h"
 
 namespace nvfp4::pipeline {
 namespace {
 
-using formats::StrCat;
 
 constexpr std::string_view kRegexPrefix = "re:";
 

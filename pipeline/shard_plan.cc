@@ -13,14 +13,13 @@
 
 #include "absl/strings/numbers.h"
 #include "base/status_macros.h"
+#include "base/str_util.h"
 #include "formats/safetensors.h"
-#include "formats/str_util.h"
 
 namespace nvfp4::pipeline {
 namespace {
 
 namespace fs = std::filesystem;
-using formats::StrCat;
 
 bool ParseDecimal(std::string_view s, int64_t max, int64_t* out) {
   if (s.empty() || s.size() > 12) return false;

@@ -11,11 +11,10 @@
 #include <system_error>
 
 #include "base/status_macros.h"
-#include "formats/str_util.h"
+#include "base/str_util.h"
 
 namespace nvfp4::pipeline {
 namespace fs = std::filesystem;
-using formats::StrCat;
 
 absl::StatusOr<std::string> InputDirectory::ReadSmallFile(const std::string& name,
                                                           uint64_t max_bytes) {

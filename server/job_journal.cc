@@ -13,6 +13,9 @@
 #include <system_error>
 
 #include "absl/strings/str_cat.h"
+#include "base/errno_status.h"
+#include "base/fd_io.h"
+#include "base/le_codec.h"
 #include "base/status_macros.h"
 #include "server/job_manager.h"
 #include "server/log.h"
@@ -35,53 +38,28 @@ std::array<uint32_t, 256> MakeCrcTable() {
   return t;
 }
 
-void PutU32(std::string& out, uint32_t v) {
-  for (int i = 0; i < 4; ++i) out.push_back(static_cast<char>((v >> (8 * i)) & 0xFF));
-}
-uint32_t GetU32(std::string_view in) {
-  uint32_t v = 0;
-  for (int i = 0; i < 4; ++i) v |= static_cast<uint32_t>(static_cast<uint8_t>(in[i])) << (8 * i);
-  return v;
-}
-
-// One framed record.
+// One framed record: u32 length | u32 CRC-32C | type + payload.
 std::string Frame(uint8_t type, std::string_view payload) {
   std::string body;
   body.reserve(1 + payload.size());
   body.push_back(static_cast<char>(type));
   body.append(payload.data(), payload.size());
-  std::string out;
-  out.reserve(8 + body.size());
-  PutU32(out, static_cast<uint32_t>(body.size()));
-  PutU32(out, Crc32c(body));
-  out += body;
-  return out;
+  LeWriter out;
+  out.U32(static_cast<uint32_t>(body.size()));
+  out.U32(Crc32c(body));
+  out.Raw(body);
+  return out.Take();
 }
 
+// A UNIT record's payload: the job id (u32-length-prefixed), then the encoded unit.
 std::string UnitPayload(const std::string& job_id, std::string_view unit) {
-  std::string p;
-  PutU32(p, static_cast<uint32_t>(job_id.size()));
-  p += job_id;
-  p.append(unit.data(), unit.size());
-  return p;
+  LeWriter p;
+  p.Str(job_id);
+  p.Raw(unit);
+  return p.Take();
 }
 
-absl::Status ErrnoStatus(const std::string& what) {
-  return absl::InternalError(absl::StrCat(what, ": ", std::strerror(errno)));
-}
-
-absl::Status WriteAll(int fd, std::string_view data, const std::string& path) {
-  size_t done = 0;
-  while (done < data.size()) {
-    const ssize_t n = ::write(fd, data.data() + done, data.size() - done);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return ErrnoStatus(absl::StrCat("cannot write ", path));
-    }
-    done += static_cast<size_t>(n);
-  }
-  return absl::OkStatus();
-}
+absl::Status ErrnoStatus(const std::string& what) { return ErrnoToStatus(errno, what); }
 
 absl::StatusOr<std::string> ReadWholeFile(const std::string& path) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
@@ -183,8 +161,9 @@ absl::StatusOr<std::unique_ptr<JobJournal>> JobJournal::Open(const std::string& 
   }
   while (!rest.empty()) {
     if (rest.size() < 8) break;
-    const uint32_t len = GetU32(rest);
-    const uint32_t crc = GetU32(rest.substr(4));
+    LeReader frame(rest);
+    const uint32_t len = frame.U32();
+    const uint32_t crc = frame.U32();
     if (len == 0 || len > kMaxRecord || len > rest.size() - 8) break;
     const std::string_view body = rest.substr(8, len);
     if (Crc32c(body) != crc) break;
@@ -254,10 +233,10 @@ void JobJournal::Apply(uint8_t type, std::string_view payload) {
       return;
     }
     case kUnit: {
-      if (payload.size() < 4) return;
-      const uint32_t n = GetU32(payload);
-      if (n > payload.size() - 4) return;
-      units_[std::string(payload.substr(4, n))].emplace_back(payload.substr(4 + n));
+      LeReader r(payload);
+      const std::string_view job_id = r.StrView();
+      if (!r.ok()) return;
+      units_[std::string(job_id)].emplace_back(r.Rest());
       return;
     }
     case kReset:
@@ -292,7 +271,7 @@ absl::Status JobJournal::CompactLocked() {
   const std::string tmp = path_ + ".tmp";
   const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) return ErrnoStatus(absl::StrCat("cannot create ", tmp));
-  absl::Status s = WriteAll(fd, data, tmp);
+  absl::Status s = WriteAll(fd, data, absl::StrCat("cannot write ", tmp));
   if (s.ok() && options_.sync && ::fdatasync(fd) != 0) {
     s = ErrnoStatus(absl::StrCat("cannot sync ", tmp));
   }
@@ -318,7 +297,7 @@ absl::Status JobJournal::AppendLocked(uint8_t type, std::string_view payload) {
   if (fd_ < 0) return absl::FailedPreconditionError("journal is not open");
   const std::string rec = Frame(type, payload);
   // One write(2): a crash leaves the record whole or torn at the end, never interleaved.
-  if (absl::Status s = WriteAll(fd_, rec, path_); !s.ok()) {
+  if (absl::Status s = WriteAll(fd_, rec, absl::StrCat("cannot write ", path_)); !s.ok()) {
     // Cut a partial record off so that later appends stay readable.
     if (::ftruncate(fd_, stats_.file_bytes) != 0) LogLine("journal: cannot truncate ", path_);
     return s;

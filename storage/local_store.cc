@@ -12,6 +12,8 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "base/errno_status.h"
+#include "base/fd_io.h"
 #include "base/status_macros.h"
 
 namespace nvfp4::storage {
@@ -19,21 +21,9 @@ namespace fs = std::filesystem;
 
 namespace {
 
+// "<what> '<path>': <strerror>" (base/errno_status.h).
 absl::Status ErrnoStatus(int err, absl::string_view what, const fs::path& p) {
-  std::string msg = absl::StrCat(what, " '", p.string(), "': ", std::strerror(err));
-  switch (err) {
-    case ENOENT:
-    case ENOTDIR:
-      return absl::NotFoundError(msg);
-    case EACCES:
-    case EPERM:
-      return absl::PermissionDeniedError(msg);
-    case ENOSPC:
-    case EDQUOT:
-      return absl::ResourceExhaustedError(msg);
-    default:
-      return absl::InternalError(msg);
-  }
+  return ErrnoToStatus(err, absl::StrCat(what, " '", p.string(), "'"));
 }
 
 bool IsWithin(const fs::path& p, const fs::path& root) {
@@ -52,17 +42,13 @@ class LocalWriter : public ObjectWriter {
 
   absl::Status Append(absl::string_view data) override {
     if (fd_ < 0) return absl::FailedPreconditionError("writer is closed");
-    while (!data.empty()) {
-      ssize_t n = ::write(fd_, data.data(), data.size());
-      if (n < 0) {
-        if (errno == EINTR) continue;
-        absl::Status s = ErrnoStatus(errno, "write", temp_);
-        Abort();
-        return s;
-      }
-      data.remove_prefix(static_cast<size_t>(n));
-      written_ += n;
+    if (absl::Status s = WriteAll(fd_, std::string_view(data.data(), data.size()),
+                                  absl::StrCat("write '", temp_.string(), "'"));
+        !s.ok()) {
+      Abort();
+      return s;
     }
+    written_ += data.size();
     return absl::OkStatus();
   }
 

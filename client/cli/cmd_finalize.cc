@@ -11,9 +11,9 @@
 
 #include "absl/status/status.h"
 #include "base/status_macros.h"
+#include "base/str_util.h"
 #include "client/cli/exit_codes.h"
 #include "client/cli/pipeline_commands.h"
-#include "formats/str_util.h"
 #include "nlohmann/json.hpp"
 #include "pipeline/model_calibration.h"
 #include "pipeline/object_directory.h"
@@ -23,7 +23,6 @@
 namespace nvfp4::cli {
 namespace {
 
-using formats::StrCat;
 
 struct FinalizeFlags {
   std::string input, output, layout = "modelopt", method = "soar", objective = "mse",

@@ -10,17 +10,16 @@
 
 #include "absl/status/status.h"
 #include "base/status_macros.h"
+#include "base/str_util.h"
 #include "client/cli/command.h"
 #include "client/cli/exit_codes.h"
 #include "client/cli/metrics_output.h"
 #include "formats/safetensors.h"
-#include "formats/str_util.h"
 #include "kernels/testing/synthetic.h"
 
 namespace nvfp4::cli {
 namespace {
 
-using formats::StrCat;
 using nvfp4::testing::Distribution;
 
 struct DemoFlags {

@@ -15,12 +15,12 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "base/status_macros.h"
+#include "base/str_util.h"
 #include "client/cli/exit_codes.h"
 #include "client/cli/gptq_flags.h"
 #include "client/cli/metrics_output.h"
 #include "client/cli/pipeline_commands.h"
 #include "client/cli/progress.h"
-#include "formats/str_util.h"
 #include "kernels/backend.h"
 #include "pipeline/object_directory.h"
 #include "pipeline/quantize_model.h"
@@ -29,7 +29,6 @@
 
 namespace nvfp4::cli {
 
-using formats::StrCat;
 
 absl::StatusOr<uint64_t> ParseByteSize(const std::string& text) {
   std::string s = absl::AsciiStrToLower(text);

@@ -13,6 +13,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "base/status_macros.h"
+#include "base/str_util.h"
 #include "client/cli/command.h"
 #include "client/cli/exit_codes.h"
 #include "client/cli/metrics_output.h"
@@ -20,14 +21,12 @@
 #include "formats/calibration.h"
 #include "formats/dtypes.h"
 #include "formats/safetensors.h"
-#include "formats/str_util.h"
 #include "kernels/backend.h"
 #include "kernels/types.h"
 
 namespace nvfp4::cli {
 namespace {
 
-using formats::StrCat;
 
 // One tensor selected for quantization.
 struct Selected {

@@ -6,10 +6,10 @@
 #include <string>
 
 #include "base/status_macros.h"
+#include "base/str_util.h"
 #include "client/cli/cmd_quantize_tensor.h"
 #include "client/cli/exit_codes.h"
 #include "client/cli/remote_common.h"
-#include "formats/str_util.h"
 
 namespace nvfp4::cli {
 namespace {
@@ -32,7 +32,7 @@ absl::StatusOr<TensorQuantizeFn> MakeRemoteQuantizer(const QuantizeTensorFlags& 
         const std::vector<float>* gram = nullptr;
         if (loaded != nullptr) {
           if (loaded->calibration.activations != nullptr && loaded->calibration.gram.empty()) {
-            return absl::InvalidArgumentError(formats::StrCat(
+            return absl::InvalidArgumentError(StrCat(
                 "tensor '", view.name,
                 "': remote quantize-tensor sends X.input_sq and X.input_gram, not raw "
                 "activations (X.input_activations); store their Gram, or use --local"));

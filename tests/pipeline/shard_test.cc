@@ -12,8 +12,8 @@
 #include <set>
 #include <thread>
 
+#include "base/str_util.h"
 #include "formats/safetensors.h"
-#include "formats/str_util.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "pipeline/demo_model.h"
@@ -24,7 +24,6 @@ namespace nvfp4::pipeline {
 namespace {
 
 namespace fs = std::filesystem;
-using formats::StrCat;
 using ::testing::HasSubstr;
 using ::testing::Not;
 
