@@ -17,6 +17,7 @@
 #include "gtest/gtest.h"
 #include "kernels/codec.h"
 #include "nlohmann/json.hpp"
+#include "tests/testing/temp_dir.h"
 
 namespace nvfp4 {
 namespace {
@@ -57,16 +58,7 @@ std::string Quote(const std::string& arg) {
 
 class Nvfp4ctlTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    std::string pattern = (std::filesystem::temp_directory_path() / "nvfp4ctl_XXXXXX").string();
-    dir_ = ::mkdtemp(pattern.data());
-  }
-  void TearDown() override {
-    std::error_code ec;
-    std::filesystem::remove_all(dir_, ec);
-  }
-
-  std::string Path(const std::string& name) const { return (dir_ / name).string(); }
+  std::string Path(const std::string& name) const { return tmp_.Path(name); }
 
   Result Run(const std::vector<std::string>& args) {
     std::string command = Quote(NVFP4CTL_PATH);
@@ -90,7 +82,7 @@ class Nvfp4ctlTest : public ::testing::Test {
     return path;
   }
 
-  std::filesystem::path dir_;
+  ::nvfp4::testing::TempDir tmp_;
 };
 
 std::vector<float> ReadFloats(const SafetensorsReader& reader, const std::string& name) {

@@ -7,11 +7,12 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/formats/test_util.h"
+#include "tests/testing/temp_dir.h"
 
 namespace nvfp4::formats {
 namespace {
 
-using ::nvfp4::formats::testing::TempDir;
+using ::nvfp4::testing::TempDir;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 

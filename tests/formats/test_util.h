@@ -1,34 +1,13 @@
-// Helpers for formats tests: temporary directories and hand-made safetensors files.
+// Helpers for formats tests: hand-made safetensors files (TempDir: tests/testing/temp_dir.h).
 #ifndef NVFP4_TESTS_FORMATS_TEST_UTIL_H_
 #define NVFP4_TESTS_FORMATS_TEST_UTIL_H_
 
 #include <cstdint>
-#include <cstdlib>
-#include <filesystem>
 #include <fstream>
 #include <string>
 #include <vector>
 
 namespace nvfp4::formats::testing {
-
-// A fresh directory under $TMPDIR, removed with its contents on destruction.
-class TempDir {
- public:
-  TempDir() {
-    std::string pattern =
-        (std::filesystem::temp_directory_path() / "nvfp4_formats_XXXXXX").string();
-    path_ = ::mkdtemp(pattern.data());
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  std::string Path(const std::string& name) const { return (path_ / name).string(); }
-  const std::filesystem::path& path() const { return path_; }
-
- private:
-  std::filesystem::path path_;
-};
 
 inline void WriteFile(const std::string& path, const std::string& bytes) {
   std::ofstream out(path, std::ios::binary | std::ios::trunc);

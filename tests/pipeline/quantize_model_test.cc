@@ -19,15 +19,19 @@
 #include "pipeline/demo_model.h"
 #include "pipeline/nvfp4_checkpoint.h"
 #include "base/sha256.h"
-#include "tests/formats/test_util.h"
+#include "tests/testing/status_matchers.h"
+#include "tests/testing/temp_dir.h"
+#include "tests/testing/tiny_model.h"
 
 namespace nvfp4::pipeline {
 namespace {
 
+using ::nvfp4::testing::StatusIs;
+
 namespace fs = std::filesystem;
 using ::testing::HasSubstr;
 
-using ::nvfp4::formats::testing::TempDir;
+using ::nvfp4::testing::TempDir;
 
 std::string ReadFile(const fs::path& p) {
   std::ifstream in(p, std::ios::binary);
@@ -73,27 +77,11 @@ QuantizeModelOptions FastOptions(Layout layout) {
   return o;
 }
 
-class PipelineTest : public ::testing::Test {
+class PipelineTest : public ::nvfp4::testing::TinyModelTest {
  protected:
-  static void SetUpTestSuite() {
-    dir_ = new TempDir();
-    DemoModelOptions d;
-    d.preset = "tiny";
-    d.seed = 7;
-    d.shards = 3;
-    auto r = MakeDemoModel(dir_->Path("tiny"), d);
-    ASSERT_TRUE(r.ok()) << r.status();
-    d.shards = 1;
-    r = MakeDemoModel(dir_->Path("tiny1"), d);
-    ASSERT_TRUE(r.ok()) << r.status();
-  }
-  static void TearDownTestSuite() { delete dir_; }
-  static std::string Tiny() { return dir_->Path("tiny"); }
-  static std::string Tiny1() { return dir_->Path("tiny1"); }
-  static TempDir* dir_;
-  TempDir tmp_;
+  static std::string Tiny() { return TinyModel(/*seed=*/7, /*shards=*/3); }
+  static std::string Tiny1() { return TinyModel(/*seed=*/7, /*shards=*/1); }
 };
-TempDir* PipelineTest::dir_ = nullptr;
 
 TEST_F(PipelineTest, DemoModelIsALlamaCheckpoint) {
   auto r = formats::CheckpointReader::OpenLocal(Tiny());
@@ -304,7 +292,7 @@ TEST_F(PipelineTest, CancellationLeavesNothing) {
   hooks.on_progress = [&](const TensorProgress&) { ++seen; };
   hooks.cancelled = [&] { return seen.load() >= 3; };
   auto res = QuantizeModelLocal(Tiny(), tmp_.Path("out"), o, hooks);
-  EXPECT_EQ(res.status().code(), absl::StatusCode::kCancelled) << res.status();
+  EXPECT_THAT(res, StatusIs(absl::StatusCode::kCancelled));
   EXPECT_TRUE(Entries(tmp_.path()).empty());  // neither the output nor a staging directory
 }
 
@@ -401,7 +389,7 @@ TEST_F(PipelineTest, W4A4WithCalibrationInputAmax) {
   QuantizeModelOptions po = FastOptions(Layout::kModelOpt);
   po.calibration = pcal->get();
   auto pres = QuantizeModelLocal(Tiny(), tmp_.Path("partial"), po);
-  EXPECT_EQ(pres.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(pres, StatusIs(absl::StatusCode::kInvalidArgument));
   EXPECT_THAT(pres.status().message(), HasSubstr("input_amax"));
   EXPECT_FALSE(fs::exists(tmp_.Path("partial")));
 }
@@ -503,7 +491,7 @@ TEST_F(PipelineTest, GptqWithCalibrationGrams) {
   hooks.on_progress = [&](const TensorProgress&) { ++events; };
   auto missing = QuantizeModelLocal(Tiny(), tmp_.Path("missing"), o, hooks);
   ASSERT_FALSE(missing.ok());
-  EXPECT_EQ(missing.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(missing, StatusIs(absl::StatusCode::kInvalidArgument));
   EXPECT_THAT(missing.status().message(), HasSubstr(plan->quantized_modules.back()));
   EXPECT_THAT(missing.status().message(), HasSubstr("input_gram"));
   EXPECT_EQ(events, 0);
@@ -526,7 +514,7 @@ class MalformedTest : public PipelineTest {
   void ExpectFailure(const std::string& in, const std::vector<std::string>& expect) {
     auto res = QuantizeModelLocal(in, tmp_.Path("out"), FastOptions(Layout::kModelOpt));
     ASSERT_FALSE(res.ok());
-    EXPECT_EQ(res.status().code(), absl::StatusCode::kInvalidArgument) << res.status();
+    EXPECT_THAT(res, StatusIs(absl::StatusCode::kInvalidArgument));
     for (const std::string& e : expect) EXPECT_THAT(res.status().message(), HasSubstr(e));
     EXPECT_EQ(Entries(tmp_.path()), std::set<std::string>{"in"});  // nothing written
   }
@@ -584,9 +572,9 @@ TEST_F(MalformedTest, AlreadyQuantizedInputAndExistingOutput) {
   QuantizeModelOptions o = FastOptions(Layout::kModelOpt);
   ASSERT_TRUE(QuantizeModelLocal(Tiny(), tmp_.Path("q"), o).ok());
   auto again = QuantizeModelLocal(tmp_.Path("q"), tmp_.Path("q2"), o);
-  EXPECT_EQ(again.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(again, StatusIs(absl::StatusCode::kFailedPrecondition));
   auto exists = QuantizeModelLocal(Tiny(), tmp_.Path("q"), o);
-  EXPECT_EQ(exists.status().code(), absl::StatusCode::kAlreadyExists);
+  EXPECT_THAT(exists, StatusIs(absl::StatusCode::kAlreadyExists));
 }
 
 TEST_F(MalformedTest, CorruptNvfp4CheckpointsAreDetected) {
@@ -605,7 +593,7 @@ TEST_F(MalformedTest, CorruptNvfp4CheckpointsAreDetected) {
   auto qdir = LocalInputDirectory::Open(tmp_.Path("q"));
   auto odir = LocalInputDirectory::Open(Tiny1());
   auto ver = VerifyCheckpoint(**odir, **qdir);
-  EXPECT_EQ(ver.status().code(), absl::StatusCode::kDataLoss) << ver.status();
+  EXPECT_THAT(ver, StatusIs(absl::StatusCode::kDataLoss));
   EXPECT_THAT(ver.status().message(), HasSubstr("model.layers.0.mlp.up_proj.weight_scale"));
   EXPECT_THAT(ver.status().message(), HasSubstr("model.safetensors"));
   // A module with a missing piece is a layout error.
@@ -621,7 +609,7 @@ TEST_F(MalformedTest, CorruptNvfp4CheckpointsAreDetected) {
   r2->reset();
   ASSERT_TRUE(formats::WriteSafetensors(file.string(), t).ok());
   auto ck = Nvfp4Checkpoint::Open(**qdir);
-  EXPECT_EQ(ck.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(ck, StatusIs(absl::StatusCode::kInvalidArgument));
   EXPECT_THAT(ck.status().message(), HasSubstr("model.layers.1.self_attn.o_proj.weight_scale"));
 }
 

@@ -21,14 +21,18 @@
 #include "pipeline/quantize_model.h"
 #include "pipeline/storage.h"
 #include "storage/local_store.h"
-#include "tests/formats/test_util.h"
+#include "tests/testing/status_matchers.h"
+#include "tests/testing/temp_dir.h"
+#include "tests/testing/tiny_model.h"
 
 namespace nvfp4::pipeline {
 namespace {
 
+using ::nvfp4::testing::StatusIs;
+
 namespace fs = std::filesystem;
 
-using ::nvfp4::formats::testing::TempDir;
+using ::nvfp4::testing::TempDir;
 
 std::string ReadFile(const fs::path& p) {
   std::ifstream in(p, std::ios::binary);
@@ -86,19 +90,9 @@ QuantizeModelOptions Options(Layout layout = Layout::kModelOpt) {
   return o;
 }
 
-class ResumeTest : public ::testing::Test {
+class ResumeTest : public ::nvfp4::testing::TinyModelTest {
  protected:
-  static void SetUpTestSuite() {
-    dir_ = new TempDir();
-    DemoModelOptions d;
-    d.preset = "tiny";
-    d.seed = 11;
-    d.shards = 2;
-    auto r = MakeDemoModel(dir_->Path("tiny"), d);
-    ASSERT_TRUE(r.ok()) << r.status();
-  }
-  static void TearDownTestSuite() { delete dir_; }
-  static std::string Tiny() { return dir_->Path("tiny"); }
+  static std::string Tiny() { return TinyModel(/*seed=*/11, /*shards=*/2); }
 
   // An uninterrupted run of `o` into `out`.
   void Reference(const QuantizeModelOptions& o, const std::string& out) {
@@ -139,11 +133,7 @@ class ResumeTest : public ::testing::Test {
   std::string Staging(const std::string& target) const {
     return tmp_.Path("." + fs::path(target).filename().string() + ".resume-job-1");
   }
-
-  static TempDir* dir_;
-  TempDir tmp_;
 };
-TempDir* ResumeTest::dir_ = nullptr;
 
 TEST_F(ResumeTest, InterruptedRunResumesWithoutRecomputingAndMatchesAnUninterruptedRun) {
   const QuantizeModelOptions o = Options();
@@ -155,7 +145,7 @@ TEST_F(ResumeTest, InterruptedRunResumesWithoutRecomputingAndMatchesAnUninterrup
   std::vector<TensorProgress> p1;
   const std::string target = tmp_.Path("out");
   auto r1 = Run(o, target, &journal, &first, /*stop_after=*/7, &p1);
-  ASSERT_EQ(r1.status().code(), absl::StatusCode::kCancelled) << r1.status();
+  ASSERT_THAT(r1, StatusIs(absl::StatusCode::kCancelled));
   EXPECT_FALSE(fs::exists(target));                // nothing published
   EXPECT_TRUE(fs::is_directory(Staging(target)));  // the staging survives for the resume
   auto records = journal.Load();
@@ -220,7 +210,7 @@ TEST_F(ResumeTest, UntrustedStagedBytesAreRecomputed) {
   CountingBackend first;
   std::vector<TensorProgress> p1;
   const std::string target = tmp_.Path("out");
-  ASSERT_EQ(Run(o, target, &journal, &first, 9, &p1).status().code(), absl::StatusCode::kCancelled);
+  ASSERT_THAT(Run(o, target, &journal, &first, 9, &p1), StatusIs(absl::StatusCode::kCancelled));
   auto records = journal.Load();
   ASSERT_TRUE(records.ok());
   ASSERT_GE(records->size(), 2u);
@@ -255,7 +245,7 @@ TEST_F(ResumeTest, AJournalOfAnotherPlanStartsOver) {
   std::vector<TensorProgress> p1;
   const std::string target = tmp_.Path("out");
   QuantizeModelOptions a = Options();
-  ASSERT_EQ(Run(a, target, &journal, &first, 5, &p1).status().code(), absl::StatusCode::kCancelled);
+  ASSERT_THAT(Run(a, target, &journal, &first, 5, &p1), StatusIs(absl::StatusCode::kCancelled));
   QuantizeModelOptions b = Options();
   b.max_shard_size = 1'000'000;  // other output files: another plan
   Reference(b, tmp_.Path("ref"));

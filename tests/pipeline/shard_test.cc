@@ -18,16 +18,20 @@
 #include "gtest/gtest.h"
 #include "pipeline/demo_model.h"
 #include "pipeline/shard_plan.h"
-#include "tests/formats/test_util.h"
+#include "tests/testing/status_matchers.h"
+#include "tests/testing/temp_dir.h"
+#include "tests/testing/tiny_model.h"
 
 namespace nvfp4::pipeline {
 namespace {
+
+using ::nvfp4::testing::StatusIs;
 
 namespace fs = std::filesystem;
 using ::testing::HasSubstr;
 using ::testing::Not;
 
-using ::nvfp4::formats::testing::TempDir;
+using ::nvfp4::testing::TempDir;
 
 std::string ReadFile(const fs::path& p) {
   std::ifstream in(p, std::ios::binary);
@@ -112,7 +116,7 @@ TEST(ParseShardSpecTest, GoodAndBad) {
                           "1 /4", "1/", "/4", "0x1/4", "1/1000000"}) {
     auto r = ParseShardSpec(bad);
     EXPECT_FALSE(r.ok()) << bad;
-    EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << bad;
+    EXPECT_THAT(r, StatusIs(absl::StatusCode::kInvalidArgument)) << bad;
     EXPECT_THAT(std::string(r.status().message()), HasSubstr("--shard")) << bad;
   }
   EXPECT_THAT(std::string(ParseShardSpec("4/4").status().message()), HasSubstr("numbered 0 to 3"));
@@ -130,20 +134,9 @@ QuantizeModelOptions FastOptions(Layout layout) {
   return o;
 }
 
-class ShardRunTest : public ::testing::Test {
+class ShardRunTest : public ::nvfp4::testing::TinyModelTest {
  protected:
-  static void SetUpTestSuite() {
-    dir_ = new TempDir();
-    DemoModelOptions d;
-    d.preset = "tiny";
-    d.seed = 11;
-    d.shards = 2;
-    auto r = MakeDemoModel(dir_->Path("tiny"), d);
-    ASSERT_TRUE(r.ok()) << r.status();
-  }
-  static void TearDownTestSuite() { delete dir_; }
-  static std::string Tiny() { return dir_->Path("tiny"); }
-  static TempDir* dir_;
+  static std::string Tiny() { return TinyModel(/*seed=*/11, /*shards=*/2); }
 
   // N shards (concurrently, on threads) then finalize, into `out`.
   void RunSharded(const QuantizeModelOptions& o, int n, const std::string& out) {
@@ -174,10 +167,7 @@ class ShardRunTest : public ::testing::Test {
     SharedLocalOutputDirectory dir(out);
     return FinalizeModel(**in, **written, dir, o);
   }
-
-  TempDir tmp_;
 };
-TempDir* ShardRunTest::dir_ = nullptr;
 
 TEST_F(ShardRunTest, PlanIsDeterministicAndEveryFileHasOneShard) {
   auto in = LocalInputDirectory::Open(Tiny());
@@ -265,7 +255,7 @@ TEST_F(ShardRunTest, W4A4ConfigsMatchASingleRun) {
   no_cal.calibration = nullptr;
   auto f = Finalize(no_cal, sharded);
   ASSERT_FALSE(f.ok());
-  EXPECT_EQ(f.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(f, StatusIs(absl::StatusCode::kFailedPrecondition));
   EXPECT_TRUE(Snapshot(sharded) == before);
 }
 
@@ -285,7 +275,7 @@ TEST_F(ShardRunTest, FinalizeNamesMissingShardsAndWritesNothing) {
   EXPECT_EQ(before.size(), s->files.size());
   auto f = Finalize(o, out);
   ASSERT_FALSE(f.ok());
-  EXPECT_EQ(f.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(f, StatusIs(absl::StatusCode::kFailedPrecondition));
   const std::string msg(f.status().message());
   std::set<std::string> mine(s->files.begin(), s->files.end());
   for (const std::string& file : plan->shard_files) {
@@ -314,7 +304,7 @@ TEST_F(ShardRunTest, FinalizeRejectsOtherOptionsAndForeignFiles) {
   QuantizeModelOptions other_layout = FastOptions(Layout::kCompressedTensors);
   f = Finalize(other_layout, out);
   ASSERT_FALSE(f.ok());
-  EXPECT_EQ(f.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(f, StatusIs(absl::StatusCode::kFailedPrecondition));
 
   QuantizeModelOptions other_size = o;
   other_size.max_shard_size = 10'000'000;  // one file: model.safetensors is missing

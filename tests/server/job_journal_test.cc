@@ -14,27 +14,17 @@
 
 #include "gtest/gtest.h"
 #include "server/job_store.h"
+#include "tests/testing/status_matchers.h"
+#include "tests/testing/temp_dir.h"
 
 namespace nvfp4::server {
 namespace {
 
+using ::nvfp4::testing::StatusIs;
+
 namespace fs = std::filesystem;
 
-class TempDir {
- public:
-  TempDir() {
-    std::string pattern = (fs::temp_directory_path() / "nvfp4_journal_XXXXXX").string();
-    path_ = ::mkdtemp(pattern.data());
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  std::string path() const { return path_.string(); }
-
- private:
-  fs::path path_;
-};
+using ::nvfp4::testing::TempDir;
 
 v1::Job MakeJob(const std::string& id, v1::JobState state) {
   v1::Job j;
@@ -56,7 +46,7 @@ std::map<std::string, v1::Job> ById(JobJournal& j) {
   return m;
 }
 
-std::string JournalPath(const TempDir& d) { return d.path() + "/" + JobJournal::kFileName; }
+std::string JournalPath(const TempDir& d) { return d.Path(JobJournal::kFileName); }
 
 int64_t FileSize(const std::string& p) { return static_cast<int64_t>(fs::file_size(p)); }
 
@@ -168,7 +158,7 @@ TEST(JobJournalTest, TornCreationAndForeignFiles) {
     EXPECT_EQ(ById(**j).size(), 1u);
   }
   { std::ofstream(JournalPath(dir), std::ios::binary) << "{\"not\": \"a journal\"}"; }
-  EXPECT_EQ(JobJournal::Open(dir.path()).status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_THAT(JobJournal::Open(dir.path()), StatusIs(absl::StatusCode::kDataLoss));
 }
 
 TEST(JobJournalTest, EveryAppendIsSyncedAndTheDirectoryToo) {
@@ -260,7 +250,7 @@ TEST(JobJournalTest, OneServerPerStateDir) {
   TempDir dir;
   auto a = JobJournal::Open(dir.path());
   ASSERT_TRUE(a.ok());
-  EXPECT_EQ(JobJournal::Open(dir.path()).status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(JobJournal::Open(dir.path()), StatusIs(absl::StatusCode::kFailedPrecondition));
   a->reset();
   EXPECT_TRUE(JobJournal::Open(dir.path()).ok());
 }

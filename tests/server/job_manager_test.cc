@@ -268,25 +268,31 @@ TEST_F(JobManagerTest, WatchSendsSnapshotProgressAndTerminal) {
       "job-x", absl::Seconds(1), [](const v1::JobEvent&) { return true; }, nullptr)));
 }
 
+// A held job makes no progress: the watcher gets a heartbeat after each quiet interval (5 ms
+// here: the mechanism is the same at the service's seconds), and the job is let go after the third.
 TEST_F(JobManagerTest, WatchHeartbeats) {
   pipeline_.hold = true;
   auto m = Make(4);
   auto job = m->Submit(Req("file:///in"));
+  constexpr absl::Duration kInterval = absl::Milliseconds(5);
   int heartbeats = 0;
-  std::thread release([&] {
-    absl::SleepFor(absl::Milliseconds(2500));
-    pipeline_.hold = false;
-  });
+  absl::Time third = absl::InfiniteFuture();
+  const absl::Time start = absl::Now();
   ASSERT_TRUE(m->Watch(
-                   job->job_id(), absl::Seconds(1),
+                   job->job_id(), kInterval,
                    [&](const v1::JobEvent& e) {
-                     heartbeats += e.type() == v1::EVENT_TYPE_HEARTBEAT;
+                     if (e.type() == v1::EVENT_TYPE_HEARTBEAT && ++heartbeats == 3) {
+                       third = absl::Now();
+                       pipeline_.hold = false;
+                     }
                      return true;
                    },
                    nullptr)
                   .ok());
-  release.join();
-  EXPECT_GE(heartbeats, 1);
+  EXPECT_GE(heartbeats, 3);
+  // Each heartbeat follows a quiet interval: the third comes no sooner than three intervals in.
+  EXPECT_GE(third - start, 3 * kInterval);
+  EXPECT_EQ(WaitTerminal(*m, job->job_id()).state(), v1::JOB_STATE_SUCCEEDED);
 }
 
 TEST_F(JobManagerTest, DrainRefusesNewJobsAndStopRequeuesRunning) {

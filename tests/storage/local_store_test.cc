@@ -3,6 +3,7 @@
 #include <filesystem>
 
 #include "gtest/gtest.h"
+#include "tests/testing/temp_dir.h"
 
 namespace nvfp4::storage {
 namespace {
@@ -11,19 +12,16 @@ namespace fs = std::filesystem;
 class LocalStoreTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    base_ = fs::path(::testing::TempDir()) /
-            ("local_store_" + std::to_string(::getpid()) + "_" +
-             ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(base_);
+    base_ = tmp_.path();
     fs::create_directories(base_ / "root");
     fs::create_directories(base_ / "outside");
     auto s = LocalObjectStore::Create({(base_ / "root").string()});
     ASSERT_TRUE(s.ok());
     store_ = *std::move(s);
   }
-  void TearDown() override { fs::remove_all(base_); }
   std::string Uri(const std::string& rel) { return "file://" + (base_ / rel).string(); }
-  fs::path base_;
+  ::nvfp4::testing::TempDir tmp_;
+  fs::path base_;  // tmp_
   std::unique_ptr<LocalObjectStore> store_;
 };
 

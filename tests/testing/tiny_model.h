@@ -1,0 +1,58 @@
+// Test suites over the tiny demo checkpoint (pipeline/demo_model.h preset "tiny": 2 Llama
+// layers, hidden 256, 21 bf16 tensors, ~4 MB). Each (seed, shards) model is written once per
+// suite, on first use, and removed after the suite; every test gets a fresh tmp_.
+//
+//   class PipelineTest : public nvfp4::testing::TinyModelTest {};
+//   TEST_F(PipelineTest, Quantizes) {
+//     auto r = QuantizeModelLocal(TinyModel(/*seed=*/7, /*shards=*/3), tmp_.Path("out"), options);
+//     ASSERT_THAT(r, IsOk());
+//   }
+#ifndef NVFP4_TESTS_TESTING_TINY_MODEL_H_
+#define NVFP4_TESTS_TESTING_TINY_MODEL_H_
+
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include "gtest/gtest.h"
+#include "pipeline/demo_model.h"
+#include "tests/testing/temp_dir.h"
+
+namespace nvfp4::testing {
+
+class TinyModelTest : public ::testing::Test {
+ protected:
+  // The directory of the tiny demo model with `seed`, written as `shards` safetensors files
+  // (1: model.safetensors; N: model-0000i-of-0000N + index). Thread-safe.
+  static std::string TinyModel(uint64_t seed, int shards = 1) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (models_ == nullptr) models_ = std::make_unique<TempDir>();
+    const std::string dir =
+        models_->Path("tiny-seed" + std::to_string(seed) + "-shards" + std::to_string(shards));
+    if (!std::filesystem::exists(dir)) {
+      pipeline::DemoModelOptions d;
+      d.preset = "tiny";
+      d.seed = seed;
+      d.shards = shards;
+      auto r = pipeline::MakeDemoModel(dir, d);
+      EXPECT_TRUE(r.ok()) << dir << ": " << r.status();
+    }
+    return dir;
+  }
+  static void TearDownTestSuite() {
+    std::lock_guard<std::mutex> lock(mu_);
+    models_.reset();
+  }
+
+  TempDir tmp_;  // a fresh directory for each test
+
+ private:
+  inline static std::mutex mu_;
+  inline static std::unique_ptr<TempDir> models_;
+};
+
+}  // namespace nvfp4::testing
+
+#endif  // NVFP4_TESTS_TESTING_TINY_MODEL_H_
