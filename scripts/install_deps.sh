@@ -10,7 +10,6 @@ PKGS=(
   libgrpc++-dev protobuf-compiler-grpc # gRPC service + client
   prometheus-cpp-dev               # /metrics exporter
   libgtest-dev libgmock-dev        # unit tests
-  libbenchmark-dev                 # bench/
   nlohmann-json3-dev               # safetensors headers, configs, --json output
   libcli11-dev                     # nvfp4ctl command-line parsing
   libcurl4-openssl-dev             # S3 (SigV4) client

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test command (README, .ci/run): installs what is missing (Debian packages, PyPI packages for
 # the interoperability tests), builds everything and runs the whole suite with CTest.
-# GPU tests skip with a message when no GPU is visible; run them on a GPU machine (docs/TESTING.md).
+# GPU tests skip with a message when no GPU is visible; run them on a GPU machine (docs/BENCHMARKS.md
+# lists the device runs).
 #
 #   scripts/test.sh            # as root on a fresh Debian 12 machine
 #   BUILD_DIR=out scripts/test.sh

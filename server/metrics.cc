@@ -61,10 +61,6 @@ Metrics::Metrics(absl::string_view version, bool cuda_compiled_in)
                         .Help("Quantizer calls refused for a missing or invalid bearer token.")
                         .Register(r)
                         .Add({});
-  gpu_memory_used_ = &BuildGauge()
-                          .Name("nvfp4_gpu_memory_used_bytes")
-                          .Help("Device memory in use per GPU (total - free, all processes).")
-                          .Register(r);
   input_bytes_ = &BuildCounter()
                       .Name("nvfp4_input_bytes_total")
                       .Help("Source tensor bytes processed.")
@@ -150,9 +146,5 @@ void Metrics::SetDevices(absl::string_view kind, int64_t n) {
 }
 
 void Metrics::AuthFailure() { auth_failures_->Increment(); }
-
-void Metrics::SetGpuMemoryUsed(int gpu, double bytes) {
-  gpu_memory_used_->Add({{"gpu", std::to_string(gpu)}}).Set(bytes);
-}
 
 }  // namespace nvfp4::server

@@ -45,10 +45,6 @@ class Metrics {
   void SetDevices(absl::string_view kind, int64_t n);
   // A Quantizer call refused with UNAUTHENTICATED.
   void AuthFailure();
-  // Device memory in use on GPU `gpu` (nvfp4_gpu_memory_used_bytes{gpu}).
-  void SetGpuMemoryUsed(int gpu, double bytes);
-
-  prometheus::Registry& registry() { return *registry_; }
 
  private:
   std::shared_ptr<prometheus::Registry> registry_;
@@ -67,7 +63,6 @@ class Metrics {
   prometheus::Family<prometheus::Counter>* s3_errors_;
   prometheus::Family<prometheus::Gauge>* devices_;
   prometheus::Counter* auth_failures_;
-  prometheus::Family<prometheus::Gauge>* gpu_memory_used_;
 };
 
 }  // namespace nvfp4::server

@@ -486,11 +486,4 @@ absl::StatusOr<std::unique_ptr<ObjectWriter>> S3ObjectStore::OpenWrite(absl::str
   return std::unique_ptr<ObjectWriter>(new S3Writer(this, u.bucket, u.path));
 }
 
-absl::Status S3ObjectStore::CreateBucket(absl::string_view bucket) {
-  auto r = MakeRequest("create_bucket", "PUT", std::string(bucket));
-  absl::StatusOr<Response> resp = Send(r);
-  if (absl::IsAlreadyExists(resp.status())) return absl::OkStatus();
-  return resp.status();
-}
-
 }  // namespace nvfp4::storage

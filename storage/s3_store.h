@@ -47,9 +47,6 @@ class S3ObjectStore : public ObjectStore {
   absl::StatusOr<std::vector<ObjectInfo>> List(absl::string_view prefix_uri) override;
   absl::StatusOr<std::unique_ptr<ObjectWriter>> OpenWrite(absl::string_view uri) override;
 
-  // Creates a bucket (tests and tooling). OK when it already exists and is owned by us.
-  absl::Status CreateBucket(absl::string_view bucket);
-
   // Low-level request; public for the writer and tests.
   struct Response {
     long http_code = 0;

@@ -15,7 +15,7 @@
 
 namespace nvfp4::cli {
 
-// What was done to one tensor and how well (numerics.md section 4).
+// What was done to one tensor and how well (docs/NUMERICS.md section 4).
 struct TensorReport {
   std::string tensor;
   std::vector<int64_t> shape;  // the source shape

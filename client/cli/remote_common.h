@@ -15,9 +15,6 @@
 
 namespace nvfp4::cli {
 
-// Exit code of a job that ended FAILED or CANCELLED (0, 1 and 2 are in exit_codes.h).
-inline constexpr int kExitJobFailed = 3;
-
 struct RemoteFlags {
   std::string server = "localhost:50051";
   bool json = false;
