@@ -37,6 +37,29 @@ absl::StatusOr<std::optional<double>> GptqDevice::OutputNmse(const TensorView& w
   return OutputSpaceNmse(w, m, q, calibration);
 }
 
+absl::StatusOr<bool> GptqDevice::FactorGram(const GptqGram& gram, double damp,
+                                             std::vector<float>* u) {
+  std::vector<double> h;
+  BuildGptqGram(gram, damp, &h,
+                static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
+  return Factor(h, gram.k, u);
+}
+
+void BuildGptqGram(const GptqGram& gram, double damp, std::vector<double>* h, int threads) {
+  const int64_t k = gram.k;
+  h->resize(static_cast<size_t>(k * k));
+  HostParallelFor(k, threads, [&](int64_t a) {
+    const int64_t pa = gram.perm == nullptr ? a : gram.perm[a];
+    double* row = h->data() + a * k;
+    for (int64_t b = 0; b < k; ++b) {
+      const int64_t pb = gram.perm == nullptr ? b : gram.perm[b];
+      row[b] = a == b ? gram.diag[a] + damp
+                      : 0.5 * (static_cast<double>(gram.gram[pa * k + pb]) +
+                               static_cast<double>(gram.gram[pb * k + pa]));
+    }
+  });
+}
+
 bool HostGptqFactor(const std::vector<double>& h, int64_t k, std::vector<float>* u, int threads) {
   // Cholesky (lower, row-major) of the reversed matrix A[i][j] = h[k-1-i][k-1-j].
   std::vector<double> l(static_cast<size_t>(k * k), 0.0);
@@ -100,8 +123,9 @@ absl::Status HostGptqSweep(const GptqSweepInput& in, std::vector<float>& w,
     std::vector<float> acc(static_cast<size_t>(k));
     for (int64_t c0 = 0; c0 < k; c0 += in.block_size) {
       const int nb = static_cast<int>(std::min<int64_t>(in.block_size, k - c0));
-      GptqRowBatch(wp.data() + c0, u.data() + c0 * k + c0, k, nb, c0, in.perm,
-                   !in.static_scales, in.g, in.scale, row_codes, row_scales, err.data());
+      GptqRowBatch({wp.data() + c0, 1}, u.data() + c0 * k + c0, k, nb, c0, in.perm,
+                   !in.static_scales, in.g, in.scale, {row_codes, 1}, {row_scales, 1},
+                   {err.data(), 1});
       const int64_t rest = c0 + nb;
       if (rest >= k) break;
       // Same order as GptqLazyDelta (t ascending, acc from 0), laid out for contiguous reads.
@@ -123,31 +147,13 @@ std::string Named(const TensorView& t) {
   return absl::StrCat("tensor '", t.name, "' (shape ", ShapeString(t.shape), ")");
 }
 
-// The group's Gram in fp64 from tensor 0's calibration (input_gram, else X^T X).
-absl::StatusOr<std::vector<double>> GroupGram(const TensorView& t, const Matrix2D& m,
-                                              const Calibration* c) {
-  const int64_t k = m.cols;
-  if (c == nullptr || (c->gram.empty() && c->activations == nullptr)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "method gptq needs the input Gram of ", Named(t),
-        ": calibration input_gram [K, K] (or input_activations [tokens, K]), K = ", k));
-  }
-  RETURN_IF_ERROR(ValidateCalibration(t, m, *c));
+// X^T X (fp64) of tensor 0's calibration activations [tokens, K].
+absl::StatusOr<std::vector<double>> ActivationsGram(const TensorView& t, const Calibration& c,
+                                                    int64_t k) {
   std::vector<double> h(static_cast<size_t>(k * k), 0.0);
-  if (!c->gram.empty()) {
-    for (size_t i = 0; i < h.size(); ++i) h[i] = c->gram[i];
-    // Symmetrize (a Gram accumulated in low precision may be off by rounding).
-    for (int64_t i = 0; i < k; ++i) {
-      for (int64_t j = i + 1; j < k; ++j) {
-        const double v = 0.5 * (h[i * k + j] + h[j * k + i]);
-        h[i * k + j] = h[j * k + i] = v;
-      }
-    }
-    return h;
-  }
-  std::vector<float> x(static_cast<size_t>(c->tokens * k));
-  ConvertToFloat(c->activations, c->activations_dtype, c->tokens * k, x.data());
-  for (int64_t tok = 0; tok < c->tokens; ++tok) {
+  std::vector<float> x(static_cast<size_t>(c.tokens * k));
+  ConvertToFloat(c.activations, c.activations_dtype, c.tokens * k, x.data());
+  for (int64_t tok = 0; tok < c.tokens; ++tok) {
     const float* xr = x.data() + tok * k;
     for (int64_t i = 0; i < k; ++i) {
       if (!std::isfinite(xr[i])) {
@@ -163,25 +169,25 @@ absl::StatusOr<std::vector<double>> GroupGram(const TensorView& t, const Matrix2
   return h;
 }
 
-// Factors the damped Gram, raising the dampening tenfold until the factor exists.
+// Factors the damped Gram, raising the dampening tenfold until the factor exists. `attempt`
+// factors with dampening `damp` added to the diagonal.
 struct DampedFactor {
-  std::vector<float> u;
+  std::vector<float> u;  // empty when the device keeps the factor
   double dampening = 0;
 };
-absl::StatusOr<DampedFactor> FactorWithDampening(const std::vector<double>& h, int64_t k,
-                                                 double dampening, GptqDevice& device,
-                                                 const TensorView& t) {
+absl::StatusOr<DampedFactor> FactorWithDampening(
+    const std::vector<double>& diag, double dampening, const TensorView& t,
+    const std::function<absl::StatusOr<bool>(double, std::vector<float>*)>& attempt) {
+  const int64_t k = static_cast<int64_t>(diag.size());
   double mean_diag = 0;
-  for (int64_t i = 0; i < k; ++i) mean_diag += h[i * k + i];
+  for (int64_t i = 0; i < k; ++i) mean_diag += diag[i];
   mean_diag /= static_cast<double>(k);
   if (!(mean_diag > 0)) mean_diag = 1;
   constexpr int kAttempts = 9;
   DampedFactor out;
   double d = dampening;
-  for (int attempt = 0; attempt < kAttempts; ++attempt) {
-    std::vector<double> hd = h;
-    for (int64_t i = 0; i < k; ++i) hd[i * k + i] += d * mean_diag;
-    ASSIGN_OR_RETURN(bool ok, device.Factor(hd, k, &out.u));
+  for (int i = 0; i < kAttempts; ++i) {
+    ASSIGN_OR_RETURN(bool ok, attempt(d * mean_diag, &out.u));
     if (ok) {
       out.dampening = d;
       return out;
@@ -193,21 +199,42 @@ absl::StatusOr<DampedFactor> FactorWithDampening(const std::vector<double>& h, i
       "dampening ", d / 10, " x mean diagonal (is it a Gram matrix X^T X?)"));
 }
 
-// Rows of the stacked group as fp32, with the first non-finite value reported.
+// Rows of the stacked group as fp32 (converted in parallel row chunks), with the first
+// non-finite value reported.
 absl::Status StackWeights(std::span<const TensorView> tensors, const std::vector<Matrix2D>& m,
-                          std::vector<float>* w, float* amax) {
+                          std::vector<float>* w, float* amax, int threads) {
   int64_t total = 0;
   for (const Matrix2D& mi : m) total += mi.rows * mi.cols;
   w->resize(static_cast<size_t>(total));
   int64_t offset = 0;
   *amax = 0.0f;
+  constexpr int64_t kChunk = int64_t{1} << 16;  // elements (a multiple of 16)
   for (size_t i = 0; i < tensors.size(); ++i) {
     const int64_t count = m[i].rows * m[i].cols;
     float* dst = w->data() + offset;
-    ConvertToFloat(tensors[i].data, tensors[i].dtype, count, dst);
-    for (int64_t e = 0; e < count; ++e) {
-      if (!std::isfinite(dst[e])) return NonFiniteError(tensors[i], m[i], e, dst[e]);
-      *amax = std::fmax(*amax, std::fabs(dst[e]));
+    const int64_t chunks = (count + kChunk - 1) / kChunk;
+    std::vector<float> chunk_max(static_cast<size_t>(chunks), 0.0f);
+    std::vector<int64_t> chunk_bad(static_cast<size_t>(chunks), -1);
+    HostParallelFor(chunks, threads, [&](int64_t c) {
+      const int64_t begin = c * kChunk, n = std::min(kChunk, count - begin);
+      ConvertToFloat(static_cast<const uint8_t*>(tensors[i].data) +
+                         begin * DTypeSize(tensors[i].dtype),
+                     tensors[i].dtype, n, dst + begin);
+      float mx = 0.0f;
+      for (int64_t e = begin; e < begin + n; ++e) {
+        if (!std::isfinite(dst[e])) {
+          chunk_bad[c] = e;
+          return;
+        }
+        mx = std::fmax(mx, std::fabs(dst[e]));
+      }
+      chunk_max[c] = mx;
+    });
+    for (int64_t c = 0; c < chunks; ++c) {
+      if (chunk_bad[c] >= 0) {
+        return NonFiniteError(tensors[i], m[i], chunk_bad[c], dst[chunk_bad[c]]);
+      }
+      *amax = std::fmax(*amax, chunk_max[c]);
     }
     offset += count;
   }
@@ -218,17 +245,21 @@ absl::Status StackWeights(std::span<const TensorView> tensors, const std::vector
 TensorMetrics HostMetrics(const TensorView& t, const Matrix2D& m, const QuantizedTensor& q,
                           float g_rtn, int threads) {
   const int64_t n = m.rows, k = m.cols;
-  std::vector<float> src(static_cast<size_t>(n * k));
-  ConvertToFloat(t.data, t.dtype, n * k, src.data());
-  const std::vector<float> deq = Dequantize(q);
   std::vector<double> sq(n), xsq(n), rtn(n);
   std::vector<float> mx(n);
   HostParallelFor(n, threads, [&](int64_t r) {
     double s = 0, x2 = 0, rt = 0;
     float ma = 0;
     for (int64_t b = 0; b < k / kBlock; ++b) {
-      const float* x = src.data() + r * k + b * kBlock;
-      const float* y = deq.data() + r * k + b * kBlock;
+      float x[kBlock], y[kBlock];
+      LoadBlock(t.data, t.dtype, r * k + b * kBlock, x);
+      const float sb = DecodeE4M3(q.scales[r * (k / kBlock) + b]);
+      for (int i = 0; i < kBlock; ++i) {
+        const int64_t e = r * k + b * kBlock + i;
+        const uint8_t byte = q.packed[e / 2];
+        const uint32_t code = (e % 2 == 0) ? (byte & 0xFu) : (byte >> 4);
+        y[i] = DecodeE2M1(code) * sb * q.global_scale;  // Dequantize's expression
+      }
       float amax_b = 0;
       for (int i = 0; i < kBlock; ++i) amax_b = std::fmax(amax_b, std::fabs(x[i]));
       const uint32_t rtn_code =
@@ -284,6 +315,7 @@ absl::StatusOr<std::vector<QuantizedTensor>> RunGptqGroup(
                                                    " entries for ", tensors.size(), " tensors"));
   }
   const GptqOptions& go = options.gptq;
+  const int threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   std::vector<Matrix2D> m(tensors.size());
   int64_t rows = 0;
   for (size_t i = 0; i < tensors.size(); ++i) {
@@ -293,35 +325,97 @@ absl::StatusOr<std::vector<QuantizedTensor>> RunGptqGroup(
           "method gptq: the fused group's tensors must share K (they read one input): ",
           Named(tensors[0]), " vs ", Named(tensors[i])));
     }
+    // A fused group usually shares one calibration: check each distinct one once.
     const Calibration* c = calibration.empty() ? nullptr : calibration[i];
-    if (c != nullptr && !c->empty()) RETURN_IF_ERROR(ValidateCalibration(tensors[i], m[i], *c));
+    const bool seen = c != nullptr && std::find(calibration.begin(), calibration.begin() + i, c) !=
+                                          calibration.begin() + i;
+    if (c != nullptr && !c->empty() && !seen) {
+      RETURN_IF_ERROR(ValidateCalibration(tensors[i], m[i], *c));
+    }
     rows += m[i].rows;
   }
   const int64_t k = m[0].cols;
-  const Calibration* cal = calibration.empty() ? nullptr : calibration[0];
-  ASSIGN_OR_RETURN(std::vector<double> h, GroupGram(tensors[0], m[0], cal));
+  bool all_grams = true;
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    const Calibration* c = calibration.empty() ? nullptr : calibration[i];
+    if (c == nullptr || (c->gram.empty() && c->activations == nullptr)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "method gptq needs the input Gram of ", Named(tensors[i]),
+          ": calibration input_gram [K, K] (or input_activations [tokens, K]), K = ", k));
+    }
+    all_grams = all_grams && !c->gram.empty();
+  }
+  const Calibration* cal = calibration[0];
+  // A fused group's members read one input, so their Grams are normally identical; when they
+  // differ (collected separately), the group uses their mean.
+  Calibration mean_cal;
+  if (all_grams && tensors.size() > 1) {
+    bool same = true;
+    for (size_t i = 1; i < tensors.size() && same; ++i) {
+      same = calibration[i] == cal || calibration[i]->gram == cal->gram;
+    }
+    if (!same) {
+      mean_cal.gram.resize(static_cast<size_t>(k * k));
+      const double inv = 1.0 / static_cast<double>(tensors.size());
+      HostParallelFor(k, threads, [&](int64_t r) {
+        for (int64_t j = r * k; j < (r + 1) * k; ++j) {
+          double sum = 0;
+          for (const Calibration* c : calibration) sum += c->gram[j];
+          mean_cal.gram[j] = static_cast<float>(sum * inv);
+        }
+      });
+      cal = &mean_cal;
+    }
+  }
+  // The Gram's diagonal (dead inputs set to 1); H itself stays the fp32 input_gram, built in
+  // fp64 by the device (FactorGram), or X^T X of the activations in fp64 on the host.
+  std::vector<double> h;
+  if (cal->gram.empty()) {
+    ASSIGN_OR_RETURN(h, ActivationsGram(tensors[0], *cal, k));
+  }
+  std::vector<double> diag(static_cast<size_t>(k));
+  for (int64_t i = 0; i < k; ++i) {
+    diag[i] = h.empty() ? static_cast<double>(cal->gram[i * k + i]) : h[i * k + i];
+    if (diag[i] == 0.0) diag[i] = 1.0;
+  }
 
   std::vector<float> w;
   float amax = 0.0f;
-  RETURN_IF_ERROR(StackWeights(tensors, m, &w, &amax));
+  RETURN_IF_ERROR(StackWeights(tensors, m, &w, &amax, threads));
 
-  // Dead inputs, order, dampening, factor.
-  for (int64_t i = 0; i < k; ++i) {
-    if (h[i * k + i] == 0.0) h[i * k + i] = 1.0;
-  }
+  // Order, dampening, factor.
   std::vector<int32_t> perm;
   if (go.order == GptqOrder::kStatic) {
     perm.resize(static_cast<size_t>(k));
     std::iota(perm.begin(), perm.end(), 0);
     std::stable_sort(perm.begin(), perm.end(),
-                     [&](int32_t a, int32_t b) { return h[a * k + a] > h[b * k + b]; });
-    std::vector<double> hp(h.size());
-    for (int64_t a = 0; a < k; ++a)
-      for (int64_t b = 0; b < k; ++b) hp[a * k + b] = h[perm[a] * k + perm[b]];
-    h.swap(hp);
+                     [&](int32_t a, int32_t b) { return diag[a] > diag[b]; });
+    std::vector<double> permuted(static_cast<size_t>(k));
+    for (int64_t a = 0; a < k; ++a) permuted[a] = diag[perm[a]];
+    diag.swap(permuted);
+  }
+  std::function<absl::StatusOr<bool>(double, std::vector<float>*)> attempt;
+  if (h.empty()) {
+    const GptqGram gram{cal->gram.data(), k, perm.empty() ? nullptr : perm.data(), diag.data()};
+    attempt = [&device, gram](double damp, std::vector<float>* u) {
+      return device.FactorGram(gram, damp, u);
+    };
+  } else {
+    // The activations' Gram in processing order, its diagonal set per attempt.
+    if (!perm.empty()) {
+      std::vector<double> hp(h.size());
+      HostParallelFor(k, threads, [&](int64_t a) {
+        for (int64_t b = 0; b < k; ++b) hp[a * k + b] = h[perm[a] * k + perm[b]];
+      });
+      h.swap(hp);
+    }
+    attempt = [&](double damp, std::vector<float>* u) {
+      for (int64_t i = 0; i < k; ++i) h[i * k + i] = diag[i] + damp;
+      return device.Factor(h, k, u);
+    };
   }
   ASSIGN_OR_RETURN(DampedFactor factor,
-                   FactorWithDampening(h, k, go.dampening, device, tensors[0]));
+                   FactorWithDampening(diag, go.dampening, tensors[0], attempt));
   h = {};
 
   // Global scale.
@@ -332,7 +426,11 @@ absl::StatusOr<std::vector<QuantizedTensor>> RunGptqGroup(
     QuantizeOptions soar = options;
     soar.method = Method::kSoar;
     soar.compute_metrics = false;
-    ASSIGN_OR_RETURN(std::vector<QuantizedTensor> base, without_feedback(tensors, soar, calibration));
+    // Under mse this run reads no calibration: pass none, which also skips re-checking the Gram.
+    const std::span<const Calibration* const> soar_calibration =
+        options.objective == Objective::kMse ? std::span<const Calibration* const>() : calibration;
+    ASSIGN_OR_RETURN(std::vector<QuantizedTensor> base,
+                     without_feedback(tensors, soar, soar_calibration));
     g = base[0].global_scale;
   }
 
@@ -369,7 +467,6 @@ absl::StatusOr<std::vector<QuantizedTensor>> RunGptqGroup(
 
   std::vector<QuantizedTensor> out(tensors.size());
   int64_t row0 = 0;
-  const int threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   for (size_t i = 0; i < tensors.size(); ++i) {
     QuantizedTensor& q = out[i];
     q.name = tensors[i].name;
@@ -377,10 +474,13 @@ absl::StatusOr<std::vector<QuantizedTensor>> RunGptqGroup(
     q.cols = k;
     q.source_shape = tensors[i].shape;
     q.global_scale = g;
-    const int64_t count = m[i].rows * k;
-    q.packed.resize(static_cast<size_t>(count / 2));
+    q.packed.resize(static_cast<size_t>(m[i].rows * k / 2));
     const uint8_t* c = codes.data() + row0 * k;
-    for (int64_t j = 0; j < count / 2; ++j) q.packed[j] = PackPair(c[2 * j], c[2 * j + 1]);
+    HostParallelFor(m[i].rows, threads, [&](int64_t r) {
+      for (int64_t j = r * k / 2; j < (r + 1) * k / 2; ++j) {
+        q.packed[j] = PackPair(c[2 * j], c[2 * j + 1]);
+      }
+    });
     q.scales.assign(scales.begin() + row0 * (k / kBlock),
                     scales.begin() + (row0 + m[i].rows) * (k / kBlock));
     row0 += m[i].rows;

@@ -2,14 +2,15 @@
 // docs/NUMERICS.md, "GPTQ"): the backend-neutral flow. A fused group is stacked into one
 // [sum N_i, K] weight that shares the group's input Gram H, its factor and one global scale.
 //
-//   1. H from the calibration (input_gram, else X^T X of input_activations; fp64 on the host).
-//      Dead inputs (H[i][i] == 0) get H[i][i] = 1 (their column is quantized without feedback).
+//   1. H in fp64 from the calibration: the fp32 input_gram symmetrized (built where the device
+//      factors it: GptqDevice::FactorGram), else X^T X of input_activations (on the host). Dead
+//      inputs (H[i][i] == 0) get H[i][i] = 1 (their column is quantized without feedback).
 //   2. Dampening lambda = dampening * mean(diag H) on the diagonal; when the Cholesky factor does
 //      not exist the dampening grows tenfold (up to 8 times) and the one used is reported in
 //      TensorMetrics::gptq_dampening. Never NaN: a Gram that stays indefinite is an error.
 //   3. Column order: natural, or static act-order (descending diag H, stable); each column keeps
 //      its 16-column scale group, so the layout is the standard NVFP4 one.
-//   4. U = upper Cholesky factor of (P H P^T)^-1 in fp32 (the device's Factor).
+//   4. U = upper Cholesky factor of (P H P^T)^-1 in fp32 (the device's FactorGram or Factor).
 //   5. The global scale: `amax` (the block-scale method's A/2688 or A/1536) or `cjso` (the alpha
 //      of SOAR on the same group without error feedback).
 //   6. The sweep (the device's Sweep; gptq_core.h).
@@ -44,17 +45,34 @@ struct GptqSweepInput {
   int64_t hessian_size = 0;       // floats behind scale.hessian
 };
 
+// The group's Gram as given (calibration input_gram, fp32 [k, k]) with what the flow derives from
+// its diagonal, describing the fp64 matrix that is factored (with dampening `damp`):
+//   h[a][b] = a == b ? diag[a] + damp : 0.5 * (double(gram[pa][pb]) + double(gram[pb][pa]))
+// with pa = perm[a] (pa = a when perm is nullptr): symmetrized, rows and columns in processing
+// order. A device can build it in its own memory: no host copy of k^2 doubles.
+struct GptqGram {
+  const float* gram = nullptr;     // [k, k] row-major
+  int64_t k = 0;
+  const int32_t* perm = nullptr;   // [k] processing position -> column; nullptr = natural
+  const double* diag = nullptr;    // [k] the diagonal in processing order, dead inputs set to 1
+};
+
 // What a backend provides to the GPTQ flow.
 class GptqDevice {
  public:
   virtual ~GptqDevice() = default;
   // U (fp32, row-major [k, k], zero below the diagonal) with h^-1 = U^T U for the symmetric
-  // fp64 matrix h. Returns false when h is not (numerically) positive definite.
+  // fp64 matrix h. Returns false when h is not (numerically) positive definite. A device that
+  // keeps U in its own memory for the next Sweep may leave *u empty.
   virtual absl::StatusOr<bool> Factor(const std::vector<double>& h, int64_t k,
                                       std::vector<float>* u) = 0;
+  // Factor of the matrix that `gram` and `damp` describe (GptqGram), likewise. The default
+  // builds it on the host (BuildGptqGram) and calls Factor.
+  virtual absl::StatusOr<bool> FactorGram(const GptqGram& gram, double damp,
+                                          std::vector<float>* u);
   // The column sweep over w ([rows, cols] fp32, original column order, overwritten) with
-  // factor u (of the permuted Gram). Writes codes (one E2M1 code per byte, [rows, cols]) and
-  // scales ([rows, cols/16] E4M3).
+  // factor u (of the permuted Gram; empty: the one the device kept from its last factor).
+  // Writes codes (one E2M1 code per byte, [rows, cols]) and scales ([rows, cols/16] E4M3).
   virtual absl::Status Sweep(const GptqSweepInput& in, std::vector<float>& w,
                              const std::vector<float>& u, std::vector<uint8_t>* codes,
                              std::vector<uint8_t>* scales) = 0;
@@ -81,6 +99,8 @@ absl::StatusOr<std::vector<QuantizedTensor>> RunGptqGroup(
 // Factor in fp64: Cholesky of the reversed matrix, triangular inverse, reversed back (that is the
 // upper Cholesky factor of h^-1 by uniqueness), rounded to fp32.
 bool HostGptqFactor(const std::vector<double>& h, int64_t k, std::vector<float>* u, int threads);
+// The matrix GptqGram describes with dampening `damp`, row-major [k, k].
+void BuildGptqGram(const GptqGram& gram, double damp, std::vector<double>* h, int threads);
 absl::Status HostGptqSweep(const GptqSweepInput& in, std::vector<float>& w,
                            const std::vector<float>& u, std::vector<uint8_t>* codes,
                            std::vector<uint8_t>* scales, int threads);

@@ -5,7 +5,7 @@
 // is known: row r's columns are quantized left to right (in processing order), and each column's
 // scaled rounding error e = (w - q) / U[i][i] is pushed onto the row's later columns through row i
 // of U. Within a batch of `block_size` columns the update is immediate (GptqRowBatch); onto the
-// columns after the batch it is deferred and applied once per batch (GptqRowLazyUpdate). Every
+// columns after the batch it is deferred and applied once per batch (GptqLazyDelta). Every
 // sum runs in a fixed order with separate multiply and add (no FMA contraction), so a backend
 // that keeps the order gets identical bits.
 //
@@ -58,26 +58,40 @@ NVFP4_HD uint8_t ChooseGptqBlockScale(const float* x, int64_t j, const GptqScale
 // The E2M1 code of x under dequantization scale sg (true division, as EmitCodes).
 NVFP4_HD uint32_t GptqCode(float x, float sg) { return EncodeE2M1(x / sg); }
 
+// One row's elements at p[i * stride]: stride 1 for a row-major row (the CPU), the (padded) row
+// count where a CUDA thread sweeps one row of column-major copies, so that a warp's threads touch
+// consecutive addresses.
+template <typename T>
+struct Strided {
+  T* p = nullptr;
+  int64_t stride = 1;
+  NVFP4_HD T& operator[](int64_t i) const { return p[i * stride]; }
+};
+
 // One row, one batch: processing positions [c0, c0 + nb) of the row. `w` holds the row's nb
 // current values of the batch (updated in place); `u` points at U[c0][c0] with row stride `ld`.
 // `perm` maps a processing position to its original column (nullptr: natural order). When
 // `choose_scales` is set (natural order), a block's scale is chosen when its first column is
 // reached (c0 and nb are multiples of 16); otherwise `scales` already holds them. Writes the
-// row's codes (one per byte, original column order), the scales, and err[i] = (w - q) / U[i][i].
-NVFP4_HD void GptqRowBatch(float* w, const float* u, int64_t ld, int nb, int64_t c0,
+// row's codes (indexed by original column), the scales (by block column), and
+// err[i] = (w - q) / U[i][i].
+NVFP4_HD void GptqRowBatch(Strided<float> w, const float* u, int64_t ld, int nb, int64_t c0,
                            const int32_t* perm, bool choose_scales, float g,
-                           const GptqScaleParams& sp, uint8_t* codes, uint8_t* scales,
-                           float* err) {
+                           const GptqScaleParams& sp, Strided<uint8_t> codes,
+                           Strided<uint8_t> scales, Strided<float> err) {
   for (int i = 0; i < nb; ++i) {
     const int64_t pos = c0 + i;
     const int64_t col = perm == nullptr ? pos : perm[pos];
     if (choose_scales && col % kBlock == 0) {
-      scales[col / kBlock] = ChooseGptqBlockScale(w + i, col / kBlock, sp);
+      float x[kBlock];  // the block core reads the block's 16 current values contiguously
+      for (int t = 0; t < kBlock; ++t) x[t] = w[i + t];
+      scales[col / kBlock] = ChooseGptqBlockScale(x, col / kBlock, sp);
     }
     const float sg = DecodeE4M3(scales[col / kBlock]) * g;
-    const uint32_t c = GptqCode(w[i], sg);
+    const float wi = w[i];
+    const uint32_t c = GptqCode(wi, sg);
     codes[col] = static_cast<uint8_t>(c);
-    const float e = (w[i] - DecodeE2M1(c) * sg) / u[i * ld + i];
+    const float e = (wi - DecodeE2M1(c) * sg) / u[i * ld + i];
     err[i] = e;
     const float* ui = u + i * ld;
     for (int j = i + 1; j < nb; ++j) w[j] = w[j] - e * ui[j];

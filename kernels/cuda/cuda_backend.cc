@@ -1,9 +1,11 @@
 // The CUDA backend: the backend-neutral flow (quantize_driver.h: RunQuantizeGroup) with a
 // PassExecutor whose passes run the shared block core on the GPU (cuda_kernels.cu).
 //
-// Per backend (one device): two streams, a device arena grown geometrically and reused by every
-// group (no cudaMalloc per tensor on the hot path), two pinned staging buffers for host<->device
-// copies, and a lazily created cuBLAS handle (output-space metric only).
+// Per backend (one device): a cuda::Context (cuda_context.h): two streams, a device arena grown
+// geometrically and reused by every group (no cudaMalloc per tensor on the hot path), two pinned
+// staging buffers for host<->device copies, and lazily created cuBLAS (output-space metric) and
+// cuSOLVER (GPTQ factor) handles. Method gptq runs RunGptqGroup (kernels/gptq.h) with the
+// CudaGptqDevice of gptq_cuda.h on the same context.
 //
 // Per group, one of two memory plans:
 //  - resident: every tensor is copied to the device once (in Scan, pipelined through the pinned
@@ -29,7 +31,6 @@
 #include <cstring>
 #include <mutex>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "absl/strings/numbers.h"
@@ -37,227 +38,28 @@
 #include "base/status_macros.h"
 #include "kernels/calibration.h"
 #include "kernels/cuda/cublas_loader.h"
+#include "kernels/cuda/cuda_context.h"
 #include "kernels/cuda/cuda_kernels.h"
+#include "kernels/cuda/cusolver_loader.h"
+#include "kernels/cuda/gptq_cuda.h"
+#include "kernels/gptq.h"
 #include "kernels/quantize_driver.h"
 #include "kernels/reduce.h"
 
 namespace nvfp4 {
 namespace {
 
+using cuda::AlignUp;
+using cuda::CudaStatus;
+using cuda::Context;
+using cuda::ElapsedMs;
 using cuda::kSums;
-
-absl::Status CudaStatus(cudaError_t e, const char* what) {
-  if (e == cudaSuccess) return absl::OkStatus();
-  cudaGetLastError();  // clear a non-sticky error so later calls start clean
-  const std::string msg = absl::StrCat("CUDA error in ", what, ": ", cudaGetErrorName(e), " (",
-                                       cudaGetErrorString(e), ")");
-  if (e == cudaErrorMemoryAllocation) return absl::ResourceExhaustedError(msg);
-  return absl::InternalError(msg);
-}
-
-#define NVFP4_CUDA(expr) RETURN_IF_ERROR(CudaStatus((expr), #expr))
-
-constexpr size_t kStagingBytes = size_t{16} << 20;  // per pinned staging buffer (two)
-constexpr int kDotBlocks = 1024;                     // partial sums of the output-metric dots
-constexpr size_t kAlign = 256;
-
-size_t AlignUp(size_t v) { return (v + kAlign - 1) / kAlign * kAlign; }
-
-// memcpy split over a few threads for large pieces: one host thread copies only ~5-10 GB/s, well
-// under what pinned PCIe transfers take.
-void ParallelMemcpy(void* dst, const void* src, size_t n) {
-  constexpr size_t kMinPerThread = size_t{2} << 20;
-  const unsigned hw = std::max(1u, std::thread::hardware_concurrency());
-  const size_t workers = std::min<size_t>({8, hw, std::max<size_t>(1, n / kMinPerThread)});
-  if (workers <= 1) {
-    std::memcpy(dst, src, n);
-    return;
-  }
-  const size_t part = (n + workers - 1) / workers;
-  std::vector<std::thread> pool;
-  pool.reserve(workers - 1);
-  for (size_t w = 1; w < workers; ++w) {
-    const size_t begin = w * part;
-    if (begin >= n) break;
-    pool.emplace_back([=] {
-      std::memcpy(static_cast<uint8_t*>(dst) + begin, static_cast<const uint8_t*>(src) + begin,
-                  std::min(part, n - begin));
-    });
-  }
-  std::memcpy(dst, src, std::min(part, n));
-  for (std::thread& t : pool) t.join();
-}
-
-// Device memory grown geometrically (x1.5); the exact size is tried when the larger one fails.
-struct DeviceMem {
-  void* p = nullptr;
-  size_t bytes = 0;
-  DeviceMem() = default;
-  DeviceMem(const DeviceMem&) = delete;
-  DeviceMem& operator=(const DeviceMem&) = delete;
-  ~DeviceMem() { Release(); }
-  void Release() {
-    if (p != nullptr) cudaFree(p);
-    p = nullptr;
-    bytes = 0;
-  }
-  absl::Status Reserve(size_t need) {
-    if (bytes >= need) return absl::OkStatus();
-    const size_t want = std::max(need, bytes + bytes / 2);
-    Release();
-    cudaError_t e = cudaMalloc(&p, want);
-    size_t got = want;
-    if (e == cudaErrorMemoryAllocation && want > need) {
-      cudaGetLastError();
-      e = cudaMalloc(&p, need);
-      got = need;
-    }
-    if (e != cudaSuccess) {
-      cudaGetLastError();  // an allocation failure must not surface at a later launch check
-      p = nullptr;
-      return CudaStatus(e, "cudaMalloc (device workspace)");
-    }
-    bytes = got;
-    return absl::OkStatus();
-  }
-  uint8_t* at(size_t offset) const { return static_cast<uint8_t*>(p) + offset; }
-};
-
-struct PinnedMem {
-  void* p = nullptr;
-  size_t bytes = 0;
-  PinnedMem() = default;
-  PinnedMem(const PinnedMem&) = delete;
-  PinnedMem& operator=(const PinnedMem&) = delete;
-  ~PinnedMem() {
-    if (p != nullptr) cudaFreeHost(p);
-  }
-  absl::Status Reserve(size_t need) {
-    if (bytes >= need) return absl::OkStatus();
-    if (p != nullptr) cudaFreeHost(p);
-    p = nullptr;
-    bytes = 0;
-    NVFP4_CUDA(cudaMallocHost(&p, need));
-    bytes = need;
-    return absl::OkStatus();
-  }
-  uint8_t* bytes_at(size_t offset) const { return static_cast<uint8_t*>(p) + offset; }
-};
-
-// Per-backend device state.
-struct Context {
-  int ordinal = 0;
-  cudaStream_t streams[2] = {nullptr, nullptr};
-  PinnedMem staging[2];
-  cudaEvent_t staging_free[2] = {nullptr, nullptr};
-  int next_staging = 0;
-  DeviceMem arena;  // the group's tensors, slots and sums
-  DeviceMem aux;    // output-metric GEMM operands
-  PinnedMem small;  // scan states, pass totals, dot partials (host side)
-  cublasHandle_t cublas = nullptr;
-  bool cublas_tried = false;
-  std::mutex mu;
-  CudaRunStats last;
-
-  ~Context() {
-    if (cublas != nullptr) {
-      if (const cuda::CublasApi* api = cuda::LoadCublas()) api->destroy(cublas);
-    }
-    for (int k = 0; k < 2; ++k) {
-      if (staging_free[k] != nullptr) cudaEventDestroy(staging_free[k]);
-      if (streams[k] != nullptr) cudaStreamDestroy(streams[k]);
-    }
-  }
-
-  absl::Status Init(int device) {
-    ordinal = device;
-    NVFP4_CUDA(cudaSetDevice(device));
-    for (int k = 0; k < 2; ++k) {
-      NVFP4_CUDA(cudaStreamCreateWithFlags(&streams[k], cudaStreamNonBlocking));
-      NVFP4_CUDA(cudaEventCreateWithFlags(&staging_free[k], cudaEventDisableTiming));
-      RETURN_IF_ERROR(staging[k].Reserve(kStagingBytes));
-    }
-    return absl::OkStatus();
-  }
-
-  // Host -> device through the pinned staging buffers: the host copy of piece k+1 overlaps the
-  // DMA of piece k.
-  absl::Status Upload(void* dst, const void* src, size_t bytes, cudaStream_t stream) {
-    size_t off = 0;
-    while (off < bytes) {
-      const int k = next_staging;
-      next_staging ^= 1;
-      NVFP4_CUDA(cudaEventSynchronize(staging_free[k]));
-      const size_t n = std::min(kStagingBytes, bytes - off);
-      ParallelMemcpy(staging[k].p, static_cast<const uint8_t*>(src) + off, n);
-      NVFP4_CUDA(cudaMemcpyAsync(static_cast<uint8_t*>(dst) + off, staging[k].p, n,
-                                 cudaMemcpyHostToDevice, stream));
-      NVFP4_CUDA(cudaEventRecord(staging_free[k], stream));
-      off += n;
-    }
-    return absl::OkStatus();
-  }
-
-  // Device -> host through the staging buffers (the DMA of piece k overlaps the host copy of k-1).
-  absl::Status Download(void* dst, const void* src, size_t bytes, cudaStream_t stream) {
-    struct Piece {
-      int k = -1;
-      size_t off = 0, n = 0;
-    } pending;
-    auto drain = [&]() -> absl::Status {
-      if (pending.k < 0) return absl::OkStatus();
-      NVFP4_CUDA(cudaEventSynchronize(staging_free[pending.k]));
-      ParallelMemcpy(static_cast<uint8_t*>(dst) + pending.off, staging[pending.k].p, pending.n);
-      pending.k = -1;
-      return absl::OkStatus();
-    };
-    size_t off = 0;
-    while (off < bytes) {
-      const int k = next_staging;
-      next_staging ^= 1;
-      NVFP4_CUDA(cudaEventSynchronize(staging_free[k]));
-      const size_t n = std::min(kStagingBytes, bytes - off);
-      NVFP4_CUDA(cudaMemcpyAsync(staging[k].p, static_cast<const uint8_t*>(src) + off, n,
-                                 cudaMemcpyDeviceToHost, stream));
-      NVFP4_CUDA(cudaEventRecord(staging_free[k], stream));
-      RETURN_IF_ERROR(drain());
-      pending = {k, off, n};
-      off += n;
-    }
-    return drain();
-  }
-
-  // The cuBLAS handle, or nullptr when cuBLAS is unavailable.
-  cublasHandle_t Cublas() {
-    if (!cublas_tried) {
-      cublas_tried = true;
-      const cuda::CublasApi* api = cuda::LoadCublas();
-      if (api != nullptr && api->create(&cublas) == CUBLAS_STATUS_SUCCESS) {
-        // No TF32 or other reduced-precision paths: the metric must match the fp32/fp64 host
-        // reference to fp32 rounding.
-        api->set_math_mode(cublas, CUBLAS_PEDANTIC_MATH);
-      } else {
-        cublas = nullptr;
-      }
-    }
-    return cublas;
-  }
-};
 
 int64_t EnvBudget() {
   const char* v = std::getenv("NVFP4_CUDA_MAX_CHUNK_BYTES");
   int64_t b = 0;
   if (v != nullptr && absl::SimpleAtoi(v, &b) && b > 0) return b;
   return 0;
-}
-
-float ElapsedMs(cudaEvent_t a, cudaEvent_t b) {
-  float ms = 0.0f;
-  if (cudaEventElapsedTime(&ms, a, b) != cudaSuccess) {
-    cudaGetLastError();
-    return 0.0f;
-  }
-  return ms;
 }
 
 class CudaExecutor : public PassExecutor {
@@ -397,14 +199,12 @@ class CudaExecutor : public PassExecutor {
     }
     if (off > ctx_->arena.bytes) return absl::InternalError("CUDA backend: arena plan overflow");
 
-    // Pinned host mirrors: scan states, pass totals, dot partials.
-    RETURN_IF_ERROR(ctx_->small.Reserve(n * sizeof(cuda::ScanState) + sizeof(cuda::PassTotalsDevice) +
-                                        2 * kDotBlocks * sizeof(double)));
+    // Pinned host mirrors: scan states, pass totals.
+    RETURN_IF_ERROR(
+        ctx_->small.Reserve(n * sizeof(cuda::ScanState) + sizeof(cuda::PassTotalsDevice)));
     scan_host_ = reinterpret_cast<cuda::ScanState*>(ctx_->small.bytes_at(0));
     totals_host_ = reinterpret_cast<cuda::PassTotalsDevice*>(
         ctx_->small.bytes_at(n * sizeof(cuda::ScanState)));
-    dot_host_ = reinterpret_cast<double*>(ctx_->small.bytes_at(n * sizeof(cuda::ScanState) +
-                                                               sizeof(cuda::PassTotalsDevice)));
     for (TensorState& t : ts_) {
       NVFP4_CUDA(cudaEventCreate(&t.scan_start));
       NVFP4_CUDA(cudaEventCreate(&t.scan_stop));
@@ -625,75 +425,13 @@ class CudaExecutor : public PassExecutor {
     return absl::OkStatus();
   }
 
-  // ||X W^T - X W_hat^T||^2 / ||X W^T||^2 with cuBLAS SGEMMs (fp32, pedantic math) and fp64 dots.
-  // With the Gram matrix H: M = [W; E] H^T-free form, num = sum_r e_r . (H e_r), den likewise
-  // for w_r; with activations X: C = X [W; E]^T, num = ||C_E||^2, den = ||C_W||^2.
+  // The GPU output metric of tensor i's fetched slot (device-resident source and codes).
   absl::StatusOr<double> GpuOutputNmse(int i, const QuantizedTensor& q, const Calibration& c) {
     const TensorState& t = ts_[i];
-    const PreparedTensor& p = tensors_[i];
-    const cuda::CublasApi* api = cuda::LoadCublas();
-    cublasHandle_t h = ctx_->Cublas();
-    cudaStream_t stream = ctx_->streams[t.stream];
-    const int64_t n = p.matrix.rows, k = p.matrix.cols;
-    const bool gram = !c.gram.empty();
-    const int64_t tokens = gram ? 0 : c.tokens;
-    if (k > INT32_MAX || 2 * n > INT32_MAX || tokens > INT32_MAX) {
-      return absl::ResourceExhaustedError("output metric too large for one GEMM");
-    }
-    const size_t a_elems = gram ? static_cast<size_t>(k * k) : static_cast<size_t>(tokens * k);
-    const size_t s_elems = static_cast<size_t>(2 * n * k);
-    const size_t c_elems = gram ? s_elems : static_cast<size_t>(tokens * 2 * n);
-    const size_t a_off = 0, s_off = AlignUp(a_elems * 4), c_off = s_off + AlignUp(s_elems * 4),
-                 d_off = c_off + AlignUp(c_elems * 4);
-    RETURN_IF_ERROR(ctx_->aux.Reserve(d_off + 2 * kDotBlocks * sizeof(double)));
-    float* A = reinterpret_cast<float*>(ctx_->aux.at(a_off));
-    float* S = reinterpret_cast<float*>(ctx_->aux.at(s_off));
-    float* C = reinterpret_cast<float*>(ctx_->aux.at(c_off));
-    double* partial = reinterpret_cast<double*>(ctx_->aux.at(d_off));
-    if (gram) {
-      RETURN_IF_ERROR(ctx_->Upload(A, c.gram.data(), a_elems * 4, stream));
-    } else {
-      std::vector<float> x(a_elems);
-      ConvertToFloat(c.activations, c.activations_dtype, static_cast<int64_t>(a_elems), x.data());
-      RETURN_IF_ERROR(ctx_->Upload(A, x.data(), a_elems * 4, stream));
-    }
+    const Matrix2D& m = tensors_[i].matrix;
     const int slot = t.fetched_slot;
-    NVFP4_CUDA(cuda::LaunchStackWeightAndError(t.src, t.dtype, t.packed[slot], t.scales[slot],
-                                               q.global_scale, n, k, S, stream));
-    if (api->set_stream(h, stream) != CUBLAS_STATUS_SUCCESS) {
-      return absl::InternalError("cublasSetStream failed");
-    }
-    const float one = 1.0f, zero = 0.0f;
-    cublasStatus_t st;
-    if (gram) {
-      // Column-major views: A = H^T [K,K], S^T [K,2N]; C = A^T S^T = H S^T, column r = H s_r.
-      st = api->sgemm(h, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(k), static_cast<int>(2 * n),
-                      static_cast<int>(k), &one, A, static_cast<int>(k), S, static_cast<int>(k),
-                      &zero, C, static_cast<int>(k));
-    } else {
-      // A = X^T [K,T]; C [T,2N] = X S^T, column r = X s_r.
-      st = api->sgemm(h, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(tokens),
-                      static_cast<int>(2 * n), static_cast<int>(k), &one, A, static_cast<int>(k), S,
-                      static_cast<int>(k), &zero, C, static_cast<int>(tokens));
-    }
-    if (st != CUBLAS_STATUS_SUCCESS) {
-      return absl::InternalError(absl::StrCat("cublasSgemm failed with status ", static_cast<int>(st)));
-    }
-    const int64_t half = gram ? n * k : tokens * n;
-    const float* lhs = C;
-    const float* rhs = gram ? S : C;
-    NVFP4_CUDA(cuda::LaunchDotPartials(lhs, rhs, half, partial, kDotBlocks, stream));
-    NVFP4_CUDA(cuda::LaunchDotPartials(lhs + half, rhs + half, half, partial + kDotBlocks, kDotBlocks,
-                                       stream));
-    NVFP4_CUDA(cudaMemcpyAsync(dot_host_, partial, 2 * kDotBlocks * sizeof(double),
-                               cudaMemcpyDeviceToHost, stream));
-    NVFP4_CUDA(cudaStreamSynchronize(stream));
-    double den = 0, num = 0;
-    for (int b = 0; b < kDotBlocks; ++b) {
-      den += dot_host_[b];
-      num += dot_host_[kDotBlocks + b];
-    }
-    return den > 0 ? num / den : 0.0;
+    return cuda::GpuOutputNmse(*ctx_, t.src, t.dtype, t.packed[slot], t.scales[slot],
+                               q.global_scale, m.rows, m.cols, c, ctx_->streams[t.stream]);
   }
 
   Context* ctx_;
@@ -705,7 +443,6 @@ class CudaExecutor : public PassExecutor {
   cuda::PassTotalsDevice* totals_dev_ = nullptr;
   cuda::PassTotalsDevice* totals_host_ = nullptr;
   cuda::ScanState* scan_host_ = nullptr;
-  double* dot_host_ = nullptr;
   bool scans_launched_ = false;
   cudaEvent_t pass_start_ = nullptr, pass_stop_ = nullptr, span_end_ = nullptr;
   int passes_ = 0;
@@ -724,17 +461,20 @@ class CudaBackend : public QuantizerBackend {
       std::span<const Calibration* const> calibration) override {
     std::lock_guard<std::mutex> lock(ctx_->mu);
     NVFP4_CUDA(cudaSetDevice(ctx_->ordinal));
-    ctx_->last = CudaRunStats();
     const auto start = std::chrono::steady_clock::now();
-    Context* ctx = ctx_.get();
-    absl::StatusOr<std::vector<QuantizedTensor>> out = RunQuantizeGroup(
-        tensors, options, calibration,
-        [ctx](std::span<const PreparedTensor> prepared)
-            -> absl::StatusOr<std::unique_ptr<PassExecutor>> {
-          auto exec = std::make_unique<CudaExecutor>(prepared, ctx);
-          RETURN_IF_ERROR(exec->Init());
-          return exec;
-        });
+    absl::StatusOr<std::vector<QuantizedTensor>> out;
+    if (options.method == Method::kGptq) {
+      cuda::CudaGptqDevice device(ctx_.get());
+      // The cjso global scale quantizes the group without feedback: the lock is already held.
+      out = RunGptqGroup(tensors, options, calibration, device,
+                         [this](std::span<const TensorView> t, const QuantizeOptions& o,
+                                std::span<const Calibration* const> c) {
+                           return QuantizeGroupLocked(t, o, c);
+                         });
+      ctx_->last = device.stats();
+    } else {
+      out = QuantizeGroupLocked(tensors, options, calibration);
+    }
     ctx_->last.wall_ms =
         std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
     return out;
@@ -746,6 +486,21 @@ class CudaBackend : public QuantizerBackend {
   }
 
  private:
+  // The block-pass methods (RunQuantizeGroup); the caller holds ctx_->mu. Sets ctx_->last.
+  absl::StatusOr<std::vector<QuantizedTensor>> QuantizeGroupLocked(
+      std::span<const TensorView> tensors, const QuantizeOptions& options,
+      std::span<const Calibration* const> calibration) {
+    ctx_->last = CudaRunStats();
+    Context* ctx = ctx_.get();
+    return RunQuantizeGroup(tensors, options, calibration,
+                            [ctx](std::span<const PreparedTensor> prepared)
+                                -> absl::StatusOr<std::unique_ptr<PassExecutor>> {
+                              auto exec = std::make_unique<CudaExecutor>(prepared, ctx);
+                              RETURN_IF_ERROR(exec->Init());
+                              return exec;
+                            });
+  }
+
   std::unique_ptr<Context> ctx_;
 };
 
@@ -787,5 +542,7 @@ absl::StatusOr<CudaRunStats> LastCudaRunStats(const QuantizerBackend& backend) {
 }
 
 bool CudaCublasAvailable() { return cuda::LoadCublas() != nullptr; }
+
+bool CudaCusolverAvailable() { return cuda::LoadCusolver() != nullptr; }
 
 }  // namespace nvfp4

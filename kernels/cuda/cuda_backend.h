@@ -32,10 +32,22 @@ struct CudaRunStats {
                                 // resident inputs/outputs excluded); 0 when streamed
   double kernel_ms = 0;         // sum of scan and pass (+ reduction) kernel times (CUDA events)
   bool cublas_output_nmse = false;  // OutputNmse computed on the GPU with cuBLAS
+  // Method gptq (the fields above other than wall_ms and cublas_output_nmse stay 0): host-clock
+  // time of the GPTQ device calls (each ends synchronized), summed over the group.
+  double gptq_factor_ms = 0;        // H upload, cuSOLVER Cholesky + inverse, U download (all
+                                    // dampening attempts)
+  double gptq_sweep_ms = 0;         // W and U uploads, the sweep, codes and scales download
+  double gptq_sweep_kernel_ms = 0;  // the sweep's kernels alone (CUDA events)
+  double gptq_output_nmse_ms = 0;   // the output metric of the group's tensors
+  bool gptq_factor_on_gpu = false;  // cuSOLVER factored (else the host reference did)
 };
 // The stats of the last completed QuantizeGroup of `backend` (INVALID_ARGUMENT if it is not a
 // CUDA backend).
 absl::StatusOr<CudaRunStats> LastCudaRunStats(const QuantizerBackend& backend);
+
+// Whether cuSOLVER could be loaded (libcusolver.so.12/.11 via dlopen); without it the GPTQ
+// factor is computed by the host reference.
+bool CudaCusolverAvailable();
 
 // Whether cuBLAS could be loaded (libcublas.so.13/.12 via dlopen); without it the output-space
 // metric falls back to the host reference.

@@ -259,6 +259,37 @@ TEST(GptqTest, FusedGroupEqualsTheStackedWeight) {
   EXPECT_EQ((*fused)[1].source_shape, (std::vector<int64_t>{4, k}));
 }
 
+TEST(GptqTest, FusedGroupWithDifferentGramsUsesTheirMean) {
+  const int64_t k = 32;
+  const std::vector<float> a = testing::Sample(Distribution::kGaussian, 4 * k, 35);
+  const std::vector<float> b = testing::Sample(Distribution::kGaussian, 4 * k, 36);
+  std::vector<float> ab(a);
+  ab.insert(ab.end(), b.begin(), b.end());
+  Calibration ca, cb, mean;
+  ca.gram = CorrelatedGram(k, 200, 37);
+  cb.gram = CorrelatedGram(k, 200, 38);
+  mean.gram.resize(k * k);
+  for (int64_t j = 0; j < k * k; ++j) {
+    mean.gram[j] = static_cast<float>((static_cast<double>(ca.gram[j]) + cb.gram[j]) * 0.5);
+  }
+  OwnedTensor ta = MakeF32("gate", {4, k}, a), tb = MakeF32("up", {4, k}, b);
+  OwnedTensor tab = MakeF32("gate_up", {8, k}, ab);
+  const QuantizeOptions o = Gptq(Method::kScaleSweep, Objective::kHessian);
+  std::vector<TensorView> group = {ta.view, tb.view};
+  std::vector<const Calibration*> cals = {&ca, &cb};
+  auto fused = MakeCpuBackend(2)->QuantizeGroup(group, o, cals);
+  auto stacked = Quant(tab.view, o, &mean);
+  ASSERT_TRUE(fused.ok() && stacked.ok()) << fused.status();
+  std::vector<uint8_t> packed = (*fused)[0].packed;
+  packed.insert(packed.end(), (*fused)[1].packed.begin(), (*fused)[1].packed.end());
+  EXPECT_EQ(packed, stacked->packed);
+  // A member without a Gram is named.
+  std::vector<const Calibration*> missing = {&ca, nullptr};
+  auto e = MakeCpuBackend(2)->QuantizeGroup(group, o, missing);
+  ASSERT_FALSE(e.ok());
+  EXPECT_NE(e.status().message().find("'up'"), std::string::npos) << e.status();
+}
+
 TEST(GptqTest, DeadInputsAreQuantizedWithoutFeedback) {
   const int64_t n = 8, k = 64;
   const std::vector<float> w = testing::Sample(Distribution::kGaussian, n * k, 41);

@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# GPU check of GPTQ on the CUDA backend: the GPTQ and CUDA backend tests and the GPTQ benchmark,
+# on a GPU machine that has the NVIDIA driver and CUDA libraries but not the build dependencies
+# (abseil, gtest). Two steps:
+#
+#   bench/gpu_gptq_check.sh pack [BUILD_DIR]   # here: build, bundle the binaries and the shared
+#                                              # libraries they need into .carry/gptq_bundle.tar.xz
+#   bench/gpu_gptq_check.sh run [LAYERS]       # on the GPU machine, from the repository root:
+#                                              # tests, then nvfp4_gptq_bench --layers LAYERS
+#                                              # (default 32); logs under $OUT (default ./out)
+#
+# Environment for `run`: GPTQ_PARTS (default "gptq_test gptq_cuda_test cuda_backend_test bench
+# sanitize") selects the steps and their order (bench[:OBJECTIVE[:LAYERS]] runs the benchmark;
+# sanitize: compute-sanitizer memcheck on a few GPTQ tests); GPTQ_OBJECTIVE (default both) the
+# benchmark's objectives when a part names none; GPTQ_TEST_TIMEOUT (240) and
+# GPTQ_BENCH_TIMEOUT (420) the steps' time limits in seconds, so a run ends with whatever
+# finished. Logs and gtest XML go to $OUT; the last lines printed are a summary.
+set -uo pipefail
+
+BUNDLE=.carry/gptq_bundle.tar.xz
+BINARIES=(tests/kernels/gptq_test tests/kernels/cuda/gptq_cuda_test
+          tests/kernels/cuda/cuda_backend_test bench/nvfp4_gptq_bench)
+
+pack() {
+  local build=${1:-build-gpu}
+  cmake --build "$build" -j2 --target gptq_test gptq_cuda_test cuda_backend_test \
+    nvfp4_gptq_bench || return 1
+  local stage
+  stage=$(mktemp -d)
+  mkdir -p "$stage/bin" "$stage/lib"
+  for b in "${BINARIES[@]}"; do
+    cp "$build/$b" "$stage/bin/" && strip "$stage/bin/$(basename "$b")" || return 1
+  done
+  # Every shared library but the C/C++ runtime (the GPU machine's own, newer, is compatible).
+  ldd "$stage"/bin/* | awk '/=> \//{print $3}' | sort -u |
+    grep -Ev '/(libc|libm|libstdc\+\+|libgcc_s|ld-linux[^/]*)\.so' |
+    xargs -r cp -L -t "$stage/lib/"
+  mkdir -p .carry
+  tar -C "$stage" -cJf "$BUNDLE" bin lib || return 1
+  rm -rf "$stage"
+  ls -la "$BUNDLE"
+}
+
+run() {
+  local layers=${1:-32}
+  local parts=${GPTQ_PARTS:-gptq_test gptq_cuda_test cuda_backend_test bench sanitize}
+  local out=${OUT:-./out}
+  local dir=/tmp/gptq_bundle
+  mkdir -p "$out" "$dir"
+  tar -C "$dir" -xJf "$BUNDLE" || return 1
+  # cuSOLVER / cuBLAS are loaded with dlopen: the toolkit's, else a pip wheel's.
+  local cuda_libs
+  cuda_libs=$(find -H /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib \
+                /usr/local/lib /opt /usr/lib/python3 -name 'libcusolver.so.*' -printf '%h\n' \
+                2>/dev/null | sort -u | paste -sd:)
+  export LD_LIBRARY_PATH="$dir/lib:${cuda_libs}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  {
+    date -u
+    nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv
+    echo "cuSOLVER dirs: ${cuda_libs:-none found}"
+    nproc
+  } 2>&1 | tee "$out/env.txt"
+  local summary=()
+  local t0 rc
+  for part in $parts; do
+    t0=$SECONDS
+    case "$part" in
+      gptq_test | gptq_cuda_test | cuda_backend_test)
+        timeout "${GPTQ_TEST_TIMEOUT:-240}" "$dir/bin/$part" --gtest_output="xml:$out/$part.xml" \
+          >"$out/$part.log" 2>&1
+        rc=$?
+        grep -E 'identical|equal to the host|Failure|FAILED' "$out/$part.log" | head -30
+        summary+=("$part: rc=$rc, $((SECONDS - t0)) s, $(grep -E '^\[  (PASSED|FAILED) ' \
+                   "$out/$part.log" | tr '\n' ' ')")
+        ;;
+      bench | bench:*)
+        # bench[:OBJECTIVE[:LAYERS]]; without cuSOLVER the host would factor K=14336 for minutes.
+        if [[ -z "$cuda_libs" ]]; then
+          summary+=("$part: skipped, no libcusolver found")
+          continue
+        fi
+        local objective layer_count
+        IFS=: read -r _ objective layer_count <<<"$part"
+        objective=${objective:-${GPTQ_OBJECTIVE:-both}}
+        timeout "${GPTQ_BENCH_TIMEOUT:-420}" "$dir/bin/nvfp4_gptq_bench" \
+          --layers "${layer_count:-$layers}" --objective "$objective" 2>&1 |
+          tee "$out/bench_$objective.log"
+        summary+=("$part: rc=${PIPESTATUS[0]}, $((SECONDS - t0)) s")
+        ;;
+      sanitize)
+        timeout 120 compute-sanitizer --tool memcheck --error-exitcode 9 \
+          "$dir/bin/gptq_cuda_test" \
+          --gtest_filter='*RepeatedRuns*:*DeviceBuiltGram*:*RejectsIndefinite*' \
+          >"$out/memcheck.log" 2>&1
+        rc=$?
+        summary+=("memcheck: rc=$rc, $((SECONDS - t0)) s, $(grep -E 'ERROR SUMMARY' \
+                   "$out/memcheck.log")")
+        ;;
+      *) summary+=("unknown part $part") ;;
+    esac
+  done
+  echo
+  printf '%s\n' "${summary[@]}" | tee "$out/summary.txt"
+}
+
+case "${1:-}" in
+  pack) shift; pack "$@" ;;
+  run) shift; run "$@" ;;
+  *) echo "usage: $0 pack [BUILD_DIR] | run [LAYERS]" >&2; exit 2 ;;
+esac
