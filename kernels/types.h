@@ -60,7 +60,7 @@ struct GptqOptions {
   // Columns per lazy batch update (a multiple of 16).
   int block_size = 128;
   GptqOrder order = GptqOrder::kNatural;
-  GptqGlobalScale global_scale = GptqGlobalScale::kCjso;
+  GptqGlobalScale global_scale = GptqGlobalScale::kAmax;  // as accurate as cjso, far cheaper (docs/BENCHMARKS.md)
 };
 
 // Validates GptqOptions (INVALID_ARGUMENT naming the option and its allowed range).

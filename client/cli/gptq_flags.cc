@@ -37,9 +37,10 @@ void AddGptqFlags(CLI::App* app, GptqFlags* f) {
   }
   if (!has("--gptq-global-scale")) {
     app->add_option("--gptq-global-scale", f->global_scale,
-                    "gptq: the per-tensor scale: cjso (SOAR's refit without feedback) or amax "
-                    "(A/2688 for rtn block scales, A/1536 otherwise).")
-        ->check(CLI::IsMember({"cjso", "amax"}))
+                    "gptq: the per-tensor scale: amax (A/2688 for rtn block scales, A/1536 "
+                    "otherwise) or cjso (SOAR's refit without feedback: no more accurate on real "
+                    "weights, and slow under --objective hessian).")
+        ->check(CLI::IsMember({"amax", "cjso"}))
         ->capture_default_str();
   }
 }

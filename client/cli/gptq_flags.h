@@ -16,7 +16,7 @@ struct GptqFlags {
   double dampening = 0.01;
   int block_size = 128;
   std::string order = "natural";
-  std::string global_scale = "cjso";
+  std::string global_scale = "amax";
 };
 
 // The --method values every quantizing command accepts.
