@@ -23,7 +23,6 @@
 namespace nvfp4::cli {
 namespace {
 
-
 struct FinalizeFlags {
   std::string input, output, layout = "modelopt", method = "soar", objective = "mse",
                              error_rule = "mse", calibration, max_shard_size = "5GB";
@@ -31,11 +30,6 @@ struct FinalizeFlags {
   bool no_default_excludes = false, json = false;
   std::string s3_endpoint, s3_region, staging_dir;
 };
-
-std::string StripFileScheme(std::string p) {
-  if (p.rfind("file://", 0) == 0) p = p.substr(7);
-  return p;
-}
 
 // An output location with nothing in it yet reads as an empty listing.
 class EmptyInputDirectory : public pipeline::InputDirectory {
@@ -60,19 +54,11 @@ absl::Status RunFinalize(CLI::App* app, const FinalizeFlags& f) {
   const std::string output = StripFileScheme(f.output);
   ASSIGN_OR_RETURN(pipeline::QuantizeModelOptions o,
                    ModelOptionsFromFlags(app, f.max_shard_size, f.no_default_excludes));
-  storage::StoreConfig store_config;
-  store_config.s3_endpoint = f.s3_endpoint;
-  store_config.s3_region = f.s3_region;
-  store_config.s3_default_aws_endpoint = true;
   ASSIGN_OR_RETURN(std::unique_ptr<storage::StorageRouter> store,
-                   storage::MakeStorageRouter(store_config));
-  std::unique_ptr<pipeline::ModelCalibration> calibration;
-  if (!f.calibration.empty()) {
-    ASSIGN_OR_RETURN(std::unique_ptr<formats::RandomAccessSource> source,
-                     pipeline::OpenObjectFile(StripFileScheme(f.calibration), *store));
-    ASSIGN_OR_RETURN(calibration, pipeline::ModelCalibration::Open(std::move(source)));
-    o.calibration = calibration.get();
-  }
+                   OpenLocalStore(f.s3_endpoint, f.s3_region));
+  ASSIGN_OR_RETURN(std::unique_ptr<pipeline::ModelCalibration> calibration,
+                   OpenCalibration(f.calibration, *store));
+  o.calibration = calibration.get();
   ASSIGN_OR_RETURN(std::unique_ptr<pipeline::InputDirectory> in,
                    pipeline::OpenInputDirectory(input, *store));
   // The output as written so far, read back (headers only).

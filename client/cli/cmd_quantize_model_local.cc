@@ -29,7 +29,6 @@
 
 namespace nvfp4::cli {
 
-
 absl::StatusOr<uint64_t> ParseByteSize(const std::string& text) {
   std::string s = absl::AsciiStrToLower(text);
   s.erase(std::remove(s.begin(), s.end(), ' '), s.end());
@@ -128,11 +127,6 @@ bool FlagOption(CLI::App* app, const std::string& name) {
   return o != nullptr && o->count() > 0 && o->as<bool>();
 }
 
-std::string StripFileScheme(std::string p) {
-  if (p.rfind("file://", 0) == 0) p = p.substr(7);
-  return p;
-}
-
 // Renders pipeline progress on stderr: a redrawn bar on a terminal, one line per unit otherwise.
 class ModelProgress {
  public:
@@ -200,16 +194,6 @@ struct LocalRequest {
   pipeline::QuantizeModelOptions options;
 };
 
-// s3:// locations: endpoint/region from the flags or AWS_ENDPOINT_URL / AWS_REGION (AWS itself
-// when neither is set), credentials from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY.
-absl::StatusOr<std::unique_ptr<storage::StorageRouter>> OpenLocalStore(const LocalFlags& f) {
-  storage::StoreConfig store_config;
-  store_config.s3_endpoint = f.s3_endpoint;
-  store_config.s3_region = f.s3_region;
-  store_config.s3_default_aws_endpoint = true;
-  return storage::MakeStorageRouter(store_config);
-}
-
 // The device is the user's choice: an absent GPU is a usage error. Returns the backend's name.
 absl::StatusOr<std::string> CheckDevice(const std::string& device, int threads) {
   auto backend = device == "cpu"
@@ -247,16 +231,6 @@ absl::StatusOr<LocalRequest> ParseLocalRequest(CLI::App* app, const LocalFlags& 
   r.options.cpu_threads = f.threads;
   ASSIGN_OR_RETURN(r.options.device, CheckDevice(f.device, f.threads));
   return r;
-}
-
-// --calibration, or null.
-absl::StatusOr<std::unique_ptr<pipeline::ModelCalibration>> OpenCalibration(
-    CLI::App* app, storage::StorageRouter& store) {
-  const std::string path = StripFileScheme(StringOption(app, "--calibration", ""));
-  if (path.empty()) return nullptr;
-  ASSIGN_OR_RETURN(std::unique_ptr<formats::RandomAccessSource> source,
-                   pipeline::OpenObjectFile(path, store));
-  return pipeline::ModelCalibration::Open(std::move(source));
 }
 
 // A shard's files go straight into the shared output location; a whole run's output appears
@@ -396,10 +370,11 @@ void PrintTextReport(const LocalRequest& req, const pipeline::QuantizeModelResul
 }
 
 absl::Status RunLocal(CLI::App* app, const LocalFlags& f) {
-  ASSIGN_OR_RETURN(std::unique_ptr<storage::StorageRouter> store, OpenLocalStore(f));
+  ASSIGN_OR_RETURN(std::unique_ptr<storage::StorageRouter> store,
+                   OpenLocalStore(f.s3_endpoint, f.s3_region));
   ASSIGN_OR_RETURN(LocalRequest request, ParseLocalRequest(app, f));
   ASSIGN_OR_RETURN(std::unique_ptr<pipeline::ModelCalibration> calibration,
-                   OpenCalibration(app, *store));
+                   OpenCalibration(StringOption(app, "--calibration", ""), *store));
   request.options.calibration = calibration.get();
   ASSIGN_OR_RETURN(std::unique_ptr<pipeline::InputDirectory> in,
                    pipeline::OpenInputDirectory(request.input, *store));
@@ -440,6 +415,28 @@ absl::StatusOr<pipeline::QuantizeModelOptions> ModelOptionsFromFlags(
   o.selection.default_exclusions = !no_default_excludes;
   ASSIGN_OR_RETURN(o.max_shard_size, ParseByteSize(max_shard_size));
   return o;
+}
+
+std::string StripFileScheme(std::string p) {
+  if (p.rfind("file://", 0) == 0) p = p.substr(7);
+  return p;
+}
+
+absl::StatusOr<std::unique_ptr<storage::StorageRouter>> OpenLocalStore(
+    const std::string& s3_endpoint, const std::string& s3_region) {
+  storage::StoreConfig store_config;
+  store_config.s3_endpoint = s3_endpoint;
+  store_config.s3_region = s3_region;
+  store_config.s3_default_aws_endpoint = true;
+  return storage::MakeStorageRouter(store_config);
+}
+
+absl::StatusOr<std::unique_ptr<pipeline::ModelCalibration>> OpenCalibration(
+    const std::string& path, storage::StorageRouter& store) {
+  if (path.empty()) return nullptr;
+  ASSIGN_OR_RETURN(std::unique_ptr<formats::RandomAccessSource> source,
+                   pipeline::OpenObjectFile(StripFileScheme(path), store));
+  return pipeline::ModelCalibration::Open(std::move(source));
 }
 
 absl::StatusOr<std::unique_ptr<pipeline::OutputDirectory>> OpenSharedOutputDirectory(

@@ -37,6 +37,20 @@ absl::StatusOr<pipeline::QuantizeModelOptions> ModelOptionsFromFlags(
 absl::StatusOr<std::unique_ptr<pipeline::OutputDirectory>> OpenSharedOutputDirectory(
     const std::string& output, storage::StorageRouter& store, const std::string& staging_dir);
 
+// "file:///abs/path" -> "/abs/path"; anything else unchanged.
+std::string StripFileScheme(std::string uri);
+
+// The object stores of the local commands. s3:// locations: endpoint/region from the flags or
+// AWS_ENDPOINT_URL / AWS_REGION (AWS itself when neither is set), credentials from
+// AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY; local paths and file:// are not confined.
+absl::StatusOr<std::unique_ptr<storage::StorageRouter>> OpenLocalStore(
+    const std::string& s3_endpoint, const std::string& s3_region);
+
+// The calibration statistics at `path` (a local path, file:// or s3://); null when `path` is
+// empty.
+absl::StatusOr<std::unique_ptr<pipeline::ModelCalibration>> OpenCalibration(
+    const std::string& path, storage::StorageRouter& store);
+
 // "5GB" -> 5'000'000'000, "500MB", "1.5GB", "2GiB", "64KiB", "1000" (bytes). Case-insensitive.
 absl::StatusOr<uint64_t> ParseByteSize(const std::string& text);
 // 1234567 -> "1.23 MB".
