@@ -8,15 +8,16 @@
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "tests/formats/test_util.h"
+#include "tests/testing/files.h"
 #include "tests/testing/temp_dir.h"
 
 namespace nvfp4::formats {
 namespace {
 
 using ::nvfp4::formats::testing::Bytes;
-using ::nvfp4::formats::testing::ReadFile;
+using ::nvfp4::testing::ReadFile;
 using ::nvfp4::testing::TempDir;
-using ::nvfp4::formats::testing::WriteFile;
+using ::nvfp4::testing::WriteFile;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 

@@ -1,23 +1,13 @@
-// Helpers for formats tests: hand-made safetensors files (TempDir: tests/testing/temp_dir.h).
+// Helpers for formats tests: hand-made safetensors files (TempDir, ReadFile, WriteFile:
+// tests/testing/).
 #ifndef NVFP4_TESTS_FORMATS_TEST_UTIL_H_
 #define NVFP4_TESTS_FORMATS_TEST_UTIL_H_
 
 #include <cstdint>
-#include <fstream>
 #include <string>
 #include <vector>
 
 namespace nvfp4::formats::testing {
-
-inline void WriteFile(const std::string& path, const std::string& bytes) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-}
-
-inline std::string ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-}
 
 // 8-byte little-endian length `n` (default: header.size()), the header, and `data_size` bytes of
 // data (value i & 0xFF at position i).

@@ -19,6 +19,7 @@
 #include "pipeline/demo_model.h"
 #include "pipeline/nvfp4_checkpoint.h"
 #include "base/sha256.h"
+#include "tests/testing/files.h"
 #include "tests/testing/status_matchers.h"
 #include "tests/testing/temp_dir.h"
 #include "tests/testing/tiny_model.h"
@@ -33,23 +34,9 @@ using ::testing::HasSubstr;
 
 using ::nvfp4::testing::TempDir;
 
-std::string ReadFile(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-}
-void WriteFile(const fs::path& p, const std::string& s) {
-  std::ofstream out(p, std::ios::binary | std::ios::trunc);
-  out << s;
-}
-
-// Relative path -> contents of every file below `dir`.
-std::map<std::string, std::string> Snapshot(const fs::path& dir) {
-  std::map<std::string, std::string> m;
-  for (const auto& e : fs::recursive_directory_iterator(dir)) {
-    if (e.is_regular_file()) m[fs::relative(e.path(), dir).string()] = ReadFile(e.path());
-  }
-  return m;
-}
+using ::nvfp4::testing::DirectorySnapshot;
+using ::nvfp4::testing::ReadFile;
+using ::nvfp4::testing::WriteFile;
 
 // Names in `dir` (non-recursive), to check that nothing was left behind.
 std::set<std::string> Entries(const fs::path& dir) {
@@ -270,8 +257,8 @@ TEST_F(PipelineTest, DeterministicOutput) {
   o.sha256_outputs = true;  // the digests do not change the bytes
   auto rb = QuantizeModelLocal(Tiny(), tmp_.Path("b"), o);
   ASSERT_TRUE(rb.ok()) << rb.status();
-  const auto a = Snapshot(tmp_.Path("a"));
-  const auto b = Snapshot(tmp_.Path("b"));
+  const auto a = DirectorySnapshot(tmp_.Path("a"));
+  const auto b = DirectorySnapshot(tmp_.Path("b"));
   ASSERT_EQ(a.size(), b.size());
   for (const auto& [name, bytes] : a) {
     ASSERT_TRUE(b.count(name)) << name;
@@ -478,7 +465,7 @@ TEST_F(PipelineTest, GptqWithCalibrationGrams) {
   // Deterministic: the same bytes again.
   auto again = QuantizeModelLocal(Tiny(), tmp_.Path("gptq2"), o);
   ASSERT_TRUE(again.ok());
-  EXPECT_EQ(Snapshot(tmp_.Path("gptq")), Snapshot(tmp_.Path("gptq2")));
+  EXPECT_EQ(DirectorySnapshot(tmp_.Path("gptq")), DirectorySnapshot(tmp_.Path("gptq2")));
 
   // A module without a Gram: named, before any work (no progress event, no output).
   std::vector<formats::TensorToWrite> partial(cal.begin(), cal.end() - 1);

@@ -21,6 +21,7 @@
 #include "pipeline/quantize_model.h"
 #include "pipeline/storage.h"
 #include "storage/local_store.h"
+#include "tests/testing/files.h"
 #include "tests/testing/status_matchers.h"
 #include "tests/testing/temp_dir.h"
 #include "tests/testing/tiny_model.h"
@@ -34,21 +35,11 @@ namespace fs = std::filesystem;
 
 using ::nvfp4::testing::TempDir;
 
-std::string ReadFile(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-}
-
-std::map<std::string, std::string> Snapshot(const fs::path& dir) {
-  std::map<std::string, std::string> m;
-  for (const auto& e : fs::recursive_directory_iterator(dir)) {
-    if (e.is_regular_file()) m[fs::relative(e.path(), dir).string()] = ReadFile(e.path());
-  }
-  return m;
-}
+using ::nvfp4::testing::DirectorySnapshot;
+using ::nvfp4::testing::ReadFile;
 
 void ExpectSameFiles(const fs::path& want, const fs::path& got) {
-  const auto a = Snapshot(want), b = Snapshot(got);
+  const auto a = DirectorySnapshot(want), b = DirectorySnapshot(got);
   std::set<std::string> an, bn;
   for (const auto& [k, v] : a) an.insert(k);
   for (const auto& [k, v] : b) bn.insert(k);
@@ -138,7 +129,7 @@ class ResumeTest : public ::nvfp4::testing::TinyModelTest {
 TEST_F(ResumeTest, InterruptedRunResumesWithoutRecomputingAndMatchesAnUninterruptedRun) {
   const QuantizeModelOptions o = Options();
   Reference(o, tmp_.Path("ref"));
-  ASSERT_GT(Snapshot(tmp_.Path("ref")).size(), 4u);  // several shards + index + configs
+  ASSERT_GT(DirectorySnapshot(tmp_.Path("ref")).size(), 4u);  // several shards + index + configs
 
   MemoryResumeJournal journal;
   CountingBackend first;

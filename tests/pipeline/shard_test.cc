@@ -18,6 +18,7 @@
 #include "gtest/gtest.h"
 #include "pipeline/demo_model.h"
 #include "pipeline/shard_plan.h"
+#include "tests/testing/files.h"
 #include "tests/testing/status_matchers.h"
 #include "tests/testing/temp_dir.h"
 #include "tests/testing/tiny_model.h"
@@ -33,20 +34,8 @@ using ::testing::Not;
 
 using ::nvfp4::testing::TempDir;
 
-std::string ReadFile(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-}
-
-// Relative path -> contents of every file below `dir`.
-std::map<std::string, std::string> Snapshot(const fs::path& dir) {
-  std::map<std::string, std::string> m;
-  if (!fs::exists(dir)) return m;
-  for (const auto& e : fs::recursive_directory_iterator(dir)) {
-    if (e.is_regular_file()) m[fs::relative(e.path(), dir).string()] = ReadFile(e.path());
-  }
-  return m;
-}
+using ::nvfp4::testing::DirectorySnapshot;
+using ::nvfp4::testing::ReadFile;
 
 // ---- assignment ----
 
@@ -199,12 +188,12 @@ TEST_F(ShardRunTest, ShardsPlusFinalizeEqualASingleRunBothLayouts) {
     auto r = QuantizeModelLocal(Tiny(), single, o);
     ASSERT_TRUE(r.ok()) << r.status();
     ASSERT_GE(r->shard_files.size(), 3u);
-    const auto want = Snapshot(single);
+    const auto want = DirectorySnapshot(single);
     for (int n : {1, 2, 3, 7}) {
       SCOPED_TRACE(n);
       const std::string out = tmp_.Path(StrCat("sharded-", LayoutName(layout), "-", n));
       RunSharded(o, n, out);
-      const auto got = Snapshot(out);
+      const auto got = DirectorySnapshot(out);
       ASSERT_EQ(got.size(), want.size());
       for (const auto& [name, bytes] : want) {
         auto it = got.find(name);
@@ -246,17 +235,17 @@ TEST_F(ShardRunTest, W4A4ConfigsMatchASingleRun) {
   ASSERT_TRUE(r.ok()) << r.status();
   ASSERT_TRUE(r->w4a4);
   RunSharded(o, 3, sharded);
-  EXPECT_TRUE(Snapshot(single) == Snapshot(sharded));
+  EXPECT_TRUE(DirectorySnapshot(single) == DirectorySnapshot(sharded));
   EXPECT_THAT(ReadFile(fs::path(sharded) / "hf_quant_config.json"), HasSubstr("\"NVFP4\""));
 
   // Finalize without the calibration (so W4A16 configs) sees the shard headers disagree.
-  const auto before = Snapshot(sharded);
+  const auto before = DirectorySnapshot(sharded);
   QuantizeModelOptions no_cal = o;
   no_cal.calibration = nullptr;
   auto f = Finalize(no_cal, sharded);
   ASSERT_FALSE(f.ok());
   EXPECT_THAT(f, StatusIs(absl::StatusCode::kFailedPrecondition));
-  EXPECT_TRUE(Snapshot(sharded) == before);
+  EXPECT_TRUE(DirectorySnapshot(sharded) == before);
 }
 
 TEST_F(ShardRunTest, FinalizeNamesMissingShardsAndWritesNothing) {
@@ -271,7 +260,7 @@ TEST_F(ShardRunTest, FinalizeNamesMissingShardsAndWritesNothing) {
   auto s = QuantizeModelShard(**in, dir, o, ShardSpec{1, 3});
   ASSERT_TRUE(s.ok()) << s.status();
   ASSERT_FALSE(s->files.empty());
-  const auto before = Snapshot(out);
+  const auto before = DirectorySnapshot(out);
   EXPECT_EQ(before.size(), s->files.size());
   auto f = Finalize(o, out);
   ASSERT_FALSE(f.ok());
@@ -285,7 +274,7 @@ TEST_F(ShardRunTest, FinalizeNamesMissingShardsAndWritesNothing) {
       EXPECT_THAT(msg, HasSubstr(file));
     }
   }
-  EXPECT_TRUE(Snapshot(out) == before);
+  EXPECT_TRUE(DirectorySnapshot(out) == before);
 }
 
 TEST_F(ShardRunTest, FinalizeRejectsOtherOptionsAndForeignFiles) {
@@ -293,7 +282,7 @@ TEST_F(ShardRunTest, FinalizeRejectsOtherOptionsAndForeignFiles) {
   const std::string out = tmp_.Path("out");
   RunSharded(o, 2, out);
   fs::remove(fs::path(out) / "config.json");
-  const auto before = Snapshot(out);
+  const auto before = DirectorySnapshot(out);
 
   QuantizeModelOptions other_method = o;
   other_method.quantize.method = Method::kFourOverSix;
@@ -311,7 +300,7 @@ TEST_F(ShardRunTest, FinalizeRejectsOtherOptionsAndForeignFiles) {
   f = Finalize(other_size, out);
   ASSERT_FALSE(f.ok());
   EXPECT_THAT(std::string(f.status().message()), HasSubstr("model.safetensors"));
-  EXPECT_TRUE(Snapshot(out) == before);
+  EXPECT_TRUE(DirectorySnapshot(out) == before);
 
   // A truncated shard.
   for (const auto& e : fs::directory_iterator(out)) {
@@ -353,7 +342,7 @@ TEST_F(ShardRunTest, OneFileOutputGoesToShardZero) {
   const std::string single = tmp_.Path("single"), sharded = tmp_.Path("sharded");
   ASSERT_TRUE(QuantizeModelLocal(Tiny(), single, o).ok());
   RunSharded(o, 3, sharded);
-  EXPECT_TRUE(Snapshot(single) == Snapshot(sharded));
+  EXPECT_TRUE(DirectorySnapshot(single) == DirectorySnapshot(sharded));
   EXPECT_FALSE(fs::exists(fs::path(sharded) / "model.safetensors.index.json"));
 }
 
