@@ -16,7 +16,9 @@
 namespace nvfp4::pipeline {
 namespace {
 
-constexpr uint8_t kVersion = 1;
+// Version 2 adds TensorMetrics::gptq_dampening per module; version 1 records still decode.
+constexpr uint8_t kVersion = 2;
+constexpr uint8_t kVersionWithoutGptq = 1;
 
 }  // namespace
 
@@ -54,6 +56,7 @@ std::string EncodeJournaledUnit(const JournaledUnit& u) {
     e.U8(x.output_nmse.has_value() ? 1 : 0);
     e.F64(x.output_nmse.value_or(0.0));
     e.I64(x.iterations);
+    e.F64(x.gptq_dampening);
   }
   return e.Take();
 }
@@ -61,7 +64,7 @@ std::string EncodeJournaledUnit(const JournaledUnit& u) {
 absl::StatusOr<JournaledUnit> DecodeJournaledUnit(std::string_view bytes) {
   LeReader d(bytes);
   const uint8_t version = d.U8();
-  if (d.ok() && version != kVersion) {
+  if (d.ok() && version != kVersion && version != kVersionWithoutGptq) {
     return absl::DataLossError(absl::StrCat("journaled unit: unknown version ", version));
   }
   JournaledUnit u;
@@ -101,6 +104,7 @@ absl::StatusOr<JournaledUnit> DecodeJournaledUnit(std::string_view bytes) {
     const double output = d.F64();
     if (has_output) x.output_nmse = output;
     x.iterations = static_cast<int>(d.I64());
+    if (version != kVersionWithoutGptq) x.gptq_dampening = d.F64();
     u.modules.push_back(std::move(m));
   }
   if (!d.ok() || !d.done() || u.unit < 0) {

@@ -324,6 +324,7 @@ TEST(JournaledUnitTest, EncodingRoundTripsBitExactly) {
   m.metrics.nmse_vs_rtn = 0.97;
   m.metrics.output_nmse = 0.25;
   m.metrics.iterations = 7;
+  m.metrics.gptq_dampening = 0.1;
   u.modules.push_back(m);
   u.modules.push_back(ModuleResult{});
   const std::string bytes = EncodeJournaledUnit(u);
@@ -336,6 +337,17 @@ TEST(JournaledUnitTest, EncodingRoundTripsBitExactly) {
   EXPECT_EQ(d->modules[0].input_amax, 3.5f);
   EXPECT_FALSE(d->modules[1].input_amax.has_value());
   EXPECT_FALSE(d->modules[1].metrics.output_nmse.has_value());
+  EXPECT_EQ(d->modules[0].metrics.gptq_dampening, 0.1);
+  // A version-1 record (before gptq_dampening, its last 8 bytes per module) still decodes.
+  JournaledUnit one = u;
+  one.modules.resize(1);
+  std::string v1 = EncodeJournaledUnit(one);
+  v1[0] = 1;
+  v1.resize(v1.size() - 8);
+  auto d1 = DecodeJournaledUnit(v1);
+  ASSERT_TRUE(d1.ok()) << d1.status();
+  EXPECT_EQ(d1->modules[0].metrics.iterations, 7);
+  EXPECT_EQ(d1->modules[0].metrics.gptq_dampening, 0.0);
   // Every truncation is DATA_LOSS, never a crash or a wrong record.
   for (size_t n = 0; n < bytes.size(); ++n) {
     EXPECT_EQ(DecodeJournaledUnit(std::string_view(bytes).substr(0, n)).status().code(),
