@@ -248,6 +248,42 @@ TEST_F(ShardRunTest, W4A4ConfigsMatchASingleRun) {
   EXPECT_TRUE(DirectorySnapshot(sharded) == before);
 }
 
+// gptq (driven by each module's input Gram) sharded over processes is the single run's bytes.
+TEST_F(ShardRunTest, GptqShardsEqualASingleRun) {
+  auto in = LocalInputDirectory::Open(Tiny());
+  ASSERT_TRUE(in.ok());
+  QuantizeModelOptions o = FastOptions(Layout::kModelOpt);
+  auto plan = PlanModel(**in, o);
+  ASSERT_TRUE(plan.ok());
+  std::vector<std::vector<uint8_t>> store;
+  store.reserve(200);
+  std::vector<formats::TensorToWrite> cal;
+  for (const std::string& m : plan->quantized_modules) {
+    const int64_t k = m.find("down_proj") != std::string::npos ? 768 : 256;
+    std::vector<float> g(k * k, 0.0f);  // a correlated, positive definite Gram
+    for (int64_t i = 0; i < k; ++i) {
+      g[i * k + i] = 2.0f + static_cast<float>(i % 7);
+      if (i + 1 < k) g[i * k + i + 1] = g[(i + 1) * k + i] = 0.9f;
+    }
+    std::vector<uint8_t> b(g.size() * 4);
+    std::memcpy(b.data(), g.data(), b.size());
+    store.push_back(std::move(b));
+    cal.push_back({m + ".input_gram", "F32", {k, k}, std::span<const uint8_t>(store.back())});
+  }
+  const std::string cal_path = tmp_.Path("cal.safetensors");
+  ASSERT_TRUE(formats::WriteSafetensors(cal_path, cal).ok());
+  auto calib = ModelCalibration::Open(cal_path);
+  ASSERT_TRUE(calib.ok()) << calib.status();
+  o.calibration = calib->get();
+  o.quantize.method = Method::kGptq;
+  o.quantize.gptq.block_scales = Method::kScaleSweep;
+  const std::string single = tmp_.Path("single"), sharded = tmp_.Path("sharded");
+  auto r = QuantizeModelLocal(Tiny(), single, o);
+  ASSERT_TRUE(r.ok()) << r.status();
+  RunSharded(o, 3, sharded);
+  EXPECT_TRUE(DirectorySnapshot(single) == DirectorySnapshot(sharded));
+}
+
 TEST_F(ShardRunTest, FinalizeNamesMissingShardsAndWritesNothing) {
   const QuantizeModelOptions o = FastOptions(Layout::kModelOpt);
   auto in = LocalInputDirectory::Open(Tiny());
