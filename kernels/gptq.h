@@ -27,6 +27,7 @@
 
 #include "absl/status/statusor.h"
 #include "kernels/gptq_core.h"
+#include "kernels/parallel.h"
 #include "kernels/tensor_prep.h"
 #include "kernels/types.h"
 
@@ -105,8 +106,6 @@ absl::Status HostGptqSweep(const GptqSweepInput& in, std::vector<float>& w,
                            const std::vector<float>& u, std::vector<uint8_t>* codes,
                            std::vector<uint8_t>* scales, int threads);
 
-// Runs fn(i) for i in [0, count) on up to `threads` threads (dynamic schedule).
-void HostParallelFor(int64_t count, int threads, const std::function<void(int64_t)>& fn);
 
 }  // namespace nvfp4
 

@@ -6,30 +6,12 @@
 #include <thread>
 
 #include "kernels/gptq.h"
+#include "kernels/parallel.h"
 #include "kernels/quantize_driver.h"
 #include "kernels/reduce.h"
 
 namespace nvfp4 {
 namespace {
-
-// Runs fn(index) for index in [0, count) on up to `threads` threads.
-template <typename Fn>
-void ParallelFor(int64_t count, int threads, const Fn& fn) {
-  const int workers = static_cast<int>(std::min<int64_t>(threads, count));
-  if (workers <= 1) {
-    for (int64_t i = 0; i < count; ++i) fn(i);
-    return;
-  }
-  std::atomic<int64_t> next{0};
-  auto work = [&] {
-    for (int64_t i = next.fetch_add(1); i < count; i = next.fetch_add(1)) fn(i);
-  };
-  std::vector<std::thread> pool;
-  pool.reserve(workers - 1);
-  for (int w = 1; w < workers; ++w) pool.emplace_back(work);
-  work();
-  for (std::thread& t : pool) t.join();
-}
 
 class CpuExecutor : public PassExecutor {
  public:
@@ -41,7 +23,7 @@ class CpuExecutor : public PassExecutor {
     const int64_t blocks = t.matrix.blocks();
     const int64_t chunks = (blocks + kReduceChunk - 1) / kReduceChunk;
     std::vector<TensorScan> partial(chunks);
-    ParallelFor(chunks, threads_, [&](int64_t c) {
+    HostParallelFor(chunks, threads_, [&](int64_t c) {
       TensorScan s;
       const int64_t end = std::min(blocks, (c + 1) * kReduceChunk);
       float x[kBlock];
@@ -82,7 +64,7 @@ class CpuExecutor : public PassExecutor {
     constexpr int kSums = 6;
     std::vector<double> chunk_sums(static_cast<size_t>(chunks * kSums));
     std::vector<float> chunk_max(chunks);
-    ParallelFor(chunks, threads_, [&](int64_t c) {
+    HostParallelFor(chunks, threads_, [&](int64_t c) {
       double acc[kSums][kReduceChunk] = {};
       float max_abs = 0.0f;
       const int64_t begin = c * kReduceChunk;

@@ -72,4 +72,20 @@ std::vector<uint16_t> ToF16(const std::vector<float>& v) {
   return out;
 }
 
+std::vector<float> CorrelatedGram(int64_t k, int64_t tokens, uint64_t seed) {
+  const std::vector<float> z = Sample(Distribution::kGaussian, tokens * k, seed);
+  std::vector<double> g(static_cast<size_t>(k * k), 0.0);
+  std::vector<double> x(static_cast<size_t>(k));
+  for (int64_t t = 0; t < tokens; ++t) {
+    for (int64_t i = 0; i < k; ++i) {
+      x[i] = z[t * k + i] + 0.8 * z[t * k + (i + 1) % k];
+      if (i % 13 == 0) x[i] *= 4.0;
+    }
+    for (int64_t i = 0; i < k; ++i) {
+      for (int64_t j = 0; j < k; ++j) g[i * k + j] += x[i] * x[j];
+    }
+  }
+  return std::vector<float>(g.begin(), g.end());
+}
+
 }  // namespace nvfp4::testing

@@ -15,6 +15,10 @@ std::vector<float> Sample(Distribution d, int64_t n, uint64_t seed);
 // Multiplies columns c with c % period == 0 of a [rows, cols] matrix by `factor`.
 void AddOutlierColumns(std::vector<float>& m, int64_t cols, int64_t period, float factor);
 
+// The Gram X^T X [k, k] (fp32, accumulated in fp64) of `tokens` correlated activations: x_i =
+// z_i + 0.8 z_(i+1 mod k) with z ~ N(0, 1), every 13th channel 4x louder. For GPTQ tests.
+std::vector<float> CorrelatedGram(int64_t k, int64_t tokens, uint64_t seed);
+
 uint16_t FloatToBf16(float f);  // round to nearest even (NaN stays NaN)
 uint16_t FloatToF16(float f);   // round to nearest even, overflow to Inf
 std::vector<uint16_t> ToBf16(const std::vector<float>& v);

@@ -22,22 +22,7 @@ using testing::MakeF32;
 using testing::NibbleAt;
 using testing::OwnedTensor;
 
-// Correlated activations: x = z + 0.8 * z shifted by one channel, with a few loud channels;
-// returns the Gram X^T X [k, k] (fp32) of `tokens` samples.
-std::vector<float> CorrelatedGram(int64_t k, int64_t tokens, uint64_t seed) {
-  const std::vector<float> z = testing::Sample(Distribution::kGaussian, tokens * k, seed);
-  std::vector<double> g(static_cast<size_t>(k * k), 0.0);
-  std::vector<double> x(static_cast<size_t>(k));
-  for (int64_t t = 0; t < tokens; ++t) {
-    for (int64_t i = 0; i < k; ++i) {
-      x[i] = z[t * k + i] + 0.8 * z[t * k + (i + 1) % k];
-      if (i % 13 == 0) x[i] *= 4.0;
-    }
-    for (int64_t i = 0; i < k; ++i)
-      for (int64_t j = 0; j < k; ++j) g[i * k + j] += x[i] * x[j];
-  }
-  return std::vector<float>(g.begin(), g.end());
-}
+using testing::CorrelatedGram;
 
 QuantizeOptions Gptq(Method block_scales, Objective o = Objective::kMse,
                      GptqOrder order = GptqOrder::kNatural,

@@ -37,28 +37,7 @@ using testing::OwnedTensor;
                     "GPTQ tests need a GPU";                                            \
   }
 
-// Correlated activations with a few loud channels (as tests/kernels/gptq_test.cc); the Gram
-// X^T X [k, k] of `tokens` samples, fp32.
-std::vector<float> CorrelatedGram(int64_t k, int64_t tokens, uint64_t seed) {
-  const std::vector<float> z = testing::Sample(Distribution::kGaussian, tokens * k, seed);
-  std::vector<double> g(static_cast<size_t>(k * k), 0.0);
-  std::vector<double> x(static_cast<size_t>(k));
-  for (int64_t t = 0; t < tokens; ++t) {
-    for (int64_t i = 0; i < k; ++i) {
-      x[i] = z[t * k + i] + 0.8 * z[t * k + (i + 1) % k];
-      if (i % 13 == 0) x[i] *= 4.0;
-    }
-    for (int64_t i = 0; i < k; ++i) {
-      for (int64_t j = 0; j <= i; ++j) g[i * k + j] += x[i] * x[j];
-    }
-  }
-  std::vector<float> out(static_cast<size_t>(k * k));
-  for (int64_t i = 0; i < k; ++i) {
-    for (int64_t j = 0; j <= i; ++j)
-      out[i * k + j] = out[j * k + i] = static_cast<float>(g[i * k + j]);
-  }
-  return out;
-}
+using testing::CorrelatedGram;
 
 QuantizeOptions Gptq(Method block_scales, Objective objective, GptqOrder order, int block_size,
                      ErrorRule rule = ErrorRule::kMse) {
