@@ -19,7 +19,7 @@ PIP_FLAGS=(--quiet --disable-pip-version-check)
 IMPORTS="import torch, transformers, compressed_tensors, safetensors, boto3, nvfp4_client.calibration"
 start=$SECONDS
 
-wheel=$(ls "$DIST"/nvfp4_client-*.whl 2>/dev/null | head -n1 || true)
+wheel=$(find "$DIST" -maxdepth 1 -name 'nvfp4_client-*.whl' 2>/dev/null | sort | head -n1 || true)
 if [[ -z $wheel ]]; then
   echo "python-calibration: no nvfp4-client wheel in $DIST (20-python-client.sh builds it)" >&2
   exit 1
@@ -39,8 +39,8 @@ echo "$interop_site" >"$venv_site/nvfp4-interop-venv.pth"
 "$VENV/bin/pip" install "${PIP_FLAGS[@]}" --force-reinstall --no-deps "$wheel"
 extra=()
 "$VENV/bin/python" -c "import transformers" >/dev/null 2>&1 || extra+=(transformers)
-if ! "$VENV/bin/pip" install "${PIP_FLAGS[@]}" "$wheel[s3]" "${extra[@]}"; then
-  echo "python-calibration: FAILED to install $wheel[s3] ${extra[*]} (is PyPI reachable?)" >&2
+if ! "$VENV/bin/pip" install "${PIP_FLAGS[@]}" "${wheel}[s3]" "${extra[@]}"; then
+  echo "python-calibration: FAILED to install ${wheel}[s3] ${extra[*]} (is PyPI reachable?)" >&2
   exit 1
 fi
 if ! "$VENV/bin/python" -c "$IMPORTS" >/dev/null 2>&1; then
