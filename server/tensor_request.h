@@ -67,6 +67,7 @@ class SourceAssembler {
   std::vector<float> Gram() const;
 
   int64_t received() const { return static_cast<int64_t>(data_.size()); }
+  int64_t gram_received() const { return static_cast<int64_t>(gram_.size()); }
   // The bytes received so far (all of them after a successful Finish()).
   std::vector<uint8_t>& data() { return data_; }
   const std::vector<uint8_t>& data() const { return data_; }

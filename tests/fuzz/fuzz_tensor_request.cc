@@ -64,19 +64,25 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   FUZZ_CHECK(req->bytes == req->numel * nvfp4::DTypeSize(req->dtype));
 
   nvfp4::server::SourceAssembler source(*req);
+  FUZZ_CHECK(req->gram_bytes == (req->header.has_gram() ? req->cols * req->cols * 4 : 0));
   for (size_t i = 1; i < stream.size(); ++i) {
-    const int64_t before = source.received();
+    const int64_t before = source.received() + source.gram_received();
     absl::Status s = source.Add(stream[i]);
     FUZZ_CHECK(source.received() <= req->bytes);
+    FUZZ_CHECK(source.gram_received() <= req->gram_bytes);
+    // Gram bytes only follow a complete source.
+    FUZZ_CHECK(source.gram_received() == 0 || source.received() == req->bytes);
+    const int64_t after = source.received() + source.gram_received();
     if (!s.ok()) {
       FUZZ_CHECK(absl::IsInvalidArgument(s));
-      FUZZ_CHECK(source.received() == before);
+      FUZZ_CHECK(after == before);
       return 0;
     }
-    FUZZ_CHECK(source.received() == before + static_cast<int64_t>(stream[i].chunk().data().size()));
+    FUZZ_CHECK(after == before + static_cast<int64_t>(stream[i].chunk().data().size()));
   }
   absl::Status done = source.Finish();
-  FUZZ_CHECK(done.ok() == (source.received() == req->bytes));
+  FUZZ_CHECK(done.ok() == (source.received() == req->bytes &&
+                           source.gram_received() == req->gram_bytes));
   if (!done.ok()) return 0;
   FUZZ_CHECK(static_cast<int64_t>(source.data().size()) == req->bytes);
 
@@ -88,6 +94,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   view.data = source.data().data();
   nvfp4::Calibration calibration;
   calibration.importance.assign(req->header.importance().begin(), req->header.importance().end());
+  calibration.gram = source.Gram();
+  FUZZ_CHECK(static_cast<int64_t>(calibration.gram.size()) * 4 == req->gram_bytes);
   nvfp4::QuantizeOptions options = req->options;
   options.soar_max_iterations = std::min(options.soar_max_iterations, 4);
   absl::StatusOr<nvfp4::QuantizedTensor> q =
