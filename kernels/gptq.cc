@@ -13,13 +13,6 @@
 
 namespace nvfp4 {
 
-absl::StatusOr<std::optional<double>> GptqDevice::OutputNmse(const TensorView& w,
-                                                             const Matrix2D& m,
-                                                             const QuantizedTensor& q,
-                                                             const Calibration* calibration) {
-  return OutputSpaceNmse(w, m, q, calibration);
-}
-
 absl::StatusOr<bool> GptqDevice::FactorGram(const GptqGram& gram, double damp,
                                              std::vector<float>* u) {
   std::vector<double> h;
@@ -85,14 +78,14 @@ bool HostGptqFactor(const std::vector<double>& h, int64_t k, std::vector<float>*
   return true;
 }
 
-absl::Status HostGptqSweep(const GptqSweepInput& in, std::vector<float>& w,
+absl::Status HostGptqSweep(const GptqSweepInput& in, const std::vector<float>& w,
                            const std::vector<float>& u, std::vector<uint8_t>* codes,
                            std::vector<uint8_t>* scales, int threads) {
   const int64_t n = in.rows, k = in.cols;
   codes->assign(static_cast<size_t>(n * k), 0);
   scales->assign(static_cast<size_t>(n * (k / kBlock)), kE4M3One);
   HostParallelFor(n, threads, [&](int64_t r) {
-    float* row = w.data() + r * k;
+    const float* row = w.data() + r * k;
     uint8_t* row_codes = codes->data() + r * k;
     uint8_t* row_scales = scales->data() + r * (k / kBlock);
     if (in.static_scales) {
@@ -184,7 +177,7 @@ absl::StatusOr<DampedFactor> FactorWithDampening(
 
 // Rows of the stacked group as fp32 (converted in parallel row chunks), with the first
 // non-finite value reported.
-absl::Status StackWeights(std::span<const TensorView> tensors, const std::vector<Matrix2D>& m,
+absl::Status StackWeights(std::span<const TensorView> tensors, std::span<const Matrix2D> m,
                           std::vector<float>* w, float* amax, int threads) {
   int64_t total = 0;
   for (const Matrix2D& mi : m) total += mi.rows * mi.cols;
@@ -209,7 +202,7 @@ absl::Status StackWeights(std::span<const TensorView> tensors, const std::vector
           chunk_bad[c] = e;
           return;
         }
-        mx = std::fmax(mx, std::fabs(dst[e]));
+        mx = std::max(mx, std::fabs(dst[e]));  // finite here: no NaN rule needed
       }
       chunk_max[c] = mx;
     });
@@ -224,56 +217,19 @@ absl::Status StackWeights(std::span<const TensorView> tensors, const std::vector
   return absl::OkStatus();
 }
 
-// nmse, max |err| and the rtn baseline of q against its source (host, per-row sums in order).
-TensorMetrics HostMetrics(const TensorView& t, const Matrix2D& m, const QuantizedTensor& q,
-                          float g_rtn, int threads) {
-  const int64_t n = m.rows, k = m.cols;
-  std::vector<double> sq(n), xsq(n), rtn(n);
-  std::vector<float> mx(n);
-  HostParallelFor(n, threads, [&](int64_t r) {
-    double s = 0, x2 = 0, rt = 0;
-    float ma = 0;
-    for (int64_t b = 0; b < k / kBlock; ++b) {
-      float x[kBlock], y[kBlock];
-      LoadBlock(t.data, t.dtype, r * k + b * kBlock, x);
-      const float sb = DecodeE4M3(q.scales[r * (k / kBlock) + b]);
-      for (int i = 0; i < kBlock; ++i) {
-        const int64_t e = r * k + b * kBlock + i;
-        const uint8_t byte = q.packed[e / 2];
-        const uint32_t code = (e % 2 == 0) ? (byte & 0xFu) : (byte >> 4);
-        y[i] = DecodeE2M1(code) * sb * q.global_scale;  // Dequantize's expression
-      }
-      float amax_b = 0;
-      for (int i = 0; i < kBlock; ++i) amax_b = std::fmax(amax_b, std::fabs(x[i]));
-      const uint32_t rtn_code =
-          amax_b == 0.0f ? kE4M3One : EncodeE4M3Scale(AbsmaxBlockScale(amax_b, g_rtn));
-      const float rtn_sg = DecodeE4M3(rtn_code) * g_rtn;
-      // Per-block fp32 sums as the block core's metrics (QuantizeBlock), then fp64 across blocks.
-      float bs = 0, bx = 0, br = 0;
-      for (int i = 0; i < kBlock; ++i) {
-        const float e = x[i] - y[i];
-        bs += e * e;
-        bx += x[i] * x[i];
-        ma = std::fmax(ma, std::fabs(e));
-        const float re = x[i] - E2M1RoundValue(x[i] / rtn_sg) * rtn_sg;
-        br += re * re;
-      }
-      s += bs;
-      x2 += bx;
-      rt += br;
-    }
-    sq[r] = s;
-    xsq[r] = x2;
-    rtn[r] = rt;
-    mx[r] = ma;
-  });
+bool UsesObjective(Method m) { return m == Method::kScaleSweep || m == Method::kSoar; }
+
+}  // namespace
+
+TensorMetrics GptqMetricsFromRows(std::span<const double> sq_err, std::span<const double> x_sq,
+                                  std::span<const double> rtn_sq, std::span<const float> max_err) {
   double s = 0, x2 = 0, rt = 0;
   TensorMetrics out;
-  for (int64_t r = 0; r < n; ++r) {
-    s += sq[r];
-    x2 += xsq[r];
-    rt += rtn[r];
-    out.max_abs_err = std::fmax(out.max_abs_err, static_cast<double>(mx[r]));
+  for (size_t r = 0; r < sq_err.size(); ++r) {
+    s += sq_err[r];
+    x2 += x_sq[r];
+    rt += rtn_sq[r];
+    out.max_abs_err = std::fmax(out.max_abs_err, static_cast<double>(max_err[r]));
   }
   out.nmse = x2 > 0 ? s / x2 : 0.0;
   out.sqnr_db = out.nmse > 0 ? -10.0 * std::log10(out.nmse)
@@ -283,9 +239,62 @@ TensorMetrics HostMetrics(const TensorView& t, const Matrix2D& m, const Quantize
   return out;
 }
 
-bool UsesObjective(Method m) { return m == Method::kScaleSweep || m == Method::kSoar; }
+TensorMetrics GptqHostMetrics(const TensorView& t, const Matrix2D& m, const QuantizedTensor& q,
+                              float g_rtn, int threads) {
+  const int64_t n = m.rows, k = m.cols, bpr = k / kBlock;
+  std::vector<double> sq(n), xsq(n), rtn(n);
+  std::vector<float> mx(n);
+  HostParallelFor(n, threads, [&](int64_t r) {
+    double s = 0, x2 = 0, rt = 0;
+    float ma = 0;
+    for (int64_t b = 0; b < bpr; ++b) {
+      float x[kBlock] = {};  // LoadBlock fills it (every DType)
+      LoadBlock(t.data, t.dtype, (r * bpr + b) * kBlock, x);
+      const GptqBlockSums bs = GptqMetricBlock(x, q.packed.data() + (r * bpr + b) * (kBlock / 2),
+                                               q.scales[r * bpr + b], q.global_scale, g_rtn);
+      s += bs.sq_err;
+      x2 += bs.x_sq;
+      rt += bs.rtn_sq;
+      ma = std::fmax(ma, bs.max_err);
+    }
+    sq[r] = s;
+    xsq[r] = x2;
+    rtn[r] = rt;
+    mx[r] = ma;
+  });
+  return GptqMetricsFromRows(sq, xsq, rtn, mx);
+}
 
-}  // namespace
+absl::StatusOr<TensorMetrics> GptqDevice::Metrics(size_t /*member*/, int64_t /*row0*/,
+                                                  const TensorView& t, const Matrix2D& m,
+                                                  const QuantizedTensor& q, float g_rtn,
+                                                  const Calibration* calibration) {
+  const int threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  TensorMetrics out = GptqHostMetrics(t, m, q, g_rtn, threads);
+  out.output_nmse = OutputSpaceNmse(t, m, q, calibration);
+  return out;
+}
+
+absl::StatusOr<float> HostGptqDevice::LoadWeights(std::span<const TensorView> tensors,
+                                                  std::span<const Matrix2D> m) {
+  float amax = 0.0f;
+  RETURN_IF_ERROR(StackWeights(tensors, m, &w_, &amax, threads_));
+  return amax;
+}
+
+absl::StatusOr<bool> HostGptqDevice::Factor(const std::vector<double>& h, int64_t k,
+                                            std::vector<float>* u) {
+  return HostGptqFactor(h, k, u, threads_);
+}
+
+absl::Status HostGptqDevice::Sweep(const GptqSweepInput& in, const std::vector<float>& u,
+                                   std::vector<uint8_t>* codes, std::vector<uint8_t>* scales) {
+  if (w_.size() != static_cast<size_t>(in.rows * in.cols)) {
+    return absl::FailedPreconditionError(absl::StrCat("GPTQ sweep: [", in.rows, ", ", in.cols,
+                                                      "] but ", w_.size(), " values loaded"));
+  }
+  return HostGptqSweep(in, w_, u, codes, scales, threads_);
+}
 
 absl::StatusOr<std::vector<QuantizedTensor>> RunGptqGroup(
     std::span<const TensorView> tensors, const QuantizeOptions& options,
@@ -362,9 +371,7 @@ absl::StatusOr<std::vector<QuantizedTensor>> RunGptqGroup(
     if (diag[i] == 0.0) diag[i] = 1.0;
   }
 
-  std::vector<float> w;
-  float amax = 0.0f;
-  RETURN_IF_ERROR(StackWeights(tensors, m, &w, &amax, threads));
+  ASSIGN_OR_RETURN(const float amax, device.LoadWeights(tensors, m));
 
   // Order, dampening, factor.
   std::vector<int32_t> perm;
@@ -444,8 +451,7 @@ absl::StatusOr<std::vector<QuantizedTensor>> RunGptqGroup(
   in.hessian_size = static_cast<int64_t>(od.hessian_blocks.size());
 
   std::vector<uint8_t> codes, scales;
-  RETURN_IF_ERROR(device.Sweep(in, w, factor.u, &codes, &scales));
-  w = {};
+  RETURN_IF_ERROR(device.Sweep(in, factor.u, &codes, &scales));
   factor.u = {};
 
   std::vector<QuantizedTensor> out(tensors.size());
@@ -466,13 +472,12 @@ absl::StatusOr<std::vector<QuantizedTensor>> RunGptqGroup(
     });
     q.scales.assign(scales.begin() + row0 * (k / kBlock),
                     scales.begin() + (row0 + m[i].rows) * (k / kBlock));
-    row0 += m[i].rows;
     if (options.compute_metrics) {
-      q.metrics = HostMetrics(tensors[i], m[i], q, g_rtn, threads);
       const Calibration* ci = calibration.empty() ? nullptr : calibration[i];
-      ASSIGN_OR_RETURN(q.metrics.output_nmse,
-                       device.OutputNmse(tensors[i], m[i], q, ci != nullptr ? ci : cal));
+      ASSIGN_OR_RETURN(q.metrics, device.Metrics(i, row0, tensors[i], m[i], q, g_rtn,
+                                                 ci != nullptr ? ci : cal));
     }
+    row0 += m[i].rows;
     q.metrics.gptq_dampening = factor.dampening;
   }
   return out;

@@ -58,10 +58,17 @@ struct GptqGram {
   const double* diag = nullptr;    // [k] the diagonal in processing order, dead inputs set to 1
 };
 
-// What a backend provides to the GPTQ flow.
+// What a backend provides to the GPTQ flow, called in this order for one group: LoadWeights,
+// Factor or FactorGram (possibly several times, with growing dampening), Sweep, then Metrics
+// for each member tensor.
 class GptqDevice {
  public:
   virtual ~GptqDevice() = default;
+  // The group's stacked weight as fp32 [sum rows, K] (members' rows in order), kept for Sweep and
+  // Metrics; returns max |w|, or NonFiniteError naming the first member with a NaN/Inf at its
+  // smallest flat index.
+  virtual absl::StatusOr<float> LoadWeights(std::span<const TensorView> tensors,
+                                            std::span<const Matrix2D> m) = 0;
   // U (fp32, row-major [k, k], zero below the diagonal) with h^-1 = U^T U for the symmetric
   // fp64 matrix h. Returns false when h is not (numerically) positive definite. A device that
   // keeps U in its own memory for the next Sweep may leave *u empty.
@@ -71,17 +78,40 @@ class GptqDevice {
   // builds it on the host (BuildGptqGram) and calls Factor.
   virtual absl::StatusOr<bool> FactorGram(const GptqGram& gram, double damp,
                                           std::vector<float>* u);
-  // The column sweep over w ([rows, cols] fp32, original column order, overwritten) with
-  // factor u (of the permuted Gram; empty: the one the device kept from its last factor).
-  // Writes codes (one E2M1 code per byte, [rows, cols]) and scales ([rows, cols/16] E4M3).
-  virtual absl::Status Sweep(const GptqSweepInput& in, std::vector<float>& w,
-                             const std::vector<float>& u, std::vector<uint8_t>* codes,
-                             std::vector<uint8_t>* scales) = 0;
-  // The output-space metric (default: the host reference, OutputSpaceNmse).
-  virtual absl::StatusOr<std::optional<double>> OutputNmse(const TensorView& w,
-                                                           const Matrix2D& m,
-                                                           const QuantizedTensor& q,
-                                                           const Calibration* calibration);
+  // The column sweep over the loaded weight (original column order) with factor u (of the
+  // permuted Gram; empty: the one the device kept from its last factor). Writes codes (one E2M1
+  // code per byte, [rows, cols]) and scales ([rows, cols/16] E4M3).
+  virtual absl::Status Sweep(const GptqSweepInput& in, const std::vector<float>& u,
+                             std::vector<uint8_t>* codes, std::vector<uint8_t>* scales) = 0;
+  // The metrics of member `member` (rows [row0, row0 + m.rows) of the loaded weight) quantized
+  // as q: nmse, max |err|, the rtn baseline with rtn's global scale g_rtn (GptqHostMetrics'
+  // definition, bit for bit), and output_nmse with `calibration` (none without a Gram or
+  // activations). The default: GptqHostMetrics and the host OutputSpaceNmse.
+  virtual absl::StatusOr<TensorMetrics> Metrics(size_t member, int64_t row0,
+                                                const TensorView& t, const Matrix2D& m,
+                                                const QuantizedTensor& q, float g_rtn,
+                                                const Calibration* calibration);
+};
+
+// The host implementation (the CPU backend; the reference in the CUDA backend's tests): the
+// weight in host memory, factor and sweep on `threads` host threads.
+class HostGptqDevice : public GptqDevice {
+ public:
+  explicit HostGptqDevice(int threads) : threads_(threads) {}
+  absl::StatusOr<float> LoadWeights(std::span<const TensorView> tensors,
+                                    std::span<const Matrix2D> m) override;
+  absl::StatusOr<bool> Factor(const std::vector<double>& h, int64_t k,
+                              std::vector<float>* u) override;
+  absl::Status Sweep(const GptqSweepInput& in, const std::vector<float>& u,
+                     std::vector<uint8_t>* codes, std::vector<uint8_t>* scales) override;
+
+ protected:
+  int threads() const { return threads_; }
+  const std::vector<float>& weights() const { return w_; }
+
+ private:
+  int threads_;
+  std::vector<float> w_;  // the stacked fp32 weight (LoadWeights)
 };
 
 // The backend's quantization without error feedback (for the cjso global scale).
@@ -102,9 +132,17 @@ absl::StatusOr<std::vector<QuantizedTensor>> RunGptqGroup(
 bool HostGptqFactor(const std::vector<double>& h, int64_t k, std::vector<float>* u, int threads);
 // The matrix GptqGram describes with dampening `damp`, row-major [k, k].
 void BuildGptqGram(const GptqGram& gram, double damp, std::vector<double>* h, int threads);
-absl::Status HostGptqSweep(const GptqSweepInput& in, std::vector<float>& w,
+// The sweep over w ([rows, cols] fp32, original column order; not modified).
+absl::Status HostGptqSweep(const GptqSweepInput& in, const std::vector<float>& w,
                            const std::vector<float>& u, std::vector<uint8_t>* codes,
                            std::vector<uint8_t>* scales, int threads);
+// nmse, max |err| and the rtn baseline (rtn global scale g_rtn) of q against its source t:
+// GptqMetricBlock per block, fp64 sums per row in block order, then across rows in row order.
+TensorMetrics GptqHostMetrics(const TensorView& t, const Matrix2D& m, const QuantizedTensor& q,
+                              float g_rtn, int threads);
+// The totals of per-row sums (fp64 in row order) as GptqHostMetrics' result.
+TensorMetrics GptqMetricsFromRows(std::span<const double> sq_err, std::span<const double> x_sq,
+                                  std::span<const double> rtn_sq, std::span<const float> max_err);
 
 
 }  // namespace nvfp4

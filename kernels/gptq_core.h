@@ -107,6 +107,39 @@ NVFP4_HD float GptqLazyDelta(const float* err, const float* u_col, int64_t ld, i
   return acc;
 }
 
+// One 16-element block's contribution to a GPTQ result's metrics (the flow's metrics, computed by
+// the host and the CUDA device alike): x the source values, `packed` the block's 8 code bytes,
+// `scale` its E4M3 code, g the global scale, g_rtn rtn's global scale (for the rtn baseline).
+// fp32 sums over the block in element order, as the block core's metrics (QuantizeBlock).
+struct GptqBlockSums {
+  float sq_err = 0.0f;   // sum (x - x_hat)^2
+  float x_sq = 0.0f;     // sum x^2
+  float rtn_sq = 0.0f;   // sum (x - rtn(x))^2 with rtn's absmax block scale
+  float max_err = 0.0f;  // max |x - x_hat|
+};
+NVFP4_HD GptqBlockSums GptqMetricBlock(const float* x, const uint8_t* packed, uint8_t scale,
+                                       float g, float g_rtn) {
+  const float sb = DecodeE4M3(scale);
+  float amax_b = 0.0f;
+  for (int i = 0; i < kBlock; ++i) amax_b = std::fmax(amax_b, std::fabs(x[i]));
+  const uint32_t rtn_code =
+      amax_b == 0.0f ? kE4M3One : EncodeE4M3Scale(AbsmaxBlockScale(amax_b, g_rtn));
+  const float rtn_sg = DecodeE4M3(rtn_code) * g_rtn;
+  GptqBlockSums s;
+  for (int i = 0; i < kBlock; ++i) {
+    const uint8_t byte = packed[i / 2];
+    const uint32_t code = (i % 2 == 0) ? (byte & 0xFu) : (byte >> 4);
+    const float y = DecodeE2M1(code) * sb * g;  // Dequantize's expression
+    const float e = x[i] - y;
+    s.sq_err = s.sq_err + e * e;
+    s.x_sq = s.x_sq + x[i] * x[i];
+    s.max_err = std::fmax(s.max_err, std::fabs(e));
+    const float re = x[i] - E2M1RoundValue(x[i] / rtn_sg) * rtn_sg;
+    s.rtn_sq = s.rtn_sq + re * re;
+  }
+  return s;
+}
+
 }  // namespace nvfp4
 
 #endif  // NVFP4_KERNELS_GPTQ_CORE_H_

@@ -124,22 +124,6 @@ class CpuExecutor : public PassExecutor {
   std::vector<std::array<Slot, 2>> slots_;
 };
 
-class CpuGptqDevice : public GptqDevice {
- public:
-  explicit CpuGptqDevice(int threads) : threads_(threads) {}
-  absl::StatusOr<bool> Factor(const std::vector<double>& h, int64_t k,
-                              std::vector<float>* u) override {
-    return HostGptqFactor(h, k, u, threads_);
-  }
-  absl::Status Sweep(const GptqSweepInput& in, std::vector<float>& w, const std::vector<float>& u,
-                     std::vector<uint8_t>* codes, std::vector<uint8_t>* scales) override {
-    return HostGptqSweep(in, w, u, codes, scales, threads_);
-  }
-
- private:
-  int threads_;
-};
-
 }  // namespace
 
 CpuBackend::CpuBackend(int threads)
@@ -151,7 +135,7 @@ absl::StatusOr<std::vector<QuantizedTensor>> CpuBackend::QuantizeGroup(
     std::span<const Calibration* const> calibration) {
   const int threads = threads_;
   if (options.method == Method::kGptq) {
-    CpuGptqDevice device(threads);
+    HostGptqDevice device(threads);
     return RunGptqGroup(tensors, options, calibration, device,
                         [this](std::span<const TensorView> t, const QuantizeOptions& o,
                                std::span<const Calibration* const> c) {

@@ -34,11 +34,13 @@ struct CudaRunStats {
   bool cublas_output_nmse = false;  // OutputNmse computed on the GPU with cuBLAS
   // Method gptq (the fields above other than wall_ms and cublas_output_nmse stay 0): host-clock
   // time of the GPTQ device calls (each ends synchronized), summed over the group.
-  double gptq_factor_ms = 0;        // H upload, cuSOLVER Cholesky + inverse, U download (all
-                                    // dampening attempts)
-  double gptq_sweep_ms = 0;         // W and U uploads, the sweep, codes and scales download
+  double gptq_load_ms = 0;          // source upload, NaN/Inf scan and amax, fp32 conversion
+  double gptq_factor_ms = 0;        // Gram upload, cuSOLVER Cholesky + inverse (all dampening
+                                    // attempts)
+  double gptq_sweep_ms = 0;         // the sweep, codes and scales download
   double gptq_sweep_kernel_ms = 0;  // the sweep's kernels alone (CUDA events)
-  double gptq_output_nmse_ms = 0;   // the output metric of the group's tensors
+  double gptq_output_nmse_ms = 0;   // the metrics of the group's tensors (nmse, rtn baseline,
+                                    // output metric)
   bool gptq_factor_on_gpu = false;  // cuSOLVER factored (else the host reference did)
 };
 // The stats of the last completed QuantizeGroup of `backend` (INVALID_ARGUMENT if it is not a

@@ -72,6 +72,7 @@ struct Context {
   DeviceMem arena;   // the group's tensors, slots and sums (GPTQ: the factor's or sweep's buffers)
   DeviceMem aux;     // output-metric GEMM operands
   DeviceMem factor;  // GPTQ: the factor U, kept from Factor for the Sweep (fp32 [k, k])
+  DeviceMem gptq_weights;  // GPTQ: the group's sources and stacked fp32 weight (LoadWeights)
   PinnedMem small;   // scan states and pass totals (host side)
   cublasHandle_t cublas = nullptr;
   bool cublas_tried = false;

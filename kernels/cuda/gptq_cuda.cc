@@ -2,10 +2,14 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstring>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "kernels/block_core.h"
+#include "kernels/calibration.h"
+#include "kernels/tensor_prep.h"
+#include "kernels/cuda/cuda_kernels.h"
 #include "kernels/cuda/cusolver_loader.h"
 #include "kernels/cuda/gptq_kernels.h"
 
@@ -198,17 +202,84 @@ absl::StatusOr<std::vector<float>> CudaGptqDevice::DownloadFactor() {
   return u;
 }
 
-absl::Status CudaGptqDevice::Sweep(const GptqSweepInput& in, std::vector<float>& w,
-                                   const std::vector<float>& u, std::vector<uint8_t>* codes,
-                                   std::vector<uint8_t>* scales) {
+absl::StatusOr<float> CudaGptqDevice::LoadWeights(std::span<const TensorView> tensors,
+                                                   std::span<const Matrix2D> m) {
+  if (tensors.empty() || tensors.size() != m.size()) {
+    return absl::InvalidArgumentError("GPTQ load: no tensors, or shapes that do not match them");
+  }
+  const Clock::time_point start = Clock::now();
+  loaded_.reset();
+  Loaded l;
+  l.cols = m[0].cols;
+  ArenaPlan plan;
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    if (m[i].cols != l.cols || m[i].cols % kBlock != 0 || tensors[i].data == nullptr) {
+      return absl::InvalidArgumentError(absl::StrCat("GPTQ load: member ", i, " is [", m[i].rows,
+                                                     ", ", m[i].cols, "], K = ", l.cols));
+    }
+    l.src_off.push_back(plan.Add(static_cast<size_t>(m[i].rows * m[i].cols) *
+                                 DTypeSize(tensors[i].dtype)));
+    l.dtype.push_back(tensors[i].dtype);
+    l.rows += m[i].rows;
+  }
+  const size_t scan_off = plan.Add(tensors.size() * sizeof(ScanState));
+  l.w_off = plan.Add(static_cast<size_t>(l.rows * l.cols) * sizeof(float));
+  RETURN_IF_ERROR(ctx_->gptq_weights.Reserve(plan.total()));
+  DeviceMem& d = ctx_->gptq_weights;
+  cudaStream_t stream = ctx_->streams[0];
+  auto* scans = reinterpret_cast<ScanState*>(d.at(scan_off));
+  int64_t row0 = 0;
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    const int64_t elements = m[i].rows * m[i].cols;
+    NVFP4_CUDA(LaunchScanInit(scans + i, stream));
+    RETURN_IF_ERROR(ctx_->Upload(d.at(l.src_off[i]), tensors[i].data,
+                                 static_cast<size_t>(elements) * DTypeSize(tensors[i].dtype),
+                                 stream));
+    RETURN_IF_ERROR(LaunchStatus(
+        LaunchScan(d.at(l.src_off[i]), tensors[i].dtype, elements, 0, scans + i, stream),
+        "the GPTQ source scan"));
+    RETURN_IF_ERROR(LaunchStatus(
+        LaunchGptqToFloat(d.at(l.src_off[i]), tensors[i].dtype, elements,
+                          reinterpret_cast<float*>(d.at(l.w_off)) + row0 * l.cols, stream),
+        "the GPTQ conversion"));
+    row0 += m[i].rows;
+  }
+  std::vector<ScanState> host(tensors.size());
+  NVFP4_CUDA(cudaMemcpyAsync(host.data(), scans, host.size() * sizeof(ScanState),
+                             cudaMemcpyDeviceToHost, stream));
+  NVFP4_CUDA(cudaStreamSynchronize(stream));
+  stats_.gptq_load_ms += MsSince(start);
+  float amax = 0.0f;
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    if (host[i].first_bad != ~0ull) {
+      const int64_t index = static_cast<int64_t>(host[i].first_bad);
+      float value = 0.0f;
+      ConvertToFloat(static_cast<const uint8_t*>(tensors[i].data) +
+                         index * DTypeSize(tensors[i].dtype),
+                     tensors[i].dtype, 1, &value);
+      return NonFiniteError(tensors[i], m[i], index, value);
+    }
+    float a = 0.0f;
+    std::memcpy(&a, &host[i].amax_bits, sizeof(float));
+    amax = std::max(amax, a);
+  }
+  loaded_ = std::move(l);
+  return amax;
+}
+
+absl::Status CudaGptqDevice::Sweep(const GptqSweepInput& in, const std::vector<float>& u,
+                                   std::vector<uint8_t>* codes, std::vector<uint8_t>* scales) {
   const int64_t rows = in.rows, cols = in.cols;
   const bool kept = u.empty();
+  if (!loaded_ || loaded_->rows != rows || loaded_->cols != cols) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("GPTQ sweep: weight [", rows, ", ", cols, "] is not the loaded one"));
+  }
   if (rows <= 0 || cols <= 0 || cols % kBlock != 0 ||
-      w.size() != static_cast<size_t>(rows * cols) ||
       (!kept && u.size() != static_cast<size_t>(cols * cols))) {
     return absl::InvalidArgumentError(
-        absl::StrCat("GPTQ sweep: weight [", rows, ", ", cols, "] (K % 16 == 0) with ", w.size(),
-                     " values and a factor of ", u.size(), " values"));
+        absl::StrCat("GPTQ sweep: weight [", rows, ", ", cols, "] (K % 16 == 0) with a factor of ",
+                     u.size(), " values"));
   }
   if (kept && factor_k_ != cols) {
     return absl::FailedPreconditionError(absl::StrCat(
@@ -233,7 +304,6 @@ absl::Status CudaGptqDevice::Sweep(const GptqSweepInput& in, std::vector<float>&
   const size_t rc = static_cast<size_t>(rows * cols), lc = static_cast<size_t>(ld * cols);
   ArenaPlan plan;
   const size_t u_off = plan.Add(kept ? 0 : u.size() * sizeof(float));
-  const size_t w_off = plan.Add(rc * sizeof(float));
   const size_t wt_off = plan.Add(lc * sizeof(float));
   const size_t err_off = plan.Add(static_cast<size_t>(in.block_size * ld) * sizeof(float));
   const size_t codes_t_off = plan.Add(lc);
@@ -255,7 +325,7 @@ absl::Status CudaGptqDevice::Sweep(const GptqSweepInput& in, std::vector<float>&
   a.static_scales = in.static_scales;
   a.scale = in.scale;
   a.u = reinterpret_cast<const float*>(kept ? ctx_->factor.p : m.at(u_off));
-  a.w = reinterpret_cast<const float*>(m.at(w_off));
+  a.w = reinterpret_cast<const float*>(ctx_->gptq_weights.at(loaded_->w_off));
   a.wt = reinterpret_cast<float*>(m.at(wt_off));
   a.err_t = reinterpret_cast<float*>(m.at(err_off));
   a.codes_t = m.at(codes_t_off);
@@ -263,7 +333,6 @@ absl::Status CudaGptqDevice::Sweep(const GptqSweepInput& in, std::vector<float>&
   a.codes = m.at(codes_off);
   a.scales = m.at(scales_off);
   if (!kept) RETURN_IF_ERROR(ctx_->Upload(m.at(u_off), u.data(), u.size() * sizeof(float), stream));
-  RETURN_IF_ERROR(ctx_->Upload(m.at(w_off), w.data(), rc * sizeof(float), stream));
   if (in.perm != nullptr) {
     a.perm = reinterpret_cast<const int32_t*>(m.at(perm_off));
     RETURN_IF_ERROR(ctx_->Upload(m.at(perm_off), in.perm, cols * sizeof(int32_t), stream));
@@ -293,50 +362,78 @@ absl::Status CudaGptqDevice::Sweep(const GptqSweepInput& in, std::vector<float>&
   return absl::OkStatus();
 }
 
-absl::StatusOr<double> CudaGptqDevice::DeviceOutputNmse(const TensorView& w, const Matrix2D& m,
-                                                        const QuantizedTensor& q,
-                                                        const Calibration& c) {
-  const size_t src_bytes = static_cast<size_t>(m.rows * m.cols) * DTypeSize(w.dtype);
-  if (q.packed.size() * 2 != static_cast<size_t>(m.rows * m.cols) ||
-      q.scales.size() * kBlock != static_cast<size_t>(m.rows * m.cols)) {
-    return absl::InternalError("GPTQ output metric: codes and scales do not match the weight");
+absl::StatusOr<TensorMetrics> CudaGptqDevice::Metrics(size_t member, int64_t row0,
+                                                      const TensorView& t, const Matrix2D& m,
+                                                      const QuantizedTensor& q, float g_rtn,
+                                                      const Calibration* calibration) {
+  if (!loaded_ || member >= loaded_->src_off.size() || loaded_->cols != m.cols ||
+      row0 + m.rows > loaded_->rows) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("GPTQ metrics: member ", member, " is not in the loaded group"));
   }
-  cudaStream_t stream = ctx_->streams[0];
-  ArenaPlan plan;
-  const size_t src_off = plan.Add(src_bytes);
-  const size_t packed_off = plan.Add(q.packed.size());
-  const size_t scales_off = plan.Add(q.scales.size());
-  RETURN_IF_ERROR(ctx_->arena.Reserve(plan.total()));
-  DeviceMem& d = ctx_->arena;
-  RETURN_IF_ERROR(ctx_->Upload(d.at(src_off), w.data, src_bytes, stream));
-  RETURN_IF_ERROR(ctx_->Upload(d.at(packed_off), q.packed.data(), q.packed.size(), stream));
-  RETURN_IF_ERROR(ctx_->Upload(d.at(scales_off), q.scales.data(), q.scales.size(), stream));
-  return GpuOutputNmse(*ctx_, d.at(src_off), w.dtype, d.at(packed_off), d.at(scales_off),
-                       q.global_scale, m.rows, m.cols, c, stream);
-}
-
-absl::StatusOr<std::optional<double>> CudaGptqDevice::OutputNmse(const TensorView& w,
-                                                                 const Matrix2D& m,
-                                                                 const QuantizedTensor& q,
-                                                                 const Calibration* calibration) {
-  if (calibration == nullptr ||
-      (calibration->gram.empty() && calibration->activations == nullptr)) {
-    return std::nullopt;
+  const int64_t bpr = m.cols / kBlock;
+  if (q.packed.size() * 2 != static_cast<size_t>(m.rows * m.cols) ||
+      q.scales.size() != static_cast<size_t>(m.rows * bpr)) {
+    return absl::InternalError("GPTQ metrics: codes and scales do not match the weight");
   }
   const Clock::time_point start = Clock::now();
-  if (ctx_->Cublas() != nullptr) {
-    absl::StatusOr<double> r = DeviceOutputNmse(w, m, q, *calibration);
+  cudaStream_t stream = ctx_->streams[0];
+  const size_t n = static_cast<size_t>(m.rows);
+  ArenaPlan plan;
+  const size_t packed_off = plan.Add(q.packed.size());
+  const size_t scales_off = plan.Add(q.scales.size());
+  const size_t sums_off = plan.Add(3 * n * sizeof(double));
+  const size_t max_off = plan.Add(n * sizeof(float));
+  RETURN_IF_ERROR(ctx_->arena.Reserve(plan.total()));
+  DeviceMem& d = ctx_->arena;
+  const void* src = ctx_->gptq_weights.at(loaded_->src_off[member]);
+  const DType dtype = loaded_->dtype[member];
+  RETURN_IF_ERROR(ctx_->Upload(d.at(packed_off), q.packed.data(), q.packed.size(), stream));
+  RETURN_IF_ERROR(ctx_->Upload(d.at(scales_off), q.scales.data(), q.scales.size(), stream));
+  GptqRowMetricsLaunch a;
+  a.src = src;
+  a.dtype = dtype;
+  a.packed = d.at(packed_off);
+  a.scales = d.at(scales_off);
+  a.g = q.global_scale;
+  a.g_rtn = g_rtn;
+  a.rows = m.rows;
+  a.blocks_per_row = bpr;
+  auto* sums = reinterpret_cast<double*>(d.at(sums_off));
+  a.sq_err = sums;
+  a.x_sq = sums + n;
+  a.rtn_sq = sums + 2 * n;
+  a.max_err = reinterpret_cast<float*>(d.at(max_off));
+  RETURN_IF_ERROR(LaunchStatus(LaunchGptqRowMetrics(a, stream), "the GPTQ metrics"));
+  std::vector<double> host_sums(3 * n);
+  std::vector<float> host_max(n);
+  NVFP4_CUDA(cudaMemcpyAsync(host_sums.data(), sums, host_sums.size() * sizeof(double),
+                             cudaMemcpyDeviceToHost, stream));
+  NVFP4_CUDA(cudaMemcpyAsync(host_max.data(), a.max_err, n * sizeof(float),
+                             cudaMemcpyDeviceToHost, stream));
+  NVFP4_CUDA(cudaStreamSynchronize(stream));
+  const std::span<const double> all(host_sums);
+  TensorMetrics out = GptqMetricsFromRows(all.subspan(0, n), all.subspan(n, n),
+                                          all.subspan(2 * n, n), host_max);
+  if (calibration != nullptr &&
+      (!calibration->gram.empty() || calibration->activations != nullptr)) {
+    absl::StatusOr<double> r = absl::ResourceExhaustedError("no cuBLAS");
+    if (ctx_->Cublas() != nullptr) {
+      r = GpuOutputNmse(*ctx_, src, dtype, a.packed, a.scales, q.global_scale, m.rows, m.cols,
+                        *calibration, stream);
+    }
     if (r.ok()) {
       stats_.cublas_output_nmse = true;
-      stats_.gptq_output_nmse_ms += MsSince(start);
-      return std::optional<double>(*r);
+      out.output_nmse = *r;
+    } else if (absl::IsResourceExhausted(r.status())) {
+      // No cuBLAS, or not enough device memory for the GEMM operands: the host reference.
+      out.output_nmse = OutputSpaceNmse(t, m, q, calibration);
+    } else {
+      return r.status();
     }
-    // Not enough device memory for the GEMM operands: the host reference below.
-    if (!absl::IsResourceExhausted(r.status())) return r.status();
   }
-  absl::StatusOr<std::optional<double>> host = GptqDevice::OutputNmse(w, m, q, calibration);
   stats_.gptq_output_nmse_ms += MsSince(start);
-  return host;
+  return out;
 }
 
 }  // namespace nvfp4::cuda

@@ -7,17 +7,22 @@
 //    host, so the factor agrees to rounding, not bitwise (docs/NUMERICS.md, "GPTQ", CUDA
 //    contract). U stays on the device for the Sweep (*u is left empty). Without cuSOLVER the
 //    host reference factors (and fills *u).
+//  - LoadWeights: the sources are uploaded as they are (bf16: half the bytes of fp32), scanned
+//    for NaN/Inf and amax and converted to fp32 on the device; they stay there (Context::
+//    gptq_weights) for the Sweep and the Metrics, so no host conversion and one upload.
 //  - Sweep: gptq_kernels.cu; for the same factor, codes and scales equal HostGptqSweep's.
-//  - OutputNmse: the backend's cuBLAS output metric (host reference without cuBLAS or memory).
-// Device memory, one group at a time: U (fp32 k x k, Context::factor) plus, per call, the
-// factor's fp64 k x k matrix and fp32 Gram, or the sweep's W and working copies (about
-// 4 bytes x 2 rows k plus the codes).
+//  - Metrics: GptqHostMetrics' sums on the device (bit for bit) and the backend's cuBLAS output
+//    metric (the host reference without cuBLAS or memory for the GEMM).
+// Device memory, one group at a time: the sources and the stacked fp32 weight (Context::
+// gptq_weights), U (fp32 k x k, Context::factor) plus, per call, the factor's fp64 k x k matrix
+// and fp32 Gram, or the sweep's working copies (about 4 bytes x rows x k plus the codes).
 #ifndef NVFP4_KERNELS_CUDA_GPTQ_CUDA_H_
 #define NVFP4_KERNELS_CUDA_GPTQ_CUDA_H_
 
 #include <cstdint>
 #include <functional>
 #include <optional>
+#include <span>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -37,11 +42,13 @@ class CudaGptqDevice : public GptqDevice {
                               std::vector<float>* u) override;
   absl::StatusOr<bool> FactorGram(const GptqGram& gram, double damp,
                                   std::vector<float>* u) override;
-  absl::Status Sweep(const GptqSweepInput& in, std::vector<float>& w, const std::vector<float>& u,
+  absl::StatusOr<float> LoadWeights(std::span<const TensorView> tensors,
+                                    std::span<const Matrix2D> m) override;
+  absl::Status Sweep(const GptqSweepInput& in, const std::vector<float>& u,
                      std::vector<uint8_t>* codes, std::vector<uint8_t>* scales) override;
-  absl::StatusOr<std::optional<double>> OutputNmse(const TensorView& w, const Matrix2D& m,
-                                                   const QuantizedTensor& q,
-                                                   const Calibration* calibration) override;
+  absl::StatusOr<TensorMetrics> Metrics(size_t member, int64_t row0, const TensorView& t,
+                                        const Matrix2D& m, const QuantizedTensor& q, float g_rtn,
+                                        const Calibration* calibration) override;
 
   // A host copy of the factor kept by the last successful Factor / FactorGram (tests).
   absl::StatusOr<std::vector<float>> DownloadFactor();
@@ -56,11 +63,17 @@ class CudaGptqDevice : public GptqDevice {
       int64_t k, size_t input_bytes,
       const std::function<absl::Status(double* a, uint8_t* input)>& build);
 
-  absl::StatusOr<double> DeviceOutputNmse(const TensorView& w, const Matrix2D& m,
-                                          const QuantizedTensor& q, const Calibration& c);
+  // The loaded group (LoadWeights) in ctx_->gptq_weights.
+  struct Loaded {
+    std::vector<size_t> src_off;  // each member's source, as uploaded
+    std::vector<DType> dtype;
+    size_t w_off = 0;             // the stacked fp32 weight
+    int64_t rows = 0, cols = 0;
+  };
 
   Context* ctx_;
   int64_t factor_k_ = 0;  // k of the factor in ctx_->factor (0: none)
+  std::optional<Loaded> loaded_;
   CudaRunStats stats_;
 };
 

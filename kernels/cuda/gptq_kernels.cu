@@ -10,6 +10,7 @@
 #include "kernels/codec.h"
 #include "kernels/cuda/gptq_kernels.h"
 #include "kernels/gptq_core.h"
+#include "kernels/tensor_prep.h"
 
 namespace nvfp4::cuda {
 namespace {
@@ -334,6 +335,64 @@ __global__ void ReverseGramKernel(const GptqGram g, double damp, double* __restr
   }
 }
 
+// ---- Weights and metrics ---------------------------------------------------------------------
+
+// Grid-stride over 16-element blocks: one thread converts one block (64 bytes out).
+__global__ void __launch_bounds__(256) ToFloatKernel(const void* __restrict__ src, DType dtype,
+                                                     int64_t blocks, float* __restrict__ dst) {
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t b = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; b < blocks;
+       b += stride) {
+    float x[kBlock];
+    LoadBlock(src, dtype, b * kBlock, x);
+    float4* out = reinterpret_cast<float4*>(dst + b * kBlock);
+#pragma unroll
+    for (int i = 0; i < kBlock / 4; ++i) {
+      out[i] = make_float4(x[4 * i], x[4 * i + 1], x[4 * i + 2], x[4 * i + 3]);
+    }
+  }
+}
+
+// One warp per row: lane l takes the row's blocks l, l + 32, ...; lane 0 adds the 32 blocks'
+// sums of each round in block order (shuffles), so the fp64 row sums are the host's.
+constexpr int kMetricThreads = 256;
+__global__ void __launch_bounds__(kMetricThreads) RowMetricsKernel(const GptqRowMetricsLaunch a) {
+  const int lane = threadIdx.x & 31;
+  const int64_t r =
+      (static_cast<int64_t>(blockIdx.x) * kMetricThreads + threadIdx.x) / 32;
+  if (r >= a.rows) return;  // whole warps leave together
+  const int64_t bpr = a.blocks_per_row;
+  double s = 0, x2 = 0, rt = 0;
+  float ma = 0.0f;
+  for (int64_t b0 = 0; b0 < bpr; b0 += 32) {
+    const int64_t b = b0 + lane;
+    GptqBlockSums bs;
+    if (b < bpr) {
+      const int64_t blk = r * bpr + b;
+      float x[kBlock];
+      LoadBlock(a.src, a.dtype, blk * kBlock, x);
+      bs = GptqMetricBlock(x, a.packed + blk * (kBlock / 2), a.scales[blk], a.g, a.g_rtn);
+    }
+    const int count = bpr - b0 < 32 ? static_cast<int>(bpr - b0) : 32;
+    for (int j = 0; j < count; ++j) {
+      const float sq = __shfl_sync(0xFFFFFFFFu, bs.sq_err, j);
+      const float xx = __shfl_sync(0xFFFFFFFFu, bs.x_sq, j);
+      const float rr = __shfl_sync(0xFFFFFFFFu, bs.rtn_sq, j);
+      const float mm = __shfl_sync(0xFFFFFFFFu, bs.max_err, j);
+      s += sq;
+      x2 += xx;
+      rt += rr;
+      ma = fmaxf(ma, mm);
+    }
+  }
+  if (lane == 0) {
+    a.sq_err[r] = s;
+    a.x_sq[r] = x2;
+    a.rtn_sq[r] = rt;
+    a.max_err[r] = ma;
+  }
+}
+
 dim3 TileGrid(int64_t x_extent, int64_t y_extent) {
   return dim3(static_cast<unsigned>((x_extent + kTile - 1) / kTile),
               static_cast<unsigned>((y_extent + kTile - 1) / kTile));
@@ -397,6 +456,34 @@ cudaError_t LaunchGptqSweep(const GptqSweepLaunch& a, cudaStream_t stream) {
                              stream>>>(a.scales_t, a.ld, a.rows, a.cols / kBlock, a.scales);
         return cudaGetLastError();
       });
+}
+
+cudaError_t LaunchGptqToFloat(const void* src, DType dtype, int64_t elements, float* dst,
+                              cudaStream_t stream) {
+  if (src == nullptr || dst == nullptr || elements < 0 || elements % kBlock != 0) {
+    return cudaErrorInvalidValue;
+  }
+  const int64_t blocks = elements / kBlock;
+  if (blocks == 0) return cudaSuccess;
+  constexpr int64_t kMaxCtas = 1 << 16;  // grid-stride beyond
+  const int64_t ctas = (blocks + 255) / 256;
+  ToFloatKernel<<<static_cast<unsigned>(ctas < kMaxCtas ? ctas : kMaxCtas), 256, 0, stream>>>(
+      src, dtype, blocks, dst);
+  return cudaGetLastError();
+}
+
+cudaError_t LaunchGptqRowMetrics(const GptqRowMetricsLaunch& a, cudaStream_t stream) {
+  if (a.src == nullptr || a.packed == nullptr || a.scales == nullptr || a.sq_err == nullptr ||
+      a.x_sq == nullptr || a.rtn_sq == nullptr || a.max_err == nullptr || a.rows < 0 ||
+      a.blocks_per_row <= 0) {
+    return cudaErrorInvalidValue;
+  }
+  if (a.rows == 0) return cudaSuccess;
+  constexpr int64_t kRowsPerCta = kMetricThreads / 32;
+  const int64_t ctas = (a.rows + kRowsPerCta - 1) / kRowsPerCta;
+  if (ctas > 0x7FFFFFFF) return cudaErrorInvalidValue;
+  RowMetricsKernel<<<static_cast<unsigned>(ctas), kMetricThreads, 0, stream>>>(a);
+  return cudaGetLastError();
 }
 
 cudaError_t LaunchGptqReverse(const double* h, int64_t k, double* a, cudaStream_t stream) {

@@ -41,6 +41,29 @@ struct GptqSweepLaunch {
 // HostGptqSweep's bit for bit for the same inputs and factor.
 cudaError_t LaunchGptqSweep(const GptqSweepLaunch& a, cudaStream_t stream);
 
+// dst[i] = float(src[i]) for i in [0, elements) (elements a multiple of 16; exact conversions).
+cudaError_t LaunchGptqToFloat(const void* src, DType dtype, int64_t elements, float* dst,
+                              cudaStream_t stream);
+
+// Per-row metric sums of a quantized [rows, blocks_per_row * 16] tensor against its source:
+// GptqMetricBlock per block, fp64 sums over the row's blocks in order (GptqHostMetrics' rows,
+// bit for bit). Outputs [rows] each.
+struct GptqRowMetricsLaunch {
+  const void* src = nullptr;
+  DType dtype = DType::kBF16;
+  const uint8_t* packed = nullptr;  // [rows, blocks_per_row * 8]
+  const uint8_t* scales = nullptr;  // [rows, blocks_per_row]
+  float g = 1.0f;
+  float g_rtn = 1.0f;
+  int64_t rows = 0;
+  int64_t blocks_per_row = 0;
+  double* sq_err = nullptr;
+  double* x_sq = nullptr;
+  double* rtn_sq = nullptr;
+  float* max_err = nullptr;
+};
+cudaError_t LaunchGptqRowMetrics(const GptqRowMetricsLaunch& a, cudaStream_t stream);
+
 // Factor helpers (k x k, fp64 unless noted). Both build the column-major reversed matrix that
 // cuSOLVER factors, a[i + j*k] = h[k-1-i][k-1-j]:
 // from h (row-major fp64),

@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "kernels/backend.h"
 #include "kernels/codec.h"
@@ -73,22 +74,29 @@ std::vector<QuantizeOptions> AllScaleOptions(GptqOrder order, int block_size) {
   return out;
 }
 
-// The host reference (factor and sweep) that also runs the CUDA sweep on the same inputs and the
-// same factor, and records whether its codes and scales were identical.
-class HostVersusCudaSweep : public GptqDevice {
+// The host reference (load, factor, sweep, metrics) that also runs the CUDA device's load, sweep
+// (on the same factor) and metrics on the same inputs, and records whether the results were
+// identical (amax, codes, scales, nmse / rtn baseline / max error).
+class HostVersusCudaSweep : public HostGptqDevice {
  public:
-  explicit HostVersusCudaSweep(cuda::Context* ctx) : cuda_(ctx) {}
+  explicit HostVersusCudaSweep(cuda::Context* ctx) : HostGptqDevice(4), cuda_(ctx) {}
 
-  absl::StatusOr<bool> Factor(const std::vector<double>& h, int64_t k,
-                              std::vector<float>* u) override {
-    return HostGptqFactor(h, k, u, 4);
+  absl::StatusOr<float> LoadWeights(std::span<const TensorView> tensors,
+                                    std::span<const Matrix2D> m) override {
+    absl::StatusOr<float> gpu = cuda_.LoadWeights(tensors, m);
+    absl::StatusOr<float> host = HostGptqDevice::LoadWeights(tensors, m);
+    if (gpu.ok() != host.ok() || (gpu.ok() && *gpu != *host) ||
+        (!gpu.ok() && gpu.status() != host.status())) {
+      ++differing_loads;
+      load_mismatch = absl::StrCat(gpu.status().ToString(), " vs ", host.status().ToString());
+    }
+    return host;
   }
-  absl::Status Sweep(const GptqSweepInput& in, std::vector<float>& w, const std::vector<float>& u,
+  absl::Status Sweep(const GptqSweepInput& in, const std::vector<float>& u,
                      std::vector<uint8_t>* codes, std::vector<uint8_t>* scales) override {
-    std::vector<float> w_gpu = w;
     std::vector<uint8_t> gpu_codes(7), gpu_scales(7);  // poisoned: the sweep must size them
-    RETURN_IF_ERROR(cuda_.Sweep(in, w_gpu, u, &gpu_codes, &gpu_scales));
-    RETURN_IF_ERROR(HostGptqSweep(in, w, u, codes, scales, 4));
+    RETURN_IF_ERROR(cuda_.Sweep(in, u, &gpu_codes, &gpu_scales));
+    RETURN_IF_ERROR(HostGptqDevice::Sweep(in, u, codes, scales));
     ++sweeps;
     if (gpu_codes.size() != codes->size() || gpu_scales.size() != scales->size()) {
       differing_codes = differing_scales = -1;
@@ -98,10 +106,34 @@ class HostVersusCudaSweep : public GptqDevice {
     for (size_t i = 0; i < scales->size(); ++i) differing_scales += gpu_scales[i] != (*scales)[i];
     return absl::OkStatus();
   }
+  absl::StatusOr<TensorMetrics> Metrics(size_t member, int64_t row0, const TensorView& t,
+                                        const Matrix2D& m, const QuantizedTensor& q, float g_rtn,
+                                        const Calibration* calibration) override {
+    ASSIGN_OR_RETURN(TensorMetrics gpu,
+                     cuda_.Metrics(member, row0, t, m, q, g_rtn, calibration));
+    ASSIGN_OR_RETURN(TensorMetrics host,
+                     HostGptqDevice::Metrics(member, row0, t, m, q, g_rtn, calibration));
+    ++metrics;
+    if (gpu.nmse != host.nmse || gpu.rtn_nmse != host.rtn_nmse ||
+        gpu.max_abs_err != host.max_abs_err) {
+      ++differing_metrics;
+    }
+    if (gpu.output_nmse.has_value() != host.output_nmse.has_value() ||
+        (host.output_nmse && std::fabs(*gpu.output_nmse - *host.output_nmse) >
+                                 1e-4 * std::fabs(*host.output_nmse) + 1e-12)) {
+      ++differing_output_nmse;
+    }
+    return host;
+  }
 
   int sweeps = 0;
+  int metrics = 0;
   int64_t differing_codes = 0;
   int64_t differing_scales = 0;
+  int differing_loads = 0;
+  std::string load_mismatch;
+  int differing_metrics = 0;
+  int differing_output_nmse = 0;
 
  private:
   cuda::CudaGptqDevice cuda_;
@@ -157,12 +189,71 @@ TEST_F(GptqCudaTest, SweepWithTheHostFactorIsBitIdentical) {
           EXPECT_EQ(device.sweeps, 1) << what;
           EXPECT_EQ(device.differing_codes, 0) << what;
           EXPECT_EQ(device.differing_scales, 0) << what;
+          EXPECT_EQ(device.differing_loads, 0) << what << ": " << device.load_mismatch;
+          EXPECT_EQ(device.metrics, 1) << what;
+          EXPECT_EQ(device.differing_metrics, 0) << what;
+          EXPECT_EQ(device.differing_output_nmse, 0) << what;
           ++runs;
         }
       }
     }
   }
   std::printf("bit-identical sweeps checked: %d\n", runs);
+}
+
+// LoadWeights converts bf16 / fp16 / fp32 sources of a fused group on the device (amax equal to
+// the host's), Metrics reproduces the host's sums bit for bit for each member, and a NaN or Inf
+// is reported with the host's message (member, index, value).
+TEST_F(GptqCudaTest, LoadAndMetricsEqualTheHostForEveryDtype) {
+  SKIP_WITHOUT_GPU();
+  auto Make = [](std::string name, std::vector<int64_t> shape, const std::vector<float>& v,
+                 DType dtype) {
+    if (dtype == DType::kF32) return MakeF32(std::move(name), std::move(shape), v);
+    return MakeU16(std::move(name), dtype, std::move(shape),
+                   dtype == DType::kBF16 ? testing::ToBf16(v) : testing::ToF16(v));
+  };
+  const int64_t k = 256;
+  Calibration c;
+  c.gram = CorrelatedGram(k, 3 * k, 91);
+  auto without_feedback = [&](std::span<const TensorView> t, const QuantizeOptions& o,
+                              std::span<const Calibration* const> cal) {
+    return cpu_->QuantizeGroup(t, o, cal);
+  };
+  for (DType dtype : {DType::kF32, DType::kBF16, DType::kF16}) {
+    std::vector<OwnedTensor> owned;
+    for (int64_t rows : {48, 37}) {
+      const std::vector<float> v =
+          testing::Sample(Distribution::kStudentT3, rows * k, 300 + rows);
+      const std::string name = absl::StrCat("m", rows);
+      owned.push_back(Make(name, {rows, k}, v, dtype));
+    }
+    const std::vector<TensorView> group = {owned[0].view, owned[1].view};
+    const std::vector<const Calibration*> cal = {&c, &c};
+    HostVersusCudaSweep device(ctx_.get());
+    auto q = RunGptqGroup(group, Gptq(Method::kSoar, Objective::kMse, GptqOrder::kNatural, 128),
+                          cal, device, without_feedback);
+    const std::string what(DTypeName(dtype));
+    ASSERT_TRUE(q.ok()) << what << ": " << q.status();
+    EXPECT_EQ(device.differing_loads, 0) << what << ": " << device.load_mismatch;
+    EXPECT_EQ(device.differing_codes, 0) << what;
+    EXPECT_EQ(device.metrics, 2) << what;
+    EXPECT_EQ(device.differing_metrics, 0) << what;
+    EXPECT_EQ(device.differing_output_nmse, 0) << what;
+
+    // A NaN in the second member: the same error from both (HostVersusCudaSweep compares them).
+    std::vector<float> bad = testing::Sample(Distribution::kGaussian, 37 * k, 5);
+    bad[17 * k + 33] = std::nanf("");
+    bad[20 * k + 1] = INFINITY;
+    owned[1] = Make("bad", {37, k}, bad, dtype);
+    const std::vector<TensorView> bad_group = {owned[0].view, owned[1].view};
+    HostVersusCudaSweep bad_device(ctx_.get());
+    auto e = RunGptqGroup(bad_group,
+                          Gptq(Method::kSoar, Objective::kMse, GptqOrder::kNatural, 128), cal,
+                          bad_device, without_feedback);
+    ASSERT_FALSE(e.ok()) << what;
+    EXPECT_NE(e.status().message().find("'bad'"), std::string::npos) << e.status();
+    EXPECT_EQ(bad_device.differing_loads, 0) << what << ": " << bad_device.load_mismatch;
+  }
 }
 
 // One tensor (or fused group) of the contract corpus.
