@@ -45,6 +45,12 @@ LB_ANNOTATIONS = {
     "overlay-internal-lb-aks": {"service.beta.kubernetes.io/azure-load-balancer-internal": "true"},
 }
 CPU_ONLY = {"overlay-cpu-only"}
+# Every namespaced object of every build lands here (kustomize's `namespace:` applies only to the
+# resources of the kustomization that sets it: an overlay's own resources and components need it too).
+NAMESPACE = "nvfp4"
+CLUSTER_SCOPED = {"Namespace", "PriorityClass", "ClusterRole", "ClusterRoleBinding", "StorageClass",
+                  "CustomResourceDefinition", "PersistentVolume", "IngressClass", "RuntimeClass",
+                  "ValidatingWebhookConfiguration", "MutatingWebhookConfiguration", "APIService"}
 
 
 class Checker:
@@ -133,6 +139,21 @@ def check_crds(c, build, docs, schemas):
             errs = sorted(jsonschema.Draft202012Validator(schemas[key]).iter_errors(d), key=str)
             c.check(not errs, f"{build}: {d['kind']}/{d['metadata']['name']} matches its schema",
                     "; ".join(f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in errs[:5]))
+
+
+def check_namespaces(c, build, docs):
+    """Every namespaced object names the intended namespace explicitly; `kubectl apply` would put
+    one without it in the context's namespace, where its selectors find nothing."""
+    for d in docs:
+        kind, md = d.get("kind"), d.get("metadata", {})
+        if kind in CLUSTER_SCOPED:
+            c.check("namespace" not in md, f"{build}: {kind}/{md.get('name')} is cluster-scoped (no namespace)")
+        else:
+            c.check(md.get("namespace") == NAMESPACE, f"{build}: {kind}/{md.get('name')} in namespace {NAMESPACE}",
+                    f"namespace={md.get('namespace')!r}")
+    for ns in by_kind(docs, "Namespace"):
+        c.check(ns["metadata"]["name"] == NAMESPACE, f"{build}: the Namespace object is {NAMESPACE}",
+                ns["metadata"]["name"])
 
 
 def check_server(c, build, docs, adapter_metric):
@@ -385,6 +406,7 @@ def main():
         with open(os.path.join(a.out, "core", b + ".yaml"), "w") as f:
             yaml.safe_dump_all(core, f, sort_keys=False)
         check_crds(c, b, docs, schemas)
+        check_namespaces(c, b, docs)
         for pr in by_kind(docs, "PrometheusRule"):
             with open(os.path.join(a.out, f"rules-{b}.yaml"), "w") as f:
                 yaml.safe_dump({"groups": pr["spec"]["groups"]}, f, sort_keys=False)
