@@ -16,6 +16,8 @@ any check failed.
 """
 
 import argparse
+import base64
+import ipaddress
 import json
 import os
 import re
@@ -33,7 +35,14 @@ CRD_SCHEMAS = {
 HEALTH_PORT = 50052
 GRPC_PORT = 50051
 METRICS_PORT = 9090
-HPA_METRIC = "nvfp4_jobs_queued"
+# The HPA's custom metric: queued + running jobs per pod (queued alone scales down under long jobs).
+HPA_METRIC = "nvfp4_jobs_queued_or_running"
+HPA_SERIES = ("nvfp4_jobs_queued", "nvfp4_jobs_running")
+DNS_PORT = 53
+S3_PORT = 443
+DB_PORT = 5432
+# Node metadata endpoints (instance credentials): no egress rule may reach them.
+METADATA_ADDRS = [ipaddress.ip_address(a) for a in ("169.254.169.254", "169.254.170.2", "fd00:ec2::254")]
 # Service annotations that make each cloud's load balancer internal.
 LB_ANNOTATIONS = {
     "overlay-internal-lb-gke": {"networking.gke.io/load-balancer-type": "Internal"},
@@ -156,6 +165,114 @@ def check_namespaces(c, build, docs):
                 ns["metadata"]["name"])
 
 
+def pod_templates(docs):
+    for d in docs:
+        spec = d.get("spec", {})
+        if d.get("kind") in ("Deployment", "StatefulSet", "DaemonSet", "Job", "ReplicaSet"):
+            yield d, spec["template"]
+
+
+def check_pod_security(c, build, docs):
+    """Every pod of every build meets the restricted Pod Security Standard the namespace enforces."""
+    for obj, tpl in pod_templates(docs):
+        pod = tpl["spec"]
+        who = f"{build}: {obj['kind']}/{obj['metadata']['name']}"
+        psc = pod.get("securityContext", {})
+        c.check(psc.get("runAsNonRoot") is True and psc.get("seccompProfile", {}).get("type") == "RuntimeDefault",
+                f"{who}: runAsNonRoot and RuntimeDefault seccomp")
+        for ctr in pod.get("containers", []) + pod.get("initContainers", []):
+            csc = ctr.get("securityContext", {})
+            c.check(csc.get("allowPrivilegeEscalation") is False and csc.get("capabilities", {}).get("drop") == ["ALL"]
+                    and csc.get("readOnlyRootFilesystem") is True,
+                    f"{who}/{ctr['name']}: no privilege escalation, capabilities dropped, read-only root")
+        c.check(pod.get("automountServiceAccountToken") is False, f"{who}: no Kubernetes API token mounted")
+
+
+def egress_reaches(rule, addr):
+    """True if an egress rule admits traffic to this IP address (a rule without `to` admits all)."""
+    peers = rule.get("to")
+    if not peers:
+        return True
+    for peer in peers:
+        blk = peer.get("ipBlock")
+        if blk is None:
+            continue  # pod/namespace selectors: cluster pods, never the node's metadata address
+        net = ipaddress.ip_network(blk["cidr"], strict=False)
+        if addr.version == net.version and addr in net and not any(
+                addr in ipaddress.ip_network(e, strict=False) for e in blk.get("except", [])
+                if ipaddress.ip_network(e, strict=False).version == addr.version):
+            return True
+    return False
+
+
+def check_network_policy(c, build, docs, pod_labels, args):
+    pols = [p for p in by_kind(docs, "NetworkPolicy") if selects(p["spec"]["podSelector"], pod_labels)]
+    if not c.check(bool(pols), f"{build}: a NetworkPolicy selects the pods"):
+        return
+    ingress = [r for p in pols if "Ingress" in p["spec"].get("policyTypes", []) for r in p["spec"].get("ingress", [])]
+    allowed_in = {pt["port"] for r in ingress for pt in r.get("ports", [])}
+    c.check({GRPC_PORT, METRICS_PORT} <= allowed_in, f"{build}: NetworkPolicy admits gRPC and metrics")
+    eg_pols = [p for p in pols if "Egress" in p["spec"].get("policyTypes", [])]
+    if not c.check(bool(eg_pols), f"{build}: egress of the pods is restricted (a policy of type Egress)"):
+        return
+    rules = [r for p in eg_pols for r in p["spec"].get("egress", [])]
+    for i, r in enumerate(rules):
+        c.check(bool(r.get("ports")), f"{build}: egress rule {i} names its ports (no all-ports rule)")
+        for addr in METADATA_ADDRS:
+            c.check(not egress_reaches(r, addr), f"{build}: egress rule {i} cannot reach the metadata endpoint {addr}")
+    ports = {(pt.get("protocol", "TCP"), pt["port"]) for r in rules for pt in r.get("ports", [])}
+    c.check({("UDP", DNS_PORT), ("TCP", DNS_PORT)} <= ports, f"{build}: egress admits DNS (UDP and TCP 53)")
+    c.check(("TCP", S3_PORT) in ports, f"{build}: egress admits HTTPS (S3, STS)")
+    want = {("UDP", DNS_PORT), ("TCP", DNS_PORT), ("TCP", S3_PORT)}
+    if flag_value(args, "job_store"):
+        c.check(("TCP", DB_PORT) in ports, f"{build}: egress admits the job store (TCP {DB_PORT})")
+        want.add(("TCP", DB_PORT))
+    c.check(ports <= want, f"{build}: egress admits only DNS, S3 and the job store", str(sorted(ports - want)))
+
+
+def check_s3_and_job_store(c, build, docs, ctr, args, env):
+    """S3: an endpoint set unconditionally needs credentials that are always there (nvfp4d exits at
+    startup with an endpoint and no credentials). Job store: the connection string from a Secret."""
+    refs = [s["secretRef"] for s in ctr.get("envFrom", []) if "secretRef" in s]
+    endpoint = flag_value(args, "s3_endpoint") or env.get("AWS_ENDPOINT_URL")
+    static_required = any(r["name"].startswith("nvfp4d-s3") and not r.get("optional", False) for r in refs)
+    web_identity = "AWS_WEB_IDENTITY_TOKEN_FILE" in env and "AWS_ROLE_ARN" in env
+    c.check(not endpoint or static_required or web_identity,
+            f"{build}: an S3 endpoint outside the optional Secret comes with credentials that are always present",
+            f"endpoint={endpoint!r}")
+    if web_identity:
+        mounts = {m["mountPath"]: m["name"] for m in ctr.get("volumeMounts", [])}
+        token = env["AWS_WEB_IDENTITY_TOKEN_FILE"]
+        vol_name = mounts.get(os.path.dirname(token))
+        vols = {v["name"]: v for v in by_kind(docs, "Deployment")[0]["spec"]["template"]["spec"].get("volumes", [])}
+        srcs = vols.get(vol_name, {}).get("projected", {}).get("sources", [])
+        sat = [x["serviceAccountToken"] for x in srcs if "serviceAccountToken" in x]
+        c.check(len(sat) == 1 and sat[0].get("path") == os.path.basename(token) and sat[0].get("audience"),
+                f"{build}: AWS_WEB_IDENTITY_TOKEN_FILE is a projected service account token with an audience", token)
+        c.check(not any(r["name"] == "nvfp4d-s3" for r in refs),
+                f"{build}: web identity replaces the static S3 keys (no Secret nvfp4d-s3)")
+    store = flag_value(args, "job_store")
+    if store is not None:
+        m = re.fullmatch(r"\$\(([A-Za-z_0-9]+)\)", store)
+        src = next((e.get("valueFrom", {}).get("secretKeyRef") for e in ctr.get("env", [])
+                    if m and e["name"] == m.group(1)), None)
+        c.check(src is not None, f"{build}: --job_store comes from a Secret key (not the ConfigMap or the args)", store)
+        lease = expand(flag_value(args, "job_lease_seconds") or "", env)
+        c.check(lease.isdigit() and int(lease) > 0, f"{build}: --job_lease_seconds set", lease)
+        sec = one(docs, "Secret", src["name"]) if src else None
+        pg = [s for s in by_kind(docs, "Secret") if s["metadata"]["name"].startswith("nvfp4-postgresql")]
+        if sec and pg:  # the in-cluster example: the URL's credentials are the database's
+            url = base64.b64decode(sec["data"][src["key"]]).decode()
+            pgenv = {k: base64.b64decode(v).decode() for k, v in pg[0]["data"].items()}
+            u = re.match(r"postgresql://([^:]+):([^@]+)@([^:/]+):(\d+)/([^?]+)", url)
+            c.check(u is not None and u.groups()[:2] == (pgenv.get("POSTGRES_USER"), pgenv.get("POSTGRES_PASSWORD"))
+                    and u.group(5) == pgenv.get("POSTGRES_DB") and int(u.group(4)) == DB_PORT,
+                    f"{build}: the job store URL matches the example database's user, password, database, port")
+            svc = [s for s in by_kind(docs, "Service") if u and u.group(3).split(".")[0] == s["metadata"]["name"]]
+            c.check(len(svc) == 1 and u.group(3).split(".")[1:2] in ([], [NAMESPACE]),
+                    f"{build}: the job store URL names the example database's Service", u.group(3) if u else url)
+
+
 def check_server(c, build, docs, adapter_metric):
     dep = one(docs, "Deployment", "nvfp4d")
     if not c.check(dep is not None, f"{build}: one Deployment nvfp4d"):
@@ -224,8 +341,11 @@ def check_server(c, build, docs, adapter_metric):
         c.check(mounts.get(path) in emptydirs, f"{build}: writable emptyDir at {path}")
     secrets = {v["secret"]["secretName"] for v in pod.get("volumes", []) if "secret" in v}
     env_secrets = {s["secretRef"]["name"] for s in ctr.get("envFrom", []) if "secretRef" in s}
-    c.check({"nvfp4d-tls", "nvfp4d-auth"} <= secrets and "nvfp4d-s3" in env_secrets,
-            f"{build}: Secret references (TLS, auth tokens, S3 credentials)")
+    c.check({"nvfp4d-tls", "nvfp4d-auth"} <= secrets,
+            f"{build}: Secret references (TLS, auth tokens)")
+    c.check("nvfp4d-s3" in env_secrets or "AWS_WEB_IDENTITY_TOKEN_FILE" in env,
+            f"{build}: S3 credentials (Secret nvfp4d-s3 or web identity)")
+    check_s3_and_job_store(c, build, docs, ctr, args, env)
 
     # GPU vs CPU.
     gpus = ctr.get("resources", {}).get("limits", {}).get("nvidia.com/gpu")
@@ -241,7 +361,9 @@ def check_server(c, build, docs, adapter_metric):
         c.check(devices in ("auto",) or devices.startswith("cuda"), f"{build}: --devices uses GPUs", devices)
 
     # Services: select the pods, name real container ports.
-    services = by_kind(docs, "Service")
+    # nvfp4d's Services (the example database's Service selects its own pod).
+    services = [s for s in by_kind(docs, "Service")
+                if s["metadata"].get("labels", {}).get("app.kubernetes.io/name") == "nvfp4d"]
     for svc in services:
         name = svc["metadata"]["name"]
         c.check(selects(svc["spec"]["selector"], pod_labels), f"{build}: Service {name} selects the pods")
@@ -267,11 +389,7 @@ def check_server(c, build, docs, adapter_metric):
     # PDB, NetworkPolicy, HPA.
     pdb = one(docs, "PodDisruptionBudget")
     c.check(pdb is not None and selects(pdb["spec"]["selector"], pod_labels), f"{build}: PDB selects the pods")
-    np_ = one(docs, "NetworkPolicy")
-    if c.check(np_ is not None and selects(np_["spec"]["podSelector"], pod_labels),
-               f"{build}: NetworkPolicy selects the pods"):
-        allowed = {p["port"] for r in np_["spec"].get("ingress", []) for p in r.get("ports", [])}
-        c.check({GRPC_PORT, METRICS_PORT} <= allowed, f"{build}: NetworkPolicy admits gRPC and metrics")
+    check_network_policy(c, build, docs, pod_labels, args)
     hpa = one(docs, "HorizontalPodAutoscaler")
     if c.check(hpa is not None, f"{build}: HorizontalPodAutoscaler"):
         ref = hpa["spec"]["scaleTargetRef"]
@@ -281,6 +399,14 @@ def check_server(c, build, docs, adapter_metric):
         c.check(names == [HPA_METRIC], f"{build}: HPA scales on {HPA_METRIC}", str(names))
         c.check(adapter_metric == HPA_METRIC, f"{build}: the Prometheus adapter rule serves {HPA_METRIC}",
                 str(adapter_metric))
+        # Target <= jobs one pod runs at once (one per device): a pod busy with its jobs never
+        # counts as spare, so the HPA does not scale down under running jobs.
+        target = [m["pods"]["target"] for m in hpa["spec"]["metrics"] if m["type"] == "Pods"]
+        per_pod = int(gpus) if gpus is not None and build not in CPU_ONLY else 1
+        ok = len(target) == 1 and target[0].get("type") == "AverageValue"
+        c.check(ok and float(str(target[0]["averageValue"])) <= per_pod,
+                f"{build}: HPA target (queued + running per pod) <= jobs a pod runs at once ({per_pod})",
+                str(target))
         c.check(hpa["spec"].get("minReplicas", 1) >= 2 and pdb is not None,
                 f"{build}: at least 2 replicas, so the PDB allows a drain without an outage")
 
@@ -373,6 +499,8 @@ def adapter_rule(c, out_dir):
          .replace("<<.LabelMatchers>>", 'namespace="nvfp4",pod=~"nvfp4d-a|nvfp4d-b"')
          .replace("<<.GroupBy>>", "pod"))
     c.check("<<" not in q, "prometheus-adapter: metricsQuery uses only Series, LabelMatchers, GroupBy", q)
+    c.check(all(re.search(rf"\b{m}\b", q) for m in HPA_SERIES),
+            f"prometheus-adapter: metricsQuery counts {' + '.join(HPA_SERIES)}", q)
     rule_file = {"groups": [{"name": "prometheus-adapter-expanded", "rules": [
         {"record": "adapter:series_query", "expr": f"count({r['seriesQuery']})"},
         {"record": "adapter:metrics_query", "expr": q},
@@ -407,6 +535,7 @@ def main():
             yaml.safe_dump_all(core, f, sort_keys=False)
         check_crds(c, b, docs, schemas)
         check_namespaces(c, b, docs)
+        check_pod_security(c, b, docs)
         for pr in by_kind(docs, "PrometheusRule"):
             with open(os.path.join(a.out, f"rules-{b}.yaml"), "w") as f:
                 yaml.safe_dump({"groups": pr["spec"]["groups"]}, f, sort_keys=False)
