@@ -38,6 +38,8 @@ METRICS_PORT = 9090
 # The HPA's custom metric: queued + running jobs per pod (queued alone scales down under long jobs).
 HPA_METRIC = "nvfp4_jobs_queued_or_running"
 HPA_SERIES = ("nvfp4_jobs_queued", "nvfp4_jobs_running")
+# The largest output staged for an s3:// job (a 405B-parameter BF16 model quantized: ~230 GB).
+LARGEST_OUTPUT_GIB = 240
 DNS_PORT = 53
 S3_PORT = 443
 DB_PORT = 5432
@@ -273,6 +275,38 @@ def check_s3_and_job_store(c, build, docs, ctr, args, env):
                     f"{build}: the job store URL names the example database's Service", u.group(3) if u else url)
 
 
+def gib(q):
+    """A Kubernetes quantity of bytes in GiB."""
+    q = str(q)
+    units = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12}
+    for u, f in units.items():
+        if q.endswith(u):
+            return float(q[: -len(u)]) * f / 2**30
+    return float(q) / 2**30
+
+
+def check_storage(c, build, pod, ctr, args, gpus):
+    """s3:// staging (--scratch_dir) on a volume sized for the largest output per GPU, outside the
+    kubelet's ephemeral-storage accounting; the emptyDirs fit the ephemeral-storage limit."""
+    vols = {v["name"]: v for v in pod.get("volumes", [])}
+    mounts = {m["mountPath"]: m["name"] for m in ctr.get("volumeMounts", [])}
+    scratch = flag_value(args, "scratch_dir")
+    if not c.check(scratch is not None, f"{build}: --scratch_dir set (s3:// staging)"):
+        return
+    vol = vols.get(mounts.get(scratch), {})
+    tmpl = vol.get("ephemeral", {}).get("volumeClaimTemplate", {}).get("spec")
+    c.check(tmpl is not None, f"{build}: --scratch_dir is a generic ephemeral volume (not an emptyDir)",
+            str(sorted(vol)))
+    per_pod = max(int(gpus or 1), 1)
+    size = gib(tmpl["resources"]["requests"]["storage"]) if tmpl else 0
+    c.check(size >= LARGEST_OUTPUT_GIB * per_pod,
+            f"{build}: scratch volume >= {LARGEST_OUTPUT_GIB}Gi (largest output) x {per_pod} GPU(s)", f"{size}Gi")
+    limit = ctr.get("resources", {}).get("limits", {}).get("ephemeral-storage")
+    total = sum(gib(v["emptyDir"].get("sizeLimit", "0")) for v in vols.values() if "emptyDir" in v)
+    c.check(limit is not None and total <= gib(limit),
+            f"{build}: emptyDir sizeLimits ({total}Gi) fit the ephemeral-storage limit ({limit})")
+
+
 def check_server(c, build, docs, adapter_metric):
     dep = one(docs, "Deployment", "nvfp4d")
     if not c.check(dep is not None, f"{build}: one Deployment nvfp4d"):
@@ -359,6 +393,8 @@ def check_server(c, build, docs, adapter_metric):
         c.check(tolerates_gpu and "nodeAffinity" in pod.get("affinity", {}),
                 f"{build}: GPU toleration and node affinity")
         c.check(devices in ("auto",) or devices.startswith("cuda"), f"{build}: --devices uses GPUs", devices)
+
+    check_storage(c, build, pod, ctr, args, None if build in CPU_ONLY else gpus)
 
     # Services: select the pods, name real container ports.
     # nvfp4d's Services (the example database's Service selects its own pod).
