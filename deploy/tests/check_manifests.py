@@ -55,6 +55,7 @@ LB_ANNOTATIONS = {
     },
     "overlay-internal-lb-aks": {"service.beta.kubernetes.io/azure-load-balancer-internal": "true"},
 }
+LB_ANNOTATIONS["overlay-fleet-eks-irsa"] = LB_ANNOTATIONS["overlay-internal-lb-eks"]
 CPU_ONLY = {"overlay-cpu-only"}
 # Every namespaced object of every build lands here (kustomize's `namespace:` applies only to the
 # resources of the kustomization that sets it: an overlay's own resources and components need it too).
