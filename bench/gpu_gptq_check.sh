@@ -11,7 +11,8 @@
 #
 # Environment for `run`: GPTQ_PARTS (default "gptq_test gptq_cuda_test cuda_backend_test bench
 # sanitize") selects the steps and their order (bench[:OBJECTIVE[:LAYERS]] runs the benchmark;
-# sanitize: compute-sanitizer memcheck on a few GPTQ tests); GPTQ_OBJECTIVE (default both) the
+# sanitize: compute-sanitizer memcheck on a few GPTQ tests; e2e[:OBJECTIVE] quantize-model with
+# method gptq on the llama-8b-shape demo model and a 39 GB synthetic calibration file); GPTQ_OBJECTIVE (default both) the
 # benchmark's objectives when a part names none; GPTQ_TEST_TIMEOUT (240) and
 # GPTQ_BENCH_TIMEOUT (420) the steps' time limits in seconds, so a run ends with whatever
 # finished. Logs and gtest XML go to $OUT; the last lines printed are a summary.
@@ -19,12 +20,12 @@ set -uo pipefail
 
 BUNDLE=.carry/gptq_bundle.tar.xz
 BINARIES=(tests/kernels/gptq_test tests/kernels/cuda/gptq_cuda_test
-          tests/kernels/cuda/cuda_backend_test bench/nvfp4_gptq_bench)
+          tests/kernels/cuda/cuda_backend_test bench/nvfp4_gptq_bench client/nvfp4ctl)
 
 pack() {
   local build=${1:-build-gpu}
   cmake --build "$build" -j2 --target gptq_test gptq_cuda_test cuda_backend_test \
-    nvfp4_gptq_bench || return 1
+    nvfp4_gptq_bench nvfp4ctl || return 1
   local stage
   stage=$(mktemp -d)
   mkdir -p "$stage/bin" "$stage/lib"
@@ -86,6 +87,38 @@ run() {
           --layers "${layer_count:-$layers}" --objective "$objective" 2>&1 |
           tee "$out/bench_$objective.log"
         summary+=("$part: rc=${PIPESTATUS[0]}, $((SECONDS - t0)) s")
+        ;;
+      e2e | e2e:*)
+        # e2e[:OBJECTIVE]: `nvfp4ctl quantize-model --local --device cuda --method gptq` on the
+        # llama-8b-shape demo checkpoint (16 GB bf16 on disk) with synthetic Grams for every
+        # module (bench/make_demo_calibration.py: 39 GB, written to /dev/shm, read from there).
+        local objective=${part#e2e}
+        objective=${objective#:}
+        objective=${objective:-mse}
+        local work=${GPTQ_E2E_DIR:-/tmp/gptq_e2e} cal=${GPTQ_E2E_CAL:-/dev/shm/gptq_e2e_cal.safetensors}
+        mkdir -p "$work"
+        (
+          timer=()
+          [[ -x /usr/bin/time ]] && timer=(/usr/bin/time -v)
+          [[ -f $work/in/config.json ]] ||
+            "$dir/bin/nvfp4ctl" make-demo-model --output "$work/in" --preset llama-8b-shape \
+              --shards 2 || exit 1
+          py=python3  # one with numpy: the system's, else PyTorch's venv
+          python3 -c "import numpy" 2>/dev/null || py=$(find /opt -path "*/.venv/bin/python3" | head -1)
+          [[ -f $cal ]] || "$py" bench/make_demo_calibration.py "$work/in" "$cal" || exit 1
+          rm -rf "$work/out"
+          sync
+          start=$SECONDS
+          "${timer[@]}" "$dir/bin/nvfp4ctl" quantize-model --local --input "$work/in" \
+            --output "$work/out" --method gptq --objective "$objective" --calibration "$cal" \
+            --device cuda --json >"$out/e2e_$objective.jsonl" || exit 1
+          echo "quantize-model wall: $((SECONDS - start)) s"
+        ) >"$out/e2e_$objective.log" 2>&1
+        rc=$?
+        tail -1 "$out/e2e_$objective.jsonl" | head -c 2000
+        echo
+        grep -E 'Elapsed|Maximum resident|quantize-model wall|rror' "$out/e2e_$objective.log" | head
+        summary+=("$part: rc=$rc, $((SECONDS - t0)) s")
         ;;
       sanitize)
         timeout 120 compute-sanitizer --tool memcheck --error-exitcode 9 \

@@ -205,7 +205,7 @@ cusolverDnHandle_t Context::Cusolver() {
 absl::StatusOr<double> GpuOutputNmse(Context& ctx, const void* src, DType dtype,
                                      const uint8_t* packed, const uint8_t* scales, float g,
                                      int64_t n, int64_t k, const Calibration& c,
-                                     cudaStream_t stream) {
+                                     cudaStream_t stream, const float* device_gram) {
   const CublasApi* api = LoadCublas();
   cublasHandle_t h = ctx.Cublas();
   if (api == nullptr || h == nullptr) return absl::InternalError("GpuOutputNmse without cuBLAS");
@@ -217,22 +217,27 @@ absl::StatusOr<double> GpuOutputNmse(Context& ctx, const void* src, DType dtype,
   if (k > INT32_MAX || 2 * n > INT32_MAX || tokens > INT32_MAX) {
     return absl::ResourceExhaustedError("output metric too large for one GEMM");
   }
-  const size_t a_elems = gram ? static_cast<size_t>(k * k) : static_cast<size_t>(tokens * k);
+  const bool resident = gram && device_gram != nullptr;
+  const size_t a_elems = resident ? 0
+                         : gram   ? static_cast<size_t>(k * k)
+                                  : static_cast<size_t>(tokens * k);
   const size_t s_elems = static_cast<size_t>(2 * n * k);
   const size_t c_elems = gram ? s_elems : static_cast<size_t>(tokens * 2 * n);
   const size_t a_off = 0, s_off = AlignUp(a_elems * 4), c_off = s_off + AlignUp(s_elems * 4),
                d_off = c_off + AlignUp(c_elems * 4);
   RETURN_IF_ERROR(ctx.aux.Reserve(d_off + 2 * kDotBlocks * sizeof(double)));
-  float* A = reinterpret_cast<float*>(ctx.aux.at(a_off));
+  const float* A = resident ? device_gram : reinterpret_cast<float*>(ctx.aux.at(a_off));
   float* S = reinterpret_cast<float*>(ctx.aux.at(s_off));
   float* C = reinterpret_cast<float*>(ctx.aux.at(c_off));
   double* partial = reinterpret_cast<double*>(ctx.aux.at(d_off));
-  if (gram) {
-    RETURN_IF_ERROR(ctx.Upload(A, c.gram.data(), a_elems * 4, stream));
+  if (resident) {
+    // c.gram is on the device already.
+  } else if (gram) {
+    RETURN_IF_ERROR(ctx.Upload(ctx.aux.at(a_off), c.gram.data(), a_elems * 4, stream));
   } else {
     std::vector<float> x(a_elems);
     ConvertToFloat(c.activations, c.activations_dtype, static_cast<int64_t>(a_elems), x.data());
-    RETURN_IF_ERROR(ctx.Upload(A, x.data(), a_elems * 4, stream));
+    RETURN_IF_ERROR(ctx.Upload(ctx.aux.at(a_off), x.data(), a_elems * 4, stream));
   }
   NVFP4_CUDA(LaunchStackWeightAndError(src, dtype, packed, scales, g, n, k, S, stream));
   if (api->set_stream(h, stream) != CUBLAS_STATUS_SUCCESS) {

@@ -73,6 +73,7 @@ struct Context {
   DeviceMem aux;     // output-metric GEMM operands
   DeviceMem factor;  // GPTQ: the factor U, kept from Factor for the Sweep (fp32 [k, k])
   DeviceMem gptq_weights;  // GPTQ: the group's sources and stacked fp32 weight (LoadWeights)
+  DeviceMem gptq_gram;     // GPTQ: the group's fp32 input Gram (FactorGram; the output metric)
   PinnedMem small;   // scan states and pass totals (host side)
   cublasHandle_t cublas = nullptr;
   bool cublas_tried = false;
@@ -105,11 +106,12 @@ struct Context {
 // (source `src` [n, k] of `dtype`, packed codes and scales, global scale g) with cuBLAS SGEMMs
 // (fp32, pedantic math) and fp64 dots, from the Gram matrix or the activations of `c` (one of them
 // must be present). Needs ctx.Cublas(). RESOURCE_EXHAUSTED when the GEMM operands do not fit
-// (callers fall back to the host reference).
+// (callers fall back to the host reference). `device_gram`, when given, is c.gram already in
+// device memory (fp32 [k, k]): it is used instead of an upload.
 absl::StatusOr<double> GpuOutputNmse(Context& ctx, const void* src, DType dtype,
                                      const uint8_t* packed, const uint8_t* scales, float g,
                                      int64_t n, int64_t k, const Calibration& c,
-                                     cudaStream_t stream);
+                                     cudaStream_t stream, const float* device_gram = nullptr);
 
 }  // namespace nvfp4::cuda
 

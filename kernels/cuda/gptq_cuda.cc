@@ -103,19 +103,25 @@ absl::StatusOr<bool> CudaGptqDevice::FactorGram(const GptqGram& gram, double dam
   if (ctx_->Cusolver() == nullptr) return GptqDevice::FactorGram(gram, damp, u);
   u->clear();
   const size_t gram_bytes = static_cast<size_t>(k * k) * sizeof(float);
+  // The Gram is uploaded once per group: dampening retries and the output metric reuse it.
+  if (gram_host_ != gram.gram || gram_k_ != k) {
+    gram_host_ = nullptr;
+    RETURN_IF_ERROR(ctx_->gptq_gram.Reserve(gram_bytes));
+    RETURN_IF_ERROR(ctx_->Upload(ctx_->gptq_gram.p, gram.gram, gram_bytes, ctx_->streams[0]));
+    gram_host_ = gram.gram;
+    gram_k_ = k;
+  }
   const size_t perm_bytes = gram.perm != nullptr ? k * sizeof(int32_t) : 0;
-  const size_t input_bytes = AlignUp(gram_bytes) + AlignUp(k * sizeof(double)) + perm_bytes;
+  const size_t input_bytes = AlignUp(k * sizeof(double)) + perm_bytes;
   return FactorOnDevice(k, input_bytes, [&](double* a, uint8_t* input) {
     cudaStream_t stream = ctx_->streams[0];
     GptqGram d;
     d.k = k;
-    d.gram = reinterpret_cast<const float*>(input);
-    d.diag = reinterpret_cast<const double*>(input + AlignUp(gram_bytes));
-    RETURN_IF_ERROR(ctx_->Upload(input, gram.gram, gram_bytes, stream));
-    RETURN_IF_ERROR(
-        ctx_->Upload(input + AlignUp(gram_bytes), gram.diag, k * sizeof(double), stream));
+    d.gram = static_cast<const float*>(ctx_->gptq_gram.p);
+    d.diag = reinterpret_cast<const double*>(input);
+    RETURN_IF_ERROR(ctx_->Upload(input, gram.diag, k * sizeof(double), stream));
     if (gram.perm != nullptr) {
-      uint8_t* perm = input + AlignUp(gram_bytes) + AlignUp(k * sizeof(double));
+      uint8_t* perm = input + AlignUp(k * sizeof(double));
       RETURN_IF_ERROR(ctx_->Upload(perm, gram.perm, perm_bytes, stream));
       d.perm = reinterpret_cast<const int32_t*>(perm);
     }
@@ -419,8 +425,11 @@ absl::StatusOr<TensorMetrics> CudaGptqDevice::Metrics(size_t member, int64_t row
       (!calibration->gram.empty() || calibration->activations != nullptr)) {
     absl::StatusOr<double> r = absl::ResourceExhaustedError("no cuBLAS");
     if (ctx_->Cublas() != nullptr) {
+      const bool resident = gram_host_ != nullptr && gram_host_ == calibration->gram.data() &&
+                            gram_k_ == m.cols;
       r = GpuOutputNmse(*ctx_, src, dtype, a.packed, a.scales, q.global_scale, m.rows, m.cols,
-                        *calibration, stream);
+                        *calibration, stream,
+                        resident ? static_cast<const float*>(ctx_->gptq_gram.p) : nullptr);
     }
     if (r.ok()) {
       stats_.cublas_output_nmse = true;

@@ -14,7 +14,7 @@
 //  - Metrics: GptqHostMetrics' sums on the device (bit for bit) and the backend's cuBLAS output
 //    metric (the host reference without cuBLAS or memory for the GEMM).
 // Device memory, one group at a time: the sources and the stacked fp32 weight (Context::
-// gptq_weights), U (fp32 k x k, Context::factor) plus, per call, the factor's fp64 k x k matrix
+// gptq_weights), the fp32 Gram (Context::gptq_gram), U (fp32 k x k, Context::factor) plus, per call, the factor's fp64 k x k matrix
 // and fp32 Gram, or the sweep's working copies (about 4 bytes x rows x k plus the codes).
 #ifndef NVFP4_KERNELS_CUDA_GPTQ_CUDA_H_
 #define NVFP4_KERNELS_CUDA_GPTQ_CUDA_H_
@@ -35,7 +35,8 @@ namespace nvfp4::cuda {
 class CudaGptqDevice : public GptqDevice {
  public:
   // Works on ctx's first stream, arena and handles; ctx outlives the device, and the caller
-  // holds ctx->mu (one group at a time).
+  // holds ctx->mu (one group at a time: a device lives for one group, whose host Gram and
+  // sources do not change meanwhile; the Gram is uploaded once and found again by address).
   explicit CudaGptqDevice(Context* ctx) : ctx_(ctx) {}
 
   absl::StatusOr<bool> Factor(const std::vector<double>& h, int64_t k,
@@ -74,6 +75,9 @@ class CudaGptqDevice : public GptqDevice {
   Context* ctx_;
   int64_t factor_k_ = 0;  // k of the factor in ctx_->factor (0: none)
   std::optional<Loaded> loaded_;
+  // The host Gram whose copy is in ctx_->gptq_gram (FactorGram), and its k.
+  const float* gram_host_ = nullptr;
+  int64_t gram_k_ = 0;
   CudaRunStats stats_;
 };
 
