@@ -57,6 +57,21 @@ LB_ANNOTATIONS = {
 }
 LB_ANNOTATIONS["overlay-fleet-eks-irsa"] = LB_ANNOTATIONS["overlay-internal-lb-eks"]
 CPU_ONLY = {"overlay-cpu-only"}
+EKS_NLB = {"overlay-internal-lb-eks", "overlay-fleet-eks-irsa"}
+# After the drain times out, the unit in progress finishes (up to ~30 s) and gRPC shuts down (5 s).
+GRACE_MARGIN = 35
+# GPU node labels that name a product the image runs on (sm_90a, sm_100a), and the driver label.
+PRODUCT_KEYS = {"nvidia.com/gpu.compute.major", "cloud.google.com/gke-accelerator",
+                "node.kubernetes.io/instance-type", "karpenter.k8s.aws/instance-gpu-name", "nvidia.com/gpu.product"}
+DRIVER_KEY = "nvidia.com/cuda.driver-version.major"
+MIN_DRIVER = 580  # CUDA 13
+REPO = os.path.dirname(DEPLOY)
+
+
+def cli_exit_usage():
+    """kExitUsage from client/cli/exit_codes.h: the CLI's exit code for the caller's errors."""
+    with open(os.path.join(REPO, "client", "cli", "exit_codes.h")) as f:
+        return int(re.search(r"kExitUsage\s*=\s*(\d+)", f.read()).group(1))
 # Every namespaced object of every build lands here (kustomize's `namespace:` applies only to the
 # resources of the kustomization that sets it: an overlay's own resources and components need it too).
 NAMESPACE = "nvfp4"
@@ -308,6 +323,28 @@ def check_storage(c, build, pod, ctr, args, gpus):
             f"{build}: emptyDir sizeLimits ({total}Gi) fit the ephemeral-storage limit ({limit})")
 
 
+SHARDS_N = [4]  # set from jobs-shards before the server builds are checked
+
+
+def check_gpu_affinity(c, build, pod):
+    """Each ORed node selector term pins a GPU product the image runs on; GPU feature discovery
+    terms also pin the driver (>= 580 for CUDA 13)."""
+    terms = pod.get("affinity", {}).get("nodeAffinity", {}).get(
+        "requiredDuringSchedulingIgnoredDuringExecution", {}).get("nodeSelectorTerms", [])
+    c.check(bool(terms), f"{build}: required GPU node affinity")
+    for i, t in enumerate(terms):
+        exprs = {e["key"]: e for e in t.get("matchExpressions", [])}
+        prod = [exprs[k] for k in PRODUCT_KEYS if k in exprs]
+        c.check(bool(prod) and all(e["operator"] == "In" for e in prod),
+                f"{build}: node affinity term {i} pins GPU products (not any NVIDIA GPU)", str(sorted(exprs)))
+        if "nvidia.com/gpu.compute.major" in exprs:
+            cc = (exprs["nvidia.com/gpu.compute.major"]["values"], exprs.get("nvidia.com/gpu.compute.minor", {}).get("values"))
+            c.check(cc in ((["9"], ["0"]), (["10"], ["0"])), f"{build}: term {i}: compute capability 9.0 or 10.0", str(cc))
+            d = exprs.get(DRIVER_KEY, {})
+            c.check(d.get("operator") == "Gt" and int(d["values"][0]) >= MIN_DRIVER - 1,
+                    f"{build}: term {i}: driver >= {MIN_DRIVER}", str(d))
+
+
 def check_server(c, build, docs, adapter_metric):
     dep = one(docs, "Deployment", "nvfp4d")
     if not c.check(dep is not None, f"{build}: one Deployment nvfp4d"):
@@ -360,9 +397,9 @@ def check_server(c, build, docs, adapter_metric):
             pre_s = int(cmd[1])
     c.check(pre_s > 0, f"{build}: preStop delay before SIGTERM")
     grace = pod.get("terminationGracePeriodSeconds", 30)
-    ok = drain.isdigit() and grace >= pre_s + int(drain) + 10
-    c.check(ok, f"{build}: terminationGracePeriodSeconds >= preStop + --drain_timeout + 10",
-            f"{grace} < {pre_s} + {drain} + 10")
+    ok = drain.isdigit() and grace >= pre_s + int(drain) + GRACE_MARGIN
+    c.check(ok, f"{build}: terminationGracePeriodSeconds >= preStop + --drain_timeout + {GRACE_MARGIN}"
+            " (last unit + gRPC shutdown)", f"{grace} < {pre_s} + {drain} + {GRACE_MARGIN}")
 
     # Security.
     psc, csc = pod.get("securityContext", {}), ctr.get("securityContext", {})
@@ -394,6 +431,20 @@ def check_server(c, build, docs, adapter_metric):
         c.check(tolerates_gpu and "nodeAffinity" in pod.get("affinity", {}),
                 f"{build}: GPU toleration and node affinity")
         c.check(devices in ("auto",) or devices.startswith("cuda"), f"{build}: --devices uses GPUs", devices)
+        check_gpu_affinity(c, build, pod)
+    pcs = {p["metadata"]["name"] for p in by_kind(docs, "PriorityClass")}
+    c.check(pod.get("priorityClassName") in pcs, f"{build}: priorityClassName names a PriorityClass of the build",
+            str(pod.get("priorityClassName")))
+    quota = [q for q in by_kind(docs, "ResourceQuota") if "requests.nvidia.com/gpu" in q["spec"].get("hard", {})]
+    if c.check(len(quota) == 1, f"{build}: a ResourceQuota on requests.nvidia.com/gpu"):
+        hpa_max = (one(docs, "HorizontalPodAutoscaler") or {}).get("spec", {}).get("maxReplicas", 0)
+        need = hpa_max * int(gpus or 0) + SHARDS_N[0]
+        have = int(quota[0]["spec"]["hard"]["requests.nvidia.com/gpu"])
+        c.check(have >= need, f"{build}: GPU quota >= maxReplicas x GPUs per pod + shards N", f"{have} < {need}")
+    if build in EKS_NLB:
+        ns = one(docs, "Namespace")
+        c.check(ns is not None and ns["metadata"].get("labels", {}).get("elbv2.k8s.aws/pod-readiness-gate-inject")
+                == "enabled", f"{build}: namespace labelled for NLB pod readiness gates")
 
     check_storage(c, build, pod, ctr, args, None if build in CPU_ONLY else gpus)
 
@@ -416,6 +467,10 @@ def check_server(c, build, docs, adapter_metric):
             ann = lbs[0]["metadata"].get("annotations", {})
             for k, v in LB_ANNOTATIONS[build].items():
                 c.check(ann.get(k) == v, f"{build}: internal LB annotation {k}={v}", str(ann.get(k)))
+            if lbs[0]["spec"].get("externalTrafficPolicy") == "Local":
+                bad = [k for k in ann if k.startswith("service.beta.kubernetes.io/azure-load-balancer-health-probe")]
+                c.check(not bad, f"{build}: no Azure health-probe annotations (ignored with externalTrafficPolicy Local)",
+                        str(bad))
             c.check([p["port"] for p in lbs[0]["spec"]["ports"]] == [GRPC_PORT],
                     f"{build}: the load balancer exposes only gRPC {GRPC_PORT}")
     else:
@@ -482,7 +537,7 @@ def check_server(c, build, docs, adapter_metric):
                     str(jobs))
 
 
-def check_jobs(c, shards, finalize):
+def check_jobs(c, shards, finalize, base):
     sj, fj = one(shards, "Job"), one(finalize, "Job")
     if not (c.check(sj is not None, "jobs-shards: one Job") and c.check(fj is not None, "jobs-finalize: one Job")):
         return
@@ -510,6 +565,24 @@ def check_jobs(c, shards, finalize):
     c.check(out_f == out_s, "jobs: finalize writes to the shards' output prefix", f"{out_f} vs {out_s}")
     c.check(sc["envFrom"][0]["configMapRef"]["name"] == fc["envFrom"][0]["configMapRef"]["name"],
             "jobs: both Jobs read the same parameters (same ConfigMap content hash)")
+    dep = one(base, "Deployment", "nvfp4d")
+    c.check(dep is not None and s["template"]["spec"].get("affinity")
+            == dep["spec"]["template"]["spec"].get("affinity"),
+            "jobs-shards: GPU node affinity identical to the Deployment's (products, driver)")
+    check_gpu_affinity(c, "jobs-shards", s["template"]["spec"])
+    pcs = {p["metadata"]["name"] for p in by_kind(base, "PriorityClass")}
+    usage = cli_exit_usage()
+    for name, docs, job in (("jobs-shards", shards, sj), ("jobs-finalize", finalize, fj)):
+        js = job["spec"]
+        c.check(int(js.get("activeDeadlineSeconds", 0)) > 0, f"{name}: activeDeadlineSeconds bounds the run")
+        ctr_name = js["template"]["spec"]["containers"][0]["name"]
+        fail = [r for r in js.get("podFailurePolicy", {}).get("rules", []) if r["action"] == "FailJob"
+                and r.get("onExitCodes", {}).get("operator") == "In" and usage in r["onExitCodes"]["values"]
+                and r["onExitCodes"].get("containerName") in (None, ctr_name)]
+        c.check(bool(fail), f"{name}: podFailurePolicy FailJob on exit {usage} (nvfp4ctl kExitUsage: permanent errors)")
+        c.check(js["template"]["spec"].get("priorityClassName") in pcs,
+                f"{name}: priorityClassName names a PriorityClass of deploy/base",
+                str(js["template"]["spec"].get("priorityClassName")))
     for name, docs, job in (("jobs-shards", shards, sj), ("jobs-finalize", finalize, fj)):
         ctr = job["spec"]["template"]["spec"]["containers"][0]
         c.check(ctr.get("image", "nvfp4d") != "nvfp4d", f"{name}: image name was rewritten by `images:`")
@@ -563,6 +636,10 @@ def main():
     adapter_metric = adapter_rule(c, a.out)
     builds = sorted(f[:-5] for f in os.listdir(a.rendered) if f.endswith(".yaml"))
     docs_of = {}
+    if "jobs-shards.yaml" in os.listdir(a.rendered):
+        sj = one(load_docs(os.path.join(a.rendered, "jobs-shards.yaml")), "Job")
+        if sj:
+            SHARDS_N[0] = int(sj["spec"].get("parallelism", SHARDS_N[0]))
     for b in builds:
         docs = load_docs(os.path.join(a.rendered, b + ".yaml"))
         docs_of[b] = docs
@@ -581,7 +658,7 @@ def main():
     expected = {"base", "jobs-shards", "jobs-finalize", "overlay-cpu-only"} | set(LB_ANNOTATIONS)
     c.check(expected <= set(builds), "every kustomization was rendered", str(sorted(expected - set(builds))))
     if {"jobs-shards", "jobs-finalize"} <= set(builds):
-        check_jobs(c, docs_of["jobs-shards"], docs_of["jobs-finalize"])
+        check_jobs(c, docs_of["jobs-shards"], docs_of["jobs-finalize"], docs_of.get("base", []))
 
     print(f"check_manifests: {c.passed} checks passed, {c.failed} failed")
     return 1 if c.failed else 0
