@@ -1,3 +1,4 @@
+// Backend selection (target nvfp4_kernels, above the CPU and CUDA backends): MakeBackend.
 #include "kernels/backend.h"
 
 #include "absl/strings/numbers.h"
@@ -9,17 +10,6 @@
 #endif
 
 namespace nvfp4 {
-
-absl::StatusOr<QuantizedTensor> QuantizerBackend::Quantize(const TensorView& tensor,
-                                                           const QuantizeOptions& options,
-                                                           const Calibration* calibration) {
-  const Calibration* calib[1] = {calibration};
-  ASSIGN_OR_RETURN(std::vector<QuantizedTensor> out,
-                   QuantizeGroup(std::span<const TensorView>(&tensor, 1), options,
-                                 calibration ? std::span<const Calibration* const>(calib, 1)
-                                             : std::span<const Calibration* const>()));
-  return std::move(out[0]);
-}
 
 bool CudaCompiledIn() { return NVFP4_HAVE_CUDA != 0; }
 

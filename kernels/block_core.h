@@ -1,10 +1,10 @@
-// The one block-quantization core (numerics.md section 3), compiled for host and device so the
+// The one block-quantization core (docs/NUMERICS.md section 3), compiled for host and device so the
 // CPU reference and the CUDA backend make identical choices. A block is 16 consecutive elements
 // of a row. Each method is a candidate generator (which E4M3 scales to try, and for DSS which
 // decoupled quantization scales) plus an objective (how a candidate's error is measured); the
 // search itself is shared.
 //
-// Fast-search / exact-emit rule (numerics.md 2): a candidate's error is evaluated with one
+// Fast-search / exact-emit rule (docs/NUMERICS.md 2): a candidate's error is evaluated with one
 // reciprocal per candidate (x * (1/(s*g))); the chosen scale's codes are emitted with a true fp32
 // division x / (s*g), and the block's reported error is recomputed from the emitted codes.
 #ifndef NVFP4_KERNELS_BLOCK_CORE_H_
@@ -100,7 +100,7 @@ NVFP4_HD void SearchValues(const float* x, float inv, float* qv) {
   for (int i = 0; i < kBlock; ++i) qv[i] = E2M1RoundValue(x[i] * inv);
 }
 
-// Exact emit: codes of x under quantization scale `sq` with a true division (numerics.md 2).
+// Exact emit: codes of x under quantization scale `sq` with a true division (docs/NUMERICS.md 2).
 NVFP4_HD void EmitCodes(const float* x, float sq, float* qv, uint8_t* packed8) {
   uint32_t c[kBlock];
   for (int i = 0; i < kBlock; ++i) {
@@ -169,7 +169,7 @@ NVFP4_HD float AbsmaxBlockScale(float amax_b, float g) {
   return s == 0.0f ? 1.0f : s;
 }
 
-// The E4M3 window [base+lo, base+hi] of bit patterns, clamped to [1, 126] (numerics.md 3.3).
+// The E4M3 window [base+lo, base+hi] of bit patterns, clamped to [1, 126] (docs/NUMERICS.md 3.3).
 NVFP4_HD void WindowCandidates(uint32_t base, int lo, int hi, ScaleCandidates* c) {
   c->count = 0;
   for (int k = lo; k <= hi; ++k) {

@@ -1,4 +1,4 @@
-// The NVFP4 codec (numerics.md sections 1-2): E2M1 element codes, E4M3 block scales, nibble
+// The NVFP4 codec (docs/NUMERICS.md sections 1-2): E2M1 element codes, E4M3 block scales, nibble
 // packing. Header-only and compiled for host and device so both backends share the exact rules.
 #ifndef NVFP4_KERNELS_CODEC_H_
 #define NVFP4_KERNELS_CODEC_H_
@@ -18,7 +18,7 @@ inline constexpr uint8_t kE4M3MaxCode = 0x7E;             // 448
 inline constexpr uint8_t kE4M3MinCode = 0x01;             // 2^-9
 
 // |y| -> E2M1 magnitude code 0..7, round to nearest, ties to even code, saturating at 6.
-// Thresholds from numerics.md 2: [0,.25]->0 (.25,.75)->.5 [.75,1.25]->1 (1.25,1.75)->1.5
+// Thresholds from docs/NUMERICS.md 2: [0,.25]->0 (.25,.75)->.5 [.75,1.25]->1 (1.25,1.75)->1.5
 // [1.75,2.5]->2 (2.5,3.5)->3 [3.5,5]->4 (5,inf)->6. Compares only (Hopper has no FP4 convert).
 NVFP4_HD uint32_t E2M1MagnitudeCode(float a) {
   return static_cast<uint32_t>(a > 0.25f) + static_cast<uint32_t>(a >= 0.75f) +

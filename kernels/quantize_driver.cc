@@ -74,7 +74,7 @@ BlockPassParams FirstPassParams(const QuantizeOptions& options, float g, float g
       p.search_kind = ObjectiveKind(options.objective);
       break;
   }
-  // MSE window [-3, +7] (proven); weighted objectives [-8, +7] (numerics.md 3.3).
+  // MSE window [-3, +7] (proven); weighted objectives [-8, +7] (docs/NUMERICS.md 3.3).
   p.window_lo = options.objective == Objective::kMse ? -3 : -8;
   p.window_hi = 7;
   return p;
@@ -134,7 +134,7 @@ absl::StatusOr<std::vector<QuantizedTensor>> RunQuantizeGroup(
   int slot = 0;
   int iterations = 0;
   if (options.method == Method::kSoar && amax > 0.0f) {
-    // CJSO + DSS (numerics.md 3.4). Group-wide sums in tensor order, each a canonical sum.
+    // CJSO + DSS (docs/NUMERICS.md 3.4). Group-wide sums in tensor order, each a canonical sum.
     auto total = [&](const std::vector<PassTotals>& t, double PassTotals::*f) {
       double s = 0;
       for (const PassTotals& p : t) s += p.*f;

@@ -1,4 +1,4 @@
-// The backend-neutral quantization flow (numerics.md section 3): validation, tensor amax, the
+// The backend-neutral quantization flow (docs/NUMERICS.md section 3): validation, tensor amax, the
 // global scale of each method, the block passes, SOAR's CJSO+DSS iterations with acceptance,
 // and the metrics. Backends supply a PassExecutor that runs block passes on their hardware;
 // because the flow and the block core are shared, the backends produce the same bytes.

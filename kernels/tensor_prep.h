@@ -1,5 +1,5 @@
 // Shape folding, input validation and source-element loading shared by the backends
-// (numerics.md section 5: 1-D -> [1, K], rank > 2 folds leading dims into N, K % 16 == 0).
+// (docs/NUMERICS.md section 5: 1-D -> [1, K], rank > 2 folds leading dims into N, K % 16 == 0).
 #ifndef NVFP4_KERNELS_TENSOR_PREP_H_
 #define NVFP4_KERNELS_TENSOR_PREP_H_
 

@@ -1,7 +1,7 @@
 // Public types of the NVFP4 numerics library: methods, objectives, options, tensor views,
 // calibration data, results and metrics. Knows nothing of gRPC, files or jobs.
 //
-// The numerical contract is ../shared/spec/numerics.md (copied into docs/NUMERICS.md).
+// The numerical contract is docs/NUMERICS.md.
 #ifndef NVFP4_KERNELS_TYPES_H_
 #define NVFP4_KERNELS_TYPES_H_
 
@@ -24,18 +24,18 @@ std::string_view DTypeName(DType dtype);
 // Accepts the safetensors spelling (case-insensitive) and "float32", "fp16", "bfloat16", ...
 absl::StatusOr<DType> ParseDType(std::string_view name);
 
-// Scale-selection method (numerics.md section 3). kGptq is error feedback (docs/NUMERICS.md,
+// Scale-selection method (docs/NUMERICS.md section 3). kGptq is error feedback (docs/NUMERICS.md,
 // "GPTQ"): block scales chosen by GptqOptions::block_scales, codes by GPTQ's column sweep.
 enum class Method { kRtn, kFourOverSix, kScaleSweep, kSoar, kGptq };
 std::string_view MethodName(Method m);  // "rtn" | "4over6" | "scalesweep" | "soar" | "gptq"
 absl::StatusOr<Method> ParseMethod(std::string_view name);
 
-// Objective minimized by scalesweep and soar (numerics.md 3.5).
+// Objective minimized by scalesweep and soar (docs/NUMERICS.md 3.5).
 enum class Objective { kMse, kWmse, kHessian };
 std::string_view ObjectiveName(Objective o);  // "mse" | "wmse" | "hessian"
 absl::StatusOr<Objective> ParseObjective(std::string_view name);
 
-// Four Over Six block error rule (numerics.md 3.2).
+// Four Over Six block error rule (docs/NUMERICS.md 3.2).
 enum class ErrorRule { kMse, kMae, kAbsMax };
 std::string_view ErrorRuleName(ErrorRule r);  // "mse" | "mae" | "absmax"
 absl::StatusOr<ErrorRule> ParseErrorRule(std::string_view name);
@@ -79,7 +79,7 @@ struct QuantizeOptions {
 };
 
 // A read-only, host-resident source tensor. Shapes of rank 1 are treated as [1, K]; rank > 2 has
-// its leading dimensions folded into N (numerics.md section 5).
+// its leading dimensions folded into N (docs/NUMERICS.md section 5).
 struct TensorView {
   std::string name;
   DType dtype = DType::kF32;
@@ -102,7 +102,7 @@ struct Calibration {
   bool empty() const { return importance.empty() && gram.empty() && activations == nullptr; }
 };
 
-// Per-tensor quality metrics (numerics.md section 4).
+// Per-tensor quality metrics (docs/NUMERICS.md section 4).
 struct TensorMetrics {
   double nmse = 0;          // ||W - W_hat||^2 / ||W||^2 (0 for an all-zero tensor)
   double sqnr_db = 0;       // -10 log10(nmse); +inf when nmse == 0

@@ -3,6 +3,7 @@
 // canonical tree of kernels/reduce.h, so its bytes and sums equal the CPU reference's bit for bit.
 #include <cuda_runtime.h>
 
+#include <atomic>
 #include <cstdint>
 
 #include "kernels/block_core.h"
@@ -361,20 +362,10 @@ __global__ void DotPartialsKernel(const float* __restrict__ a, const float* __re
   }
 }
 
-__global__ void E2M1ExhaustiveKernel(unsigned long long* mismatches) {
-  unsigned long long bad = 0;
-  const uint64_t stride = static_cast<uint64_t>(gridDim.x) * blockDim.x;
-  for (uint64_t u = static_cast<uint64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-       u <= 0xFFFFFFFFull; u += stride) {
-    const float y = __uint_as_float(static_cast<uint32_t>(u));
-    const float ref = DecodeE2M1(EncodeE2M1(y));
-    const float got = E2M1RoundValue(y);
-    bad += __float_as_uint(ref) != __float_as_uint(got) ? 1 : 0;
-  }
-  if (bad) atomicAdd(mismatches, bad);
-}
-
-int GridFor(int64_t work, int threads, int cap) {
+// CTAs for a grid-stride kernel over `work` items of `threads` each: enough to fill the device
+// `per_sm` times over (these kernels' results do not depend on the grid size).
+int GridFor(int64_t work, int threads, int per_sm) {
+  const int cap = SmCount() * per_sm;
   const int64_t g = (work + threads - 1) / threads;
   return static_cast<int>(g < 1 ? 1 : (g > cap ? cap : g));
 }
@@ -457,7 +448,7 @@ cudaError_t LaunchScan(const void* src, DType dtype, int64_t elements, int64_t f
   const int64_t blocks = elements / 16;
   if (blocks == 0) return cudaSuccess;
   // Enough CTAs to fill the GPU several times over; each thread strides over blocks.
-  const int grid = GridFor(blocks, 256, 132 * 16);
+  const int grid = GridFor(blocks, 256, 16);
   switch (dtype) {
     case DType::kBF16:
       ScanKernel<DType::kBF16><<<grid, 256, 0, stream>>>(src, blocks, first_element, s);
@@ -524,7 +515,7 @@ cudaError_t LaunchStackWeightAndError(const void* src, DType dtype, const uint8_
     return cudaErrorInvalidValue;
   }
   const int64_t blocks = rows * cols / 16;
-  const int grid = GridFor(blocks, 256, 132 * 16);
+  const int grid = GridFor(blocks, 256, 16);
   switch (dtype) {
     case DType::kBF16:
       StackKernel<DType::kBF16><<<grid, 256, 0, stream>>>(src, packed, scales, g, blocks, out);
@@ -548,9 +539,26 @@ cudaError_t LaunchDotPartials(const float* a, const float* b, int64_t n, double*
   return cudaGetLastError();
 }
 
-cudaError_t LaunchE2M1Exhaustive(unsigned long long* mismatches, cudaStream_t stream) {
-  E2M1ExhaustiveKernel<<<132 * 16, 256, 0, stream>>>(mismatches);
-  return cudaGetLastError();
+int SmCount() {
+  // Per device ordinal, asked once (the attribute does not change while the process runs).
+  static std::atomic<int> cache[64];
+  int device = 0;
+  if (cudaGetDevice(&device) != cudaSuccess) return 132;
+  if (device < 0 || device >= 64) {
+    int n = 0;
+    return cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, device) == cudaSuccess && n > 0
+               ? n
+               : 132;
+  }
+  int n = cache[device].load(std::memory_order_relaxed);
+  if (n == 0) {
+    if (cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, device) != cudaSuccess ||
+        n <= 0) {
+      n = 132;  // only a grid-size cap: any value is correct
+    }
+    cache[device].store(n, std::memory_order_relaxed);
+  }
+  return n;
 }
 
 }  // namespace nvfp4::cuda

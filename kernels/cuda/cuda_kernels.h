@@ -78,9 +78,9 @@ cudaError_t LaunchStackWeightAndError(const void* src, DType dtype, const uint8_
 cudaError_t LaunchDotPartials(const float* a, const float* b, int64_t n, double* partial,
                               int blocks, cudaStream_t stream);
 
-// Test hook: checks E2M1RoundValue against DecodeE2M1(EncodeE2M1(y)) for all 2^32 bit patterns
-// on the device; *mismatches counts the differences.
-cudaError_t LaunchE2M1Exhaustive(unsigned long long* mismatches, cudaStream_t stream);
+// The current device's multiprocessor count (cached per device; 132 if it cannot be asked): the
+// grid-size caps of grid-stride kernels.
+int SmCount();
 
 }  // namespace nvfp4::cuda
 

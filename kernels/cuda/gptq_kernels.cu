@@ -8,6 +8,7 @@
 
 #include "kernels/block_core.h"
 #include "kernels/codec.h"
+#include "kernels/cuda/cuda_kernels.h"
 #include "kernels/cuda/gptq_kernels.h"
 #include "kernels/gptq_core.h"
 #include "kernels/tensor_prep.h"
@@ -465,9 +466,9 @@ cudaError_t LaunchGptqToFloat(const void* src, DType dtype, int64_t elements, fl
   }
   const int64_t blocks = elements / kBlock;
   if (blocks == 0) return cudaSuccess;
-  constexpr int64_t kMaxCtas = 1 << 16;  // grid-stride beyond
+  const int64_t cap = static_cast<int64_t>(SmCount()) * 16;  // grid-stride beyond
   const int64_t ctas = (blocks + 255) / 256;
-  ToFloatKernel<<<static_cast<unsigned>(ctas < kMaxCtas ? ctas : kMaxCtas), 256, 0, stream>>>(
+  ToFloatKernel<<<static_cast<unsigned>(ctas < cap ? ctas : cap), 256, 0, stream>>>(
       src, dtype, blocks, dst);
   return cudaGetLastError();
 }
@@ -500,7 +501,8 @@ cudaError_t LaunchGptqReverseGram(const GptqGram& gram, double damp, double* a,
   }
   constexpr int kThreads = 256;
   const int64_t ctas = (gram.k * gram.k + kThreads - 1) / kThreads;
-  ReverseGramKernel<<<static_cast<unsigned>(ctas < 132 * 32 ? ctas : 132 * 32), kThreads, 0,
+  const int64_t cap = static_cast<int64_t>(SmCount()) * 32;
+  ReverseGramKernel<<<static_cast<unsigned>(ctas < cap ? ctas : cap), kThreads, 0,
                       stream>>>(gram, damp, a);
   return cudaGetLastError();
 }

@@ -1,4 +1,4 @@
-// The codec against the rules of numerics.md sections 1-2, with independent reference formulas.
+// The codec against the rules of docs/NUMERICS.md sections 1-2, with independent reference formulas.
 #include "kernels/codec.h"
 
 #include <cmath>

@@ -1,4 +1,4 @@
-// numerics.md section 5: every edge case, for every method.
+// docs/NUMERICS.md section 5: every edge case, for every method.
 #include <cmath>
 #include <algorithm>
 #include <limits>

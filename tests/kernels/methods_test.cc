@@ -1,4 +1,4 @@
-// Each method against an independent reference written from numerics.md section 3.
+// Each method against an independent reference written from docs/NUMERICS.md section 3.
 #include <cmath>
 #include <functional>
 #include <vector>
@@ -36,7 +36,7 @@ float BlockAmax(const std::vector<float>& x, int64_t b) {
   return a;
 }
 
-// The candidate error of numerics.md 2: one reciprocal per candidate, fp32, sequential.
+// The candidate error of docs/NUMERICS.md 2: one reciprocal per candidate, fp32, sequential.
 float RefCandidateError(const float* x, uint8_t code, float g, ErrorRule rule = ErrorRule::kMse) {
   const float sg = DecodeE4M3(code) * g;
   const float inv = 1.0f / sg;

@@ -1,4 +1,4 @@
-// numerics.md section 6: the sanity table (N(0,1) 1024x4096, plus Laplace and Student-t(3)),
+// docs/NUMERICS.md section 6: the sanity table (N(0,1) 1024x4096, plus Laplace and Student-t(3)),
 // reproduced to within 1% for the ratios vs rtn. The reference used numpy's generator; ours draws
 // different samples of the same distributions, so only the ratios (and nmse loosely) are compared.
 #include <cstdio>

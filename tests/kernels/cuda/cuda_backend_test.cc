@@ -21,6 +21,7 @@
 #include "kernels/codec.h"
 #include "kernels/cuda/cuda_kernels.h"
 #include "kernels/testing/synthetic.h"
+#include "tests/kernels/cuda/e2m1_exhaustive.h"
 
 namespace nvfp4 {
 namespace {
@@ -264,7 +265,7 @@ TEST_F(CudaBackendTest, E2M1RoundValueExhaustive) {
   unsigned long long* d = nullptr;
   ASSERT_EQ(cudaMalloc(reinterpret_cast<void**>(&d), sizeof(*d)), cudaSuccess);
   ASSERT_EQ(cudaMemset(d, 0, sizeof(*d)), cudaSuccess);
-  ASSERT_EQ(cuda::LaunchE2M1Exhaustive(d, nullptr), cudaSuccess);
+  ASSERT_EQ(cuda::test_hooks::LaunchE2M1Exhaustive(d, nullptr), cudaSuccess);
   unsigned long long bad = 1;
   ASSERT_EQ(cudaMemcpy(&bad, d, sizeof(bad), cudaMemcpyDeviceToHost), cudaSuccess);
   cudaFree(d);
