@@ -318,15 +318,18 @@ absl::StatusOr<v1::Job> JobManager::Submit(const v1::QuantizeModelRequest& reque
 }
 
 absl::StatusOr<v1::Job> JobManager::Get(const std::string& job_id) {
-  absl::MutexLock lock(&mu_);
-  auto it = jobs_.find(job_id);
-  if (shared_ != nullptr && it == jobs_.end()) {
-    mu_.Unlock();
+  if (shared_ != nullptr) {
+    {
+      // Running here: the freshest progress is the local one.
+      absl::MutexLock lock(&mu_);
+      if (auto it = jobs_.find(job_id); it != jobs_.end()) return SnapshotLocked(*it->second);
+    }
     absl::StatusOr<StoredJob> stored = shared_->Get(job_id);
-    mu_.Lock();
     if (!stored.ok()) return stored.status();
     return stored->job;
   }
+  absl::MutexLock lock(&mu_);
+  auto it = jobs_.find(job_id);
   if (it == jobs_.end()) return absl::NotFoundError(absl::StrCat("job '", job_id, "' not found"));
   return SnapshotLocked(*it->second);
 }
