@@ -673,7 +673,7 @@ int64_t JobManager::queued() const {
   return static_cast<int64_t>(queue_.size());
 }
 
-// ---- Shared mode (a SharedJobStore; see job_manager.h) -------------------------------------------
+// ---- Shared mode (a SharedJobStore; see job_manager.h) ----
 
 absl::StatusOr<v1::Job> JobManager::SharedSubmit(const v1::QuantizeModelRequest& request) {
   {

@@ -141,8 +141,8 @@ class JobManager {
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::atomic<bool> draining_{false};
   std::vector<std::thread> workers_;
-  std::thread keeper_;                        // shared mode
-  absl::CondVar claimable_;                   // shared mode: a job was submitted here
+  std::thread keeper_;                              // shared mode
+  absl::CondVar claimable_;                         // shared mode: a job was submitted here
   int64_t shared_queued_ ABSL_GUARDED_BY(mu_) = 0;  // shared mode: fleet-wide, refreshed
 };
 

@@ -45,7 +45,7 @@ class JobStore {
 
 // A job as a SharedJobStore holds it.
 struct StoredJob {
-  v1::Job job;  // job.cancel_requested() is set once any replica requested cancellation
+  v1::Job job;          // job.cancel_requested() is set once any replica requested cancellation
   int64_t seq = 0;      // submission order (ListJobs pages by it)
   int64_t version = 0;  // bumped by every change (WatchJob polls it)
   std::string owner;    // replica holding the lease of a RUNNING job ("" otherwise)
@@ -68,14 +68,13 @@ class SharedJobStore : public JobStore {
 
   // Inserts `job` (QUEUED). When its request_id names an existing job, nothing is inserted and
   // that job is returned with *existed = true. UNAVAILABLE when `queue_capacity` jobs are queued.
-  virtual absl::StatusOr<v1::Job> Insert(const v1::Job& job, int queue_capacity,
-                                         bool* existed) = 0;
+  virtual absl::StatusOr<v1::Job> Insert(const v1::Job& job, int queue_capacity, bool* existed) = 0;
   // NOT_FOUND for an unknown id.
   virtual absl::StatusOr<StoredJob> Get(const std::string& job_id) = 0;
   // Jobs with seq < before_seq (0: no bound) in one of `states` (empty: any), newest first, at
   // most `limit`.
   virtual absl::StatusOr<std::vector<StoredJob>> List(const std::vector<v1::JobState>& states,
-                                                       int64_t before_seq, int limit) = 0;
+                                                      int64_t before_seq, int limit) = 0;
   // Claims the oldest QUEUED job, or a RUNNING one whose lease expired, for this replica: it is
   // saved RUNNING (start_time `now`, progress cleared) with a lease of `lease`. nullopt when
   // there is none. A claimed job whose cancellation was requested is saved CANCELLED instead.
@@ -95,8 +94,8 @@ class SharedJobStore : public JobStore {
   // Finished tensors of a job after the `after`-th one (for watchers); *last is set to the index
   // of the last one returned (unchanged when none).
   virtual absl::StatusOr<std::vector<v1::TensorResult>> TensorsAfter(const std::string& job_id,
-                                                                      int64_t after,
-                                                                      int64_t* last) = 0;
+                                                                     int64_t after,
+                                                                     int64_t* last) = 0;
   // Forgets finished jobs beyond `max_finished` (oldest first) or older than `ttl`; returns
   // how many.
   virtual absl::StatusOr<int64_t> Prune(int64_t max_finished, absl::Duration ttl) = 0;

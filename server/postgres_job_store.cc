@@ -5,9 +5,9 @@
 #include <cstdlib>
 #include <utility>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/ascii.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "base/status_macros.h"
@@ -50,8 +50,7 @@ CREATE INDEX IF NOT EXISTS nvfp4_job_tensors_job ON nvfp4_job_tensors (job_id, n
 constexpr char kTerminalStates[] = "(3, 4, 5)";  // SUCCEEDED, FAILED, CANCELLED
 
 bool Terminal(v1::JobState s) {
-  return s == v1::JOB_STATE_SUCCEEDED || s == v1::JOB_STATE_FAILED ||
-         s == v1::JOB_STATE_CANCELLED;
+  return s == v1::JOB_STATE_SUCCEEDED || s == v1::JOB_STATE_FAILED || s == v1::JOB_STATE_CANCELLED;
 }
 
 void SetTime(google::protobuf::Timestamp* ts, absl::Time t) {
@@ -148,7 +147,8 @@ absl::Status PostgresJobStore::ConnectLocked() {
         absl::StrCat("cannot connect to the job store: ", PQerrorMessage(conn_)));
   }
   // The schema's "already exists, skipping" notices are not worth a log line.
-  PQsetNoticeProcessor(conn_, [](void*, const char*) {}, nullptr);
+  PQsetNoticeProcessor(
+      conn_, [](void*, const char*) {}, nullptr);
   return absl::OkStatus();
 }
 
@@ -227,9 +227,9 @@ void PostgresJobStore::RollbackLocked() { (void)ExecLocked("ROLLBACK", {}, false
 absl::Status PostgresJobStore::CreateSchema() {
   absl::MutexLock lock(&mu_);
   RETURN_IF_ERROR(ExecLocked("BEGIN", {}).status());
-  absl::Status s = ExecLocked(absl::StrCat("SELECT pg_advisory_xact_lock(", kSchemaLockKey, ")"),
-                              {}, false)
-                       .status();
+  absl::Status s =
+      ExecLocked(absl::StrCat("SELECT pg_advisory_xact_lock(", kSchemaLockKey, ")"), {}, false)
+          .status();
   if (s.ok()) {
     // PQexecParams runs one statement at a time.
     for (absl::string_view stmt : absl::StrSplit(kSchema, ';')) {
@@ -250,8 +250,8 @@ absl::Status PostgresJobStore::Save(const v1::Job& job) {
                            " THEN now() END) ON CONFLICT (job_id) DO UPDATE SET "
                            "state = EXCLUDED.state, job = EXCLUDED.job, end_at = EXCLUDED.end_at, "
                            "version = nvfp4_jobs.version + 1"),
-              {Text(job.job_id()), RequestIdParam(job), Text(absl::StrCat(static_cast<int>(job.state()))),
-               Bytes(job.SerializeAsString())})
+              {Text(job.job_id()), RequestIdParam(job),
+               Text(absl::StrCat(static_cast<int>(job.state()))), Bytes(job.SerializeAsString())})
       .status();
 }
 
@@ -365,57 +365,58 @@ absl::StatusOr<std::vector<StoredJob>> PostgresJobStore::List(
   return out;
 }
 
+absl::StatusOr<std::optional<v1::Job>> PostgresJobStore::ClaimOneLocked(absl::Duration lease,
+                                                                        absl::Time now) {
+  ASSIGN_OR_RETURN(Rows rows,
+                   ExecLocked("SELECT job, cancel_requested FROM nvfp4_jobs WHERE state = 1 OR "
+                              "(state = 2 AND lease_expires < now()) ORDER BY seq LIMIT 1 "
+                              "FOR UPDATE SKIP LOCKED",
+                              {}, false));
+  if (rows.rows.empty()) return std::optional<v1::Job>();
+  ASSIGN_OR_RETURN(v1::Job job, ParseJob(rows.rows[0][0]));
+  if (rows.rows[0][1] == "t") {
+    // Cancelled while its owner was gone: finish it here rather than run it.
+    job.set_cancel_requested(true);
+    job.set_state(v1::JOB_STATE_CANCELLED);
+    job.mutable_error()->set_code(static_cast<int>(absl::StatusCode::kCancelled));
+    job.mutable_error()->set_message("cancelled by a client");
+    SetTime(job.mutable_end_time(), now);
+    RETURN_IF_ERROR(ExecLocked("UPDATE nvfp4_jobs SET job = $2, state = 5, owner = '', "
+                               "lease_expires = NULL, end_at = now(), version = version + 1 "
+                               "WHERE job_id = $1",
+                               {Text(job.job_id()), Bytes(job.SerializeAsString())}, false)
+                        .status());
+    RETURN_IF_ERROR(
+        ExecLocked("DELETE FROM nvfp4_job_units WHERE job_id = $1", {Text(job.job_id())}, false)
+            .status());
+    job.Clear();  // claimed nothing; look again
+    return std::optional<v1::Job>(std::move(job));
+  }
+  job.set_state(v1::JOB_STATE_RUNNING);
+  SetTime(job.mutable_start_time(), now);
+  job.clear_progress();
+  job.mutable_progress()->set_eta_seconds(-1);
+  RETURN_IF_ERROR(
+      ExecLocked(
+          "UPDATE nvfp4_jobs SET job = $2, state = 2, owner = $3, lease_expires = "
+          "now() + make_interval(secs => $4::float8), version = version + 1 "
+          "WHERE job_id = $1",
+          {Text(job.job_id()), Bytes(job.SerializeAsString()), Text(replica_id_), Seconds(lease)},
+          false)
+          .status());
+  // The watchers' tensor list starts over with the new run.
+  RETURN_IF_ERROR(
+      ExecLocked("DELETE FROM nvfp4_job_tensors WHERE job_id = $1", {Text(job.job_id())}, false)
+          .status());
+  return std::optional<v1::Job>(std::move(job));
+}
+
 absl::StatusOr<std::optional<v1::Job>> PostgresJobStore::Claim(absl::Duration lease,
                                                                absl::Time now) {
   absl::MutexLock lock(&mu_);
   while (true) {
     RETURN_IF_ERROR(ExecLocked("BEGIN", {}).status());
-    auto body = [&]() -> absl::StatusOr<std::optional<v1::Job>> {
-      ASSIGN_OR_RETURN(
-          Rows rows,
-          ExecLocked("SELECT job, cancel_requested FROM nvfp4_jobs WHERE state = 1 OR "
-                     "(state = 2 AND lease_expires < now()) ORDER BY seq LIMIT 1 "
-                     "FOR UPDATE SKIP LOCKED",
-                     {}, false));
-      if (rows.rows.empty()) return std::optional<v1::Job>();
-      ASSIGN_OR_RETURN(v1::Job job, ParseJob(rows.rows[0][0]));
-      if (rows.rows[0][1] == "t") {
-        // Cancelled while its owner was gone: finish it here rather than run it.
-        job.set_cancel_requested(true);
-        job.set_state(v1::JOB_STATE_CANCELLED);
-        job.mutable_error()->set_code(static_cast<int>(absl::StatusCode::kCancelled));
-        job.mutable_error()->set_message("cancelled by a client");
-        SetTime(job.mutable_end_time(), now);
-        RETURN_IF_ERROR(ExecLocked("UPDATE nvfp4_jobs SET job = $2, state = 5, owner = '', "
-                                   "lease_expires = NULL, end_at = now(), version = version + 1 "
-                                   "WHERE job_id = $1",
-                                   {Text(job.job_id()), Bytes(job.SerializeAsString())}, false)
-                            .status());
-        RETURN_IF_ERROR(ExecLocked("DELETE FROM nvfp4_job_units WHERE job_id = $1",
-                                   {Text(job.job_id())}, false)
-                            .status());
-        job.Clear();  // claimed nothing; look again
-        return std::optional<v1::Job>(std::move(job));
-      }
-      job.set_state(v1::JOB_STATE_RUNNING);
-      SetTime(job.mutable_start_time(), now);
-      job.clear_progress();
-      job.mutable_progress()->set_eta_seconds(-1);
-      RETURN_IF_ERROR(
-          ExecLocked("UPDATE nvfp4_jobs SET job = $2, state = 2, owner = $3, lease_expires = "
-                     "now() + make_interval(secs => $4::float8), version = version + 1 "
-                     "WHERE job_id = $1",
-                     {Text(job.job_id()), Bytes(job.SerializeAsString()), Text(replica_id_),
-                      Seconds(lease)},
-                     false)
-              .status());
-      // The watchers' tensor list starts over with the new run.
-      RETURN_IF_ERROR(ExecLocked("DELETE FROM nvfp4_job_tensors WHERE job_id = $1",
-                                 {Text(job.job_id())}, false)
-                          .status());
-      return std::optional<v1::Job>(std::move(job));
-    };
-    absl::StatusOr<std::optional<v1::Job>> out = body();
+    absl::StatusOr<std::optional<v1::Job>> out = ClaimOneLocked(lease, now);
     if (!out.ok()) {
       RollbackLocked();
       return out.status();
@@ -451,14 +452,14 @@ absl::StatusOr<LeaseRenewal> PostgresJobStore::Renew(
 }
 
 absl::Status PostgresJobStore::Release(const v1::Job& job) {
-  ASSIGN_OR_RETURN(Rows rows,
-                   Exec(absl::StrCat("UPDATE nvfp4_jobs SET job = $4, state = $3::int, owner = '', "
-                                     "lease_expires = NULL, version = version + 1, end_at = "
-                                     "CASE WHEN $3::int IN ",
-                                     kTerminalStates,
-                                     " THEN now() END WHERE job_id = $1 AND owner = $2"),
-                        {Text(job.job_id()), Text(replica_id_), Text(absl::StrCat(static_cast<int>(job.state()))),
-                         Bytes(job.SerializeAsString())}));
+  ASSIGN_OR_RETURN(
+      Rows rows,
+      Exec(absl::StrCat("UPDATE nvfp4_jobs SET job = $4, state = $3::int, owner = '', "
+                        "lease_expires = NULL, version = version + 1, end_at = "
+                        "CASE WHEN $3::int IN ",
+                        kTerminalStates, " THEN now() END WHERE job_id = $1 AND owner = $2"),
+           {Text(job.job_id()), Text(replica_id_),
+            Text(absl::StrCat(static_cast<int>(job.state()))), Bytes(job.SerializeAsString())}));
   if (rows.affected != 1) {
     return absl::FailedPreconditionError(absl::StrCat(
         "job ", job.job_id(), " is no longer held by replica ", replica_id_, " (lease lost)"));
@@ -467,44 +468,46 @@ absl::Status PostgresJobStore::Release(const v1::Job& job) {
   return absl::OkStatus();
 }
 
+absl::StatusOr<v1::Job> PostgresJobStore::RequestCancelLocked(const std::string& job_id,
+                                                              absl::Time now, bool* was_queued) {
+  ASSIGN_OR_RETURN(Rows rows,
+                   ExecLocked(absl::StrCat("SELECT ", kJobColumns,
+                                           " FROM nvfp4_jobs WHERE job_id = $1 FOR UPDATE"),
+                              {Text(job_id)}, false));
+  if (rows.rows.empty()) return absl::NotFoundError(absl::StrCat("job '", job_id, "' not found"));
+  ASSIGN_OR_RETURN(StoredJob stored, ParseStored(rows.rows[0]));
+  v1::Job& job = stored.job;
+  if (Terminal(job.state())) return job;
+  job.set_cancel_requested(true);
+  if (job.state() == v1::JOB_STATE_QUEUED) {
+    *was_queued = true;
+    job.set_state(v1::JOB_STATE_CANCELLED);
+    job.mutable_error()->set_code(static_cast<int>(absl::StatusCode::kCancelled));
+    job.mutable_error()->set_message("cancelled by a client while queued");
+    SetTime(job.mutable_end_time(), now);
+    RETURN_IF_ERROR(ExecLocked("UPDATE nvfp4_jobs SET job = $2, state = 5, "
+                               "cancel_requested = TRUE, end_at = now(), version = version + 1 "
+                               "WHERE job_id = $1",
+                               {Text(job_id), Bytes(job.SerializeAsString())}, false)
+                        .status());
+    RETURN_IF_ERROR(
+        ExecLocked("DELETE FROM nvfp4_job_units WHERE job_id = $1", {Text(job_id)}, false)
+            .status());
+  } else {
+    RETURN_IF_ERROR(ExecLocked("UPDATE nvfp4_jobs SET cancel_requested = TRUE, "
+                               "version = version + 1 WHERE job_id = $1",
+                               {Text(job_id)}, false)
+                        .status());
+  }
+  return job;
+}
+
 absl::StatusOr<v1::Job> PostgresJobStore::RequestCancel(const std::string& job_id, absl::Time now,
                                                         bool* was_queued) {
   *was_queued = false;
   absl::MutexLock lock(&mu_);
   RETURN_IF_ERROR(ExecLocked("BEGIN", {}).status());
-  auto body = [&]() -> absl::StatusOr<v1::Job> {
-    ASSIGN_OR_RETURN(Rows rows,
-                     ExecLocked(absl::StrCat("SELECT ", kJobColumns,
-                                             " FROM nvfp4_jobs WHERE job_id = $1 FOR UPDATE"),
-                                {Text(job_id)}, false));
-    if (rows.rows.empty()) return absl::NotFoundError(absl::StrCat("job '", job_id, "' not found"));
-    ASSIGN_OR_RETURN(StoredJob stored, ParseStored(rows.rows[0]));
-    v1::Job& job = stored.job;
-    if (Terminal(job.state())) return job;
-    job.set_cancel_requested(true);
-    if (job.state() == v1::JOB_STATE_QUEUED) {
-      *was_queued = true;
-      job.set_state(v1::JOB_STATE_CANCELLED);
-      job.mutable_error()->set_code(static_cast<int>(absl::StatusCode::kCancelled));
-      job.mutable_error()->set_message("cancelled by a client while queued");
-      SetTime(job.mutable_end_time(), now);
-      RETURN_IF_ERROR(ExecLocked("UPDATE nvfp4_jobs SET job = $2, state = 5, "
-                                 "cancel_requested = TRUE, end_at = now(), version = version + 1 "
-                                 "WHERE job_id = $1",
-                                 {Text(job_id), Bytes(job.SerializeAsString())}, false)
-                          .status());
-      RETURN_IF_ERROR(
-          ExecLocked("DELETE FROM nvfp4_job_units WHERE job_id = $1", {Text(job_id)}, false)
-              .status());
-    } else {
-      RETURN_IF_ERROR(ExecLocked("UPDATE nvfp4_jobs SET cancel_requested = TRUE, "
-                                 "version = version + 1 WHERE job_id = $1",
-                                 {Text(job_id)}, false)
-                          .status());
-    }
-    return job;
-  };
-  absl::StatusOr<v1::Job> out = body();
+  absl::StatusOr<v1::Job> out = RequestCancelLocked(job_id, now, was_queued);
   if (!out.ok()) {
     RollbackLocked();
     return out.status();
@@ -534,8 +537,7 @@ absl::StatusOr<int64_t> PostgresJobStore::Prune(int64_t max_finished, absl::Dura
       Exec(absl::StrCat("DELETE FROM nvfp4_jobs WHERE state IN ", kTerminalStates,
                         " AND (end_at < now() - make_interval(secs => $1::float8) OR seq <= "
                         "COALESCE((SELECT seq FROM nvfp4_jobs WHERE state IN ",
-                        kTerminalStates,
-                        " ORDER BY seq DESC OFFSET $2::bigint LIMIT 1), 0))"),
+                        kTerminalStates, " ORDER BY seq DESC OFFSET $2::bigint LIMIT 1), 0))"),
            {Seconds(ttl), Text(absl::StrCat(max_finished))}));
   return rows.affected;
 }

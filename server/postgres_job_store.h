@@ -64,8 +64,7 @@ class PostgresJobStore : public SharedJobStore {
   absl::StatusOr<v1::Job> RequestCancel(const std::string& job_id, absl::Time now,
                                         bool* was_queued) override;
   absl::StatusOr<std::vector<v1::TensorResult>> TensorsAfter(const std::string& job_id,
-                                                              int64_t after,
-                                                              int64_t* last) override;
+                                                             int64_t after, int64_t* last) override;
   absl::StatusOr<int64_t> Prune(int64_t max_finished, absl::Duration ttl) override;
   absl::StatusOr<int64_t> Count(v1::JobState state) override;
 
@@ -98,6 +97,11 @@ class PostgresJobStore : public SharedJobStore {
   absl::StatusOr<Rows> Exec(const std::string& sql, const std::vector<Param>& params);
   absl::Status CreateSchema();
   void RollbackLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The bodies of Claim's and RequestCancel's transactions.
+  absl::StatusOr<std::optional<v1::Job>> ClaimOneLocked(absl::Duration lease, absl::Time now)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::StatusOr<v1::Job> RequestCancelLocked(const std::string& job_id, absl::Time now,
+                                              bool* was_queued) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const std::string conninfo_;
   const std::string replica_id_;

@@ -326,8 +326,8 @@ class SharedJobManagerTest : public PostgresJobStoreTest {
     o.lease = absl::Seconds(2);
     o.lease_poll = absl::Milliseconds(100);
     o.claim_poll = absl::Milliseconds(200);
-    auto m = std::make_unique<JobManager>(o, pipeline, nullptr, pools_.back().get(), store,
-                                          nullptr);
+    auto m =
+        std::make_unique<JobManager>(o, pipeline, nullptr, pools_.back().get(), store, nullptr);
     EXPECT_TRUE(m->Start().ok());
     return m;
   }
