@@ -819,6 +819,9 @@ void JobManager::SharedWorkerLoop(int worker_index) {
       absl::MutexLock lock(&mu_);
       const std::string id = r->job.job_id();
       const absl::Duration wait = absl::Now() - FromTs(r->job.create_time());
+      // Claimed just as a drain began: hand it back at its first check instead of holding the
+      // shutdown up.
+      if (draining_.load()) r->interrupt.store(true);
       jobs_[id] = std::move(rec);
       ++running_;
       UpdateGaugesLocked();
