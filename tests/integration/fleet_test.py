@@ -12,7 +12,10 @@ replicas share:
     ends SUCCEEDED; the output is byte-identical to an uninterrupted `--local` run;
   * a drain (SIGTERM) of the replica running a job hands it back: the remaining replica resumes it
     and finishes it, byte-identically;
-  * a cancel through a replica that does not run the job reaches the owner within about a second.
+  * a cancel through a replica that does not run the job reaches the owner within about a second;
+  * an s3:// output (a real S3 API server, moto, verifying signatures) outlives a `kill -9` of its
+    replica too: another replica redoes it (s3:// staging is per replica, so nothing is resumed)
+    and the uploaded objects are byte-identical.
 
 Run by CTest through tests/testing/with_postgres.sh (NVFP4_TEST_PG_URI); fails without it.
 """
@@ -26,9 +29,10 @@ import tempfile
 import time
 import unittest
 
-from harness import NVFP4CTL, Server, ctl
+from harness import NVFP4CTL, MotoS3, Server, ctl
 
 LEASE_SECONDS = 3
+BUCKET = "nvfp4-fleet"
 
 
 def digests(root):
@@ -73,9 +77,11 @@ class FleetTest(unittest.TestCase):
         if r.returncode != 0:
             raise AssertionError(r.stderr)
         cls.want = digests(cls.ref)
+        cls.moto = MotoS3(BUCKET)
 
     @classmethod
     def tearDownClass(cls):
+        cls.moto.stop()
         shutil.rmtree(cls.root, ignore_errors=True)
 
     def setUp(self):
@@ -87,14 +93,17 @@ class FleetTest(unittest.TestCase):
 
     def start(self, name, *args):
         s = Server(self.root, [f"--job_store={self.uri}", f"--job_lease_seconds={LEASE_SECONDS}",
-                               f"--replica_id={name}", "--drain_timeout=1"] + list(args))
+                               f"--replica_id={name}", "--drain_timeout=1",
+                               f"--s3_endpoint={self.moto.endpoint}"] + list(args),
+                   env=self.moto.server_env())
         s.name = name
         self.servers.append(s)
         return s
 
     def submit(self, server, out):
+        uri = out if out.startswith("s3://") else "file://" + out
         r = ctl("quantize-model", "--server", server.address, "--input", "file://" + self.inp,
-                "--output", "file://" + out, "--method", "soar", "--detach", "--json")
+                "--output", uri, "--method", "soar", "--detach", "--json")
         self.assertEqual(r.returncode, 0, r.stderr + server.logs())
         return json.loads(r.stdout)["job_id"]
 
@@ -118,7 +127,7 @@ class FleetTest(unittest.TestCase):
         return None
 
     def assert_identical(self, out, job):
-        got = digests(out)
+        got = digests(out) if isinstance(out, str) else out
         self.assertEqual(sorted(self.want), sorted(got))
         for name in self.want:
             self.assertEqual(self.want[name], got[name], f"{name} differs from an uninterrupted run")
@@ -201,6 +210,28 @@ class FleetTest(unittest.TestCase):
         self.assertLess(took, 3.0)
         print(f"cancel through {bystander.name} of a job run by {runner.name}: CANCELLED after "
               f"{took:.2f}s; fleet test {time.time() - t0:.1f}s")
+
+    def test_s3_output_outlives_kill_9(self):
+        a = self.start("S3A")
+        job_id = self.submit(a, f"s3://{BUCKET}/out/small-nvfp4")
+        self.wait_for(a, job_id, 1)
+        b = self.start("S3B")
+        self.wait_for(b, job_id, 8)
+        a.kill()
+        r = ctl("jobs", "watch", job_id, "--server", b.address)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr + b.logs())
+        job = get_job(b, job_id)
+        self.assertEqual(job["state"], "JOB_STATE_SUCCEEDED", json.dumps(job))
+        self.assertRegex(b.logs(), rf"job {job_id} state QUEUED->RUNNING .*replica=S3B")
+        got = {}
+        listing = self.moto.s3.list_objects_v2(Bucket=BUCKET)
+        for obj in listing.get("Contents", []):
+            key = obj["Key"]
+            if not key.startswith("out/small-nvfp4/"):
+                continue
+            body = self.moto.s3.get_object(Bucket=BUCKET, Key=key)["Body"].read()
+            got[key[len("out/small-nvfp4/"):]] = hashlib.sha256(body).hexdigest()
+        self.assert_identical(got, job)
 
 
 if __name__ == "__main__":
