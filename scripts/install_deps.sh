@@ -14,6 +14,8 @@ PKGS=(
   libcli11-dev                     # nvfp4ctl command-line parsing
   libcurl4-openssl-dev             # S3 (SigV4) client
   libssl-dev                       # sha256 of outputs
+  libpq-dev                        # PostgreSQL client: the fleet job store (--job_store)
+  postgresql-15                    # throwaway PostgreSQL servers of the fleet tests (with_postgres.sh)
   python3 python3-venv python3-pip # integration tests (moto_server), python client
   curl                             # scripts/demo.sh reads /metrics
   clang libclang-rt-14-dev         # libFuzzer + sanitizer runtimes: scripts/fuzz.sh, test_extra.d/60-fuzz.sh

@@ -77,6 +77,11 @@ struct JobManager::Record {
   std::atomic<bool> cancel{false};
   std::atomic<bool> interrupt{false};  // server shutdown
   int watchers = 0;                    // WatchJob streams reading it (guarded by mu_)
+  // Shared mode (guarded by mu_ but lease_lost).
+  std::atomic<bool> lease_lost{false};  // another replica claimed it: abandon the run
+  bool finishing = false;               // its outcome is being saved; the keeper leaves it
+  int64_t saved_version = 0;            // version last saved to the store
+  size_t saved_tensors = 0;             // tensors already in the store
 };
 
 class JobManager::Sink : public ProgressSink {
@@ -159,11 +164,23 @@ JobManager::JobManager(JobManagerOptions options, ModelPipeline* pipeline, stora
       store_(store),
       devices_(devices),
       job_store_(job_store),
+      shared_(job_store->AsShared()),
       metrics_(metrics) {}
 
 JobManager::~JobManager() { Stop(); }
 
 absl::Status JobManager::Start() {
+  if (shared_ != nullptr) {
+    // The store is the source of truth: nothing to reload; interrupted jobs are claimed by
+    // whichever replica's worker comes first once their lease expired.
+    LogLine("job store shared by a fleet: replica ", shared_->replica_id(), ", lease ",
+            absl::FormatDuration(options_.lease));
+    for (int i = 0; i < std::max(1, options_.workers); ++i) {
+      workers_.emplace_back([this, i] { SharedWorkerLoop(i); });
+    }
+    keeper_ = std::thread([this] { KeeperLoop(); });
+    return absl::OkStatus();
+  }
   absl::StatusOr<std::vector<v1::Job>> saved = job_store_->LoadAll();
   if (!saved.ok()) return saved.status();
   std::sort(saved->begin(), saved->end(), [](const v1::Job& a, const v1::Job& b) {
@@ -249,7 +266,7 @@ void JobManager::EvictLocked() {
 
 void JobManager::UpdateGaugesLocked() {
   if (metrics_ == nullptr) return;
-  metrics_->SetQueued(static_cast<int64_t>(queue_.size()));
+  metrics_->SetQueued(shared_ != nullptr ? shared_queued_ : static_cast<int64_t>(queue_.size()));
   metrics_->SetRunning(running_);
 }
 
@@ -258,6 +275,7 @@ v1::Job JobManager::SnapshotLocked(const Record& rec) const { return rec.job; }
 absl::StatusOr<v1::Job> JobManager::Submit(const v1::QuantizeModelRequest& request) {
   if (draining_.load()) return absl::UnavailableError("server is draining; not accepting new jobs");
   if (absl::Status s = pipeline_->Validate(request); !s.ok()) return s;
+  if (shared_ != nullptr) return SharedSubmit(request);
   absl::MutexLock lock(&mu_);
   if (stopping_) return absl::UnavailableError("server is shutting down");
   EvictLocked();  // jobs past their ttl
@@ -300,6 +318,16 @@ absl::StatusOr<v1::Job> JobManager::Submit(const v1::QuantizeModelRequest& reque
 }
 
 absl::StatusOr<v1::Job> JobManager::Get(const std::string& job_id) {
+  if (shared_ != nullptr) {
+    {
+      // Running here: the freshest progress is the local one.
+      absl::MutexLock lock(&mu_);
+      if (auto it = jobs_.find(job_id); it != jobs_.end()) return SnapshotLocked(*it->second);
+    }
+    absl::StatusOr<StoredJob> stored = shared_->Get(job_id);
+    if (!stored.ok()) return stored.status();
+    return stored->job;
+  }
   absl::MutexLock lock(&mu_);
   auto it = jobs_.find(job_id);
   if (it == jobs_.end()) return absl::NotFoundError(absl::StrCat("job '", job_id, "' not found"));
@@ -308,6 +336,29 @@ absl::StatusOr<v1::Job> JobManager::Get(const std::string& job_id) {
 
 absl::StatusOr<v1::Job> JobManager::Cancel(const std::string& job_id) {
   bool discard = false;
+  if (shared_ != nullptr) {
+    absl::StatusOr<v1::Job> out = shared_->RequestCancel(job_id, absl::Now(), &discard);
+    if (!out.ok()) return out;
+    {
+      absl::MutexLock lock(&mu_);
+      if (auto it = jobs_.find(job_id); it != jobs_.end() && !IsTerminal(out->state())) {
+        // Running here: stop it between tensors without waiting for the keeper.
+        it->second->cancel.store(true);
+        it->second->job.set_cancel_requested(true);
+        ++it->second->version;
+        changed_.SignalAll();
+        *out = SnapshotLocked(*it->second);
+      }
+    }
+    if (discard) {
+      if (metrics_ != nullptr) metrics_->JobFinished("model", "cancelled", 0);
+      LogLine("job ", job_id, " state QUEUED->CANCELLED (shared store)");
+      pipeline_->DiscardStaged(job_id, out->request(), store_);
+    } else if (!IsTerminal(out->state())) {
+      LogLine("job ", job_id, " cancel requested while RUNNING (shared store)");
+    }
+    return out;
+  }
   absl::StatusOr<v1::Job> out = CancelImpl(job_id, &discard);
   // A job cancelled while queued never runs again: drop what an interrupted run of it staged.
   if (discard && out.ok()) pipeline_->DiscardStaged(job_id, out->request(), store_);
@@ -351,6 +402,7 @@ absl::StatusOr<v1::ListJobsResponse> JobManager::List(const v1::ListJobsRequest&
     return absl::InvalidArgumentError(
         absl::StrCat("malformed page_token '", request.page_token(), "'"));
   }
+  if (shared_ != nullptr) return SharedList(request);
   absl::MutexLock lock(&mu_);
   EvictLocked();  // jobs past their ttl
   std::vector<const Record*> matching;
@@ -378,6 +430,7 @@ absl::Status JobManager::Watch(const std::string& job_id, absl::Duration heartbe
                                const std::function<bool(const v1::JobEvent&)>& send,
                                const std::function<bool()>& cancelled) {
   if (heartbeat <= absl::ZeroDuration()) heartbeat = options_.default_heartbeat;
+  if (shared_ != nullptr) return SharedWatch(job_id, heartbeat, send, cancelled);
   Record* rec = nullptr;
   v1::JobEvent event;
   int64_t seen_version = 0;
@@ -493,6 +546,36 @@ void JobManager::RunJob(Record* rec, int worker_index) {
   absl::StatusOr<std::vector<v1::OutputFile>> result = pipeline_->Run(ctx);
   const absl::Duration run = absl::Now() - start;
 
+  if (shared_ != nullptr) {
+    std::string detail;
+    bool interrupted = false;
+    {
+      absl::MutexLock lock(&mu_);
+      v1::Job& job = rec->job;
+      job.mutable_progress()->clear_current_tensor();
+      interrupted = rec->lease_lost.load() || (rec->interrupt.load() && !rec->cancel.load());
+      if (interrupted) {
+        job.set_state(v1::JOB_STATE_QUEUED);
+        job.clear_start_time();
+      } else if (result.ok()) {
+        job.set_state(v1::JOB_STATE_SUCCEEDED);
+        job.mutable_progress()->set_eta_seconds(0);
+        for (v1::OutputFile& f : *result) *job.add_outputs() = std::move(f);
+      } else if (rec->cancel.load() && absl::IsCancelled(result.status())) {
+        job.set_state(v1::JOB_STATE_CANCELLED);
+        job.mutable_error()->set_code(static_cast<int>(absl::StatusCode::kCancelled));
+        job.mutable_error()->set_message("cancelled by a client");
+      } else {
+        job.set_state(v1::JOB_STATE_FAILED);
+        job.mutable_error()->set_code(static_cast<int>(result.status().code()));
+        job.mutable_error()->set_message(std::string(result.status().message()));
+        detail = absl::StrCat(" error=", result.status().ToString());
+      }
+      if (!interrupted) SetTime(job.mutable_end_time(), absl::Now());
+    }
+    SharedFinish(rec, worker_index, run, interrupted, detail);
+    return;
+  }
   absl::MutexLock lock(&mu_);
   v1::Job& job = rec->job;
   --running_;
@@ -543,6 +626,7 @@ void JobManager::BeginDrain() {
   draining_.store(true);
   absl::MutexLock lock(&mu_);
   changed_.SignalAll();
+  claimable_.SignalAll();
 }
 
 bool JobManager::WaitIdle(absl::Duration timeout) {
@@ -571,9 +655,11 @@ void JobManager::Stop() {
     absl::MutexLock lock(&mu_);
     stopping_ = true;
     changed_.SignalAll();
+    claimable_.SignalAll();
   }
   for (std::thread& t : workers_) t.join();
   workers_.clear();
+  if (keeper_.joinable()) keeper_.join();
 }
 
 int64_t JobManager::running() const {
@@ -583,7 +669,296 @@ int64_t JobManager::running() const {
 
 int64_t JobManager::queued() const {
   absl::MutexLock lock(&mu_);
+  if (shared_ != nullptr) return shared_queued_;
   return static_cast<int64_t>(queue_.size());
+}
+
+// ---- Shared mode (a SharedJobStore; see job_manager.h) ----
+
+absl::StatusOr<v1::Job> JobManager::SharedSubmit(const v1::QuantizeModelRequest& request) {
+  {
+    absl::MutexLock lock(&mu_);
+    if (stopping_) return absl::UnavailableError("server is shutting down");
+  }
+  v1::Job job;
+  job.set_job_id(NewJobId());
+  job.set_kind("model");
+  job.set_state(v1::JOB_STATE_QUEUED);
+  *job.mutable_request() = request;
+  job.mutable_progress()->set_eta_seconds(-1);
+  SetTime(job.mutable_create_time(), absl::Now());
+  bool existed = false;
+  absl::StatusOr<v1::Job> out = shared_->Insert(job, options_.queue_capacity, &existed);
+  if (!out.ok()) return out.status();
+  if (existed) {
+    if (google::protobuf::util::MessageDifferencer::Equals(out->request(), request)) return out;
+    return absl::AlreadyExistsError(
+        absl::StrCat("request_id '", request.request_id(), "' was already used for job ",
+                     out->job_id(), " with different parameters"));
+  }
+  if (metrics_ != nullptr) metrics_->JobSubmitted("model");
+  LogLine("job ", job.job_id(), " state NEW->QUEUED input=", request.input_uri(),
+          " output=", request.output_uri(), " (shared store)");
+  absl::MutexLock lock(&mu_);
+  claimable_.SignalAll();
+  return out;
+}
+
+absl::StatusOr<v1::ListJobsResponse> JobManager::SharedList(const v1::ListJobsRequest& request) {
+  const int page_size = request.page_size() <= 0 ? 50 : std::min(request.page_size(), 1000);
+  int64_t before = 0;
+  if (!request.page_token().empty()) (void)absl::SimpleAtoi(request.page_token(), &before);
+  std::vector<v1::JobState> states;
+  for (int s : request.states()) states.push_back(static_cast<v1::JobState>(s));
+  absl::StatusOr<std::vector<StoredJob>> jobs = shared_->List(states, before, page_size + 1);
+  if (!jobs.ok()) return jobs.status();
+  v1::ListJobsResponse out;
+  for (size_t i = 0; i < jobs->size() && static_cast<int>(i) < page_size; ++i) {
+    *out.add_jobs() = (*jobs)[i].job;
+  }
+  if (static_cast<int>(jobs->size()) > page_size) {
+    out.set_next_page_token(std::to_string((*jobs)[page_size - 1].seq));
+  }
+  return out;
+}
+
+absl::Status JobManager::SharedWatch(const std::string& job_id, absl::Duration heartbeat,
+                                     const std::function<bool(const v1::JobEvent&)>& send,
+                                     const std::function<bool()>& cancelled) {
+  absl::StatusOr<StoredJob> stored = shared_->Get(job_id);
+  if (!stored.ok()) return stored.status();
+  // Tensors finished before the snapshot are not replayed (as in the one-replica mode).
+  int64_t cursor = 0;
+  if (absl::StatusOr<std::vector<v1::TensorResult>> t = shared_->TensorsAfter(job_id, 0, &cursor);
+      !t.ok()) {
+    return t.status();
+  }
+  v1::JobEvent event;
+  event.set_type(v1::EVENT_TYPE_SNAPSHOT);
+  *event.mutable_job() = stored->job;
+  SetTime(event.mutable_time(), absl::Now());
+  if (!send(event)) return absl::CancelledError("watcher went away");
+  bool terminal = IsTerminal(stored->job.state());
+  if (terminal) {
+    event.set_type(v1::EVENT_TYPE_TERMINAL);
+    SetTime(event.mutable_time(), absl::Now());
+    if (!send(event)) return absl::CancelledError("watcher went away");
+    return absl::OkStatus();
+  }
+  int64_t seen_version = stored->version;
+  absl::Time last_sent = absl::Now();
+  int failures = 0;
+  while (!terminal) {
+    {
+      absl::MutexLock lock(&mu_);
+      const absl::Time until = absl::Now() + options_.lease_poll;
+      while (!stopping_ && absl::Now() < until) {
+        changed_.WaitWithTimeout(&mu_, std::max(until - absl::Now(), absl::Milliseconds(1)));
+      }
+      if (stopping_) {
+        return absl::UnavailableError("server is shutting down; re-attach to the job later");
+      }
+    }
+    if (cancelled && cancelled()) return absl::CancelledError("watcher went away");
+    stored = shared_->Get(job_id);
+    if (!stored.ok()) {
+      if (absl::IsNotFound(stored.status())) return stored.status();
+      // The database is briefly unreachable: keep the stream, heartbeats stop until it is back.
+      if (++failures * options_.lease_poll > absl::Seconds(30)) return stored.status();
+      continue;
+    }
+    failures = 0;
+    event.Clear();
+    terminal = IsTerminal(stored->job.state());
+    if (stored->version != seen_version) {
+      event.set_type(terminal ? v1::EVENT_TYPE_TERMINAL : v1::EVENT_TYPE_PROGRESS);
+      absl::StatusOr<std::vector<v1::TensorResult>> t =
+          shared_->TensorsAfter(job_id, cursor, &cursor);
+      if (t.ok()) {
+        for (v1::TensorResult& r : *t) *event.add_tensors() = std::move(r);
+      }
+      seen_version = stored->version;
+    } else if (absl::Now() - last_sent >= heartbeat) {
+      event.set_type(v1::EVENT_TYPE_HEARTBEAT);
+    } else {
+      continue;
+    }
+    *event.mutable_job() = stored->job;
+    SetTime(event.mutable_time(), absl::Now());
+    if (!send(event)) return absl::CancelledError("watcher went away");
+    last_sent = absl::Now();
+  }
+  return absl::OkStatus();
+}
+
+void JobManager::SharedWorkerLoop(int worker_index) {
+  absl::Time last_error_log = absl::InfinitePast();
+  while (true) {
+    {
+      absl::MutexLock lock(&mu_);
+      if (stopping_) return;
+      if (draining_.load()) {
+        claimable_.WaitWithTimeout(&mu_, options_.claim_poll);
+        continue;
+      }
+    }
+    absl::StatusOr<std::optional<v1::Job>> claimed = shared_->Claim(options_.lease, absl::Now());
+    if (!claimed.ok() || !claimed->has_value()) {
+      if (!claimed.ok() && absl::Now() - last_error_log > absl::Seconds(30)) {
+        LogLine("worker ", worker_index, ": cannot claim jobs: ", claimed.status().ToString());
+        last_error_log = absl::Now();
+      }
+      absl::MutexLock lock(&mu_);
+      if (!stopping_) claimable_.WaitWithTimeout(&mu_, options_.claim_poll);
+      continue;
+    }
+    auto rec = std::make_unique<Record>();
+    rec->job = std::move(**claimed);
+    Record* r = rec.get();
+    {
+      absl::MutexLock lock(&mu_);
+      const std::string id = r->job.job_id();
+      const absl::Duration wait = absl::Now() - FromTs(r->job.create_time());
+      // Claimed just as a drain began: hand it back at its first check instead of holding the
+      // shutdown up.
+      if (draining_.load()) r->interrupt.store(true);
+      jobs_[id] = std::move(rec);
+      ++running_;
+      UpdateGaugesLocked();
+      if (metrics_ != nullptr) metrics_->QueueWait(absl::ToDoubleSeconds(wait));
+      LogLine("job ", id, " state QUEUED->RUNNING worker=", worker_index, " replica=",
+              shared_->replica_id(), " (claimed from the shared store)");
+      changed_.SignalAll();
+    }
+    RunJob(r, worker_index);
+  }
+}
+
+void JobManager::SharedFinish(Record* rec, int worker_index, absl::Duration run, bool interrupted,
+                              const std::string& detail) {
+  v1::Job job;
+  std::vector<v1::TensorResult> tail;
+  {
+    absl::MutexLock lock(&mu_);
+    rec->finishing = true;
+    job = rec->job;
+    tail.assign(rec->tensors.begin() + static_cast<std::ptrdiff_t>(rec->saved_tensors),
+                rec->tensors.end());
+  }
+  const std::string id = job.job_id();
+  absl::Status saved;
+  if (rec->lease_lost.load()) {
+    saved = absl::FailedPreconditionError("lease lost");
+  } else {
+    // The last tensors for watchers, then the outcome (which releases the lease).
+    if (!tail.empty()) (void)shared_->Renew(id, options_.lease, &job, tail);
+    saved = shared_->Release(job);
+  }
+  absl::MutexLock lock(&mu_);
+  --running_;
+  if (rec->lease_lost.load() || absl::IsFailedPrecondition(saved)) {
+    LogLine("job ", id, " abandoned by replica ", shared_->replica_id(),
+            ": its lease was lost to another replica, which runs it now");
+  } else if (!saved.ok()) {
+    LogLine("job ", id, " outcome could not be saved (its lease will expire and another replica ",
+            "runs it again): ", saved.ToString());
+  } else if (interrupted) {
+    LogLine("job ", id, " state RUNNING->QUEUED (interrupted by shutdown; handed back to the ",
+            "fleet) run=", absl::FormatDuration(run));
+  } else {
+    if (metrics_ != nullptr) {
+      metrics_->JobFinished("model", Outcome(job.state()), absl::ToDoubleSeconds(run));
+    }
+    LogLine("job ", id, " state RUNNING->", JobStateName(job.state()), " worker=", worker_index,
+            " run=", absl::FormatDuration(run), " tensors=", job.progress().tensors_done(), "/",
+            job.progress().tensors_total(), " bytes_in=", job.progress().bytes_in(),
+            " bytes_out=", job.progress().bytes_out(), detail);
+  }
+  jobs_.erase(id);  // deletes *rec
+  UpdateGaugesLocked();
+  changed_.SignalAll();
+}
+
+void JobManager::KeeperLoop() {
+  struct Item {
+    std::string id;
+    int64_t version = 0;
+    bool changed = false;
+    v1::Job job;
+    std::vector<v1::TensorResult> tensors;
+  };
+  absl::Time last_count = absl::InfinitePast();
+  absl::Time last_prune = absl::InfinitePast();
+  absl::Time last_error_log = absl::InfinitePast();
+  while (true) {
+    std::vector<Item> items;
+    {
+      absl::MutexLock lock(&mu_);
+      if (stopping_ && running_ == 0) return;
+      for (auto& [id, rec] : jobs_) {
+        if (rec->finishing || rec->job.state() != v1::JOB_STATE_RUNNING) continue;
+        Item item;
+        item.id = id;
+        item.version = rec->version;
+        item.changed = rec->version != rec->saved_version;
+        if (item.changed) item.job = rec->job;
+        item.tensors.assign(rec->tensors.begin() + static_cast<std::ptrdiff_t>(rec->saved_tensors),
+                            rec->tensors.end());
+        items.push_back(std::move(item));
+      }
+    }
+    for (Item& item : items) {
+      absl::StatusOr<LeaseRenewal> r = shared_->Renew(
+          item.id, options_.lease, item.changed ? &item.job : nullptr, item.tensors);
+      absl::MutexLock lock(&mu_);
+      auto it = jobs_.find(item.id);
+      if (it == jobs_.end() || it->second->finishing) continue;
+      Record& rec = *it->second;
+      if (!r.ok()) {
+        if (absl::Now() - last_error_log > absl::Seconds(10)) {
+          LogLine("job ", item.id, " lease renewal failed: ", r.status().ToString());
+          last_error_log = absl::Now();
+        }
+        continue;
+      }
+      if (!r->held) {
+        if (!rec.lease_lost.exchange(true)) {
+          LogLine("job ", item.id, " lease lost: another replica claimed it; abandoning the run");
+        }
+        rec.interrupt.store(true);
+        continue;
+      }
+      if (item.changed) rec.saved_version = item.version;
+      rec.saved_tensors += item.tensors.size();
+      if (r->cancel_requested && !rec.cancel.load()) {
+        rec.cancel.store(true);
+        rec.job.set_cancel_requested(true);
+        ++rec.version;
+        LogLine("job ", item.id, " cancel requested through another replica");
+        changed_.SignalAll();
+      }
+    }
+    const absl::Time now = absl::Now();
+    if (now - last_count > absl::Seconds(5)) {
+      last_count = now;
+      if (absl::StatusOr<int64_t> q = shared_->Count(v1::JOB_STATE_QUEUED); q.ok()) {
+        absl::MutexLock lock(&mu_);
+        shared_queued_ = *q;
+        UpdateGaugesLocked();
+      }
+    }
+    if (now - last_prune > absl::Minutes(1)) {
+      last_prune = now;
+      absl::StatusOr<int64_t> n =
+          shared_->Prune(options_.max_finished_jobs, options_.finished_job_ttl);
+      if (n.ok() && *n > 0) LogLine("retention: forgot ", *n, " finished job(s) in the store");
+    }
+    absl::MutexLock lock(&mu_);
+    const absl::Time until = absl::Now() + options_.lease_poll;
+    while (!(stopping_ && running_ == 0) && absl::Now() < until) {
+      claimable_.WaitWithTimeout(&mu_, until - absl::Now());
+    }
+  }
 }
 
 }  // namespace nvfp4::server

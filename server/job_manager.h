@@ -7,6 +7,15 @@
 // timeout are interrupted and saved as QUEUED, so a restarted server runs them again; after a
 // crash, jobs saved as RUNNING are queued again too. With a durable JobStore (JobJournal) such a
 // run resumes from the last unit it journaled instead of starting over.
+//
+// Shared mode (the JobStore is a SharedJobStore, e.g. PostgreSQL for a fleet): the store is the
+// source of truth and this manager one replica of many. Submit inserts into the store; workers
+// claim QUEUED jobs (or RUNNING ones whose owner's lease expired) from it; a keeper thread renews
+// the leases of the jobs this replica runs every `lease_poll`, saves their progress and finished
+// tensors, and turns a cancellation requested through any replica into a cancel between tensors.
+// Get/List/Watch/Cancel answer from the store for jobs run anywhere (Watch polls it every
+// `lease_poll`). Draining and Stop hand running jobs back (QUEUED, lease released) so that another
+// replica resumes them; a replica that lost a lease (it stalled past `lease`) abandons the run.
 #ifndef NVFP4_SERVER_JOB_MANAGER_H_
 #define NVFP4_SERVER_JOB_MANAGER_H_
 
@@ -42,6 +51,12 @@ struct JobManagerOptions {
   // `finished_job_ttl` ago. A job that a WatchJob stream is reading is kept until it ends.
   int64_t max_finished_jobs = 10000;
   absl::Duration finished_job_ttl = absl::Hours(7 * 24);
+  // Shared mode only (see above): how long a claim lasts without renewal, how often leases are
+  // renewed (and cancellations and progress exchanged, and watchers poll), and how often an idle
+  // worker looks for a claimable job.
+  absl::Duration lease = absl::Seconds(30);
+  absl::Duration lease_poll = absl::Milliseconds(250);
+  absl::Duration claim_poll = absl::Seconds(1);
 };
 
 class JobManager {
@@ -87,6 +102,17 @@ class JobManager {
   struct Record;
   class Sink;
   void WorkerLoop(int worker_index);
+  // Shared mode (see above).
+  void SharedWorkerLoop(int worker_index);
+  void KeeperLoop();
+  absl::StatusOr<v1::Job> SharedSubmit(const v1::QuantizeModelRequest& request);
+  absl::StatusOr<v1::ListJobsResponse> SharedList(const v1::ListJobsRequest& request);
+  absl::Status SharedWatch(const std::string& job_id, absl::Duration heartbeat,
+                           const std::function<bool(const v1::JobEvent&)>& send,
+                           const std::function<bool()>& cancelled);
+  // Saves the outcome of a run in shared mode and forgets the local record.
+  void SharedFinish(Record* rec, int worker_index, absl::Duration run, bool interrupted,
+                    const std::string& detail);
   void RunJob(Record* rec, int worker_index);
   absl::StatusOr<v1::Job> CancelImpl(const std::string& job_id, bool* discard);
   void SaveLocked(const Record& rec) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -101,6 +127,7 @@ class JobManager {
   storage::ObjectStore* const store_;
   DevicePool* const devices_;
   JobStore* const job_store_;
+  SharedJobStore* const shared_;  // job_store_ in shared mode, else null
   Metrics* const metrics_;
 
   mutable absl::Mutex mu_;
@@ -114,6 +141,9 @@ class JobManager {
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::atomic<bool> draining_{false};
   std::vector<std::thread> workers_;
+  std::thread keeper_;                              // shared mode
+  absl::CondVar claimable_;                         // shared mode: a job was submitted here
+  int64_t shared_queued_ ABSL_GUARDED_BY(mu_) = 0;  // shared mode: fleet-wide, refreshed
 };
 
 // "QUEUED", "RUNNING", ... (the enum name without the JOB_STATE_ prefix).

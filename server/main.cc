@@ -6,11 +6,13 @@
 // running jobs get --drain_timeout seconds to finish (then they are interrupted and saved as
 // QUEUED for the next start), and the process exits 0.
 #include <signal.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <fstream>
 #include <memory>
 #include <optional>
+#include <random>
 #include <string>
 #include <thread>
 #include <vector>
@@ -22,6 +24,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
@@ -41,6 +44,7 @@
 #include "server/log.h"
 #include "server/metrics.h"
 #include "server/model_pipeline.h"
+#include "server/postgres_job_store.h"
 #include "server/quantizer_service.h"
 #include "storage/router.h"
 #include "storage/s3_store.h"
@@ -56,6 +60,17 @@ ABSL_FLAG(std::vector<std::string>, data_root, {"./nvfp4-data"},
 ABSL_FLAG(std::string, state_dir, "",
           "directory for the durable job journal; interrupted model jobs resume from it after a "
           "restart (empty: jobs kept in memory)");
+ABSL_FLAG(std::string, job_store, "",
+          "job store shared by a fleet of replicas: a PostgreSQL connection URI "
+          "(postgresql://user@host:5432/db?sslmode=verify-full; the password from the URI, "
+          "$PGPASSWORD or $PGPASSFILE); any replica then answers for any job and a job whose "
+          "replica died is resumed by another (empty: --state_dir's journal, one replica)");
+ABSL_FLAG(int, job_lease_seconds, 30,
+          "with --job_store: a running job whose replica stopped renewing its lease for this "
+          "long is claimed by another replica");
+ABSL_FLAG(std::string, replica_id, "",
+          "with --job_store: this replica's name in leases and logs (default: host name plus a "
+          "random suffix)");
 ABSL_FLAG(int, queue_capacity, 64, "maximum queued model jobs; more are refused with UNAVAILABLE");
 ABSL_FLAG(int64_t, max_finished_jobs, 10000,
           "finished jobs kept (GetJob/ListJobs/ReadResult); the oldest are forgotten beyond it");
@@ -284,7 +299,32 @@ class Daemon {
   // --scratch_dir is given.
   Started StartJobs() {
     std::string work_dir;
-    if (const std::string dir = absl::GetFlag(FLAGS_state_dir); !dir.empty()) {
+    if (const std::string uri = absl::GetFlag(FLAGS_job_store); !uri.empty()) {
+      if (!absl::StartsWith(uri, "postgresql://") && !absl::StartsWith(uri, "postgres://")) {
+        return BadConfig(absl::InvalidArgumentError(
+            "--job_store must be a postgresql:// connection URI"));
+      }
+      if (absl::GetFlag(FLAGS_job_lease_seconds) < 2) {
+        return BadConfig(absl::InvalidArgumentError("--job_lease_seconds must be at least 2"));
+      }
+      std::string replica = absl::GetFlag(FLAGS_replica_id);
+      if (replica.empty()) {
+        char host[256] = {};
+        if (gethostname(host, sizeof(host) - 1) != 0) host[0] = '\0';
+        std::mt19937_64 rng{std::random_device{}()};
+        replica = absl::StrFormat("%s-%08x", host[0] != '\0' ? host : "nvfp4d",
+                                  static_cast<uint32_t>(rng()));
+      }
+      absl::StatusOr<std::unique_ptr<PostgresJobStore>> pg =
+          PostgresJobStore::Connect(uri, replica);
+      if (!pg.ok()) return CannotStart(pg.status());
+      LogLine("job store: PostgreSQL (shared by the fleet), replica ", replica, ", lease ",
+              absl::GetFlag(FLAGS_job_lease_seconds), "s");
+      job_store_ = *std::move(pg);
+      if (const std::string dir = absl::GetFlag(FLAGS_state_dir); !dir.empty()) {
+        work_dir = absl::StrCat(dir, "/work");
+      }
+    } else if (const std::string dir = absl::GetFlag(FLAGS_state_dir); !dir.empty()) {
       absl::StatusOr<std::unique_ptr<JobJournal>> journal = JobJournal::Open(dir);
       if (!journal.ok()) return BadConfig(journal.status());
       const JobJournal::Stats st = (*journal)->stats();
@@ -304,6 +344,7 @@ class Daemon {
     options.default_heartbeat = absl::Seconds(absl::GetFlag(FLAGS_heartbeat_seconds));
     options.max_finished_jobs = absl::GetFlag(FLAGS_max_finished_jobs);
     options.finished_job_ttl = absl::GetFlag(FLAGS_finished_job_ttl);
+    options.lease = absl::Seconds(absl::GetFlag(FLAGS_job_lease_seconds));
     jobs_ = std::make_unique<JobManager>(options, pipeline_.get(), store_.get(), devices_.get(),
                                          job_store_.get(), metrics_.get());
     if (absl::Status s = jobs_->Start(); !s.ok()) return CannotStart(s);

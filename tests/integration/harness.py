@@ -128,3 +128,59 @@ def ctl(*args, timeout=300):
     """Runs nvfp4ctl; returns CompletedProcess with text output."""
     return subprocess.run([NVFP4CTL] + [str(a) for a in args], capture_output=True, text=True,
                           timeout=timeout)
+
+
+class MotoS3:
+    """A real S3 API server (moto_server on 127.0.0.1) that verifies SigV4 signatures, with an IAM
+    user allowed s3:* and one bucket. Raises (never skips) without moto."""
+
+    SETUP_ACTIONS = 4  # served unauthenticated before moto verifies every request (the IAM setup)
+
+    def __init__(self, bucket):
+        import shutil
+        import socket
+        moto = shutil.which("moto_server")
+        if moto is None:
+            raise AssertionError("moto_server not found: install moto[server] (CI installs it)")
+        import boto3
+        self.bucket = bucket
+        self.dir = tempfile.mkdtemp(prefix="nvfp4-moto-")
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        self.endpoint = f"http://127.0.0.1:{port}"
+        self.log = open(os.path.join(self.dir, "moto.log"), "wb")
+        env = dict(os.environ, INITIAL_NO_AUTH_ACTION_COUNT=str(self.SETUP_ACTIONS))
+        self.proc = subprocess.Popen([moto, "-H", "127.0.0.1", "-p", str(port)], env=env,
+                                     stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.time() + 30
+        while True:
+            try:
+                urllib.request.urlopen(self.endpoint + "/moto-api/", timeout=1)
+                break
+            except Exception:
+                if time.time() > deadline or self.proc.poll() is not None:
+                    raise AssertionError("moto_server did not start")
+                time.sleep(0.2)
+        iam = boto3.client("iam", endpoint_url=self.endpoint, region_name="us-east-1",
+                           aws_access_key_id="setup", aws_secret_access_key="setup")
+        iam.create_user(UserName="nvfp4")
+        iam.put_user_policy(UserName="nvfp4", PolicyName="s3-all", PolicyDocument=json.dumps({
+            "Version": "2012-10-17",
+            "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}))
+        key = iam.create_access_key(UserName="nvfp4")["AccessKey"]
+        self.key_id, self.secret = key["AccessKeyId"], key["SecretAccessKey"]
+        self.s3 = boto3.client("s3", endpoint_url=self.endpoint, region_name="us-east-1",
+                               aws_access_key_id=self.key_id, aws_secret_access_key=self.secret)
+        self.s3.create_bucket(Bucket=bucket)
+
+    def server_env(self):
+        return {"AWS_ACCESS_KEY_ID": self.key_id, "AWS_SECRET_ACCESS_KEY": self.secret,
+                "AWS_REGION": "us-east-1"}
+
+    def stop(self):
+        import shutil
+        self.proc.terminate()
+        self.proc.wait(10)
+        self.log.close()
+        shutil.rmtree(self.dir, ignore_errors=True)

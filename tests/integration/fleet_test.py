@@ -1,0 +1,238 @@
+#!/usr/bin/env python3
+"""A fleet: three nvfp4d replicas on loopback sharing one PostgreSQL job store (--job_store), the
+way a Deployment behind a load balancer runs them (server/postgres_job_store.h, JobManager's
+shared mode).
+
+Checks, on the `small` demo model (soar on the CPU), with file:// outputs on the data root all
+replicas share:
+  * a job submitted through A is answered by B and C (get, list, watch): a client that reconnects
+    to another replica never sees NOT_FOUND;
+  * `kill -9` of A mid-job: another replica claims the job once A's lease expires, resumes it from
+    the last unit A journaled in the database, and the watch through B (started before the kill)
+    ends SUCCEEDED; the output is byte-identical to an uninterrupted `--local` run;
+  * a drain (SIGTERM) of the replica running a job hands it back: the remaining replica resumes it
+    and finishes it, byte-identically;
+  * a cancel through a replica that does not run the job reaches the owner within about a second;
+  * an s3:// output (a real S3 API server, moto, verifying signatures) outlives a `kill -9` of its
+    replica too: another replica redoes it (s3:// staging is per replica, so nothing is resumed)
+    and the uploaded objects are byte-identical.
+
+Run by CTest through tests/testing/with_postgres.sh (NVFP4_TEST_PG_URI); fails without it.
+"""
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+import unittest
+
+from harness import NVFP4CTL, MotoS3, Server, ctl
+
+LEASE_SECONDS = 3
+BUCKET = "nvfp4-fleet"
+
+
+def digests(root):
+    out = {}
+    for d, _, files in os.walk(root):
+        for f in files:
+            p = os.path.join(d, f)
+            h = hashlib.sha256()
+            with open(p, "rb") as fh:
+                for chunk in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(chunk)
+            out[os.path.relpath(p, root)] = h.hexdigest()
+    return out
+
+
+def get_job(server, job_id):
+    r = ctl("jobs", "get", job_id, "--server", server.address, "--json")
+    if r.returncode != 0:
+        raise AssertionError(f"jobs get through {server.address}: {r.returncode}\n{r.stderr}")
+    return json.loads(r.stdout)
+
+
+def progress(job, key):
+    return int(job.get("progress", {}).get(key, 0))
+
+
+class FleetTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.uri = os.environ.get("NVFP4_TEST_PG_URI", "")
+        if not cls.uri:
+            raise AssertionError("NVFP4_TEST_PG_URI is not set: run through "
+                                 "tests/testing/with_postgres.sh (CTest does)")
+        cls.root = tempfile.mkdtemp(prefix="nvfp4-it-fleet-")
+        cls.inp = os.path.join(cls.root, "small")
+        r = ctl("make-demo-model", "--preset", "small", "--output", cls.inp)
+        if r.returncode != 0:
+            raise AssertionError(r.stderr)
+        cls.ref = os.path.join(cls.root, "ref")
+        r = ctl("quantize-model", "--local", "--input", cls.inp, "--output", cls.ref, "--method",
+                "soar", "--device", "cpu", timeout=900)
+        if r.returncode != 0:
+            raise AssertionError(r.stderr)
+        cls.want = digests(cls.ref)
+        cls.moto = MotoS3(BUCKET)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.moto.stop()
+        shutil.rmtree(cls.root, ignore_errors=True)
+
+    def setUp(self):
+        self.servers = []
+
+    def tearDown(self):
+        for s in self.servers:
+            s.kill()
+
+    def start(self, name, *args):
+        s = Server(self.root, [f"--job_store={self.uri}", f"--job_lease_seconds={LEASE_SECONDS}",
+                               f"--replica_id={name}", "--drain_timeout=1",
+                               f"--s3_endpoint={self.moto.endpoint}"] + list(args),
+                   env=self.moto.server_env())
+        s.name = name
+        self.servers.append(s)
+        return s
+
+    def submit(self, server, out):
+        uri = out if out.startswith("s3://") else "file://" + out
+        r = ctl("quantize-model", "--server", server.address, "--input", "file://" + self.inp,
+                "--output", uri, "--method", "soar", "--detach", "--json")
+        self.assertEqual(r.returncode, 0, r.stderr + server.logs())
+        return json.loads(r.stdout)["job_id"]
+
+    def wait_for(self, server, job_id, at_least, margin=15, timeout=180):
+        """Waits until at least `at_least` tensors are done and more than `margin` are left."""
+        deadline = time.time() + timeout
+        while True:
+            job = get_job(server, job_id)
+            done, total = progress(job, "tensors_done"), progress(job, "tensors_total")
+            if job["state"] == "JOB_STATE_RUNNING" and total > 0 and at_least <= done < total - margin:
+                return done
+            self.assertNotIn(job["state"], ("JOB_STATE_SUCCEEDED", "JOB_STATE_FAILED"),
+                             json.dumps(job))
+            self.assertLess(time.time(), deadline, "no progress:\n" + server.logs())
+            time.sleep(0.1)
+
+    def runner_of(self, job_id, servers):
+        for s in servers:
+            if re.search(rf"job {job_id} state QUEUED->RUNNING .*replica={s.name}", s.logs()):
+                return s
+        return None
+
+    def assert_identical(self, out, job):
+        got = digests(out) if isinstance(out, str) else out
+        self.assertEqual(sorted(self.want), sorted(got))
+        for name in self.want:
+            self.assertEqual(self.want[name], got[name], f"{name} differs from an uninterrupted run")
+        self.assertEqual({o["name"]: o["sha256"] for o in job["outputs"]}, got)
+
+    def test_fleet(self):
+        t0 = time.time()
+        a = self.start("A")
+        out1 = os.path.join(self.root, "out-kill")
+        job1 = self.submit(a, out1)
+        self.wait_for(a, job1, 1)
+        b = self.start("B")
+        c = self.start("C")
+        self.assertIs(self.runner_of(job1, [a, b, c]), a)
+        # Every replica answers for it.
+        for s in (b, c):
+            self.assertEqual(get_job(s, job1)["state"], "JOB_STATE_RUNNING")
+            r = ctl("jobs", "list", "--server", s.address, "--json")
+            self.assertEqual(r.returncode, 0, r.stderr)
+            self.assertIn(job1, r.stdout)
+        # Watch through B from now on; kill -9 A once it journaled a few units.
+        watch = subprocess.Popen([NVFP4CTL, "jobs", "watch", job1, "--server", b.address],
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        done_at_kill = self.wait_for(b, job1, 8)
+        a.kill()
+        t_kill = time.time()
+        self.assertFalse(os.path.exists(out1), "output published before the job finished")
+        try:
+            watched, _ = watch.communicate(timeout=600)
+        finally:
+            if watch.poll() is None:
+                watch.kill()
+        self.assertEqual(watch.returncode, 0, watched + b.logs() + c.logs())
+        self.assertIn("SUCCEEDED", watched)
+        job = get_job(c, job1)
+        self.assertEqual(job["state"], "JOB_STATE_SUCCEEDED")
+        heir = self.runner_of(job1, [b, c])
+        self.assertIsNotNone(heir, b.logs() + c.logs())
+        m = re.search(rf"job {job1} resumed at unit (\d+)/(\d+)", heir.logs())
+        self.assertIsNotNone(m, heir.logs())
+        self.assertGreater(int(m.group(1)), 0)
+        self.assertGreater(progress(job, "tensors_resumed"), 0)
+        self.assertGreaterEqual(progress(job, "tensors_resumed"), done_at_kill - 3)
+        self.assert_identical(out1, job)
+        print(f"\nkill -9: A killed at {done_at_kill} tensors; {heir.name} {m.group(0)}; "
+              f"finished {time.time() - t_kill:.1f}s after the kill (lease {LEASE_SECONDS}s)")
+
+        # Drain hands a running job to the other replica.
+        out2 = os.path.join(self.root, "out-drain")
+        job2 = self.submit(b, out2)
+        self.wait_for(c, job2, 1)
+        owner = self.runner_of(job2, [b, c])
+        self.assertIsNotNone(owner)
+        other = c if owner is b else b
+        self.wait_for(other, job2, 6)
+        owner.proc.send_signal(15)  # SIGTERM: the drain times out after 1 s and hands the job back
+        r = ctl("jobs", "watch", job2, "--server", other.address)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr + other.logs())
+        self.assertEqual(owner.proc.wait(timeout=120), 0)
+        job = get_job(other, job2)
+        self.assertEqual(job["state"], "JOB_STATE_SUCCEEDED", json.dumps(job))
+        self.assertRegex(other.logs(), rf"job {job2} state QUEUED->RUNNING .*replica={other.name}")
+        self.assertRegex(other.logs(), rf"job {job2} resumed at unit [1-9]")
+        self.assert_identical(out2, job)
+
+        # Cancel through a replica that does not run the job.
+        d = self.start("D")
+        job3 = self.submit(other, os.path.join(self.root, "out-cancel"))
+        self.wait_for(d, job3, 1)
+        runner = self.runner_of(job3, [other, d])
+        bystander = d if runner is other else other
+        t_cancel = time.time()
+        r = ctl("jobs", "cancel", job3, "--server", bystander.address)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        while get_job(bystander, job3)["state"] != "JOB_STATE_CANCELLED":
+            self.assertLess(time.time() - t_cancel, 10, runner.logs())
+            time.sleep(0.05)
+        took = time.time() - t_cancel
+        self.assertIn(f"job {job3} cancel requested through another replica", runner.logs())
+        self.assertLess(took, 3.0)
+        print(f"cancel through {bystander.name} of a job run by {runner.name}: CANCELLED after "
+              f"{took:.2f}s; fleet test {time.time() - t0:.1f}s")
+
+    def test_s3_output_outlives_kill_9(self):
+        a = self.start("S3A")
+        job_id = self.submit(a, f"s3://{BUCKET}/out/small-nvfp4")
+        self.wait_for(a, job_id, 1)
+        b = self.start("S3B")
+        self.wait_for(b, job_id, 8)
+        a.kill()
+        r = ctl("jobs", "watch", job_id, "--server", b.address)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr + b.logs())
+        job = get_job(b, job_id)
+        self.assertEqual(job["state"], "JOB_STATE_SUCCEEDED", json.dumps(job))
+        self.assertRegex(b.logs(), rf"job {job_id} state QUEUED->RUNNING .*replica=S3B")
+        got = {}
+        listing = self.moto.s3.list_objects_v2(Bucket=BUCKET)
+        for obj in listing.get("Contents", []):
+            key = obj["Key"]
+            if not key.startswith("out/small-nvfp4/"):
+                continue
+            body = self.moto.s3.get_object(Bucket=BUCKET, Key=key)["Body"].read()
+            got[key[len("out/small-nvfp4/"):]] = hashlib.sha256(body).hexdigest()
+        self.assert_identical(got, job)
+
+
+if __name__ == "__main__":
+    unittest.main()
