@@ -90,7 +90,7 @@ class HardeningTest(unittest.TestCase):
         self.assertEqual(len(list_jobs(s)), 1)
         # Limits follow their flags.
         s2 = self.start("--max_uri_bytes=64")
-        r = submit(s2, m, m + "-q")
+        r = submit(s2, m, m + "-" + "q" * 64)
         self.assertNotEqual(r.returncode, 0)
         self.assertIn("over the limit of 64 (--max_uri_bytes)", r.stderr)
 
