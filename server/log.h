@@ -1,5 +1,7 @@
 // Minimal structured logging to stderr (Debian's abseil 20220623 has no absl/log).
-// One line per event: "<RFC3339 time> nvfp4d <message>".
+// One line per event: "<RFC3339 time> nvfp4d <message>" (--log_format=text, the default) or one
+// JSON object (--log_format=json); control bytes, newlines and invalid UTF-8 in the message are
+// escaped, so a URI or a tensor name cannot forge or break lines (server/log_format.h).
 #ifndef NVFP4_SERVER_LOG_H_
 #define NVFP4_SERVER_LOG_H_
 
@@ -9,16 +11,13 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "server/log_format.h"
 
 namespace nvfp4::server {
 
 template <typename... Args>
 void LogLine(const Args&... args) {
-  std::string line =
-      absl::StrCat(absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", absl::Now(), absl::UTCTimeZone()),
-                   " nvfp4d ", args..., "\n");
-  std::fwrite(line.data(), 1, line.size(), stderr);
-  std::fflush(stderr);
+  WriteLogMessage(absl::StrCat(args...));
 }
 
 }  // namespace nvfp4::server

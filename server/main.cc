@@ -8,6 +8,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <fstream>
 #include <memory>
@@ -80,6 +81,17 @@ ABSL_FLAG(std::string, devices, "auto", "quantizer devices: auto | cpu | cuda:0,
 ABSL_FLAG(int, max_message_bytes, 8 << 20, "maximum gRPC message size received (chunk + slack)");
 ABSL_FLAG(int, chunk_bytes, 1 << 20, "default streaming chunk size (256 KiB .. 4 MiB)");
 ABSL_FLAG(int64_t, max_tensor_bytes, 4ll << 30, "largest QuantizeTensor source accepted");
+ABSL_FLAG(int64_t, max_uri_bytes, 4096,
+          "longest input_uri / output_uri / calibration_uri accepted (INVALID_ARGUMENT)");
+ABSL_FLAG(int64_t, max_patterns, 256,
+          "most include_patterns (and most exclude_patterns) per QuantizeModel request");
+ABSL_FLAG(int64_t, max_pattern_bytes, 1024, "longest include/exclude pattern accepted");
+ABSL_FLAG(int64_t, max_list_page_bytes, 2 << 20,
+          "ListJobs pages stop before this many bytes (at least one job; at most half of "
+          "--max_message_bytes)");
+ABSL_FLAG(std::string, log_format, "text",
+          "log line format: text (\"<time> nvfp4d <message>\") or json (one object per line: "
+          "time, level, event, job_id, message, fields)");
 ABSL_FLAG(int, max_connection_age, 0,
           "seconds before a connection is asked to reconnect (0: never)");
 ABSL_FLAG(int, drain_timeout, 30, "seconds running jobs get to finish after SIGTERM");
@@ -358,6 +370,18 @@ class Daemon {
     options.max_tensor_bytes = absl::GetFlag(FLAGS_max_tensor_bytes);
     options.max_inflight_tensors = absl::GetFlag(FLAGS_queue_capacity);
     options.default_heartbeat = absl::Seconds(absl::GetFlag(FLAGS_heartbeat_seconds));
+    options.limits.max_uri_bytes = absl::GetFlag(FLAGS_max_uri_bytes);
+    options.limits.max_patterns = absl::GetFlag(FLAGS_max_patterns);
+    options.limits.max_pattern_bytes = absl::GetFlag(FLAGS_max_pattern_bytes);
+    options.limits.max_list_page_bytes =
+        std::min<int64_t>(absl::GetFlag(FLAGS_max_list_page_bytes),
+                          absl::GetFlag(FLAGS_max_message_bytes) / 2);
+    if (options.limits.max_uri_bytes <= 0 || options.limits.max_patterns < 0 ||
+        options.limits.max_pattern_bytes <= 0 || options.limits.max_list_page_bytes <= 0) {
+      return BadConfig(
+          "--max_uri_bytes, --max_pattern_bytes and --max_list_page_bytes must be positive, "
+          "--max_patterns not negative");
+    }
     if (const std::string tf = absl::GetFlag(FLAGS_auth_tokens_file); !tf.empty()) {
       absl::StatusOr<std::unique_ptr<TokenAuthenticator>> a = TokenAuthenticator::FromFile(tf);
       if (!a.ok()) return BadConfig(a.status());
@@ -475,13 +499,19 @@ class Daemon {
 
 int Run(int argc, char** argv) {
   const std::vector<std::string> roots = ParseFlags(argc, argv);
+  if (absl::StatusOr<LogFormat> f = ParseLogFormat(absl::GetFlag(FLAGS_log_format)); f.ok()) {
+    SetLogFormat(*f);
+  } else {
+    std::fprintf(stderr, "nvfp4d: %s\n", std::string(f.status().message()).c_str());
+    return 2;
+  }
   const sigset_t sigs = BlockTerminationSignals();
   // RSS tracks the memory in use under load (server/heap_trim.h, docs/BENCHMARKS.md "Load test").
   ConfigureHeap(absl::GetFlag(FLAGS_malloc_mmap_threshold));
   HeapTrimmer heap_trimmer(absl::Seconds(absl::GetFlag(FLAGS_malloc_trim_seconds)));
   Daemon daemon(roots);
   if (Started failure = daemon.Start()) {
-    std::fprintf(stderr, "nvfp4d: %s\n", failure->message.c_str());
+    std::fprintf(stderr, "nvfp4d: %s\n", EscapeLogText(failure->message).c_str());
     return failure->exit_code;
   }
   daemon.ServeUntilDrained(sigs);

@@ -84,6 +84,7 @@ absl::Status QuantizerService::DoQuantizeTensor(
   // header claims.
   v1::QuantizeTensorRequest msg;
   if (!stream->Read(&msg)) return absl::InvalidArgumentError("empty QuantizeTensor stream");
+  RETURN_IF_ERROR(CheckTensorHeader(msg.header(), options_.limits));
   ASSIGN_OR_RETURN(const TensorRequest request,
                    ValidateTensorHeader(msg, options_.max_tensor_bytes));
   const v1::TensorHeader& header = request.header;
@@ -161,6 +162,10 @@ grpc::Status QuantizerService::QuantizeModel(grpc::ServerContext* context,
                                              const v1::QuantizeModelRequest* request,
                                              v1::Job* response) {
   if (grpc::Status auth = Authorize(*context); !auth.ok()) return auth;
+  // Everything checkable before queueing is checked here: a bad request never becomes a job.
+  if (absl::Status s = CheckQuantizeModelRequest(*request, options_.limits, store_); !s.ok()) {
+    return ToGrpcStatus(s);
+  }
   absl::StatusOr<v1::Job> job = jobs_->Submit(*request);
   if (!job.ok()) return ToGrpcStatus(job.status());
   *response = *std::move(job);
@@ -170,6 +175,9 @@ grpc::Status QuantizerService::QuantizeModel(grpc::ServerContext* context,
 grpc::Status QuantizerService::GetJob(grpc::ServerContext* context, const v1::GetJobRequest* request,
                                       v1::Job* response) {
   if (grpc::Status auth = Authorize(*context); !auth.ok()) return auth;
+  if (absl::Status s = CheckJobId(request->job_id(), options_.limits); !s.ok()) {
+    return ToGrpcStatus(s);
+  }
   absl::StatusOr<v1::Job> job = jobs_->Get(request->job_id());
   if (!job.ok()) return ToGrpcStatus(job.status());
   *response = *std::move(job);
@@ -180,6 +188,9 @@ grpc::Status QuantizerService::WatchJob(grpc::ServerContext* context,
                                         const v1::WatchJobRequest* request,
                                         grpc::ServerWriter<v1::JobEvent>* writer) {
   if (grpc::Status auth = Authorize(*context); !auth.ok()) return auth;
+  if (absl::Status s = CheckJobId(request->job_id(), options_.limits); !s.ok()) {
+    return ToGrpcStatus(s);
+  }
   absl::Duration heartbeat = options_.default_heartbeat;
   if (request->heartbeat_seconds() > 0) {
     heartbeat = absl::Seconds(std::clamp(request->heartbeat_seconds(), 1, 60));
@@ -192,6 +203,9 @@ grpc::Status QuantizerService::WatchJob(grpc::ServerContext* context,
 grpc::Status QuantizerService::CancelJob(grpc::ServerContext* context, const v1::CancelJobRequest* request,
                                          v1::Job* response) {
   if (grpc::Status auth = Authorize(*context); !auth.ok()) return auth;
+  if (absl::Status s = CheckJobId(request->job_id(), options_.limits); !s.ok()) {
+    return ToGrpcStatus(s);
+  }
   absl::StatusOr<v1::Job> job = jobs_->Cancel(request->job_id());
   if (!job.ok()) return ToGrpcStatus(job.status());
   *response = *std::move(job);
@@ -201,7 +215,12 @@ grpc::Status QuantizerService::CancelJob(grpc::ServerContext* context, const v1:
 grpc::Status QuantizerService::ListJobs(grpc::ServerContext* context, const v1::ListJobsRequest* request,
                                         v1::ListJobsResponse* response) {
   if (grpc::Status auth = Authorize(*context); !auth.ok()) return auth;
-  absl::StatusOr<v1::ListJobsResponse> r = jobs_->List(*request);
+  if (absl::Status s = CheckListJobsRequest(*request, options_.limits); !s.ok()) {
+    return ToGrpcStatus(s);
+  }
+  absl::StatusOr<v1::ListJobsResponse> r = BoundListJobsPage(
+      *request, options_.limits.max_list_page_bytes,
+      [this](const v1::ListJobsRequest& page) { return jobs_->List(page); });
   if (!r.ok()) return ToGrpcStatus(r.status());
   *response = *std::move(r);
   return grpc::Status::OK;
@@ -211,6 +230,9 @@ grpc::Status QuantizerService::ReadResult(grpc::ServerContext* context,
                                           const v1::ReadResultRequest* request,
                                           grpc::ServerWriter<v1::ReadResultResponse>* writer) {
   if (grpc::Status auth = Authorize(*context); !auth.ok()) return auth;
+  if (absl::Status s = CheckReadResultRequest(*request, options_.limits); !s.ok()) {
+    return ToGrpcStatus(s);
+  }
   return ToGrpcStatus(DoReadResult(context, *request, writer));
 }
 

@@ -11,6 +11,7 @@
 #include "server/device_pool.h"
 #include "server/job_manager.h"
 #include "server/metrics.h"
+#include "server/request_limits.h"
 #include "storage/object_store.h"
 
 namespace nvfp4::server {
@@ -22,6 +23,8 @@ struct ServiceOptions {
   absl::Duration default_heartbeat = absl::Seconds(5);
   // Bearer-token check of every call (null: no authentication). Not owned.
   TokenAuthenticator* auth = nullptr;
+  // Bounds of every request field and of ListJobs pages (server/request_limits.h).
+  RequestLimits limits;
 };
 
 inline constexpr int kMinChunkBytes = 256 << 10;
