@@ -217,8 +217,6 @@ absl::Status StackWeights(std::span<const TensorView> tensors, std::span<const M
   return absl::OkStatus();
 }
 
-bool UsesObjective(Method m) { return m == Method::kScaleSweep || m == Method::kSoar; }
-
 }  // namespace
 
 TensorMetrics GptqMetricsFromRows(std::span<const double> sq_err, std::span<const double> x_sq,

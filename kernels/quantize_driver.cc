@@ -38,8 +38,6 @@ BlockErrorKind RuleKind(ErrorRule r) {
   return BlockErrorKind::kSquared;
 }
 
-bool UsesObjective(Method m) { return m == Method::kScaleSweep || m == Method::kSoar; }
-
 TensorMetrics MetricsFrom(const PassTotals& final_pass, double rtn_sq_err, int iterations) {
   TensorMetrics m;
   const double x_sq = final_pass.x_sq;

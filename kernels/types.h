@@ -28,6 +28,9 @@ absl::StatusOr<DType> ParseDType(std::string_view name);
 // "GPTQ"): block scales chosen by GptqOptions::block_scales, codes by GPTQ's column sweep.
 enum class Method { kRtn, kFourOverSix, kScaleSweep, kSoar, kGptq };
 std::string_view MethodName(Method m);  // "rtn" | "4over6" | "scalesweep" | "soar" | "gptq"
+// Whether a block-scale method searches under QuantizeOptions::objective (scalesweep, soar);
+// the others always minimize the squared error.
+inline bool UsesObjective(Method m) { return m == Method::kScaleSweep || m == Method::kSoar; }
 absl::StatusOr<Method> ParseMethod(std::string_view name);
 
 // Objective minimized by scalesweep and soar (docs/NUMERICS.md 3.5).
