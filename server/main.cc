@@ -285,12 +285,14 @@ class Daemon {
     config.s3_observer = [m](absl::string_view op, double seconds, absl::string_view error) {
       m->S3Request(op, seconds, error);
     };
+    config.s3_log = [](const std::string& line) { LogLine(line); };
     absl::StatusOr<std::unique_ptr<storage::StorageRouter>> router =
         storage::MakeStorageRouter(config);
     if (!router.ok()) return BadConfig(router.status());
     store_ = *std::move(router);
     if (auto* s3 = dynamic_cast<storage::S3ObjectStore*>(store_->s3()); s3 != nullptr) {
-      LogLine("s3 endpoint ", s3->config().endpoint, " region ", s3->config().region);
+      LogLine("s3 endpoint ", s3->config().endpoint, " region ", s3->config().region,
+              " credentials: ", s3->DescribeCredentials());
     }
     return std::nullopt;
   }
