@@ -118,8 +118,9 @@ class S3WebIdentityTest(unittest.TestCase):
 
     def allow_unauthenticated(self, n):
         """The next n moto actions pass without a signature (then verification is on again)."""
+        # text/plain: with a form content type, flask consumes the body and moto reads ''.
         req = urllib.request.Request(self.endpoint + "/moto-api/reset-auth", data=str(n).encode(),
-                                     method="POST")
+                                     headers={"Content-Type": "text/plain"}, method="POST")
         urllib.request.urlopen(req, timeout=10).read()
 
     def web_identity_env(self, **extra):
