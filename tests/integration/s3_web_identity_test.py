@@ -2,7 +2,8 @@
 AWS_WEB_IDENTITY_TOKEN_FILE and AWS_ROLE_ARN (what deploy/components/s3-web-identity sets). It calls
 STS AssumeRoleWithWebIdentity on moto_server, which hands out temporary credentials of the role,
 and signs its S3 requests with them (and the session token); moto verifies every S3 request's
-signature and the role's policy. Fails (does not skip) without moto.
+signature and the role's policy. nvfp4ctl quantize-model --local (a shard Job) does the same. Fails
+(does not skip) without moto.
 
 moto has no notion of an unsigned action: with authentication on it rejects the unsigned
 AssumeRoleWithWebIdentity that real STS accepts. The test therefore lets exactly one action through
@@ -160,6 +161,20 @@ class S3WebIdentityTest(unittest.TestCase):
                 "--output", f"s3://{BUCKET}/out/wi2", "--method", "rtn")
         self.assertEqual(r.returncode, 0, r.stderr + r.stdout + s.logs())
         self.assertEqual(s.logs().count("S3 credentials from STS"), 1)
+
+    def test_cli_local_with_web_identity(self):
+        # nvfp4ctl quantize-model --local (what a shard Job runs) takes the same credentials path.
+        env = dict(os.environ, **self.web_identity_env(AWS_ENDPOINT_URL=self.endpoint))
+        self.allow_unauthenticated(1)
+        r = subprocess.run([os.environ.get("NVFP4CTL", "nvfp4ctl"), "quantize-model", "--local",
+                            "--device", "cpu", "--input", f"s3://{BUCKET}/in/llama", "--output",
+                            f"s3://{BUCKET}/out/cli", "--method", "rtn", "--staging-dir",
+                            os.path.join(self.root, "staging")],
+                           capture_output=True, text=True, timeout=300, env=env)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assert_auth_on()
+        keys = {o["Key"] for o in self.s3.list_objects_v2(Bucket=BUCKET)["Contents"]}
+        self.assertIn("out/cli/model.safetensors", keys)
 
     def test_unreachable_sts_fails_the_job_naming_sts_and_the_endpoint(self):
         sts = f"http://127.0.0.1:{free_port()}"  # nothing listens there
