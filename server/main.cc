@@ -3,8 +3,9 @@
 //   nvfp4d --listen 0.0.0.0:50051 --metrics_listen 0.0.0.0:9090 --data_root /data --devices auto
 //
 // SIGTERM/SIGINT drain the server: health turns NOT_SERVING, new work is refused with UNAVAILABLE,
-// running jobs get --drain_timeout seconds to finish (then they are interrupted and saved as
-// QUEUED for the next start), and the process exits 0.
+// the gRPC listener closes and open connections get GOAWAY at once (clients reconnect elsewhere;
+// calls in flight go on), running jobs get --drain_timeout seconds to finish (then they are
+// interrupted and saved as QUEUED for the next start), and the process exits 0.
 #include <signal.h>
 #include <unistd.h>
 
@@ -27,7 +28,9 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
+#include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
+#include "grpc/grpc.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
@@ -244,8 +247,9 @@ class Daemon {
     return std::nullopt;
   }
 
-  // Serves until SIGTERM / SIGINT (in `sigs`, blocked), then drains: health turns NOT_SERVING, new
-  // work is refused, running jobs get --drain_timeout to finish, the servers shut down.
+  // Serves until SIGTERM / SIGINT (in `sigs`, blocked), then drains (Drain()): health turns
+  // NOT_SERVING, new work and new connections are refused, GOAWAY goes out, running jobs get
+  // --drain_timeout to finish, the servers shut down.
   void ServeUntilDrained(const sigset_t& sigs) {
     const absl::Duration drain_timeout = absl::Seconds(absl::GetFlag(FLAGS_drain_timeout));
     std::thread signal_thread([&] {
@@ -285,12 +289,14 @@ class Daemon {
     config.s3_observer = [m](absl::string_view op, double seconds, absl::string_view error) {
       m->S3Request(op, seconds, error);
     };
+    config.s3_log = [](const std::string& line) { LogLine(line); };
     absl::StatusOr<std::unique_ptr<storage::StorageRouter>> router =
         storage::MakeStorageRouter(config);
     if (!router.ok()) return BadConfig(router.status());
     store_ = *std::move(router);
     if (auto* s3 = dynamic_cast<storage::S3ObjectStore*>(store_->s3()); s3 != nullptr) {
-      LogLine("s3 endpoint ", s3->config().endpoint, " region ", s3->config().region);
+      LogLine("s3 endpoint ", s3->config().endpoint, " region ", s3->config().region,
+              " credentials: ", s3->DescribeCredentials());
     }
     return std::nullopt;
   }
@@ -467,17 +473,40 @@ class Daemon {
     }
   }
 
+  // SIGTERM: first stop taking work and send clients elsewhere, then let running jobs finish.
+  //  1. Health turns NOT_SERVING (readiness fails on the health port, which stays up to the end)
+  //     and the job manager refuses new jobs with UNAVAILABLE.
+  //  2. The main server starts shutting down at once: its listener closes (a new connection to
+  //     this pod is refused, so the load balancer's retry or the client's reconnect goes to another
+  //     pod) and every open connection gets GOAWAY, so clients pinned to this pod move within a
+  //     round trip instead of getting UNAVAILABLE until the drain ends. Calls already in flight
+  //     (WatchJob streams, uploads, a QuantizeTensor) go on: Shutdown() waits for them, on its own
+  //     thread.
+  //  3. Running jobs get `timeout` to finish, then are interrupted between units (saved QUEUED);
+  //     Stop() ends the watch streams; calls still open 5 s later are cancelled.
   void Drain(int sig, absl::Duration timeout) {
     const absl::Time t0 = absl::Now();
     LogLine("received signal ", sig, ": draining (running=", jobs_->running(),
             " queued=", jobs_->queued(), ")");
     SetServing(false);
     jobs_->BeginDrain();
+    absl::Notification shut_down;
+    std::thread goaway([&] {
+      // The deadline is a backstop only (the drain, the unit in progress, 5 s): the calls left
+      // after the drain are cancelled below.
+      server_->Shutdown(absl::ToChronoTime(t0 + timeout + absl::Seconds(35)));
+      shut_down.Notify();
+    });
+    LogLine("GOAWAY sent and listener closed; in-flight calls continue");
     if (!jobs_->WaitIdle(timeout)) {
       LogLine("drain timeout: interrupting running jobs (they stay QUEUED for the next start)");
     }
     jobs_->Stop();  // interrupts what is left and ends watch streams
-    server_->Shutdown(absl::ToChronoTime(absl::Now() + absl::Seconds(5)));
+    if (!shut_down.WaitForNotificationWithTimeout(absl::Seconds(5))) {
+      LogLine("cancelling the calls still open");
+      grpc_server_cancel_all_calls(server_->c_server());
+    }
+    goaway.join();
     if (health_server_) health_server_->Shutdown(absl::ToChronoTime(absl::Now()));
     LogLine("drained in ", absl::FormatDuration(absl::Now() - t0));
   }

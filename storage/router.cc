@@ -50,7 +50,10 @@ absl::StatusOr<std::unique_ptr<StorageRouter>> MakeStorageRouter(const StoreConf
   S3Config s3 = S3ConfigFromEnv(config.s3_endpoint, config.s3_region);
   s3.part_size = config.s3_part_bytes;
   s3.observer = config.s3_observer;
-  if (s3.endpoint.empty() && config.s3_default_aws_endpoint && !s3.access_key_id.empty()) {
+  s3.web_identity.log = config.s3_log;
+  const bool has_credentials = !s3.access_key_id.empty() || !s3.web_identity.token_file.empty() ||
+                               !s3.web_identity.role_arn.empty();
+  if (s3.endpoint.empty() && config.s3_default_aws_endpoint && has_credentials) {
     s3.endpoint = absl::StrCat("https://s3.", s3.region, ".amazonaws.com");
   }
   std::unique_ptr<ObjectStore> s3_store;

@@ -43,8 +43,9 @@ struct StoreConfig {
   // the first). Empty: no local object store (callers use local paths directly, unconfined).
   std::vector<std::string> data_roots;
   // S3 endpoint URL and region; empty: $AWS_ENDPOINT_URL and $AWS_REGION/$AWS_DEFAULT_REGION
-  // (else us-east-1). Credentials always come from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY /
-  // AWS_SESSION_TOKEN (a mounted secret exposed as environment variables), never from flags.
+  // (else us-east-1). Credentials always come from the environment, never from flags:
+  // AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN (a mounted secret exposed as
+  // environment variables), else STS web identity (AWS_WEB_IDENTITY_TOKEN_FILE + AWS_ROLE_ARN).
   std::string s3_endpoint;
   std::string s3_region;
   // Use https://s3.<region>.amazonaws.com when no endpoint is given at all (the CLI; the server
@@ -53,6 +54,8 @@ struct StoreConfig {
   int64_t s3_part_bytes = 64ll << 20;
   // Optional per-request observer for S3 metrics (see S3Config::observer).
   std::function<void(absl::string_view op, double seconds, absl::string_view error)> s3_observer;
+  // Optional log of S3 credential refreshes (web identity).
+  std::function<void(const std::string&)> s3_log;
 };
 
 // A router with a LocalObjectStore over `data_roots` (when any) and an S3ObjectStore when an

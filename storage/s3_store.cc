@@ -43,27 +43,6 @@ void GlobalInitCurl() {
   std::call_once(once, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
 }
 
-// Text of the first <tag>...</tag> in `xml` (empty when absent), entity-decoded.
-std::string XmlText(absl::string_view xml, absl::string_view tag, size_t* pos = nullptr) {
-  std::string open = absl::StrCat("<", tag, ">");
-  std::string close = absl::StrCat("</", tag, ">");
-  size_t start = xml.find(open, pos ? *pos : 0);
-  if (start == absl::string_view::npos) {
-    if (pos) *pos = absl::string_view::npos;
-    return "";
-  }
-  start += open.size();
-  size_t end = xml.find(close, start);
-  if (end == absl::string_view::npos) {
-    if (pos) *pos = absl::string_view::npos;
-    return "";
-  }
-  if (pos) *pos = end + close.size();
-  return absl::StrReplaceAll(
-      xml.substr(start, end - start),
-      {{"&quot;", "\""}, {"&apos;", "'"}, {"&lt;", "<"}, {"&gt;", ">"}, {"&amp;", "&"}});
-}
-
 std::string XmlEscape(absl::string_view s) {
   return absl::StrReplaceAll(s, {{"&", "&amp;"}, {"<", "&lt;"}, {">", "&gt;"}, {"\"", "&quot;"}});
 }
@@ -270,6 +249,13 @@ S3Config S3ConfigFromEnv(std::string endpoint, std::string region) {
   c.access_key_id = Env("AWS_ACCESS_KEY_ID");
   c.secret_access_key = Env("AWS_SECRET_ACCESS_KEY");
   c.session_token = Env("AWS_SESSION_TOKEN");
+  c.web_identity.token_file = Env("AWS_WEB_IDENTITY_TOKEN_FILE");
+  c.web_identity.role_arn = Env("AWS_ROLE_ARN");
+  if (std::string name = Env("AWS_ROLE_SESSION_NAME"); !name.empty()) {
+    c.web_identity.session_name = std::move(name);
+  }
+  c.web_identity.sts_endpoint = Env("AWS_ENDPOINT_URL_STS");
+  if (c.web_identity.sts_endpoint.empty()) c.web_identity.sts_endpoint = Env("AWS_ENDPOINT_URL");
   return c;
 }
 
@@ -285,12 +271,25 @@ absl::StatusOr<std::unique_ptr<S3ObjectStore>> S3ObjectStore::Create(S3Config co
     return absl::InvalidArgumentError("S3: no endpoint (--s3_endpoint or AWS_ENDPOINT_URL)");
   }
   while (!config.endpoint.empty() && config.endpoint.back() == '/') config.endpoint.pop_back();
-  if (config.access_key_id.empty() || config.secret_access_key.empty()) {
-    return absl::InvalidArgumentError(
-        "S3: no credentials (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY)");
-  }
   if (config.part_size < kMinPartSize) {
     return absl::InvalidArgumentError("S3: multipart part size must be at least 5 MiB");
+  }
+  if (config.credentials == nullptr) {
+    if (!config.access_key_id.empty() && !config.secret_access_key.empty()) {
+      config.credentials = StaticCredentialsProvider(
+          {config.access_key_id, config.secret_access_key, config.session_token});
+    } else if (config.access_key_id.empty() && config.secret_access_key.empty() &&
+               (!config.web_identity.token_file.empty() || !config.web_identity.role_arn.empty())) {
+      WebIdentityOptions o = config.web_identity;
+      if (o.sts_endpoint.empty()) {
+        o.sts_endpoint = absl::StrCat("https://sts.", config.region, ".amazonaws.com");
+      }
+      ASSIGN_OR_RETURN(config.credentials, WebIdentityCredentialsProvider::Create(std::move(o)));
+    } else {
+      return absl::InvalidArgumentError(
+          "S3: no credentials (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, or "
+          "AWS_WEB_IDENTITY_TOKEN_FILE / AWS_ROLE_ARN)");
+    }
   }
   GlobalInitCurl();
   return std::unique_ptr<S3ObjectStore>(new S3ObjectStore(std::move(config)));
@@ -334,14 +333,21 @@ absl::StatusOr<S3ObjectStore::Response> S3ObjectStore::SendOnce(const Request& r
     });
   }
   const std::string what = absl::StrCat("s3://", request.bucket, "/", request.key);
+  // Before anything else: a web identity refresh may take a round trip to STS.
+  absl::StatusOr<AwsCredentials> creds = config_.credentials->Get();
+  if (!creds.ok()) {
+    if (config_.observer) config_.observer(request.op, 0.0, "credentials");
+    return absl::Status(creds.status().code(),
+                        absl::StrCat("S3 ", request.op, " ", what, ": ", creds.status().message()));
+  }
 
   CURL* curl = curl_easy_init();
   if (!curl) return absl::InternalError("curl_easy_init failed");
   struct curl_slist* headers = nullptr;
   auto add_header = [&](const std::string& h) { headers = curl_slist_append(headers, h.c_str()); };
   add_header(absl::StrCat("x-amz-content-sha256: ", Sha256Hex(request.body)));
-  if (!config_.session_token.empty()) {
-    add_header(absl::StrCat("x-amz-security-token: ", config_.session_token));
+  if (!creds->session_token.empty()) {
+    add_header(absl::StrCat("x-amz-security-token: ", creds->session_token));
   }
   if (!request.content_type.empty())
     add_header(absl::StrCat("Content-Type: ", request.content_type));
@@ -350,7 +356,7 @@ absl::StatusOr<S3ObjectStore::Response> S3ObjectStore::SendOnce(const Request& r
   for (const std::string& h : request.headers) add_header(h);
 
   std::string sigv4 = absl::StrCat("aws:amz:", config_.region, ":s3");
-  std::string userpwd = absl::StrCat(config_.access_key_id, ":", config_.secret_access_key);
+  std::string userpwd = absl::StrCat(creds->access_key_id, ":", creds->secret_access_key);
   Response resp;
   SinkState sink{request.sink, request.sink_size, 0, {}};
   char curl_error[CURL_ERROR_SIZE] = "";  // details, e.g. "Recv failure: Connection reset by peer"
@@ -417,6 +423,8 @@ absl::StatusOr<S3ObjectStore::Response> S3ObjectStore::SendOnce(const Request& r
                      code.empty() ? absl::StrCat("http_", resp.http_code) : code);
   }
   *retryable = resp.http_code >= 500 || code == "SlowDown" || code == "RequestTimeout";
+  // Temporary credentials that expired early (or a clock skew): refresh them and try again.
+  if (code == "ExpiredToken" && config_.credentials->Invalidate()) *retryable = true;
   if (request.sink != nullptr && body.empty() && resp.http_code != 404) {
     code = absl::StrCat("HTTP ", resp.http_code);
   }

@@ -13,6 +13,7 @@
 #include <string>
 
 #include "absl/time/time.h"
+#include "storage/aws_credentials.h"
 #include "storage/object_store.h"
 
 namespace nvfp4::storage {
@@ -23,6 +24,13 @@ struct S3Config {
   std::string access_key_id;
   std::string secret_access_key;   // never logged
   std::string session_token;       // optional
+  // Temporary credentials by STS web identity, used when the static keys above are empty and
+  // web_identity.token_file or web_identity.role_arn is set (storage/aws_credentials.h). An empty
+  // sts_endpoint becomes https://sts.<region>.amazonaws.com.
+  WebIdentityOptions web_identity;
+  // Where the signer's credentials come from; Create() builds it from the fields above when null
+  // (static keys first, then web identity). Tests inject one.
+  std::shared_ptr<AwsCredentialsProvider> credentials;
   int64_t part_size = 64ll << 20;  // multipart part size (>= 5 MiB)
   int max_attempts = 5;            // per request, for retryable errors
   absl::Duration initial_backoff = absl::Milliseconds(100);
@@ -32,14 +40,17 @@ struct S3Config {
   std::function<void(absl::string_view op, double seconds, absl::string_view error)> observer;
 };
 
-// Fills credentials from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN and, when
-// the arguments are empty, the endpoint from AWS_ENDPOINT_URL and the region from AWS_REGION (or
-// AWS_DEFAULT_REGION, else us-east-1).
+// Fills credentials from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN, the web
+// identity from AWS_WEB_IDENTITY_TOKEN_FILE / AWS_ROLE_ARN / AWS_ROLE_SESSION_NAME with the STS
+// endpoint from AWS_ENDPOINT_URL_STS (else AWS_ENDPOINT_URL, else the regional STS endpoint) and,
+// when the arguments are empty, the endpoint from AWS_ENDPOINT_URL and the region from AWS_REGION
+// (or AWS_DEFAULT_REGION, else us-east-1).
 S3Config S3ConfigFromEnv(std::string endpoint, std::string region);
 
 class S3ObjectStore : public ObjectStore {
  public:
-  // INVALID_ARGUMENT without an endpoint or credentials, or a part size below 5 MiB.
+  // INVALID_ARGUMENT without an endpoint or credentials (static keys or a web identity), for an
+  // unreadable web identity token file, or a part size below 5 MiB.
   static absl::StatusOr<std::unique_ptr<S3ObjectStore>> Create(S3Config config);
 
   absl::StatusOr<int64_t> Size(absl::string_view uri) override;
@@ -69,6 +80,8 @@ class S3ObjectStore : public ObjectStore {
   absl::StatusOr<Response> Send(const Request& request);
 
   const S3Config& config() const { return config_; }
+  // Where the credentials come from, without secrets (for the startup log).
+  std::string DescribeCredentials() const { return config_.credentials->Describe(); }
 
  private:
   explicit S3ObjectStore(S3Config config) : config_(std::move(config)) {}

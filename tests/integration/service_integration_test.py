@@ -3,6 +3,8 @@ import json
 import os
 import shutil
 import signal
+import socket
+import subprocess
 import tempfile
 import threading
 import time
@@ -182,6 +184,51 @@ class ServiceIntegrationTest(unittest.TestCase):
         logs = s.logs()
         self.assertIn("draining", logs)
         self.assertIn(f"job {job_id} state RUNNING->SUCCEEDED", logs)
+        self.assertTrue(os.path.exists(os.path.join(out, "model.safetensors")))
+
+    def test_sigterm_sends_goaway_at_once_while_the_running_job_finishes(self):
+        # Clients must not be held on a draining pod: at SIGTERM the listener closes and open
+        # connections get GOAWAY, while a job that is running (and its watch stream) carries on.
+        s = self.start("--drain_timeout=120", "--health_listen=127.0.0.1:0")
+        inp = os.path.join(self.root, "big")
+        write_llama_checkpoint(inp, layers=6, hidden=512, inter=1024)
+        out = os.path.join(self.root, "out")
+        watcher = subprocess.Popen(
+            [os.environ.get("NVFP4CTL", "nvfp4ctl"), "quantize-model", "--server", s.address,
+             "--input", "file://" + inp, "--output", "file://" + out, "--method", "soar", "--json"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.time() + 30
+        while "state QUEUED->RUNNING" not in s.logs():
+            self.assertLess(time.time(), deadline, s.logs())
+            time.sleep(0.05)
+        s.proc.send_signal(signal.SIGTERM)
+        deadline = time.time() + 10
+        while "GOAWAY sent" not in s.logs():
+            self.assertLess(time.time(), deadline, s.logs())
+            time.sleep(0.05)
+        # A new connection to the main port is refused at once (the listener is closed): no
+        # NOT_SERVING answer from the draining pod, which the old order gave for up to
+        # --drain_timeout.
+        t = time.time()
+        with self.assertRaises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", s.port), timeout=5).close()
+        self.assertLess(time.time() - t, 1)
+        # The probe port stays up and says NOT_SERVING (readiness fails), and the job still runs.
+        r = ctl("health", "--server", f"127.0.0.1:{s.health_port}", "--json", "--timeout", "3")
+        self.assertEqual(json.loads(r.stdout)["status"], "NOT_SERVING", r.stderr)
+        self.assertIsNone(watcher.poll(), "the job ended before the checks: make it bigger")
+        # Clients see UNAVAILABLE (retry elsewhere), not an answer from this pod.
+        r = ctl("health", "--server", s.address, "--json", "--timeout", "3")
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+        self.assertNotIn("NOT_SERVING", r.stdout)
+        self.assertIn("UNAVAILABLE", r.stderr)
+        # The in-flight watch stream carried on through the GOAWAY to the job's end.
+        stdout, stderr = watcher.communicate(timeout=150)
+        self.assertEqual(watcher.returncode, 0, stderr + s.logs())
+        self.assertEqual(json.loads(stdout.splitlines()[-1])["job"]["state"], "JOB_STATE_SUCCEEDED")
+        self.assertEqual(s.proc.wait(timeout=60), 0, s.logs())
+        logs = s.logs()
+        self.assertLess(logs.index("GOAWAY sent"), logs.index("state RUNNING->SUCCEEDED"))
         self.assertTrue(os.path.exists(os.path.join(out, "model.safetensors")))
 
     def test_metrics_counters_move(self):
