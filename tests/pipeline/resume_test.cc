@@ -256,7 +256,8 @@ TEST_F(ResumeTest, ObjectStoreOutputResumesFromItsScratchStaging) {
   storage::MemoryObjectStore store;  // no local paths: staged in scratch, then uploaded
   const std::string uri = "s3://bucket/out";
   const std::string scratch = tmp_.Path("work");
-  const storage::StagedOutputDirectory::Options options{.scratch_root = scratch};
+  storage::StagedOutputDirectory::Options options;
+  options.scratch_root = scratch;
   MemoryResumeJournal journal;
   {
     auto out = storage::StagedOutputDirectory::Open(&store, uri, options);
