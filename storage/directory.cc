@@ -122,8 +122,8 @@ absl::StatusOr<PublishedFile> UploadFile(ObjectStore& store, const fs::path& fro
 }
 
 // Uploads every file staged in `staging` under `prefix`, in upload order.
-absl::Status UploadStaged(ObjectStore& store, const std::string& staging,
-                          const std::string& prefix, std::vector<PublishedFile>& published) {
+absl::Status UploadStaged(ObjectStore& store, const std::string& staging, const std::string& prefix,
+                          std::vector<PublishedFile>& published) {
   ASSIGN_OR_RETURN(std::vector<std::string> names, WalkFiles(staging));
   std::sort(names.begin(), names.end(), [](const std::string& a, const std::string& b) {
     const int ra = UploadRank(a), rb = UploadRank(b);
@@ -159,9 +159,9 @@ fs::path ScratchRoot(const std::string& scratch_root) {
 absl::Status CheckEmptyPrefix(ObjectStore& store, const std::string& prefix, bool overwrite) {
   absl::StatusOr<std::vector<ObjectInfo>> existing = store.List(prefix);
   if (existing.ok() && !existing->empty() && !overwrite) {
-    return absl::AlreadyExistsError(
-        StrCat(prefix, ": already holds ", existing->size(), " object(s) (e.g. '",
-               (*existing)[0].name, "'); choose another output or overwrite"));
+    return absl::AlreadyExistsError(StrCat(prefix, ": already holds ", existing->size(),
+                                           " object(s) (e.g. '", (*existing)[0].name,
+                                           "'); choose another output or overwrite"));
   }
   if (!existing.ok() && !absl::IsNotFound(existing.status())) return existing.status();
   return absl::OkStatus();
@@ -178,9 +178,10 @@ std::string StripFileScheme(const std::string& p) {
 }
 
 absl::Status S3NotConfigured(const std::string& uri) {
-  return absl::FailedPreconditionError(StrCat(
-      "'", uri, "': S3 is not configured (give an endpoint: --s3-endpoint / --s3_endpoint or "
-      "AWS_ENDPOINT_URL, and credentials in AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY)"));
+  return absl::FailedPreconditionError(
+      StrCat("'", uri,
+             "': S3 is not configured (give an endpoint: --s3-endpoint / --s3_endpoint or "
+             "AWS_ENDPOINT_URL, and credentials in AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY)"));
 }
 
 // Where `uri` lives: the store, the URI to give it and the name to describe it by.
@@ -191,8 +192,8 @@ struct Location {
 };
 
 absl::StatusOr<Location> Locate(const std::string& uri, StorageRouter& router, bool output) {
-  if (uri.empty()) return absl::InvalidArgumentError(output ? "empty output location"
-                                                            : "empty input location");
+  if (uri.empty())
+    return absl::InvalidArgumentError(output ? "empty output location" : "empty input location");
   if (IsObjectStoreUri(uri)) {
     ASSIGN_OR_RETURN(StorageUri parsed, ParseStorageUri(uri));
     if (output && parsed.path.empty()) {
@@ -288,8 +289,8 @@ absl::StatusOr<std::unique_ptr<formats::RandomAccessSource>> StoreInputDirectory
   }
   const std::string uri = JoinUri(prefix_, name);
   if (local_) return OpenStoreFile(*store_, uri, owner_);
-  return std::unique_ptr<formats::RandomAccessSource>(std::make_unique<ObjectSource>(
-      store_, uri, static_cast<uint64_t>(it->second), owner_));
+  return std::unique_ptr<formats::RandomAccessSource>(
+      std::make_unique<ObjectSource>(store_, uri, static_cast<uint64_t>(it->second), owner_));
 }
 
 bool StoreInputDirectory::Exists(const std::string& name) { return files_.count(name) > 0; }
@@ -302,8 +303,8 @@ absl::StatusOr<std::unique_ptr<formats::RandomAccessSource>> OpenStoreFile(
     return std::unique_ptr<formats::RandomAccessSource>(std::move(src));
   }
   ASSIGN_OR_RETURN(int64_t size, store.Size(uri));
-  return std::unique_ptr<formats::RandomAccessSource>(std::make_unique<ObjectSource>(
-      &store, uri, static_cast<uint64_t>(size), std::move(owner)));
+  return std::unique_ptr<formats::RandomAccessSource>(
+      std::make_unique<ObjectSource>(&store, uri, static_cast<uint64_t>(size), std::move(owner)));
 }
 
 // ---- OutputDirectory ----
@@ -336,8 +337,11 @@ absl::StatusOr<std::unique_ptr<StagedOutputDirectory>> StagedOutputDirectory::Op
 StagedOutputDirectory::StagedOutputDirectory(ObjectStore* store, std::string uri,
                                              std::optional<std::string> local, Options options,
                                              std::shared_ptr<ObjectStore> owner)
-    : store_(store), uri_(std::move(uri)), local_(std::move(local)),
-      options_(std::move(options)), owner_(std::move(owner)) {
+    : store_(store),
+      uri_(std::move(uri)),
+      local_(std::move(local)),
+      options_(std::move(options)),
+      owner_(std::move(owner)) {
   name_ = !options_.name.empty() ? options_.name : local_.has_value() ? *local_ : uri_;
 }
 
@@ -486,10 +490,11 @@ absl::StatusOr<std::unique_ptr<SharedOutputDirectory>> SharedOutputDirectory::Op
   StripTrailingSlashes(uri);
   ASSIGN_OR_RETURN(std::optional<std::string> local, store->LocalPath(uri));
   if (!local.has_value()) {
-    ASSIGN_OR_RETURN(std::unique_ptr<StagedOutputDirectory> upload,
-                     StagedOutputDirectory::Open(
-                         store, std::move(uri),
-                         {/*overwrite=*/true, options.scratch_root, options.name}, std::move(owner)));
+    ASSIGN_OR_RETURN(
+        std::unique_ptr<StagedOutputDirectory> upload,
+        StagedOutputDirectory::Open(store, std::move(uri),
+                                    {/*overwrite=*/true, options.scratch_root, options.name},
+                                    std::move(owner)));
     return std::unique_ptr<SharedOutputDirectory>(new SharedOutputDirectory(std::move(upload)));
   }
   if (options.name.empty()) options.name = *local;
@@ -583,8 +588,7 @@ absl::StatusOr<std::unique_ptr<InputDirectory>> OpenInputDirectory(const std::st
 }
 
 absl::StatusOr<std::unique_ptr<StagedOutputDirectory>> OpenOutputDirectory(
-    const std::string& uri, StorageRouter& store, bool overwrite,
-    const std::string& scratch_root) {
+    const std::string& uri, StorageRouter& store, bool overwrite, const std::string& scratch_root) {
   return OpenOutput(uri, store, overwrite, scratch_root, nullptr);
 }
 
@@ -597,8 +601,8 @@ absl::StatusOr<std::unique_ptr<SharedOutputDirectory>> OpenSharedOutputDirectory
   return SharedOutputDirectory::Open(loc.store, std::move(loc.uri), std::move(options));
 }
 
-absl::StatusOr<std::unique_ptr<formats::RandomAccessSource>> OpenObjectFile(
-    const std::string& uri, StorageRouter& store) {
+absl::StatusOr<std::unique_ptr<formats::RandomAccessSource>> OpenObjectFile(const std::string& uri,
+                                                                            StorageRouter& store) {
   ASSIGN_OR_RETURN(Location loc, Locate(uri, store, /*output=*/false));
   return OpenStoreFile(*loc.store, loc.uri);
 }

@@ -84,8 +84,12 @@ class StoreInputDirectory : public InputDirectory {
  private:
   StoreInputDirectory(ObjectStore* store, std::string prefix, std::string name, bool local,
                       std::shared_ptr<ObjectStore> owner, std::map<std::string, int64_t> files)
-      : store_(store), prefix_(std::move(prefix)), name_(std::move(name)), local_(local),
-        owner_(std::move(owner)), files_(std::move(files)) {}
+      : store_(store),
+        prefix_(std::move(prefix)),
+        name_(std::move(name)),
+        local_(local),
+        owner_(std::move(owner)),
+        files_(std::move(files)) {}
   ObjectStore* store_;
   std::string prefix_;
   std::string name_;

@@ -41,7 +41,8 @@ using ::nvfp4::testing::ReadFile;
 
 // The shared output directory `out` on the local filesystem (null, failing the test, on error).
 std::unique_ptr<storage::SharedOutputDirectory> SharedOut(const std::string& out) {
-  auto dir = storage::SharedOutputDirectory::Open(&storage::LocalObjectStore::Unconfined(), out, {});
+  auto dir =
+      storage::SharedOutputDirectory::Open(&storage::LocalObjectStore::Unconfined(), out, {});
   EXPECT_TRUE(dir.ok()) << dir.status();
   return dir.ok() ? std::move(*dir) : nullptr;
 }

@@ -40,7 +40,9 @@ struct LocalFactory {
 };
 struct MemoryFactory {
   static constexpr bool kLocal = false;
-  std::unique_ptr<ObjectStore> Make(const TempDir&) { return std::make_unique<MemoryObjectStore>(); }
+  std::unique_ptr<ObjectStore> Make(const TempDir&) {
+    return std::make_unique<MemoryObjectStore>();
+  }
   std::string Root(const TempDir&) const { return "s3://bucket/root"; }
 };
 
