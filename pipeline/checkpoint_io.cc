@@ -5,7 +5,7 @@
 
 namespace nvfp4::pipeline {
 
-absl::StatusOr<OpenedCheckpoint> OpenCheckpoint(InputDirectory& dir) {
+absl::StatusOr<OpenedCheckpoint> OpenCheckpoint(storage::InputDirectory& dir) {
   OpenedCheckpoint out;
   const std::string index(formats::kIndexFileName);
   const std::string single(formats::kSingleFileName);
@@ -48,7 +48,7 @@ absl::StatusOr<OpenedCheckpoint> OpenCheckpoint(InputDirectory& dir) {
   return out;
 }
 
-absl::StatusOr<std::optional<nlohmann::ordered_json>> ReadConfigJson(InputDirectory& dir,
+absl::StatusOr<std::optional<nlohmann::ordered_json>> ReadConfigJson(storage::InputDirectory& dir,
                                                                      const std::string& name) {
   if (!dir.Exists(name)) return std::optional<nlohmann::ordered_json>();
   ASSIGN_OR_RETURN(std::string text, dir.ReadSmallFile(name));

@@ -1,5 +1,5 @@
 // Opening a safetensors checkpoint (single file or sharded with an index) and its config.json from
-// an InputDirectory, so the same code reads local directories and object stores.
+// an storage::InputDirectory, so the same code reads local directories and object stores.
 #ifndef NVFP4_PIPELINE_CHECKPOINT_IO_H_
 #define NVFP4_PIPELINE_CHECKPOINT_IO_H_
 
@@ -11,7 +11,7 @@
 #include "absl/status/statusor.h"
 #include "formats/sharded.h"
 #include "nlohmann/json.hpp"
-#include "pipeline/storage.h"
+#include "storage/directory.h"
 
 namespace nvfp4::pipeline {
 
@@ -24,12 +24,12 @@ struct OpenedCheckpoint {
 // Opens the checkpoint in `dir`: model.safetensors.index.json when present, else
 // model.safetensors, else the only *.safetensors file at the top level. Every shard is validated
 // (formats::CheckpointReader). NOT_FOUND when the directory holds no checkpoint.
-absl::StatusOr<OpenedCheckpoint> OpenCheckpoint(InputDirectory& dir);
+absl::StatusOr<OpenedCheckpoint> OpenCheckpoint(storage::InputDirectory& dir);
 
 // config.json parsed with its key order kept, or nullopt when absent. INVALID_ARGUMENT (naming the
 // file) when it is not a JSON object.
 absl::StatusOr<std::optional<nlohmann::ordered_json>> ReadConfigJson(
-    InputDirectory& dir, const std::string& name = "config.json");
+    storage::InputDirectory& dir, const std::string& name = "config.json");
 
 }  // namespace nvfp4::pipeline
 

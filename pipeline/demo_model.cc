@@ -11,7 +11,7 @@
 #include "formats/safetensors.h"
 #include "formats/sharded.h"
 #include "nlohmann/json.hpp"
-#include "pipeline/storage.h"
+#include "storage/directory.h"
 
 namespace nvfp4::pipeline {
 namespace {
@@ -219,7 +219,9 @@ absl::StatusOr<DemoModelResult> MakeDemoModel(const std::string& dir,
   for (const DemoTensor& t : tensors) total += 2 * static_cast<uint64_t>(Numel(t.shape));
   result.tensor_bytes = total;
 
-  LocalOutputDirectory out(dir, options.overwrite);
+  ASSIGN_OR_RETURN(std::unique_ptr<storage::StagedOutputDirectory> out_dir,
+                   storage::OpenLocalOutputDirectory(dir, options.overwrite));
+  storage::StagedOutputDirectory& out = *out_dir;
   ASSIGN_OR_RETURN(std::string staging, out.Begin());
 
   // Contiguous shards of about total/N bytes each.

@@ -66,7 +66,7 @@ std::string StringField(const nlohmann::ordered_json& j, const char* key) {
 
 }  // namespace
 
-absl::StatusOr<std::optional<Layout>> DetectLayout(InputDirectory& dir) {
+absl::StatusOr<std::optional<Layout>> DetectLayout(storage::InputDirectory& dir) {
   ASSIGN_OR_RETURN(std::optional<nlohmann::ordered_json> config, ReadConfigJson(dir));
   if (config && config->contains("quantization_config")) {
     const auto& qc = (*config)["quantization_config"];
@@ -112,7 +112,7 @@ const std::map<std::string, std::string>& Nvfp4Checkpoint::metadata() const {
   return reader_->shards().front()->metadata();
 }
 
-absl::StatusOr<std::unique_ptr<Nvfp4Checkpoint>> Nvfp4Checkpoint::Open(InputDirectory& dir) {
+absl::StatusOr<std::unique_ptr<Nvfp4Checkpoint>> Nvfp4Checkpoint::Open(storage::InputDirectory& dir) {
   ASSIGN_OR_RETURN(std::optional<Layout> layout, DetectLayout(dir));
   if (!layout) {
     return absl::InvalidArgumentError(
@@ -261,7 +261,7 @@ absl::StatusOr<std::vector<float>> Nvfp4Checkpoint::Dequantize(const Nvfp4Module
   return out;
 }
 
-absl::StatusOr<InspectReport> InspectCheckpoint(InputDirectory& dir) {
+absl::StatusOr<InspectReport> InspectCheckpoint(storage::InputDirectory& dir) {
   InspectReport rep;
   ASSIGN_OR_RETURN(std::optional<Layout> layout, DetectLayout(dir));
   std::unique_ptr<Nvfp4Checkpoint> ckpt;
@@ -313,7 +313,7 @@ absl::StatusOr<InspectReport> InspectCheckpoint(InputDirectory& dir) {
   return rep;
 }
 
-absl::StatusOr<VerifyReport> VerifyCheckpoint(InputDirectory& original, InputDirectory& quantized) {
+absl::StatusOr<VerifyReport> VerifyCheckpoint(storage::InputDirectory& original, storage::InputDirectory& quantized) {
   ASSIGN_OR_RETURN(std::unique_ptr<Nvfp4Checkpoint> q, Nvfp4Checkpoint::Open(quantized));
   ASSIGN_OR_RETURN(OpenedCheckpoint orig, OpenCheckpoint(original));
   const formats::CheckpointReader& o = *orig.reader;

@@ -23,7 +23,7 @@
 #include "kernels/types.h"
 #include "nlohmann/json.hpp"
 #include "pipeline/layouts.h"
-#include "pipeline/storage.h"
+#include "storage/directory.h"
 
 namespace nvfp4::pipeline {
 
@@ -44,7 +44,7 @@ class Nvfp4Checkpoint {
  public:
   // Opens and validates the checkpoint in `dir` (which must outlive the object). Reads only the
   // headers, configs and the scalar global scales.
-  static absl::StatusOr<std::unique_ptr<Nvfp4Checkpoint>> Open(InputDirectory& dir);
+  static absl::StatusOr<std::unique_ptr<Nvfp4Checkpoint>> Open(storage::InputDirectory& dir);
 
   Layout layout() const { return layout_; }
   // "NVFP4" (W4A4) or "W4A16_NVFP4" (weight-only).
@@ -80,7 +80,7 @@ class Nvfp4Checkpoint {
 
 // The layout of the NVFP4 checkpoint in `dir`: nullopt when it is not an NVFP4 checkpoint (no
 // NVFP4 quantization config). INVALID_ARGUMENT for an unsupported quantization config.
-absl::StatusOr<std::optional<Layout>> DetectLayout(InputDirectory& dir);
+absl::StatusOr<std::optional<Layout>> DetectLayout(storage::InputDirectory& dir);
 
 // What `nvfp4ctl inspect` prints.
 struct InspectReport {
@@ -100,7 +100,7 @@ struct InspectReport {
   double overall_bits_per_param = 0;  // 8 * total_bytes / (quantized_weights + other_elements)
   std::vector<formats::TensorSpec> other_tensors;  // name, dtype, shape
 };
-absl::StatusOr<InspectReport> InspectCheckpoint(InputDirectory& dir);
+absl::StatusOr<InspectReport> InspectCheckpoint(storage::InputDirectory& dir);
 
 struct ModuleVerification {
   std::string module;
@@ -125,7 +125,7 @@ struct VerifyReport {
 // Dequantizes every module of `quantized` and compares it with the original weight in `original`;
 // checks that all other tensors are byte-identical. Layout errors and corrupt files are returned
 // as errors; mismatches are listed in `problems`.
-absl::StatusOr<VerifyReport> VerifyCheckpoint(InputDirectory& original, InputDirectory& quantized);
+absl::StatusOr<VerifyReport> VerifyCheckpoint(storage::InputDirectory& original, storage::InputDirectory& quantized);
 
 }  // namespace nvfp4::pipeline
 

@@ -79,7 +79,7 @@ struct Prepared {
   QuantizationPlan plan;
 };
 
-absl::StatusOr<Prepared> Prepare(InputDirectory& input, const QuantizeModelOptions& options) {
+absl::StatusOr<Prepared> Prepare(storage::InputDirectory& input, const QuantizeModelOptions& options) {
   Prepared p;
   ASSIGN_OR_RETURN(p.checkpoint, OpenCheckpoint(input));
   ASSIGN_OR_RETURN(p.config, ReadConfigJson(input));
@@ -223,7 +223,7 @@ std::string IndexJson(const ModelOutputPlan& op) {
 
 }  // namespace
 
-absl::StatusOr<ModelOutputPlan> PlanModelOutput(InputDirectory& input,
+absl::StatusOr<ModelOutputPlan> PlanModelOutput(storage::InputDirectory& input,
                                                 const QuantizeModelOptions& options) {
   RETURN_IF_ERROR(CheckOptions(options));
   ASSIGN_OR_RETURN(Prepared p, Prepare(input, options));
@@ -232,7 +232,7 @@ absl::StatusOr<ModelOutputPlan> PlanModelOutput(InputDirectory& input,
 
 namespace {
 
-absl::Status WriteModelFilesImpl(InputDirectory& input, const ModelOutputPlan& op,
+absl::Status WriteModelFilesImpl(storage::InputDirectory& input, const ModelOutputPlan& op,
                                  const QuantizeModelOptions& options, const std::string& staging,
                                  bool write_index, QuantizeModelResult* result,
                                  const std::function<bool()>& cancelled) {
@@ -262,7 +262,7 @@ absl::Status WriteModelFilesImpl(InputDirectory& input, const ModelOutputPlan& o
       continue;
     }
     RETURN_IF_ERROR(CheckCancelled(cancelled));
-    RETURN_IF_ERROR(CopyFileToLocal(input, f, (fs::path(staging) / f).string()));
+    RETURN_IF_ERROR(storage::CopyFileToLocal(input, f, (fs::path(staging) / f).string()));
     result->copied_files.push_back(f);
   }
   if (!op.plan.odd_k_blocks.empty()) {
@@ -277,13 +277,13 @@ absl::Status WriteModelFilesImpl(InputDirectory& input, const ModelOutputPlan& o
 
 }  // namespace
 
-absl::Status WriteModelFiles(InputDirectory& input, const ModelOutputPlan& op,
+absl::Status WriteModelFiles(storage::InputDirectory& input, const ModelOutputPlan& op,
                              const QuantizeModelOptions& options, const std::string& dir,
                              QuantizeModelResult* result, const std::function<bool()>& cancelled) {
   return WriteModelFilesImpl(input, op, options, dir, /*write_index=*/true, result, cancelled);
 }
 
-absl::StatusOr<QuantizationPlan> PlanModel(InputDirectory& input,
+absl::StatusOr<QuantizationPlan> PlanModel(storage::InputDirectory& input,
                                            const QuantizeModelOptions& options) {
   ASSIGN_OR_RETURN(Prepared p, Prepare(input, options));
   return std::move(p.plan);
@@ -337,7 +337,7 @@ struct WrittenUnit {
 // each writes its own members (reader: none; quantizer: modules_; writer: the progress counters).
 class ModelRun {
  public:
-  ModelRun(InputDirectory& input, OutputDirectory& output, const QuantizeModelOptions& options,
+  ModelRun(storage::InputDirectory& input, storage::OutputDirectory& output, const QuantizeModelOptions& options,
            const PipelineHooks& hooks)
       : input_(input),
         output_(output),
@@ -804,8 +804,8 @@ class ModelRun {
   }
 
   // The call.
-  InputDirectory& input_;
-  OutputDirectory& output_;
+  storage::InputDirectory& input_;
+  storage::OutputDirectory& output_;
   const QuantizeModelOptions& options_;
   const PipelineHooks& hooks_;
   ResumeJournal* const journal_;  // null: a plain run
@@ -842,7 +842,7 @@ class ModelRun {
 
 }  // namespace
 
-absl::StatusOr<QuantizeModelResult> QuantizeModel(InputDirectory& input, OutputDirectory& output,
+absl::StatusOr<QuantizeModelResult> QuantizeModel(storage::InputDirectory& input, storage::OutputDirectory& output,
                                                   const QuantizeModelOptions& options,
                                                   const PipelineHooks& hooks) {
   ModelRun run(input, output, options, hooks);
@@ -853,9 +853,11 @@ absl::StatusOr<QuantizeModelResult> QuantizeModelLocal(const std::string& input_
                                                        const std::string& output_dir,
                                                        const QuantizeModelOptions& options,
                                                        const PipelineHooks& hooks) {
-  ASSIGN_OR_RETURN(std::unique_ptr<LocalInputDirectory> in, LocalInputDirectory::Open(input_dir));
-  LocalOutputDirectory out(output_dir);
-  return QuantizeModel(*in, out, options, hooks);
+  ASSIGN_OR_RETURN(std::unique_ptr<storage::InputDirectory> in,
+                   storage::OpenLocalInputDirectory(input_dir));
+  ASSIGN_OR_RETURN(std::unique_ptr<storage::StagedOutputDirectory> out,
+                   storage::OpenLocalOutputDirectory(output_dir));
+  return QuantizeModel(*in, *out, options, hooks);
 }
 
 }  // namespace nvfp4::pipeline

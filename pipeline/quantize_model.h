@@ -6,16 +6,16 @@
 // group quantized together). A reader thread reads unit i+1 while the calling thread quantizes
 // unit i and a writer thread writes unit i-1; the queues between them hold at most
 // `queue_depth` units, so memory is bounded by a few units whatever the model size. Copied
-// tensors are streamed in chunks by the writer. Output goes to OutputDirectory's staging
+// tensors are streamed in chunks by the writer. Output goes to storage::OutputDirectory's staging
 // directory and is published only when complete: on any error or cancellation nothing appears
 // at the output location. Output bytes are deterministic (same input and options, same bytes).
 // With QuantizeModelOptions::resume a run journals each finished unit and a later run resumes
 // after an interruption, keeping the verified units (pipeline/resume.h).
 //
-//   ASSIGN_OR_RETURN(auto in, LocalInputDirectory::Open("llama"));
-//   LocalOutputDirectory out("llama-nvfp4");
+//   ASSIGN_OR_RETURN(auto in, storage::OpenLocalInputDirectory("llama"));
+//   ASSIGN_OR_RETURN(auto out, storage::OpenLocalOutputDirectory("llama-nvfp4"));
 //   QuantizeModelOptions options;            // ModelOpt layout, soar/mse, cpu, 5 GB shards
-//   ASSIGN_OR_RETURN(QuantizeModelResult r, QuantizeModel(*in, out, options));
+//   ASSIGN_OR_RETURN(QuantizeModelResult r, QuantizeModel(*in, *out, options));
 #ifndef NVFP4_PIPELINE_QUANTIZE_MODEL_H_
 #define NVFP4_PIPELINE_QUANTIZE_MODEL_H_
 
@@ -34,7 +34,7 @@
 #include "pipeline/layouts.h"
 #include "pipeline/model_calibration.h"
 #include "pipeline/selection.h"
-#include "pipeline/storage.h"
+#include "storage/directory.h"
 
 namespace nvfp4::pipeline {
 
@@ -71,7 +71,7 @@ struct QuantizeModelOptions {
   // Durable runs (pipeline/resume.h): record every finished unit here, and keep the units an
   // earlier, interrupted run with the same journal recorded (verified against the staged files)
   // instead of computing them again. The output's staging directory must survive the crash
-  // (OutputDirectory::SetResumeKey). Not owned. Null: a plain run.
+  // (storage::OutputDirectory::SetResumeKey). Not owned. Null: a plain run.
   ResumeJournal* resume = nullptr;
 };
 
@@ -162,13 +162,13 @@ struct ModelOutputPlan {
 };
 
 // The output plan of QuantizeModel(input, ..., options). Same errors as QuantizeModel's checks.
-absl::StatusOr<ModelOutputPlan> PlanModelOutput(InputDirectory& input,
+absl::StatusOr<ModelOutputPlan> PlanModelOutput(storage::InputDirectory& input,
                                                 const QuantizeModelOptions& options);
 
 // Writes the non-tensor outputs of `plan` into the local directory `dir`: the index (when
 // `plan.indexed`), config.json, hf_quant_config.json (ModelOpt) and every other input file.
 // Fills result->copied_files and result->warnings. The bytes are those QuantizeModel writes.
-absl::Status WriteModelFiles(InputDirectory& input, const ModelOutputPlan& plan,
+absl::Status WriteModelFiles(storage::InputDirectory& input, const ModelOutputPlan& plan,
                              const QuantizeModelOptions& options, const std::string& dir,
                              QuantizeModelResult* result,
                              const std::function<bool()>& cancelled = {});
@@ -176,12 +176,12 @@ absl::Status WriteModelFiles(InputDirectory& input, const ModelOutputPlan& plan,
 // Quantizes the checkpoint in `input` into `output` (Begin/Commit/Abort are called here).
 // Errors: INVALID_ARGUMENT (bad options, malformed checkpoint: messages name the file and tensor),
 // NOT_FOUND (no checkpoint), ALREADY_EXISTS (output exists), CANCELLED, INTERNAL (I/O).
-absl::StatusOr<QuantizeModelResult> QuantizeModel(InputDirectory& input, OutputDirectory& output,
+absl::StatusOr<QuantizeModelResult> QuantizeModel(storage::InputDirectory& input, storage::OutputDirectory& output,
                                                   const QuantizeModelOptions& options,
                                                   const PipelineHooks& hooks = {});
 
 // The plan QuantizeModel would follow (for --dry-run style reports and tests).
-absl::StatusOr<QuantizationPlan> PlanModel(InputDirectory& input,
+absl::StatusOr<QuantizationPlan> PlanModel(storage::InputDirectory& input,
                                            const QuantizeModelOptions& options);
 
 // Local directories in and out.

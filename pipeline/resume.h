@@ -5,7 +5,7 @@
 // [offset, offset + size) in it and the sha256 of those bytes, plus the unit's module results
 // (metrics), under a fingerprint of the run's plan (input headers, output headers, input scales).
 // The output directory must then keep its staging directory across a crash
-// (OutputDirectory::SetResumeKey), so that the partially written files can be reopened.
+// (storage::OutputDirectory::SetResumeKey), so that the partially written files can be reopened.
 //
 // A later run with the same journal and staging directory keeps each journaled unit whose bytes it
 // can verify — same plan, same file and byte range, same sha256 of the staged bytes — and neither

@@ -87,87 +87,9 @@ std::vector<int> FilesOfShard(const ModelOutputPlan& plan, const ShardSpec& shar
   return AssignShards(plan.shard_tensor_bytes, shard.count)[shard.index];
 }
 
-// ---- SharedLocalOutputDirectory ----
-
-SharedLocalOutputDirectory::SharedLocalOutputDirectory(std::string target,
-                                                       std::vector<std::string> publish_last)
-    : target_(std::move(target)), publish_last_(std::move(publish_last)) {
-  while (target_.size() > 1 && target_.back() == '/') target_.pop_back();
-}
-
-SharedLocalOutputDirectory::~SharedLocalOutputDirectory() { Abort(); }
-
-absl::StatusOr<std::string> SharedLocalOutputDirectory::Begin() {
-  if (!staging_.empty()) return absl::FailedPreconditionError("Begin() called twice");
-  static std::atomic<int> counter{0};
-  const fs::path target = fs::absolute(target_);
-  std::error_code ec;
-  if (fs::exists(target, ec) && !fs::is_directory(target, ec)) {
-    return absl::FailedPreconditionError(StrCat(target_, ": exists and is not a directory"));
-  }
-  fs::create_directories(target.parent_path(), ec);
-  if (ec) {
-    return absl::InternalError(
-        StrCat(target.parent_path().string(), ": cannot create: ", ec.message()));
-  }
-  char host[64] = {0};
-  if (::gethostname(host, sizeof(host) - 1) != 0) std::snprintf(host, sizeof(host), "host");
-  const fs::path staging =
-      target.parent_path() / StrCat(".", target.filename().string(), ".part-", host, "-",
-                                    static_cast<int64_t>(::getpid()), "-", counter.fetch_add(1));
-  fs::remove_all(staging, ec);
-  if (!fs::create_directory(staging, ec) || ec) {
-    return absl::InternalError(StrCat(staging.string(), ": cannot create: ", ec.message()));
-  }
-  staging_ = staging.string();
-  return staging_;
-}
-
-absl::Status SharedLocalOutputDirectory::Commit() {
-  if (staging_.empty()) return absl::FailedPreconditionError("Commit() without Begin()");
-  std::error_code ec;
-  fs::create_directories(target_, ec);
-  if (ec) return absl::InternalError(StrCat(target_, ": cannot create: ", ec.message()));
-  std::vector<std::string> files;
-  for (auto it = fs::recursive_directory_iterator(staging_, ec);
-       !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
-    if (it->is_regular_file()) files.push_back(fs::relative(it->path(), staging_).generic_string());
-  }
-  if (ec) return absl::InternalError(StrCat(staging_, ": cannot list: ", ec.message()));
-  auto rank = [&](const std::string& f) {
-    auto it = std::find(publish_last_.begin(), publish_last_.end(), f);
-    return it == publish_last_.end() ? -1 : static_cast<int>(it - publish_last_.begin());
-  };
-  std::sort(files.begin(), files.end(), [&](const std::string& a, const std::string& b) {
-    return std::make_pair(rank(a), a) < std::make_pair(rank(b), b);
-  });
-  for (const std::string& f : files) {
-    const fs::path from = fs::path(staging_) / f, to = fs::path(target_) / f;
-    fs::create_directories(to.parent_path(), ec);
-    if (ec) {
-      return absl::InternalError(
-          StrCat(to.parent_path().string(), ": cannot create: ", ec.message()));
-    }
-    if (std::rename(from.c_str(), to.c_str()) != 0) {
-      return absl::InternalError(
-          StrCat("cannot rename ", from.string(), " to ", to.string(), ": ", std::strerror(errno)));
-    }
-  }
-  fs::remove_all(staging_, ec);
-  staging_.clear();
-  return absl::OkStatus();
-}
-
-void SharedLocalOutputDirectory::Abort() {
-  if (staging_.empty()) return;
-  std::error_code ec;
-  fs::remove_all(staging_, ec);
-  staging_.clear();
-}
-
 // ---- shards and finalize ----
 
-absl::StatusOr<ShardRunResult> QuantizeModelShard(InputDirectory& input, OutputDirectory& output,
+absl::StatusOr<ShardRunResult> QuantizeModelShard(storage::InputDirectory& input, storage::OutputDirectory& output,
                                                   const QuantizeModelOptions& options,
                                                   const ShardSpec& shard,
                                                   const PipelineHooks& hooks) {
@@ -189,8 +111,8 @@ absl::StatusOr<ShardRunResult> QuantizeModelShard(InputDirectory& input, OutputD
   return r;
 }
 
-absl::StatusOr<FinalizeResult> FinalizeModel(InputDirectory& input, InputDirectory& written,
-                                             OutputDirectory& output,
+absl::StatusOr<FinalizeResult> FinalizeModel(storage::InputDirectory& input, storage::InputDirectory& written,
+                                             storage::OutputDirectory& output,
                                              const QuantizeModelOptions& options) {
   ASSIGN_OR_RETURN(const ModelOutputPlan plan, PlanModelOutput(input, options));
 

@@ -11,11 +11,11 @@
 // size, and only then writes the non-tensor files (WriteModelFiles, the code a single run uses).
 //
 //   ASSIGN_OR_RETURN(ShardSpec shard, ParseShardSpec("2/4"));
-//   SharedLocalOutputDirectory out("/models/llama-nvfp4");
-//   ASSIGN_OR_RETURN(ShardRunResult r, QuantizeModelShard(*in, out, options, shard));
+//   ASSIGN_OR_RETURN(auto out, storage::OpenSharedOutputDirectory("/models/llama-nvfp4", router));
+//   ASSIGN_OR_RETURN(ShardRunResult r, QuantizeModelShard(*in, *out, options, shard));
 //   ...                                                          // all N processes done
-//   ASSIGN_OR_RETURN(auto view, LocalInputDirectory::Open("/models/llama-nvfp4"));
-//   ASSIGN_OR_RETURN(FinalizeResult f, FinalizeModel(*in, *view, out, options));
+//   ASSIGN_OR_RETURN(auto view, storage::OpenLocalInputDirectory("/models/llama-nvfp4"));
+//   ASSIGN_OR_RETURN(FinalizeResult f, FinalizeModel(*in, *view, *out, options));
 #ifndef NVFP4_PIPELINE_SHARD_PLAN_H_
 #define NVFP4_PIPELINE_SHARD_PLAN_H_
 
@@ -28,7 +28,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "pipeline/quantize_model.h"
-#include "pipeline/storage.h"
+#include "storage/directory.h"
 
 namespace nvfp4::pipeline {
 
@@ -52,29 +52,6 @@ std::vector<std::vector<int>> AssignShards(std::span<const uint64_t> file_bytes,
 // The output files of a plan assigned to process `shard`.
 std::vector<int> FilesOfShard(const ModelOutputPlan& plan, const ShardSpec& shard);
 
-// An OutputDirectory for several writers into one local directory: Begin() stages in a hidden
-// sibling of the target (same filesystem; created with the target's parent), Commit() moves every
-// staged file into the target, each by one rename (atomic, replacing a file of the same name),
-// creating the target and subdirectories as needed, and leaves other files in the target alone.
-// Files named in `publish_last` (e.g. the index and config.json) are renamed after the others.
-class SharedLocalOutputDirectory : public OutputDirectory {
- public:
-  explicit SharedLocalOutputDirectory(std::string target,
-                                      std::vector<std::string> publish_last = {
-                                          "model.safetensors.index.json", "config.json"});
-  ~SharedLocalOutputDirectory() override;
-
-  absl::StatusOr<std::string> Begin() override;
-  absl::Status Commit() override;
-  void Abort() override;
-  std::string Describe() const override { return target_; }
-
- private:
-  std::string target_;
-  std::vector<std::string> publish_last_;
-  std::string staging_;
-};
-
 struct ShardRunResult {
   ShardSpec shard;
   int total_files = 0;             // safetensors files of the whole output
@@ -83,9 +60,9 @@ struct ShardRunResult {
 };
 
 // Quantizes process `shard`'s share of the output files into `output` (which must accept files
-// from several writers, e.g. SharedLocalOutputDirectory) and writes no index, configs or copies.
+// from several writers, e.g. storage::SharedOutputDirectory) and writes no index, configs or copies.
 // When the shard has no file (N larger than the number of files) nothing is read or written.
-absl::StatusOr<ShardRunResult> QuantizeModelShard(InputDirectory& input, OutputDirectory& output,
+absl::StatusOr<ShardRunResult> QuantizeModelShard(storage::InputDirectory& input, storage::OutputDirectory& output,
                                                   const QuantizeModelOptions& options,
                                                   const ShardSpec& shard,
                                                   const PipelineHooks& hooks = {});
@@ -103,8 +80,8 @@ struct FinalizeResult {
 // with exactly the header and size a single run writes; FAILED_PRECONDITION naming the missing or
 // mismatching files otherwise, and files that do not belong to the plan (a previous run with other
 // options). Only then writes the non-tensor outputs through `output`. Nothing is written on error.
-absl::StatusOr<FinalizeResult> FinalizeModel(InputDirectory& input, InputDirectory& written,
-                                             OutputDirectory& output,
+absl::StatusOr<FinalizeResult> FinalizeModel(storage::InputDirectory& input, storage::InputDirectory& written,
+                                             storage::OutputDirectory& output,
                                              const QuantizeModelOptions& options);
 
 }  // namespace nvfp4::pipeline

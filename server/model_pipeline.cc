@@ -14,11 +14,11 @@
 #include "base/status_macros.h"
 #include "nvfp4/v1/convert.h"
 #include "pipeline/model_calibration.h"
-#include "pipeline/object_directory.h"
 #include "pipeline/quantize_model.h"
 #include "pipeline/resume.h"
 #include "pipeline/selection.h"
 #include "server/log.h"
+#include "storage/directory.h"
 #include "storage/router.h"
 
 namespace nvfp4::server {
@@ -138,7 +138,7 @@ class CheckpointPipeline : public ModelPipeline {
                      storage::ObjectStore* store) override {
     auto* router = dynamic_cast<storage::StorageRouter*>(store);
     if (router == nullptr) return;
-    absl::StatusOr<std::unique_ptr<pipeline::OutputDirectory>> out =
+    absl::StatusOr<std::unique_ptr<storage::OutputDirectory>> out =
         OpenOutput(r, *router, job_id, /*resumable=*/true);
     if (out.ok()) (*out)->Discard();
   }
@@ -146,15 +146,15 @@ class CheckpointPipeline : public ModelPipeline {
  private:
   absl::StatusOr<std::vector<v1::OutputFile>> RunImpl(const ModelJobContext& ctx);
   // The job's output directory; resumable: staged under a name derived from the job id.
-  absl::StatusOr<std::unique_ptr<pipeline::OutputDirectory>> OpenOutput(
+  absl::StatusOr<std::unique_ptr<storage::StagedOutputDirectory>> OpenOutput(
       const v1::QuantizeModelRequest& r, storage::StorageRouter& router, const std::string& job_id,
       bool resumable) const {
-    const bool object = pipeline::IsObjectStoreUri(r.output_uri());
+    const bool object = storage::IsObjectStoreUri(r.output_uri());
     // An explicit scratch directory (--scratch_dir) wins: the operator chose where staging goes.
     const std::string& scratch = resumable && object && scratch_.empty() ? work_ : scratch_;
     ASSIGN_OR_RETURN(
-        std::unique_ptr<pipeline::OutputDirectory> out,
-        pipeline::OpenOutputDirectory(r.output_uri(), router, /*overwrite=*/false, scratch));
+        std::unique_ptr<storage::StagedOutputDirectory> out,
+        storage::OpenOutputDirectory(r.output_uri(), router, /*overwrite=*/false, scratch));
     if (resumable) RETURN_IF_ERROR(out->SetResumeKey(job_id));
     return out;
   }
@@ -170,12 +170,12 @@ absl::StatusOr<std::vector<v1::OutputFile>> CheckpointPipeline::RunImpl(
   if (router == nullptr) return absl::InternalError("the server's store is not a StorageRouter");
   ASSIGN_OR_RETURN(pipeline::QuantizeModelOptions options, OptionsFromRequest(r));
 
-  ASSIGN_OR_RETURN(std::unique_ptr<pipeline::InputDirectory> input,
-                   pipeline::OpenInputDirectory(r.input_uri(), *router));
+  ASSIGN_OR_RETURN(std::unique_ptr<storage::InputDirectory> input,
+                   storage::OpenInputDirectory(r.input_uri(), *router));
   std::unique_ptr<pipeline::ModelCalibration> calibration;
   if (!r.calibration_uri().empty()) {
     ASSIGN_OR_RETURN(std::unique_ptr<formats::RandomAccessSource> src,
-                     pipeline::OpenObjectFile(r.calibration_uri(), *router));
+                     storage::OpenObjectFile(r.calibration_uri(), *router));
     ASSIGN_OR_RETURN(calibration, pipeline::ModelCalibration::Open(std::move(src)));
     options.calibration = calibration.get();
   }
@@ -186,13 +186,12 @@ absl::StatusOr<std::vector<v1::OutputFile>> CheckpointPipeline::RunImpl(
   ctx.progress->SetTotals(tensors_total, 0);
   if (ctx.progress->Cancelled()) return absl::CancelledError("job cancelled");
 
-  ASSIGN_OR_RETURN(std::unique_ptr<pipeline::OutputDirectory> output,
+  ASSIGN_OR_RETURN(std::unique_ptr<storage::StagedOutputDirectory> output,
                    OpenOutput(r, *router, ctx.job_id, /*resumable=*/ctx.resume != nullptr));
   options.resume = ctx.resume;
   // A local output is renamed into place, so its files are hashed while they are written; an
   // object store output is hashed as it is uploaded.
-  auto* object_out = dynamic_cast<pipeline::ObjectOutputDirectory*>(output.get());
-  options.sha256_outputs = object_out == nullptr;
+  options.sha256_outputs = output->PublishesByRename();
   PooledBackend backend(ctx.devices, ctx.progress);
   options.backend = &backend;
 
@@ -259,8 +258,8 @@ absl::StatusOr<std::vector<v1::OutputFile>> CheckpointPipeline::RunImpl(
                    pipeline::QuantizeModel(*input, *output, options, hooks));
 
   std::vector<v1::OutputFile> outputs;
-  if (object_out != nullptr) {
-    for (const pipeline::PublishedFile& f : object_out->published()) {
+  if (!output->PublishesByRename()) {
+    for (const storage::PublishedFile& f : output->published()) {
       v1::OutputFile o;
       o.set_name(f.name);
       o.set_uri(f.uri);

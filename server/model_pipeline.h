@@ -1,7 +1,7 @@
 // The ModelPipeline of nvfp4d: an adapter from a QuantizeModel job to the streaming checkpoint
 // pipeline of pipeline/quantize_model.h (the same engine as `nvfp4ctl quantize-model --local`).
 //
-// Input and output locations go through pipeline/object_directory.h: s3:// through the server's
+// Input and output locations go through storage/directory.h: s3:// through the server's
 // S3 store, file:// confined to the data roots (every input file checked for `..` and symlink
 // escapes; outputs staged in a hidden sibling and renamed into place). Include/exclude patterns
 // have the pipeline's semantics (fnmatch globs, or `re:` + a regular expression). Calibration

@@ -108,10 +108,27 @@ absl::StatusOr<std::unique_ptr<LocalObjectStore>> LocalObjectStore::Create(
   return std::unique_ptr<LocalObjectStore>(new LocalObjectStore(std::move(canon)));
 }
 
+LocalObjectStore& LocalObjectStore::Unconfined() {
+  static LocalObjectStore* const store = new LocalObjectStore({}, /*confined=*/false);
+  return *store;
+}
+
+absl::StatusOr<std::optional<std::string>> LocalObjectStore::LocalPath(absl::string_view uri) {
+  ASSIGN_OR_RETURN(fs::path p, Resolve(uri));
+  return p.string();
+}
+
 absl::StatusOr<fs::path> LocalObjectStore::Resolve(absl::string_view uri) const {
   absl::string_view raw = uri;
   if (absl::StartsWith(raw, "file://")) raw.remove_prefix(7);
   if (raw.empty()) return absl::InvalidArgumentError("empty path");
+  if (!confined_) {
+    std::error_code ec;
+    fs::path p = fs::absolute(fs::path(std::string(raw)), ec).lexically_normal();
+    if (ec) return absl::InvalidArgumentError(absl::StrCat("path '", raw, "': ", ec.message()));
+    if (p.has_relative_path() && p.filename().empty()) p = p.parent_path();  // trailing '/'
+    return p;
+  }
   fs::path p{std::string(raw)};
   for (const fs::path& part : p) {
     if (part == "..") {
@@ -186,7 +203,7 @@ absl::StatusOr<std::vector<ObjectInfo>> LocalObjectStore::List(absl::string_view
        it.increment(ec)) {
     if (!it->is_regular_file(ec)) continue;
     std::string rel = fs::relative(it->path(), dir, ec).generic_string();
-    if (rel.empty() || rel.front() == '.') continue;  // hidden temp files
+    if (rel.empty() || (confined_ && rel.front() == '.')) continue;  // hidden temp files
     out.push_back({rel, static_cast<int64_t>(it->file_size(ec))});
   }
   if (ec) return absl::InternalError(absl::StrCat("list '", dir.string(), "': ", ec.message()));

@@ -49,4 +49,8 @@ absl::Status ObjectStore::WriteAll(absl::string_view uri, absl::string_view data
   return w->Commit();
 }
 
+absl::StatusOr<std::optional<std::string>> ObjectStore::LocalPath(absl::string_view /*uri*/) {
+  return std::nullopt;
+}
+
 }  // namespace nvfp4::storage

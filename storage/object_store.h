@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -66,6 +67,12 @@ class ObjectStore {
   virtual absl::StatusOr<std::vector<ObjectInfo>> List(absl::string_view prefix_uri) = 0;
   // Starts an atomic write of one object.
   virtual absl::StatusOr<std::unique_ptr<ObjectWriter>> OpenWrite(absl::string_view uri) = 0;
+  // The capability of stores backed by the local filesystem: the checked local path of `uri`
+  // (which need not exist yet), for fast paths (positioned reads of an open file, staging in a
+  // sibling directory published by one rename). std::nullopt for stores without local files (the
+  // default); errors as the store's other calls answer them (e.g. PERMISSION_DENIED outside the
+  // data roots).
+  virtual absl::StatusOr<std::optional<std::string>> LocalPath(absl::string_view uri);
 
   // Convenience: reads a whole object.
   absl::StatusOr<std::string> ReadAll(absl::string_view uri);

@@ -38,6 +38,11 @@ absl::StatusOr<std::unique_ptr<ObjectWriter>> StorageRouter::OpenWrite(absl::str
   return s->OpenWrite(uri);
 }
 
+absl::StatusOr<std::optional<std::string>> StorageRouter::LocalPath(absl::string_view uri) {
+  ASSIGN_OR_RETURN(ObjectStore * s, Route(uri));
+  return s->LocalPath(uri);
+}
+
 }  // namespace nvfp4::storage
 
 namespace nvfp4::storage {

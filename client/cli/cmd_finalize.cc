@@ -16,8 +16,8 @@
 #include "client/cli/pipeline_commands.h"
 #include "nlohmann/json.hpp"
 #include "pipeline/model_calibration.h"
-#include "pipeline/object_directory.h"
 #include "pipeline/shard_plan.h"
+#include "storage/directory.h"
 #include "storage/router.h"
 
 namespace nvfp4::cli {
@@ -32,7 +32,7 @@ struct FinalizeFlags {
 };
 
 // An output location with nothing in it yet reads as an empty listing.
-class EmptyInputDirectory : public pipeline::InputDirectory {
+class EmptyInputDirectory : public storage::InputDirectory {
  public:
   explicit EmptyInputDirectory(std::string name) : name_(std::move(name)) {}
   absl::StatusOr<std::vector<std::string>> ListFiles() override {
@@ -59,19 +59,19 @@ absl::Status RunFinalize(CLI::App* app, const FinalizeFlags& f) {
   ASSIGN_OR_RETURN(std::unique_ptr<pipeline::ModelCalibration> calibration,
                    OpenCalibration(f.calibration, *store));
   o.calibration = calibration.get();
-  ASSIGN_OR_RETURN(std::unique_ptr<pipeline::InputDirectory> in,
-                   pipeline::OpenInputDirectory(input, *store));
+  ASSIGN_OR_RETURN(std::unique_ptr<storage::InputDirectory> in,
+                   storage::OpenInputDirectory(input, *store));
   // The output as written so far, read back (headers only).
-  std::unique_ptr<pipeline::InputDirectory> written;
-  if (auto w = pipeline::OpenInputDirectory(output, *store); w.ok()) {
+  std::unique_ptr<storage::InputDirectory> written;
+  if (auto w = storage::OpenInputDirectory(output, *store); w.ok()) {
     written = std::move(w).value();
   } else if (absl::IsNotFound(w.status())) {
     written = std::make_unique<EmptyInputDirectory>(output);
   } else {
     return w.status();
   }
-  ASSIGN_OR_RETURN(std::unique_ptr<pipeline::OutputDirectory> out,
-                   OpenSharedOutputDirectory(output, *store, f.staging_dir));
+  ASSIGN_OR_RETURN(std::unique_ptr<storage::OutputDirectory> out,
+                   storage::OpenSharedOutputDirectory(output, *store, f.staging_dir));
   ASSIGN_OR_RETURN(pipeline::FinalizeResult r, pipeline::FinalizeModel(*in, *written, *out, o));
 
   if (f.json) {

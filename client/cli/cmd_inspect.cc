@@ -19,6 +19,7 @@
 #include "formats/sharded.h"
 #include "nlohmann/json.hpp"
 #include "pipeline/nvfp4_checkpoint.h"
+#include "storage/directory.h"
 
 namespace nvfp4::cli {
 namespace {
@@ -147,7 +148,7 @@ absl::Status Inspect(const InspectFlags& flags) {
   if (input.empty()) return absl::InvalidArgumentError("give a PATH (or --input PATH)");
   std::error_code ec;
   if (std::filesystem::is_directory(input, ec)) {
-    ASSIGN_OR_RETURN(auto dir, pipeline::LocalInputDirectory::Open(input));
+    ASSIGN_OR_RETURN(auto dir, storage::OpenLocalInputDirectory(input));
     ASSIGN_OR_RETURN(std::optional<pipeline::Layout> layout, pipeline::DetectLayout(*dir));
     if (layout) {
       ASSIGN_OR_RETURN(pipeline::InspectReport report, pipeline::InspectCheckpoint(*dir));

@@ -22,9 +22,9 @@
 #include "client/cli/pipeline_commands.h"
 #include "client/cli/progress.h"
 #include "kernels/backend.h"
-#include "pipeline/object_directory.h"
 #include "pipeline/quantize_model.h"
 #include "pipeline/shard_plan.h"
+#include "storage/directory.h"
 #include "storage/router.h"
 
 namespace nvfp4::cli {
@@ -235,15 +235,15 @@ absl::StatusOr<LocalRequest> ParseLocalRequest(CLI::App* app, const LocalFlags& 
 
 // A shard's files go straight into the shared output location; a whole run's output appears
 // when complete.
-absl::StatusOr<std::unique_ptr<pipeline::OutputDirectory>> OpenLocalOutput(
+absl::StatusOr<std::unique_ptr<storage::OutputDirectory>> OpenLocalOutput(
     const LocalRequest& r, storage::StorageRouter& store) {
-  if (r.shard) return OpenSharedOutputDirectory(r.output, store, r.staging_dir);
-  return pipeline::OpenOutputDirectory(r.output, store, r.overwrite, r.staging_dir);
+  if (r.shard) return storage::OpenSharedOutputDirectory(r.output, store, r.staging_dir);
+  return storage::OpenOutputDirectory(r.output, store, r.overwrite, r.staging_dir);
 }
 
 // Runs the pipeline with a progress display. nullopt: a shard with nothing to do (reported).
 absl::StatusOr<std::optional<pipeline::QuantizeModelResult>> QuantizeLocal(
-    const LocalRequest& r, pipeline::InputDirectory& in, pipeline::OutputDirectory& out) {
+    const LocalRequest& r, storage::InputDirectory& in, storage::OutputDirectory& out) {
   ModelProgress progress(StderrIsTerminal(), r.json);
   pipeline::PipelineHooks hooks;
   hooks.on_progress = [&](const pipeline::TensorProgress& p) { progress.Update(p); };
@@ -376,9 +376,9 @@ absl::Status RunLocal(CLI::App* app, const LocalFlags& f) {
   ASSIGN_OR_RETURN(std::unique_ptr<pipeline::ModelCalibration> calibration,
                    OpenCalibration(StringOption(app, "--calibration", ""), *store));
   request.options.calibration = calibration.get();
-  ASSIGN_OR_RETURN(std::unique_ptr<pipeline::InputDirectory> in,
-                   pipeline::OpenInputDirectory(request.input, *store));
-  ASSIGN_OR_RETURN(std::unique_ptr<pipeline::OutputDirectory> out,
+  ASSIGN_OR_RETURN(std::unique_ptr<storage::InputDirectory> in,
+                   storage::OpenInputDirectory(request.input, *store));
+  ASSIGN_OR_RETURN(std::unique_ptr<storage::OutputDirectory> out,
                    OpenLocalOutput(request, *store));
   ASSIGN_OR_RETURN(std::optional<pipeline::QuantizeModelResult> result,
                    QuantizeLocal(request, *in, *out));
@@ -435,18 +435,8 @@ absl::StatusOr<std::unique_ptr<pipeline::ModelCalibration>> OpenCalibration(
     const std::string& path, storage::StorageRouter& store) {
   if (path.empty()) return nullptr;
   ASSIGN_OR_RETURN(std::unique_ptr<formats::RandomAccessSource> source,
-                   pipeline::OpenObjectFile(StripFileScheme(path), store));
+                   storage::OpenObjectFile(StripFileScheme(path), store));
   return pipeline::ModelCalibration::Open(std::move(source));
-}
-
-absl::StatusOr<std::unique_ptr<pipeline::OutputDirectory>> OpenSharedOutputDirectory(
-    const std::string& output, storage::StorageRouter& store, const std::string& staging_dir) {
-  // Object stores: `overwrite` publishes the staged files next to the objects already there.
-  if (pipeline::IsObjectStoreUri(output)) {
-    return pipeline::OpenOutputDirectory(output, store, /*overwrite=*/true, staging_dir);
-  }
-  return std::unique_ptr<pipeline::OutputDirectory>(
-      std::make_unique<pipeline::SharedLocalOutputDirectory>(StripFileScheme(output)));
 }
 
 void AddQuantizeModelLocalCommand(CLI::App& root, SubcommandList& out) {

@@ -15,6 +15,7 @@
 #include "client/cli/metrics_output.h"
 #include "client/cli/pipeline_commands.h"
 #include "pipeline/nvfp4_checkpoint.h"
+#include "storage/directory.h"
 
 namespace nvfp4::cli {
 namespace {
@@ -25,9 +26,9 @@ struct VerifyFlags {
 };
 
 int RunVerify(const VerifyFlags& f) {
-  auto orig = pipeline::LocalInputDirectory::Open(f.original);
+  auto orig = storage::OpenLocalInputDirectory(f.original);
   if (!orig.ok()) return ReportError(orig.status());
-  auto quant = pipeline::LocalInputDirectory::Open(f.quantized);
+  auto quant = storage::OpenLocalInputDirectory(f.quantized);
   if (!quant.ok()) return ReportError(quant.status());
   auto rep = pipeline::VerifyCheckpoint(**orig, **quant);
   if (!rep.ok()) return ReportError(rep.status());

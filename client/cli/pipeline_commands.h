@@ -32,11 +32,6 @@ void AddFinalizeCommand(CLI::App& root, SubcommandList& out);
 absl::StatusOr<pipeline::QuantizeModelOptions> ModelOptionsFromFlags(
     CLI::App* app, const std::string& max_shard_size, bool no_default_excludes);
 
-// The output location of one process of a sharded run, or of finalize: files are published next
-// to those already there (a local directory: SharedLocalOutputDirectory; s3://: overwrite mode).
-absl::StatusOr<std::unique_ptr<pipeline::OutputDirectory>> OpenSharedOutputDirectory(
-    const std::string& output, storage::StorageRouter& store, const std::string& staging_dir);
-
 // "file:///abs/path" -> "/abs/path"; anything else unchanged.
 std::string StripFileScheme(std::string uri);
 

@@ -24,12 +24,12 @@
 #include "pipeline/nvfp4_checkpoint.h"
 #include "pipeline/quantize_model.h"
 #include "pipeline/selection.h"
-#include "pipeline/storage.h"
+#include "storage/directory.h"
 #include "tests/fuzz/fuzz_util.h"
 
 namespace {
 
-using nvfp4::pipeline::InputDirectory;
+using nvfp4::storage::InputDirectory;
 
 class MemoryInputDirectory : public InputDirectory {
  public:

@@ -30,7 +30,7 @@ int main(int argc, char** argv) {
     std::cerr << "usage: nvfp4_interop_dequantize NVFP4_DIR OUT.safetensors\n";
     return 2;
   }
-  auto dir = pipeline::LocalInputDirectory::Open(argv[1]);
+  auto dir = storage::OpenLocalInputDirectory(argv[1]);
   if (!dir.ok()) {
     std::cerr << dir.status() << "\n";
     return 2;

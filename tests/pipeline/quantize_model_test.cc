@@ -19,6 +19,7 @@
 #include "pipeline/demo_model.h"
 #include "pipeline/nvfp4_checkpoint.h"
 #include "base/sha256.h"
+#include "storage/directory.h"
 #include "tests/testing/files.h"
 #include "tests/testing/status_matchers.h"
 #include "tests/testing/temp_dir.h"
@@ -136,8 +137,8 @@ TEST_F(PipelineTest, ModelOptEndToEnd) {
   EXPECT_EQ((*r)->Find("lm_head.weight")->info->dtype, "BF16");
 
   // Inspect and verify.
-  auto qdir = LocalInputDirectory::Open(out);
-  auto odir = LocalInputDirectory::Open(Tiny());
+  auto qdir = storage::OpenLocalInputDirectory(out);
+  auto odir = storage::OpenLocalInputDirectory(Tiny());
   auto insp = InspectCheckpoint(**qdir);
   ASSERT_TRUE(insp.ok()) << insp.status();
   EXPECT_EQ(insp->layout, Layout::kModelOpt);
@@ -185,8 +186,8 @@ TEST_F(PipelineTest, CompressedTensorsEndToEndSameBytesAsModelOpt) {
   EXPECT_FLOAT_EQ(ReadF32(**rc, m + ".weight_global_scale"),
                   1.0f / ReadF32(**rm, m + ".weight_scale_2"));
 
-  auto qdir = LocalInputDirectory::Open(tmp_.Path("ct"));
-  auto odir = LocalInputDirectory::Open(Tiny1());
+  auto qdir = storage::OpenLocalInputDirectory(tmp_.Path("ct"));
+  auto odir = storage::OpenLocalInputDirectory(Tiny1());
   auto ver = VerifyCheckpoint(**odir, **qdir);
   ASSERT_TRUE(ver.ok()) << ver.status();
   EXPECT_TRUE(ver->ok());
@@ -240,8 +241,8 @@ TEST_F(PipelineTest, ExcludedModulesAreByteIdentical) {
   const auto ex = Json(fs::path(out) / "hf_quant_config.json")["quantization"]["exclude_modules"];
   EXPECT_EQ(ex.size(), 1u + 2 + 3);
   EXPECT_THAT(ex.dump(), HasSubstr("model.layers.0.self_attn.q_proj"));
-  auto qdir = LocalInputDirectory::Open(out);
-  auto odir = LocalInputDirectory::Open(Tiny());
+  auto qdir = storage::OpenLocalInputDirectory(out);
+  auto odir = storage::OpenLocalInputDirectory(Tiny());
   auto ver = VerifyCheckpoint(**odir, **qdir);
   ASSERT_TRUE(ver.ok()) << ver.status();
   EXPECT_TRUE(ver->ok());
@@ -299,7 +300,7 @@ TEST_F(PipelineTest, MemoryIsBoundedByAFewUnits) {
 
 TEST_F(PipelineTest, W4A4WithCalibrationInputAmax) {
   // A calibration file with input_amax for every quantized module and wmse statistics.
-  auto plan_in = LocalInputDirectory::Open(Tiny());
+  auto plan_in = storage::OpenLocalInputDirectory(Tiny());
   QuantizeModelOptions o = FastOptions(Layout::kModelOpt);
   auto plan = PlanModel(**plan_in, o);
   ASSERT_TRUE(plan.ok());
@@ -352,7 +353,7 @@ TEST_F(PipelineTest, W4A4WithCalibrationInputAmax) {
       EXPECT_EQ((*r)->Find(p + "k_proj.input_global_scale")->info->shape,
                 (std::vector<int64_t>{1}));
     }
-    auto qdir = LocalInputDirectory::Open(out);
+    auto qdir = storage::OpenLocalInputDirectory(out);
     auto ck = Nvfp4Checkpoint::Open(**qdir);
     ASSERT_TRUE(ck.ok()) << ck.status();
     EXPECT_EQ((*ck)->quant_algo(), "NVFP4");
@@ -385,7 +386,7 @@ TEST_F(PipelineTest, W4A4WithCalibrationInputAmax) {
 // share one), error below soar's under the Hessian objective, provenance in the output metadata,
 // and a module without a Gram named before any work is done.
 TEST_F(PipelineTest, GptqWithCalibrationGrams) {
-  auto plan_in = LocalInputDirectory::Open(Tiny());
+  auto plan_in = storage::OpenLocalInputDirectory(Tiny());
   QuantizeModelOptions o = FastOptions(Layout::kModelOpt);
   auto plan = PlanModel(**plan_in, o);
   ASSERT_TRUE(plan.ok());
@@ -577,8 +578,8 @@ TEST_F(MalformedTest, CorruptNvfp4CheckpointsAreDetected) {
   std::string bytes = ReadFile(file);
   bytes[offset] = static_cast<char>(0x7F);  // E4M3 NaN
   WriteFile(file, bytes);
-  auto qdir = LocalInputDirectory::Open(tmp_.Path("q"));
-  auto odir = LocalInputDirectory::Open(Tiny1());
+  auto qdir = storage::OpenLocalInputDirectory(tmp_.Path("q"));
+  auto odir = storage::OpenLocalInputDirectory(Tiny1());
   auto ver = VerifyCheckpoint(**odir, **qdir);
   EXPECT_THAT(ver, StatusIs(absl::StatusCode::kDataLoss));
   EXPECT_THAT(ver.status().message(), HasSubstr("model.layers.0.mlp.up_proj.weight_scale"));

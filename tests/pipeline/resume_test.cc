@@ -17,10 +17,9 @@
 #include "gtest/gtest.h"
 #include "kernels/backend.h"
 #include "pipeline/demo_model.h"
-#include "pipeline/object_directory.h"
 #include "pipeline/quantize_model.h"
-#include "pipeline/storage.h"
-#include "storage/local_store.h"
+#include "storage/directory.h"
+#include "storage/memory_store.h"
 #include "tests/testing/files.h"
 #include "tests/testing/status_matchers.h"
 #include "tests/testing/temp_dir.h"
@@ -96,14 +95,15 @@ class ResumeTest : public ::nvfp4::testing::TinyModelTest {
                                           ResumeJournal* journal, CountingBackend* backend,
                                           int stop_after, std::vector<TensorProgress>* progress,
                                           ResumeInfo* info = nullptr) {
-    LocalOutputDirectory out(target);
-    return RunInto(std::move(o), out, journal, backend, stop_after, progress, info);
+    auto out = storage::OpenLocalOutputDirectory(target);
+    if (!out.ok()) return out.status();
+    return RunInto(std::move(o), **out, journal, backend, stop_after, progress, info);
   }
-  absl::StatusOr<QuantizeModelResult> RunInto(QuantizeModelOptions o, OutputDirectory& out,
+  absl::StatusOr<QuantizeModelResult> RunInto(QuantizeModelOptions o, storage::OutputDirectory& out,
                                               ResumeJournal* journal, CountingBackend* backend,
                                               int stop_after, std::vector<TensorProgress>* progress,
                                               ResumeInfo* info = nullptr) {
-    auto in = LocalInputDirectory::Open(Tiny());
+    auto in = storage::OpenLocalInputDirectory(Tiny());
     if (!in.ok()) return in.status();
     if (absl::Status s = out.SetResumeKey("job-1"); !s.ok()) return s;
     o.resume = journal;
@@ -253,52 +253,64 @@ TEST_F(ResumeTest, AJournalOfAnotherPlanStartsOver) {
 TEST_F(ResumeTest, ObjectStoreOutputResumesFromItsScratchStaging) {
   const QuantizeModelOptions o = Options();
   Reference(o, tmp_.Path("ref"));
-  auto store = storage::LocalObjectStore::Create({tmp_.Path("bucket")});
-  ASSERT_TRUE(store.ok()) << store.status();
-  const std::string uri = "file://" + tmp_.Path("bucket") + "/out";
+  storage::MemoryObjectStore store;  // no local paths: staged in scratch, then uploaded
+  const std::string uri = "s3://bucket/out";
   const std::string scratch = tmp_.Path("work");
+  storage::StagedOutputDirectory::Options options;
+  options.scratch_root = scratch;
   MemoryResumeJournal journal;
   {
-    ObjectOutputDirectory out(store->get(), uri, scratch);
+    auto out = storage::StagedOutputDirectory::Open(&store, uri, options);
+    ASSERT_TRUE(out.ok()) << out.status();
     CountingBackend backend;
     std::vector<TensorProgress> p;
-    ASSERT_EQ(RunInto(o, out, &journal, &backend, 6, &p).status().code(),
+    ASSERT_EQ(RunInto(o, **out, &journal, &backend, 6, &p).status().code(),
               absl::StatusCode::kCancelled);
   }
   EXPECT_TRUE(fs::is_directory(fs::path(scratch) / "job-1"));  // kept for the resume
-  EXPECT_FALSE(fs::exists(tmp_.Path("bucket/out")));           // nothing uploaded
-  ObjectOutputDirectory out(store->get(), uri, scratch);
+  EXPECT_EQ(store.object_count(), 0u);                         // nothing uploaded
+  auto out = storage::StagedOutputDirectory::Open(&store, uri, options);
+  ASSERT_TRUE(out.ok()) << out.status();
   CountingBackend backend;
   std::vector<TensorProgress> p;
   ResumeInfo info;
-  auto r = RunInto(o, out, &journal, &backend, -1, &p, &info);
+  auto r = RunInto(o, **out, &journal, &backend, -1, &p, &info);
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_GE(info.units_kept, 6);
   EXPECT_EQ(info.units_rejected, 0);
-  ExpectSameFiles(tmp_.Path("ref"), tmp_.Path("bucket/out"));
+  const auto ref = DirectorySnapshot(tmp_.Path("ref"));
+  EXPECT_EQ(store.object_count(), ref.size());
+  for (const auto& [name, bytes] : ref) {
+    auto got = store.ReadAll(storage::JoinUri(uri, name));
+    ASSERT_TRUE(got.ok()) << name << ": " << got.status();
+    EXPECT_TRUE(*got == bytes) << name << " differs";
+  }
   EXPECT_FALSE(fs::exists(fs::path(scratch) / "job-1"));  // removed once uploaded
 }
 
 TEST_F(ResumeTest, ResumableStagingIsKeptByAbortAndRemovedByDiscard) {
   const std::string target = tmp_.Path("o");
   {
-    LocalOutputDirectory out(target);
-    ASSERT_TRUE(out.SetResumeKey("job-1").ok());
-    auto staging = out.Begin();
+    auto out = storage::OpenLocalOutputDirectory(target);
+    ASSERT_TRUE(out.ok()) << out.status();
+    ASSERT_TRUE((*out)->SetResumeKey("job-1").ok());
+    auto staging = (*out)->Begin();
     ASSERT_TRUE(staging.ok()) << staging.status();
     std::ofstream(fs::path(*staging) / "x") << "partial";
-    out.Abort();
+    (*out)->Abort();
   }
   EXPECT_EQ(ReadFile(fs::path(Staging(target)) / "x"), "partial");
-  LocalOutputDirectory again(target);
-  ASSERT_TRUE(again.SetResumeKey("job-1").ok());
-  auto staging = again.Begin();
+  auto again = storage::OpenLocalOutputDirectory(target);
+  ASSERT_TRUE(again.ok()) << again.status();
+  ASSERT_TRUE((*again)->SetResumeKey("job-1").ok());
+  auto staging = (*again)->Begin();
   ASSERT_TRUE(staging.ok());
   EXPECT_EQ(*staging, Staging(target));
-  again.Discard();
+  (*again)->Discard();
   EXPECT_FALSE(fs::exists(Staging(target)));
-  LocalOutputDirectory bad(target);
-  EXPECT_EQ(bad.SetResumeKey("../x").code(), absl::StatusCode::kInvalidArgument);
+  auto bad = storage::OpenLocalOutputDirectory(target);
+  ASSERT_TRUE(bad.ok()) << bad.status();
+  EXPECT_EQ((*bad)->SetResumeKey("../x").code(), absl::StatusCode::kInvalidArgument);
 }
 
 TEST(JournaledUnitTest, EncodingRoundTripsBitExactly) {

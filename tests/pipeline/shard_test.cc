@@ -18,6 +18,8 @@
 #include "gtest/gtest.h"
 #include "pipeline/demo_model.h"
 #include "pipeline/shard_plan.h"
+#include "storage/directory.h"
+#include "storage/local_store.h"
 #include "tests/testing/files.h"
 #include "tests/testing/status_matchers.h"
 #include "tests/testing/temp_dir.h"
@@ -36,6 +38,14 @@ using ::nvfp4::testing::TempDir;
 
 using ::nvfp4::testing::DirectorySnapshot;
 using ::nvfp4::testing::ReadFile;
+
+// The shared output directory `out` on the local filesystem (null, failing the test, on error).
+std::unique_ptr<storage::SharedOutputDirectory> SharedOut(const std::string& out) {
+  auto dir =
+      storage::SharedOutputDirectory::Open(&storage::LocalObjectStore::Unconfined(), out, {});
+  EXPECT_TRUE(dir.ok()) << dir.status();
+  return dir.ok() ? std::move(*dir) : nullptr;
+}
 
 // ---- assignment ----
 
@@ -133,13 +143,13 @@ class ShardRunTest : public ::nvfp4::testing::TinyModelTest {
     std::vector<std::thread> threads;
     for (int i = 0; i < n; ++i) {
       threads.emplace_back([&, i] {
-        auto in = LocalInputDirectory::Open(Tiny());
+        auto in = storage::OpenLocalInputDirectory(Tiny());
         if (!in.ok()) {
           status[i] = in.status();
           return;
         }
-        SharedLocalOutputDirectory dir(out);
-        status[i] = QuantizeModelShard(**in, dir, o, ShardSpec{i, n}).status();
+        auto dir = SharedOut(out);
+        status[i] = QuantizeModelShard(**in, *dir, o, ShardSpec{i, n}).status();
       });
     }
     for (auto& t : threads) t.join();
@@ -149,17 +159,17 @@ class ShardRunTest : public ::nvfp4::testing::TinyModelTest {
     ASSERT_TRUE(f.ok()) << f.status();
   }
   absl::StatusOr<FinalizeResult> Finalize(const QuantizeModelOptions& o, const std::string& out) {
-    auto in = LocalInputDirectory::Open(Tiny());
+    auto in = storage::OpenLocalInputDirectory(Tiny());
     if (!in.ok()) return in.status();
-    auto written = LocalInputDirectory::Open(out);
+    auto written = storage::OpenLocalInputDirectory(out);
     if (!written.ok()) return written.status();
-    SharedLocalOutputDirectory dir(out);
-    return FinalizeModel(**in, **written, dir, o);
+    auto dir = SharedOut(out);
+    return FinalizeModel(**in, **written, *dir, o);
   }
 };
 
 TEST_F(ShardRunTest, PlanIsDeterministicAndEveryFileHasOneShard) {
-  auto in = LocalInputDirectory::Open(Tiny());
+  auto in = storage::OpenLocalInputDirectory(Tiny());
   ASSERT_TRUE(in.ok());
   const QuantizeModelOptions o = FastOptions(Layout::kModelOpt);
   auto p1 = PlanModelOutput(**in, o);
@@ -209,7 +219,7 @@ TEST_F(ShardRunTest, ShardsPlusFinalizeEqualASingleRunBothLayouts) {
 }
 
 TEST_F(ShardRunTest, W4A4ConfigsMatchASingleRun) {
-  auto in = LocalInputDirectory::Open(Tiny());
+  auto in = storage::OpenLocalInputDirectory(Tiny());
   ASSERT_TRUE(in.ok());
   QuantizeModelOptions o = FastOptions(Layout::kModelOpt);
   auto plan = PlanModel(**in, o);
@@ -250,7 +260,7 @@ TEST_F(ShardRunTest, W4A4ConfigsMatchASingleRun) {
 
 // gptq (driven by each module's input Gram) sharded over processes is the single run's bytes.
 TEST_F(ShardRunTest, GptqShardsEqualASingleRun) {
-  auto in = LocalInputDirectory::Open(Tiny());
+  auto in = storage::OpenLocalInputDirectory(Tiny());
   ASSERT_TRUE(in.ok());
   QuantizeModelOptions o = FastOptions(Layout::kModelOpt);
   auto plan = PlanModel(**in, o);
@@ -286,14 +296,14 @@ TEST_F(ShardRunTest, GptqShardsEqualASingleRun) {
 
 TEST_F(ShardRunTest, FinalizeNamesMissingShardsAndWritesNothing) {
   const QuantizeModelOptions o = FastOptions(Layout::kModelOpt);
-  auto in = LocalInputDirectory::Open(Tiny());
+  auto in = storage::OpenLocalInputDirectory(Tiny());
   ASSERT_TRUE(in.ok());
   auto plan = PlanModelOutput(**in, o);
   ASSERT_TRUE(plan.ok());
   const std::string out = tmp_.Path("out");
   // Shard 1 of 3 only.
-  SharedLocalOutputDirectory dir(out);
-  auto s = QuantizeModelShard(**in, dir, o, ShardSpec{1, 3});
+  auto dir = SharedOut(out);
+  auto s = QuantizeModelShard(**in, *dir, o, ShardSpec{1, 3});
   ASSERT_TRUE(s.ok()) << s.status();
   ASSERT_FALSE(s->files.empty());
   const auto before = DirectorySnapshot(out);
@@ -358,14 +368,14 @@ TEST_F(ShardRunTest, FinalizeRejectsOtherOptionsAndForeignFiles) {
 
 TEST_F(ShardRunTest, MoreProcessesThanFilesHaveNothingToDo) {
   const QuantizeModelOptions o = FastOptions(Layout::kModelOpt);
-  auto in = LocalInputDirectory::Open(Tiny());
+  auto in = storage::OpenLocalInputDirectory(Tiny());
   ASSERT_TRUE(in.ok());
   auto plan = PlanModelOutput(**in, o);
   ASSERT_TRUE(plan.ok());
   const int files = static_cast<int>(plan->shard_files.size());
   const std::string out = tmp_.Path("out");
-  SharedLocalOutputDirectory dir(out);
-  auto s = QuantizeModelShard(**in, dir, o, ShardSpec{files, files + 1});
+  auto dir = SharedOut(out);
+  auto s = QuantizeModelShard(**in, *dir, o, ShardSpec{files, files + 1});
   ASSERT_TRUE(s.ok()) << s.status();
   EXPECT_TRUE(s->files.empty());
   EXPECT_EQ(s->total_files, files);
