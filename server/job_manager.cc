@@ -157,7 +157,7 @@ class JobManager::Sink : public ProgressSink {
   int64_t quantized_bytes_done_ ABSL_GUARDED_BY(m_->mu_) = 0;
 };
 
-JobManager::JobManager(JobManagerOptions options, ModelPipeline* pipeline, storage::ObjectStore* store,
+JobManager::JobManager(JobManagerOptions options, ModelPipeline* pipeline, storage::StorageRouter* store,
                        DevicePool* devices, JobStore* job_store, Metrics* metrics)
     : options_(options),
       pipeline_(pipeline),

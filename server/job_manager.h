@@ -37,7 +37,7 @@
 #include "server/job_store.h"
 #include "server/metrics.h"
 #include "server/model_job.h"
-#include "storage/object_store.h"
+#include "storage/router.h"
 
 namespace nvfp4::server {
 
@@ -62,7 +62,7 @@ struct JobManagerOptions {
 class JobManager {
  public:
   // `metrics` may be null. Nothing runs until Start().
-  JobManager(JobManagerOptions options, ModelPipeline* pipeline, storage::ObjectStore* store,
+  JobManager(JobManagerOptions options, ModelPipeline* pipeline, storage::StorageRouter* store,
              DevicePool* devices, JobStore* job_store, Metrics* metrics);
   ~JobManager();
 
@@ -124,7 +124,7 @@ class JobManager {
 
   const JobManagerOptions options_;
   ModelPipeline* const pipeline_;
-  storage::ObjectStore* const store_;
+  storage::StorageRouter* const store_;
   DevicePool* const devices_;
   JobStore* const job_store_;
   SharedJobStore* const shared_;  // job_store_ in shared mode, else null

@@ -294,10 +294,7 @@ class Daemon {
         storage::MakeStorageRouter(config);
     if (!router.ok()) return BadConfig(router.status());
     store_ = *std::move(router);
-    if (auto* s3 = dynamic_cast<storage::S3ObjectStore*>(store_->s3()); s3 != nullptr) {
-      LogLine("s3 endpoint ", s3->config().endpoint, " region ", s3->config().region,
-              " credentials: ", s3->DescribeCredentials());
-    }
+    if (store_->s3() != nullptr) LogLine("s3 ", store_->s3()->Describe());
     return std::nullopt;
   }
 

@@ -16,7 +16,7 @@
 #include "nvfp4/v1/quantizer.pb.h"
 #include "pipeline/resume.h"
 #include "server/device_pool.h"
-#include "storage/object_store.h"
+#include "storage/router.h"
 
 namespace nvfp4::server {
 
@@ -47,7 +47,7 @@ class ProgressSink {
 struct ModelJobContext {
   std::string job_id;
   const v1::QuantizeModelRequest* request = nullptr;
-  storage::ObjectStore* store = nullptr;
+  storage::StorageRouter* store = nullptr;  // the server's storage (null in some tests)
   DevicePool* devices = nullptr;
   ProgressSink* progress = nullptr;
   // Durable servers: where the run journals its finished units and finds those of an interrupted
@@ -67,7 +67,7 @@ class ModelPipeline {
   // Removes what an interrupted run of job `job_id` staged for resuming, for a job that ends
   // without running again (cancelled while queued after a restart).
   virtual void DiscardStaged(const std::string& job_id, const v1::QuantizeModelRequest& request,
-                             storage::ObjectStore* store) {
+                             storage::StorageRouter* store) {
     (void)job_id;
     (void)request;
     (void)store;

@@ -135,11 +135,10 @@ class CheckpointPipeline : public ModelPipeline {
   }
 
   void DiscardStaged(const std::string& job_id, const v1::QuantizeModelRequest& r,
-                     storage::ObjectStore* store) override {
-    auto* router = dynamic_cast<storage::StorageRouter*>(store);
-    if (router == nullptr) return;
+                     storage::StorageRouter* store) override {
+    if (store == nullptr) return;
     absl::StatusOr<std::unique_ptr<storage::OutputDirectory>> out =
-        OpenOutput(r, *router, job_id, /*resumable=*/true);
+        OpenOutput(r, *store, job_id, /*resumable=*/true);
     if (out.ok()) (*out)->Discard();
   }
 
@@ -166,8 +165,8 @@ class CheckpointPipeline : public ModelPipeline {
 absl::StatusOr<std::vector<v1::OutputFile>> CheckpointPipeline::RunImpl(
     const ModelJobContext& ctx) {
   const v1::QuantizeModelRequest& r = *ctx.request;
-  auto* router = dynamic_cast<storage::StorageRouter*>(ctx.store);
-  if (router == nullptr) return absl::InternalError("the server's store is not a StorageRouter");
+  storage::StorageRouter* router = ctx.store;
+  if (router == nullptr) return absl::InternalError("a model job without the server's storage");
   ASSIGN_OR_RETURN(pipeline::QuantizeModelOptions options, OptionsFromRequest(r));
 
   ASSIGN_OR_RETURN(std::unique_ptr<storage::InputDirectory> input,

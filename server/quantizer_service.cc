@@ -49,7 +49,7 @@ int ClampChunkBytes(int requested, int fallback) {
 }
 
 QuantizerService::QuantizerService(ServiceOptions options, JobManager* jobs, DevicePool* devices,
-                                   storage::ObjectStore* store, Metrics* metrics)
+                                   storage::StorageRouter* store, Metrics* metrics)
     : options_(options), jobs_(jobs), devices_(devices), store_(store), metrics_(metrics) {}
 
 grpc::Status QuantizerService::Authorize(const grpc::ServerContext& context) {

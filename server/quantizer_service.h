@@ -12,7 +12,7 @@
 #include "server/job_manager.h"
 #include "server/metrics.h"
 #include "server/request_limits.h"
-#include "storage/object_store.h"
+#include "storage/router.h"
 
 namespace nvfp4::server {
 
@@ -34,7 +34,7 @@ class QuantizerService final : public v1::Quantizer::Service {
  public:
   // `metrics` may be null.
   QuantizerService(ServiceOptions options, JobManager* jobs, DevicePool* devices,
-                   storage::ObjectStore* store, Metrics* metrics);
+                   storage::StorageRouter* store, Metrics* metrics);
 
   grpc::Status QuantizeTensor(grpc::ServerContext* context,
                               grpc::ServerReaderWriter<v1::QuantizeTensorResponse,
@@ -63,7 +63,7 @@ class QuantizerService final : public v1::Quantizer::Service {
   const ServiceOptions options_;
   JobManager* const jobs_;
   DevicePool* const devices_;
-  storage::ObjectStore* const store_;
+  storage::StorageRouter* const store_;
   Metrics* const metrics_;
   std::atomic<int> inflight_tensors_{0};
 };

@@ -1,13 +1,13 @@
 #include "server/request_limits.h"
 
 #include <filesystem>
+#include <optional>
 #include <string>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "base/status_macros.h"
-#include "storage/local_store.h"
-#include "storage/router.h"
+#include "storage/object_store.h"
 
 namespace nvfp4::server {
 namespace {
@@ -77,39 +77,38 @@ bool Contains(const Location& outer, const Location& inner) {
 }
 
 // Parses `uri` (field `field`), checks its scheme is served, confines a file:// path to the data
-// roots and returns its comparable location.
+// roots and returns its comparable location. The store answers both through LocalPath (the
+// server's router: FAILED_PRECONDITION for a scheme it does not serve, the local store's checked
+// path for file://); without a store, or one without local files, paths compare as written.
 absl::StatusOr<Location> Locate(absl::string_view field, const std::string& uri,
-                                storage::StorageRouter* router) {
+                                storage::ObjectStore* store) {
   absl::StatusOr<storage::StorageUri> parsed = storage::ParseStorageUri(uri);
   if (!parsed.ok()) {
     return absl::InvalidArgumentError(absl::StrCat(field, ": ", parsed.status().message()));
   }
-  Location loc;
-  if (parsed->scheme == storage::StorageUri::Scheme::kS3) {
-    if (router != nullptr && router->s3() == nullptr) {
+  const bool s3 = parsed->scheme == storage::StorageUri::Scheme::kS3;
+  std::optional<std::string> local;
+  if (store != nullptr) {
+    absl::StatusOr<std::optional<std::string>> path = store->LocalPath(uri);
+    if (absl::IsFailedPrecondition(path.status())) {
       return absl::FailedPreconditionError(absl::StrCat(
-          field, ": s3:// is not configured on this server (set --s3_endpoint and AWS credentials)"));
+          field, s3 ? ": s3:// is not configured on this server (set --s3_endpoint and AWS "
+                      "credentials)"
+                    : ": file:// is not configured on this server (--data_root)"));
     }
+    if (!path.ok()) {
+      return absl::Status(path.status().code(), absl::StrCat(field, ": ", path.status().message()));
+    }
+    local = *std::move(path);
+  }
+  Location loc;
+  if (s3) {
     loc.root = absl::StrCat("s3://", parsed->bucket);
     loc.path = fs::path("/" + parsed->path).lexically_normal();
     return loc;
   }
   loc.root = "file";
-  if (router == nullptr) {  // no server storage (unit tests): compare as written
-    loc.path = fs::path(parsed->path).lexically_normal();
-    return loc;
-  }
-  auto* local = dynamic_cast<storage::LocalObjectStore*>(router->local());
-  if (local == nullptr) {
-    return absl::FailedPreconditionError(
-        absl::StrCat(field, ": file:// is not configured on this server (--data_root)"));
-  }
-  absl::StatusOr<fs::path> resolved = local->Resolve(uri);
-  if (!resolved.ok()) {
-    return absl::Status(resolved.status().code(),
-                        absl::StrCat(field, ": ", resolved.status().message()));
-  }
-  loc.path = *resolved;
+  loc.path = local.has_value() ? fs::path(*local) : fs::path(parsed->path).lexically_normal();
   return loc;
 }
 
@@ -125,11 +124,10 @@ absl::Status CheckQuantizeModelRequest(const v1::QuantizeModelRequest& r,
   RETURN_IF_ERROR(CheckPatterns("include_patterns", r.include_patterns(), limits));
   RETURN_IF_ERROR(CheckPatterns("exclude_patterns", r.exclude_patterns(), limits));
 
-  auto* router = dynamic_cast<storage::StorageRouter*>(store);
-  ASSIGN_OR_RETURN(const Location in, Locate("input_uri", r.input_uri(), router));
-  ASSIGN_OR_RETURN(const Location out, Locate("output_uri", r.output_uri(), router));
+  ASSIGN_OR_RETURN(const Location in, Locate("input_uri", r.input_uri(), store));
+  ASSIGN_OR_RETURN(const Location out, Locate("output_uri", r.output_uri(), store));
   if (!r.calibration_uri().empty()) {
-    RETURN_IF_ERROR(Locate("calibration_uri", r.calibration_uri(), router).status());
+    RETURN_IF_ERROR(Locate("calibration_uri", r.calibration_uri(), store).status());
   }
   if (Contains(in, out) && Contains(out, in)) {
     return absl::InvalidArgumentError("output_uri must differ from input_uri");

@@ -73,6 +73,8 @@ class ObjectStore {
   // default); errors as the store's other calls answer them (e.g. PERMISSION_DENIED outside the
   // data roots).
   virtual absl::StatusOr<std::optional<std::string>> LocalPath(absl::string_view uri);
+  // One line for start-up logs (S3: endpoint, region, credential source); empty by default.
+  virtual std::string Describe() const { return ""; }
 
   // Convenience: reads a whole object.
   absl::StatusOr<std::string> ReadAll(absl::string_view uri);

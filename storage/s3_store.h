@@ -12,6 +12,7 @@
 #include <functional>
 #include <string>
 
+#include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "storage/aws_credentials.h"
 #include "storage/object_store.h"
@@ -82,6 +83,10 @@ class S3ObjectStore : public ObjectStore {
   const S3Config& config() const { return config_; }
   // Where the credentials come from, without secrets (for the startup log).
   std::string DescribeCredentials() const { return config_.credentials->Describe(); }
+  std::string Describe() const override {
+    return absl::StrCat("endpoint ", config_.endpoint, " region ", config_.region,
+                        " credentials: ", DescribeCredentials());
+  }
 
  private:
   explicit S3ObjectStore(S3Config config) : config_(std::move(config)) {}
