@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
-#include <thread>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -25,7 +24,7 @@ absl::Status CheckFinite(const TensorView& t, const char* what, const std::vecto
   const int64_t n = static_cast<int64_t>(v.size());
   const int64_t chunks = (n + kChunk - 1) / kChunk;
   std::vector<uint8_t> bad(static_cast<size_t>(chunks), 0);
-  const int threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  const int threads = HostThreadCount();
   HostParallelFor(chunks, threads, [&](int64_t c) {
     const float* p = v.data() + c * kChunk;
     const int64_t len = std::min(kChunk, n - c * kChunk);

@@ -4,7 +4,6 @@
 #include <atomic>
 #include <cmath>
 #include <numeric>
-#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "base/status_macros.h"
@@ -17,7 +16,7 @@ absl::StatusOr<bool> GptqDevice::FactorGram(const GptqGram& gram, double damp,
                                              std::vector<float>* u) {
   std::vector<double> h;
   BuildGptqGram(gram, damp, &h,
-                static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
+                HostThreadCount());
   return Factor(h, gram.k, u);
 }
 
@@ -267,7 +266,7 @@ absl::StatusOr<TensorMetrics> GptqDevice::Metrics(size_t /*member*/, int64_t /*r
                                                   const TensorView& t, const Matrix2D& m,
                                                   const QuantizedTensor& q, float g_rtn,
                                                   const Calibration* calibration) {
-  const int threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  const int threads = HostThreadCount();
   TensorMetrics out = GptqHostMetrics(t, m, q, g_rtn, threads);
   out.output_nmse = OutputSpaceNmse(t, m, q, calibration);
   return out;
@@ -305,7 +304,7 @@ absl::StatusOr<std::vector<QuantizedTensor>> RunGptqGroup(
                                                    " entries for ", tensors.size(), " tensors"));
   }
   const GptqOptions& go = options.gptq;
-  const int threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  const int threads = HostThreadCount();
   std::vector<Matrix2D> m(tensors.size());
   int64_t rows = 0;
   for (size_t i = 0; i < tensors.size(); ++i) {

@@ -7,6 +7,10 @@
 
 namespace nvfp4 {
 
+int HostThreadCount() {
+  return static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+}
+
 void HostParallelFor(int64_t count, int threads, const std::function<void(int64_t)>& fn) {
   const int workers = static_cast<int>(std::min<int64_t>(std::max(threads, 1), count));
   if (workers <= 1) {

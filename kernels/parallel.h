@@ -11,6 +11,9 @@ namespace nvfp4 {
 // the next index). Which thread runs an index never changes a result the callers compute.
 void HostParallelFor(int64_t count, int threads, const std::function<void(int64_t)>& fn);
 
+// The host's hardware threads (at least 1): the default `threads` of the host code.
+int HostThreadCount();
+
 }  // namespace nvfp4
 
 #endif  // NVFP4_KERNELS_PARALLEL_H_

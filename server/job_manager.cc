@@ -56,6 +56,29 @@ std::string MethodLabel(const v1::QuantizeOptions& o) {
   }
 }
 
+// The final state of a run that was not interrupted: SUCCEEDED with its outputs, CANCELLED when
+// a client cancelled it, else FAILED with the error; sets the end time. Returns the log detail.
+std::string FinishJob(v1::Job& job, absl::StatusOr<std::vector<v1::OutputFile>>& result,
+                      bool cancel_requested) {
+  std::string detail;
+  if (result.ok()) {
+    job.set_state(v1::JOB_STATE_SUCCEEDED);
+    job.mutable_progress()->set_eta_seconds(0);
+    for (v1::OutputFile& f : *result) *job.add_outputs() = std::move(f);
+  } else if (cancel_requested && absl::IsCancelled(result.status())) {
+    job.set_state(v1::JOB_STATE_CANCELLED);
+    job.mutable_error()->set_code(static_cast<int>(absl::StatusCode::kCancelled));
+    job.mutable_error()->set_message("cancelled by a client");
+  } else {
+    job.set_state(v1::JOB_STATE_FAILED);
+    job.mutable_error()->set_code(static_cast<int>(result.status().code()));
+    job.mutable_error()->set_message(std::string(result.status().message()));
+    detail = absl::StrCat(" error=", result.status().ToString());
+  }
+  SetTime(job.mutable_end_time(), absl::Now());
+  return detail;
+}
+
 }  // namespace
 
 std::string JobStateName(v1::JobState state) {
@@ -557,21 +580,9 @@ void JobManager::RunJob(Record* rec, int worker_index) {
       if (interrupted) {
         job.set_state(v1::JOB_STATE_QUEUED);
         job.clear_start_time();
-      } else if (result.ok()) {
-        job.set_state(v1::JOB_STATE_SUCCEEDED);
-        job.mutable_progress()->set_eta_seconds(0);
-        for (v1::OutputFile& f : *result) *job.add_outputs() = std::move(f);
-      } else if (rec->cancel.load() && absl::IsCancelled(result.status())) {
-        job.set_state(v1::JOB_STATE_CANCELLED);
-        job.mutable_error()->set_code(static_cast<int>(absl::StatusCode::kCancelled));
-        job.mutable_error()->set_message("cancelled by a client");
       } else {
-        job.set_state(v1::JOB_STATE_FAILED);
-        job.mutable_error()->set_code(static_cast<int>(result.status().code()));
-        job.mutable_error()->set_message(std::string(result.status().message()));
-        detail = absl::StrCat(" error=", result.status().ToString());
+        detail = FinishJob(job, result, rec->cancel.load());
       }
-      if (!interrupted) SetTime(job.mutable_end_time(), absl::Now());
     }
     SharedFinish(rec, worker_index, run, interrupted, detail);
     return;
@@ -580,12 +591,7 @@ void JobManager::RunJob(Record* rec, int worker_index) {
   v1::Job& job = rec->job;
   --running_;
   job.mutable_progress()->clear_current_tensor();
-  std::string detail;
-  if (result.ok()) {
-    job.set_state(v1::JOB_STATE_SUCCEEDED);
-    job.mutable_progress()->set_eta_seconds(0);
-    for (v1::OutputFile& f : *result) *job.add_outputs() = std::move(f);
-  } else if (rec->interrupt.load() && !rec->cancel.load()) {
+  if (!result.ok() && rec->interrupt.load() && !rec->cancel.load()) {
     // Shutdown: leave it queued in the store so that a restarted server runs it again.
     job.set_state(v1::JOB_STATE_QUEUED);
     job.clear_start_time();
@@ -596,17 +602,8 @@ void JobManager::RunJob(Record* rec, int worker_index) {
             " state RUNNING->QUEUED (interrupted by shutdown) run=", absl::FormatDuration(run));
     changed_.SignalAll();
     return;
-  } else if (rec->cancel.load() && absl::IsCancelled(result.status())) {
-    job.set_state(v1::JOB_STATE_CANCELLED);
-    job.mutable_error()->set_code(static_cast<int>(absl::StatusCode::kCancelled));
-    job.mutable_error()->set_message("cancelled by a client");
-  } else {
-    job.set_state(v1::JOB_STATE_FAILED);
-    job.mutable_error()->set_code(static_cast<int>(result.status().code()));
-    job.mutable_error()->set_message(std::string(result.status().message()));
-    detail = absl::StrCat(" error=", result.status().ToString());
   }
-  SetTime(job.mutable_end_time(), absl::Now());
+  const std::string detail = FinishJob(job, result, rec->cancel.load());
   ++rec->version;
   SaveLocked(*rec);
   UpdateGaugesLocked();

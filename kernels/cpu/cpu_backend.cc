@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
-#include <thread>
 
 #include "kernels/gptq.h"
 #include "kernels/parallel.h"
@@ -128,7 +127,7 @@ class CpuExecutor : public PassExecutor {
 
 CpuBackend::CpuBackend(int threads)
     : threads_(threads > 0 ? threads
-                           : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()))) {}
+                           : HostThreadCount()) {}
 
 absl::StatusOr<std::vector<QuantizedTensor>> CpuBackend::QuantizeGroup(
     std::span<const TensorView> tensors, const QuantizeOptions& options,

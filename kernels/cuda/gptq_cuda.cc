@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <chrono>
 #include <cstring>
-#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "kernels/block_core.h"
@@ -55,8 +54,6 @@ absl::Status LaunchStatus(cudaError_t e, const char* what) {
   return CudaStatus(e, what);
 }
 
-int HostThreads() { return static_cast<int>(std::max(1u, std::thread::hardware_concurrency())); }
-
 // RAII pair of timing events.
 struct EventPair {
   cudaEvent_t start = nullptr, stop = nullptr;
@@ -81,7 +78,7 @@ absl::StatusOr<bool> CudaGptqDevice::Factor(const std::vector<double>& h, int64_
   }
   if (ctx_->Cusolver() == nullptr) {
     const Clock::time_point start = Clock::now();
-    const bool ok = HostGptqFactor(h, k, u, HostThreads());
+    const bool ok = HostGptqFactor(h, k, u, HostThreadCount());
     stats_.gptq_factor_ms += MsSince(start);
     return ok;
   }

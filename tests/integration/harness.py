@@ -130,6 +130,35 @@ def ctl(*args, timeout=300):
                           timeout=timeout)
 
 
+def start_moto(workdir, setup_actions):
+    """Starts moto_server on a free 127.0.0.1 port, serving `setup_actions` requests
+    unauthenticated before it verifies every signature; logs to workdir/moto.log. Returns (process,
+    endpoint URL, open log file). Raises (never skips) without moto_server or boto3."""
+    import shutil
+    import socket
+    moto = shutil.which("moto_server")
+    if moto is None:
+        raise AssertionError("moto_server not found: install moto[server] (CI installs it)")
+    import boto3  # noqa: F401  (required, like moto)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    endpoint = f"http://127.0.0.1:{port}"
+    log = open(os.path.join(workdir, "moto.log"), "wb")
+    env = dict(os.environ, INITIAL_NO_AUTH_ACTION_COUNT=str(setup_actions))
+    proc = subprocess.Popen([moto, "-H", "127.0.0.1", "-p", str(port)], env=env, stdout=log,
+                            stderr=subprocess.STDOUT)
+    deadline = time.time() + 30
+    while True:
+        try:
+            urllib.request.urlopen(endpoint + "/moto-api/", timeout=1)
+            return proc, endpoint, log
+        except Exception:
+            if time.time() > deadline or proc.poll() is not None:
+                raise AssertionError("moto_server did not start")
+            time.sleep(0.2)
+
+
 class MotoS3:
     """A real S3 API server (moto_server on 127.0.0.1) that verifies SigV4 signatures, with an IAM
     user allowed s3:* and one bucket. Raises (never skips) without moto."""
@@ -137,31 +166,10 @@ class MotoS3:
     SETUP_ACTIONS = 4  # served unauthenticated before moto verifies every request (the IAM setup)
 
     def __init__(self, bucket):
-        import shutil
-        import socket
-        moto = shutil.which("moto_server")
-        if moto is None:
-            raise AssertionError("moto_server not found: install moto[server] (CI installs it)")
         import boto3
         self.bucket = bucket
         self.dir = tempfile.mkdtemp(prefix="nvfp4-moto-")
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        self.endpoint = f"http://127.0.0.1:{port}"
-        self.log = open(os.path.join(self.dir, "moto.log"), "wb")
-        env = dict(os.environ, INITIAL_NO_AUTH_ACTION_COUNT=str(self.SETUP_ACTIONS))
-        self.proc = subprocess.Popen([moto, "-H", "127.0.0.1", "-p", str(port)], env=env,
-                                     stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.time() + 30
-        while True:
-            try:
-                urllib.request.urlopen(self.endpoint + "/moto-api/", timeout=1)
-                break
-            except Exception:
-                if time.time() > deadline or self.proc.poll() is not None:
-                    raise AssertionError("moto_server did not start")
-                time.sleep(0.2)
+        self.proc, self.endpoint, self.log = start_moto(self.dir, self.SETUP_ACTIONS)
         iam = boto3.client("iam", endpoint_url=self.endpoint, region_name="us-east-1",
                            aws_access_key_id="setup", aws_secret_access_key="setup")
         iam.create_user(UserName="nvfp4")

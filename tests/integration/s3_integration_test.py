@@ -3,49 +3,23 @@
 import json
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
-import time
 import unittest
-import urllib.request
 
-from harness import Server, ctl, write_llama_checkpoint
+from harness import Server, ctl, start_moto, write_llama_checkpoint
 
 BUCKET = "nvfp4-it"
 # Actions moto serves unauthenticated before it starts verifying every request (the IAM setup).
 SETUP_ACTIONS = 4
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 class S3IntegrationTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        moto = shutil.which("moto_server")
-        if moto is None:
-            raise AssertionError("moto_server not found: install moto[server] (CI installs it)")
-        import boto3  # noqa: F401  (required, like moto)
         cls.tmp = tempfile.mkdtemp(prefix="nvfp4-s3-it-")
-        cls.port = free_port()
-        cls.endpoint = f"http://127.0.0.1:{cls.port}"
-        cls.moto_log = open(os.path.join(cls.tmp, "moto.log"), "wb")
-        env = dict(os.environ, INITIAL_NO_AUTH_ACTION_COUNT=str(SETUP_ACTIONS))
-        cls.moto = subprocess.Popen([moto, "-H", "127.0.0.1", "-p", str(cls.port)], env=env,
-                                    stdout=cls.moto_log, stderr=subprocess.STDOUT)
-        deadline = time.time() + 30
-        while True:
-            try:
-                urllib.request.urlopen(cls.endpoint + "/moto-api/", timeout=1)
-                break
-            except Exception:
-                if time.time() > deadline or cls.moto.poll() is not None:
-                    raise AssertionError("moto_server did not start")
-                time.sleep(0.2)
+        cls.moto, cls.endpoint, cls.moto_log = start_moto(cls.tmp, SETUP_ACTIONS)
         cls.setup_iam_and_bucket()
 
     @classmethod

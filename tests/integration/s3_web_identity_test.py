@@ -16,11 +16,10 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import time
 import unittest
 import urllib.request
 
-from harness import Server, ctl, write_llama_checkpoint
+from harness import Server, ctl, start_moto, write_llama_checkpoint
 
 BUCKET = "nvfp4-wi"
 ROLE = "nvfp4d-s3"
@@ -44,26 +43,9 @@ class S3WebIdentityTest(unittest.TestCase):
     def setUpClass(cls):
         for k in STATIC_KEYS:  # the servers inherit os.environ: no keys may leak in
             os.environ.pop(k, None)
-        moto = shutil.which("moto_server")
-        if moto is None:
-            raise AssertionError("moto_server not found: install moto[server] (CI installs it)")
         import boto3
         cls.tmp = tempfile.mkdtemp(prefix="nvfp4-wi-it-")
-        cls.port = free_port()
-        cls.endpoint = f"http://127.0.0.1:{cls.port}"
-        cls.moto_log = open(os.path.join(cls.tmp, "moto.log"), "wb")
-        env = dict(os.environ, INITIAL_NO_AUTH_ACTION_COUNT=str(SETUP_ACTIONS))
-        cls.moto = subprocess.Popen([moto, "-H", "127.0.0.1", "-p", str(cls.port)], env=env,
-                                    stdout=cls.moto_log, stderr=subprocess.STDOUT)
-        deadline = time.time() + 30
-        while True:
-            try:
-                urllib.request.urlopen(cls.endpoint + "/moto-api/", timeout=1)
-                break
-            except Exception:
-                if time.time() > deadline or cls.moto.poll() is not None:
-                    raise AssertionError("moto_server did not start")
-                time.sleep(0.2)
+        cls.moto, cls.endpoint, cls.moto_log = start_moto(cls.tmp, SETUP_ACTIONS)
         iam = boto3.client("iam", endpoint_url=cls.endpoint, region_name="us-east-1",
                            aws_access_key_id="setup", aws_secret_access_key="setup")
         iam.create_role(RoleName=ROLE, AssumeRolePolicyDocument=json.dumps({  # 1
