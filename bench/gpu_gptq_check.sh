@@ -12,7 +12,8 @@
 # Environment for `run`: GPTQ_PARTS (default "gptq_test gptq_cuda_test cuda_backend_test bench
 # sanitize") selects the steps and their order (bench[:OBJECTIVE[:LAYERS]] runs the benchmark;
 # sanitize: compute-sanitizer memcheck on a few GPTQ tests; e2e[:OBJECTIVE] quantize-model with
-# method gptq on the llama-8b-shape demo model and a 39 GB synthetic calibration file); GPTQ_OBJECTIVE (default both) the
+# method gptq on the llama-8b-shape demo model and a 39 GB synthetic calibration file;
+# preset:NAME[:METHOD[:LAYERS]] bench/e2e_quantize_model.sh on a demo preset); GPTQ_OBJECTIVE (default both) the
 # benchmark's objectives when a part names none; GPTQ_TEST_TIMEOUT (240) and
 # GPTQ_BENCH_TIMEOUT (420) the steps' time limits in seconds, so a run ends with whatever
 # finished. Logs and gtest XML go to $OUT; the last lines printed are a summary.
@@ -119,6 +120,18 @@ run() {
         echo
         grep -E 'Elapsed|Maximum resident|quantize-model wall|rror' "$out/e2e_$objective.log" | head
         summary+=("$part: rc=$rc, $((SECONDS - t0)) s")
+        ;;
+      preset:*)
+        # preset:NAME[:METHOD[:LAYERS]]: bench/e2e_quantize_model.sh on a demo preset with this
+        # bundle's nvfp4ctl on the GPU (input written to local disk first, read from the page cache).
+        local preset method player
+        IFS=: read -r _ preset method player <<<"$part"
+        local extra=()
+        [[ -n $player ]] && extra=(--layers "$player")
+        timeout "${GPTQ_BENCH_TIMEOUT:-420}" bench/e2e_quantize_model.sh --preset "$preset" \
+          --method "${method:-rtn}" --device cuda --nvfp4ctl "$dir/bin/nvfp4ctl" \
+          --workdir "/tmp/e2e-$preset" --keep "${extra[@]}" 2>&1 | tee "$out/preset_${preset}_${method:-rtn}.log" | tail -4
+        summary+=("$part: rc=${PIPESTATUS[0]}, $((SECONDS - t0)) s")
         ;;
       sanitize)
         timeout 120 compute-sanitizer --tool memcheck --error-exitcode 9 \
