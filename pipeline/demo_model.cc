@@ -136,71 +136,52 @@ absl::Status WriteText(const fs::path& path, const std::string& text) {
   return absl::OkStatus();
 }
 
-// config.json of a Qwen3-MoE-shaped preset (the keys of Qwen3MoeConfig).
-nlohmann::ordered_json MoeConfig(const DemoPreset& p) {
-  return {
-      {"architectures", {"Qwen3MoeForCausalLM"}},
+// config.json: LlamaConfig's keys, or Qwen3MoeConfig's for a mixture-of-experts preset.
+nlohmann::ordered_json ConfigJson(const DemoPreset& p) {
+  const bool moe = p.experts > 0;
+  nlohmann::ordered_json config = {
+      {"architectures", {moe ? "Qwen3MoeForCausalLM" : "LlamaForCausalLM"}},
       {"attention_bias", false},
       {"attention_dropout", 0.0},
       {"bos_token_id", 1},
-      {"decoder_sparse_step", 1},
       {"eos_token_id", 2},
       {"head_dim", p.head_dim()},
       {"hidden_act", "silu"},
       {"hidden_size", p.hidden},
       {"initializer_range", 0.02},
       {"intermediate_size", p.intermediate},
-      {"max_position_embeddings", 40960},
-      {"mlp_only_layers", nlohmann::ordered_json::array()},
-      {"model_type", "qwen3_moe"},
-      {"moe_intermediate_size", p.moe_intermediate},
-      {"norm_topk_prob", true},
+      {"max_position_embeddings", moe ? 40960 : 8192},
+      {"model_type", moe ? "qwen3_moe" : "llama"},
       {"num_attention_heads", p.heads},
-      {"num_experts", p.experts},
-      {"num_experts_per_tok", p.experts_per_token},
       {"num_hidden_layers", p.layers},
       {"num_key_value_heads", p.kv_heads},
-      {"output_router_logits", false},
-      {"rms_norm_eps", 1e-06},
+      {"rms_norm_eps", moe ? 1e-06 : 1e-05},
       {"rope_scaling", nullptr},
-      {"rope_theta", 1000000.0},
-      {"router_aux_loss_coef", 0.001},
+      {"rope_theta", moe ? 1000000.0 : 500000.0},
       {"tie_word_embeddings", false},
       {"torch_dtype", "bfloat16"},
-      {"transformers_version", "4.51.0"},
+      {"transformers_version", moe ? "4.51.0" : "4.44.0"},
       {"use_cache", true},
       {"vocab_size", p.vocab},
   };
+  if (moe) {
+    config["decoder_sparse_step"] = 1;
+    config["mlp_only_layers"] = nlohmann::ordered_json::array();
+    config["moe_intermediate_size"] = p.moe_intermediate;
+    config["norm_topk_prob"] = true;
+    config["num_experts"] = p.experts;
+    config["num_experts_per_tok"] = p.experts_per_token;
+    config["output_router_logits"] = false;
+    config["router_aux_loss_coef"] = 0.001;
+  } else {
+    config["mlp_bias"] = false;
+    config["pretraining_tp"] = 1;
+  }
+  return config;
 }
 
 absl::Status WriteSideFiles(const fs::path& dir, const DemoPreset& p) {
-  nlohmann::ordered_json config = p.experts > 0 ? MoeConfig(p) : nlohmann::ordered_json{
-      {"architectures", {"LlamaForCausalLM"}},
-      {"attention_bias", false},
-      {"attention_dropout", 0.0},
-      {"bos_token_id", 1},
-      {"eos_token_id", 2},
-      {"head_dim", p.head_dim()},
-      {"hidden_act", "silu"},
-      {"hidden_size", p.hidden},
-      {"initializer_range", 0.02},
-      {"intermediate_size", p.intermediate},
-      {"max_position_embeddings", 8192},
-      {"mlp_bias", false},
-      {"model_type", "llama"},
-      {"num_attention_heads", p.heads},
-      {"num_hidden_layers", p.layers},
-      {"num_key_value_heads", p.kv_heads},
-      {"pretraining_tp", 1},
-      {"rms_norm_eps", 1e-05},
-      {"rope_scaling", nullptr},
-      {"rope_theta", 500000.0},
-      {"tie_word_embeddings", false},
-      {"torch_dtype", "bfloat16"},
-      {"transformers_version", "4.44.0"},
-      {"use_cache", true},
-      {"vocab_size", p.vocab},
-  };
+  const nlohmann::ordered_json config = ConfigJson(p);
   RETURN_IF_ERROR(WriteText(dir / "config.json", config.dump(2) + "\n"));
   nlohmann::ordered_json gen = {{"bos_token_id", 1}, {"eos_token_id", 2},
                                 {"do_sample", true}, {"temperature", 0.6},

@@ -23,12 +23,9 @@ Run by CTest through run_interop.sh:  test_moe.py --nvfp4ctl PATH
 
 import argparse
 import copy
-import glob
-import importlib.metadata
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import unittest
@@ -41,6 +38,8 @@ from transformers import AutoModelForCausalLM
 from compressed_tensors.compressors import ModelCompressor
 from compressed_tensors.compressors.nvfp4.helpers import unpack_fp4_from_uint8
 from compressed_tensors.quantization import QuantizationConfig, apply_quantization_config
+
+from interop_util import load_dir, read_json, run, run_tests
 
 ARGS = None
 WORK = None
@@ -94,25 +93,6 @@ EXPECTED_NAMES = {
                 "model.layers.1.mlp.router.weight"],
     "qwen3_moe_fused": ["model.layers.1.mlp.experts.gate_up_proj", "model.layers.1.mlp.experts.down_proj"],
 }
-
-
-def run(*cmd):
-    r = subprocess.run([str(c) for c in cmd], capture_output=True, text=True)
-    if r.returncode != 0:
-        raise AssertionError(f"{cmd} failed ({r.returncode}):\n{r.stdout}\n{r.stderr}")
-    return r.stdout
-
-
-def read_json(path):
-    with open(path) as f:
-        return json.load(f)
-
-
-def load_dir(d):
-    out = {}
-    for f in sorted(glob.glob(os.path.join(d, "*.safetensors"))):
-        out.update(load_file(f))
-    return out
 
 
 def randomize(model, seed):
@@ -485,9 +465,4 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--nvfp4ctl", required=True)
     ARGS, rest = parser.parse_known_args()
-    print("interop: " + ", ".join(f"{p} {importlib.metadata.version(p)}"
-                                   for p in ("torch", "transformers", "compressed-tensors")))
-    result = unittest.main(argv=[sys.argv[0]] + rest, exit=False, verbosity=2).result
-    n, f = result.testsRun, len(result.failures) + len(result.errors)
-    print(f"{n - f} passed, {f} failed")
-    sys.exit(0 if result.wasSuccessful() and n > 0 else 1)
+    run_tests(rest, ("torch", "transformers", "compressed-tensors"))

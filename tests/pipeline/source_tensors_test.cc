@@ -6,6 +6,8 @@
 
 #include <cstring>
 #include <filesystem>
+#include <functional>
+#include <tuple>
 
 #include "formats/dtypes.h"
 #include "gmock/gmock.h"
@@ -86,6 +88,28 @@ std::vector<float> ReadF32(const SourceTensors& st, const std::string& name) {
   return v;
 }
 
+// Where element (r, c) of expert e's derived weight comes from: Code() of the source indices.
+using SourceOf = std::function<float(int64_t e, int64_t r, int64_t c)>;
+
+// Checks every element of every expert's gate, up and down weights of block `p`.
+void ExpectExpertWeights(const SourceTensors& st, const std::string& p, const SourceOf& gate,
+                         const SourceOf& up, const SourceOf& down) {
+  for (int64_t e = 0; e < kE; ++e) {
+    const std::string x = p + "." + std::to_string(e) + ".";
+    for (const auto& [proj, src, rows, cols] :
+         {std::tuple{"gate_proj", &gate, kI, kH}, std::tuple{"up_proj", &up, kI, kH},
+          std::tuple{"down_proj", &down, kH, kI}}) {
+      const std::vector<float> w = ReadF32(st, x + proj + ".weight");
+      ASSERT_EQ(w.size(), static_cast<size_t>(rows * cols)) << x << proj;
+      for (int64_t r = 0; r < rows; ++r) {
+        for (int64_t c = 0; c < cols; ++c) {
+          ASSERT_EQ(w[r * cols + c], (*src)(e, r, c)) << x << proj << " " << r << " " << c;
+        }
+      }
+    }
+  }
+}
+
 class SourceTensorsTest : public ::testing::Test {
  protected:
   absl::StatusOr<SourceTensors> Open(const std::vector<Tensor>& tensors, const nlohmann::json& config) {
@@ -139,20 +163,12 @@ TEST_F(SourceTensorsTest, GptOssIsTransposedAndInterleaved) {
   EXPECT_EQ(st->Spec(p + ".2.up_proj.weight").shape, (std::vector<int64_t>{kI, kH}));
   EXPECT_EQ(st->Spec(p + ".2.down_proj.weight").shape, (std::vector<int64_t>{kH, kI}));
   EXPECT_EQ(st->Spec(p + ".1.up_proj.bias").shape, (std::vector<int64_t>{kI}));
+  ExpectExpertWeights(
+      *st, p, [](int64_t e, int64_t r, int64_t c) { return Code(e, c, 2 * r); },
+      [](int64_t e, int64_t r, int64_t c) { return Code(e, c, 2 * r + 1); },
+      [](int64_t e, int64_t r, int64_t c) { return Code(e, c, r); });
   for (int64_t e = 0; e < kE; ++e) {
     const std::string x = p + "." + std::to_string(e) + ".";
-    const auto gate = ReadF32(*st, x + "gate_proj.weight");
-    const auto up = ReadF32(*st, x + "up_proj.weight");
-    const auto down = ReadF32(*st, x + "down_proj.weight");
-    for (int64_t r = 0; r < kI; ++r) {
-      for (int64_t c = 0; c < kH; ++c) {
-        ASSERT_EQ(gate[r * kH + c], Code(e, c, 2 * r)) << e << " " << r << " " << c;
-        ASSERT_EQ(up[r * kH + c], Code(e, c, 2 * r + 1));
-      }
-    }
-    for (int64_t r = 0; r < kH; ++r) {
-      for (int64_t c = 0; c < kI; ++c) ASSERT_EQ(down[r * kI + c], Code(e, c, r));
-    }
     const auto gate_bias = ReadF32(*st, x + "gate_proj.bias");
     const auto up_bias = ReadF32(*st, x + "up_proj.bias");
     for (int64_t r = 0; r < kI; ++r) {
@@ -178,21 +194,10 @@ TEST_F(SourceTensorsTest, DefaultIsOutInAndConcatenated) {
   auto st = Open({Fused(p + ".gate_up_proj", 2 * kI, kH), Fused(p + ".down_proj", kH, kI)},
                  {{"model_type", "qwen3_moe"}, {"hidden_size", kH}});
   ASSERT_TRUE(st.ok()) << st.status();
-  for (int64_t e = 0; e < kE; ++e) {
-    const std::string x = p + "." + std::to_string(e) + ".";
-    const auto gate = ReadF32(*st, x + "gate_proj.weight");
-    const auto up = ReadF32(*st, x + "up_proj.weight");
-    const auto down = ReadF32(*st, x + "down_proj.weight");
-    for (int64_t r = 0; r < kI; ++r) {
-      for (int64_t c = 0; c < kH; ++c) {
-        ASSERT_EQ(gate[r * kH + c], Code(e, r, c));
-        ASSERT_EQ(up[r * kH + c], Code(e, kI + r, c));
-      }
-    }
-    for (int64_t r = 0; r < kH; ++r) {
-      for (int64_t c = 0; c < kI; ++c) ASSERT_EQ(down[r * kI + c], Code(e, r, c));
-    }
-  }
+  ExpectExpertWeights(
+      *st, p, [](int64_t e, int64_t r, int64_t c) { return Code(e, r, c); },
+      [](int64_t e, int64_t r, int64_t c) { return Code(e, kI + r, c); },
+      [](int64_t e, int64_t r, int64_t c) { return Code(e, r, c); });
 }
 
 TEST_F(SourceTensorsTest, ShapesThatDoNotFitTheLayoutAreRejected) {
