@@ -6,19 +6,24 @@
 # --nvfp4d, default next to nvfp4ctl's build) starts on loopback with the work dir as its data root
 # and a --state_dir; wall = the `nvfp4ctl quantize-model --server` call, peak RSS = nvfp4d's VmHWM.
 #
-#   bench/e2e_quantize_model.sh [--preset small|tiny|llama-8b-shape] [--method soar|rtn|...]
+# --layers N writes only the first N layers of the preset (qwen3-30b-a3b-shape is ~61 GB whole:
+# 48 layers x 128 experts; each layer is ~1.24 GB).
+#
+#   bench/e2e_quantize_model.sh [--preset small|tiny|llama-8b-shape|qwen3-30b-a3b-shape]
+#                               [--layers N] [--method soar|rtn|...]
 #                               [--layout modelopt|compressed-tensors] [--device cpu|cuda|auto]
 #                               [--nvfp4ctl PATH] [--workdir DIR] [--keep]
 #                               [--via-server [--nvfp4d PATH]]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PRESET=small METHOD=soar LAYOUT=modelopt DEVICE=auto KEEP=0 VIA_SERVER=0
+PRESET=small METHOD=soar LAYOUT=modelopt DEVICE=auto KEEP=0 VIA_SERVER=0 LAYERS=0
 NVFP4CTL=${NVFP4CTL:-}
 NVFP4D=${NVFP4D:-}
 WORKDIR=${WORKDIR:-}
 while (($#)); do
   case "$1" in
     --preset) PRESET=$2; shift 2 ;;
+    --layers) LAYERS=$2; shift 2 ;;
     --method) METHOD=$2; shift 2 ;;
     --layout) LAYOUT=$2; shift 2 ;;
     --device) DEVICE=$2; shift 2 ;;
@@ -40,9 +45,11 @@ fi
 WORKDIR=${WORKDIR:-$(mktemp -d /tmp/nvfp4-e2e-XXXXXX)}
 mkdir -p "$WORKDIR"
 [[ $KEEP == 1 ]] || trap 'rm -rf "$WORKDIR"' EXIT
-IN="$WORKDIR/in-$PRESET" OUT="$WORKDIR/out-$PRESET-$METHOD-$LAYOUT"
+TAG=$PRESET
+[[ $LAYERS == 0 ]] || TAG=$PRESET-${LAYERS}l
+IN="$WORKDIR/in-$TAG" OUT="$WORKDIR/out-$TAG-$METHOD-$LAYOUT"
 if [[ ! -f "$IN/config.json" ]]; then
-  "$NVFP4CTL" make-demo-model --output "$IN" --preset "$PRESET" --shards 2 >&2
+  "$NVFP4CTL" make-demo-model --output "$IN" --preset "$PRESET" --layers "$LAYERS" --shards 2 >&2
 fi
 rm -rf "$OUT"
 BYTES=$(du -cb "$IN"/*.safetensors | tail -1 | cut -f1)
@@ -90,7 +97,7 @@ else
   MEAN_NMSE=$(tail -1 "$WORKDIR/result.jsonl" | python3 -c 'import json,sys; print("%.4e" % json.load(sys.stdin)["summary"]["mean_nmse"])')
   DEV=$(tail -1 "$WORKDIR/result.jsonl" | python3 -c 'import json,sys; print(json.load(sys.stdin)["summary"]["device"])')
 fi
-echo "preset=$PRESET method=$METHOD layout=$LAYOUT device=$DEV cpus=$(nproc)"
+echo "preset=$PRESET layers=$LAYERS method=$METHOD layout=$LAYOUT device=$DEV cpus=$(nproc)"
 echo "input:  $(awk -v b="$BYTES" 'BEGIN{printf "%.3f GB", b/1e9}') bf16 safetensors"
 echo "output: $(awk -v b="$OUT_BYTES" 'BEGIN{printf "%.3f GB", b/1e9}')"
 echo "wall:   ${SECS} s"

@@ -22,6 +22,8 @@ const DemoPreset kPresets[] = {
     {"tiny", 256, 768, 2, 4, 2, 1024},
     {"small", 768, 2048, 8, 12, 4, 32000},
     {"llama-8b-shape", 4096, 14336, 32, 32, 8, 128256},
+    {"qwen3-30b-a3b-shape", 2048, 6144, 48, 32, 4, 151936, /*experts=*/128,
+     /*moe_intermediate=*/768, /*experts_per_token=*/8, /*explicit_head_dim=*/128},
 };
 
 uint64_t SplitMix(uint64_t& state) {
@@ -44,19 +46,31 @@ struct DemoTensor {
 };
 
 std::vector<DemoTensor> Tensors(const DemoPreset& p) {
-  const int64_t h = p.hidden, kv = p.kv_heads * p.head_dim();
+  const int64_t h = p.hidden, kv = p.kv_heads * p.head_dim(), q = p.heads * p.head_dim();
   std::vector<DemoTensor> t;
   t.push_back({"model.embed_tokens.weight", {p.vocab, h}});
   for (int64_t l = 0; l < p.layers; ++l) {
     const std::string pre = StrCat("model.layers.", l, ".");
     t.push_back({pre + "input_layernorm.weight", {h}, true});
-    t.push_back({pre + "mlp.down_proj.weight", {h, p.intermediate}});
-    t.push_back({pre + "mlp.gate_proj.weight", {p.intermediate, h}});
-    t.push_back({pre + "mlp.up_proj.weight", {p.intermediate, h}});
+    if (p.experts > 0) {  // Qwen3-MoE: router, then the experts in index order
+      t.push_back({pre + "mlp.gate.weight", {p.experts, h}});
+      for (int64_t e = 0; e < p.experts; ++e) {
+        const std::string x = StrCat(pre, "mlp.experts.", e, ".");
+        t.push_back({x + "down_proj.weight", {h, p.moe_intermediate}});
+        t.push_back({x + "gate_proj.weight", {p.moe_intermediate, h}});
+        t.push_back({x + "up_proj.weight", {p.moe_intermediate, h}});
+      }
+    } else {
+      t.push_back({pre + "mlp.down_proj.weight", {h, p.intermediate}});
+      t.push_back({pre + "mlp.gate_proj.weight", {p.intermediate, h}});
+      t.push_back({pre + "mlp.up_proj.weight", {p.intermediate, h}});
+    }
     t.push_back({pre + "post_attention_layernorm.weight", {h}, true});
     t.push_back({pre + "self_attn.k_proj.weight", {kv, h}});
-    t.push_back({pre + "self_attn.o_proj.weight", {h, h}});
-    t.push_back({pre + "self_attn.q_proj.weight", {h, h}});
+    if (p.experts > 0) t.push_back({pre + "self_attn.k_norm.weight", {p.head_dim()}, true});
+    t.push_back({pre + "self_attn.o_proj.weight", {h, q}});
+    t.push_back({pre + "self_attn.q_proj.weight", {q, h}});
+    if (p.experts > 0) t.push_back({pre + "self_attn.q_norm.weight", {p.head_dim()}, true});
     t.push_back({pre + "self_attn.v_proj.weight", {kv, h}});
   }
   t.push_back({"model.norm.weight", {h}, true});
@@ -122,9 +136,11 @@ absl::Status WriteText(const fs::path& path, const std::string& text) {
   return absl::OkStatus();
 }
 
-absl::Status WriteSideFiles(const fs::path& dir, const DemoPreset& p) {
+// config.json: LlamaConfig's keys, or Qwen3MoeConfig's for a mixture-of-experts preset.
+nlohmann::ordered_json ConfigJson(const DemoPreset& p) {
+  const bool moe = p.experts > 0;
   nlohmann::ordered_json config = {
-      {"architectures", {"LlamaForCausalLM"}},
+      {"architectures", {moe ? "Qwen3MoeForCausalLM" : "LlamaForCausalLM"}},
       {"attention_bias", false},
       {"attention_dropout", 0.0},
       {"bos_token_id", 1},
@@ -134,22 +150,38 @@ absl::Status WriteSideFiles(const fs::path& dir, const DemoPreset& p) {
       {"hidden_size", p.hidden},
       {"initializer_range", 0.02},
       {"intermediate_size", p.intermediate},
-      {"max_position_embeddings", 8192},
-      {"mlp_bias", false},
-      {"model_type", "llama"},
+      {"max_position_embeddings", moe ? 40960 : 8192},
+      {"model_type", moe ? "qwen3_moe" : "llama"},
       {"num_attention_heads", p.heads},
       {"num_hidden_layers", p.layers},
       {"num_key_value_heads", p.kv_heads},
-      {"pretraining_tp", 1},
-      {"rms_norm_eps", 1e-05},
+      {"rms_norm_eps", moe ? 1e-06 : 1e-05},
       {"rope_scaling", nullptr},
-      {"rope_theta", 500000.0},
+      {"rope_theta", moe ? 1000000.0 : 500000.0},
       {"tie_word_embeddings", false},
       {"torch_dtype", "bfloat16"},
-      {"transformers_version", "4.44.0"},
+      {"transformers_version", moe ? "4.51.0" : "4.44.0"},
       {"use_cache", true},
       {"vocab_size", p.vocab},
   };
+  if (moe) {
+    config["decoder_sparse_step"] = 1;
+    config["mlp_only_layers"] = nlohmann::ordered_json::array();
+    config["moe_intermediate_size"] = p.moe_intermediate;
+    config["norm_topk_prob"] = true;
+    config["num_experts"] = p.experts;
+    config["num_experts_per_tok"] = p.experts_per_token;
+    config["output_router_logits"] = false;
+    config["router_aux_loss_coef"] = 0.001;
+  } else {
+    config["mlp_bias"] = false;
+    config["pretraining_tp"] = 1;
+  }
+  return config;
+}
+
+absl::Status WriteSideFiles(const fs::path& dir, const DemoPreset& p) {
+  const nlohmann::ordered_json config = ConfigJson(p);
   RETURN_IF_ERROR(WriteText(dir / "config.json", config.dump(2) + "\n"));
   nlohmann::ordered_json gen = {{"bos_token_id", 1}, {"eos_token_id", 2},
                                 {"do_sample", true}, {"temperature", 0.6},
@@ -190,6 +222,12 @@ int64_t DemoPreset::parameters() const {
   return n;
 }
 
+std::vector<formats::TensorSpec> DemoTensorSpecs(const DemoPreset& preset) {
+  std::vector<formats::TensorSpec> specs;
+  for (const DemoTensor& t : Tensors(preset)) specs.push_back({t.name, "BF16", t.shape});
+  return specs;
+}
+
 std::vector<std::string> DemoPresetNames() {
   std::vector<std::string> names;
   for (const DemoPreset& p : kPresets) names.push_back(p.name);
@@ -200,13 +238,19 @@ absl::StatusOr<DemoPreset> DemoPresetByName(std::string_view name) {
   for (const DemoPreset& p : kPresets) {
     if (p.name == name) return p;
   }
-  return absl::InvalidArgumentError(
-      StrCat("unknown preset '", name, "' (expected tiny, small or llama-8b-shape)"));
+  std::string names;
+  for (const DemoPreset& p : kPresets) names += (names.empty() ? "" : ", ") + p.name;
+  return absl::InvalidArgumentError(StrCat("unknown preset '", name, "' (expected ", names, ")"));
 }
 
 absl::StatusOr<DemoModelResult> MakeDemoModel(const std::string& dir,
                                               const DemoModelOptions& options) {
   ASSIGN_OR_RETURN(DemoPreset preset, DemoPresetByName(options.preset));
+  if (options.layers < 0 || options.layers > preset.layers) {
+    return absl::InvalidArgumentError(StrCat("--layers must be between 1 and ", preset.layers,
+                                             " for preset ", preset.name, " (0: all)"));
+  }
+  if (options.layers > 0) preset.layers = options.layers;
   const std::vector<DemoTensor> tensors = Tensors(preset);
   if (options.shards < 1 || options.shards > static_cast<int>(tensors.size())) {
     return absl::InvalidArgumentError(

@@ -12,6 +12,7 @@
 #include "kernels/calibration.h"
 #include "kernels/codec.h"
 #include "pipeline/checkpoint_io.h"
+#include "pipeline/source_tensors.h"
 
 namespace nvfp4::pipeline {
 namespace {
@@ -316,7 +317,9 @@ absl::StatusOr<InspectReport> InspectCheckpoint(storage::InputDirectory& dir) {
 absl::StatusOr<VerifyReport> VerifyCheckpoint(storage::InputDirectory& original, storage::InputDirectory& quantized) {
   ASSIGN_OR_RETURN(std::unique_ptr<Nvfp4Checkpoint> q, Nvfp4Checkpoint::Open(quantized));
   ASSIGN_OR_RETURN(OpenedCheckpoint orig, OpenCheckpoint(original));
-  const formats::CheckpointReader& o = *orig.reader;
+  ASSIGN_OR_RETURN(std::optional<nlohmann::ordered_json> config, ReadConfigJson(original));
+  // The original as the run planned it: fused 3-D experts split per expert.
+  ASSIGN_OR_RETURN(SourceTensors o, SourceTensors::Open(*orig.reader, config));
   VerifyReport rep;
   rep.layout = q->layout();
   rep.quant_algo = q->quant_algo();
@@ -325,13 +328,12 @@ absl::StatusOr<VerifyReport> VerifyCheckpoint(storage::InputDirectory& original,
   for (const Nvfp4Module& m : q->modules()) {
     const std::string wname = StrCat(m.name, ".weight");
     covered.insert(wname);
-    const formats::TensorLocation* loc = o.Find(wname);
-    if (loc == nullptr) {
+    if (!o.Contains(wname)) {
       rep.problems.push_back(
           StrCat("quantized module '", m.name, "' has no '", wname, "' in the original"));
       continue;
     }
-    const formats::TensorInfo& info = *loc->info;
+    const formats::TensorSpec& info = o.Spec(wname);
     if (info.shape != std::vector<int64_t>{m.rows, m.cols} ||
         !formats::IsQuantizableDType(info.dtype)) {
       rep.problems.push_back(StrCat("quantized module '", m.name, "' is [", m.rows, ", ", m.cols,
@@ -342,7 +344,8 @@ absl::StatusOr<VerifyReport> VerifyCheckpoint(storage::InputDirectory& original,
     ASSIGN_OR_RETURN(std::vector<float> w_hat, q->Dequantize(m));
     std::vector<float> w;
     {
-      ASSIGN_OR_RETURN(std::vector<uint8_t> bytes, o.ReadTensor(wname));
+      std::vector<uint8_t> bytes(o.ByteSize(wname));
+      RETURN_IF_ERROR(o.Read(wname, bytes));
       ASSIGN_OR_RETURN(w, formats::DecodeToFloat32(info.dtype, bytes));
     }
     double err = 0, ref = 0, max_err = 0;
@@ -369,26 +372,26 @@ absl::StatusOr<VerifyReport> VerifyCheckpoint(storage::InputDirectory& original,
   std::vector<uint8_t> a, b;
   for (const std::string& t : q->other_tensors()) {
     covered.insert(t);
-    const formats::TensorLocation* ol = o.Find(t);
     const formats::TensorLocation* ql = qr.Find(t);
-    if (ol == nullptr) {
+    if (!o.Contains(t)) {
       rep.problems.push_back(StrCat("tensor '", t, "' is not in the original"));
       continue;
     }
-    if (ol->info->dtype != ql->info->dtype || ol->info->shape != ql->info->shape) {
+    const formats::TensorSpec& ol = o.Spec(t);
+    if (ol.dtype != ql->info->dtype || ol.shape != ql->info->shape) {
       rep.problems.push_back(StrCat("tensor '", t, "' is ", ql->info->dtype, " ",
                                     ShapeString(ql->info->shape), " but the original is ",
-                                    ol->info->dtype, " ", ShapeString(ol->info->shape)));
+                                    ol.dtype, " ", ShapeString(ol.shape)));
       continue;
     }
-    const uint64_t size = ol->info->size;
+    const uint64_t size = o.ByteSize(t);
     const uint64_t chunk = std::min<uint64_t>(size, 8u << 20);
     a.resize(chunk);
     b.resize(chunk);
     bool same = true;
     for (uint64_t off = 0; off < size && same; off += chunk) {
       const uint64_t n = std::min(chunk, size - off);
-      RETURN_IF_ERROR(o.shards()[ol->shard]->ReadTensorRange(*ol->info, off, {a.data(), n}));
+      RETURN_IF_ERROR(o.ReadRange(t, off, {a.data(), n}));
       RETURN_IF_ERROR(qr.shards()[ql->shard]->ReadTensorRange(*ql->info, off, {b.data(), n}));
       same = std::memcmp(a.data(), b.data(), n) == 0;
     }
@@ -398,9 +401,9 @@ absl::StatusOr<VerifyReport> VerifyCheckpoint(storage::InputDirectory& original,
       rep.problems.push_back(StrCat("tensor '", t, "' differs from the original"));
     }
   }
-  for (const formats::TensorLocation& loc : o.tensors()) {
-    if (!covered.count(loc.info->name)) {
-      rep.problems.push_back(StrCat("tensor '", loc.info->name, "' of the original is missing"));
+  for (const formats::TensorSpec& spec : o.specs()) {
+    if (!covered.count(spec.name)) {
+      rep.problems.push_back(StrCat("tensor '", spec.name, "' of the original is missing"));
     }
   }
   return rep;

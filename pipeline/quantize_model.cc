@@ -19,20 +19,12 @@
 #include "pipeline/output_files.h"
 #include "pipeline/resume.h"
 #include "pipeline/run_state.h"
+#include "pipeline/source_tensors.h"
 
 namespace nvfp4::pipeline {
 namespace {
 
 namespace fs = std::filesystem;
-
-std::vector<formats::TensorSpec> SourceSpecs(const formats::CheckpointReader& reader) {
-  std::vector<formats::TensorSpec> specs;
-  specs.reserve(reader.tensors().size());
-  for (const formats::TensorLocation& loc : reader.tensors()) {
-    specs.push_back({loc.info->name, loc.info->dtype, loc.info->shape});
-  }
-  return specs;
-}
 
 // Reads num_hidden_layers / num_nextn_predict_layers (top level or text_config).
 void ApplyConfig(const std::optional<nlohmann::ordered_json>& config, SelectionOptions& sel) {
@@ -76,6 +68,8 @@ absl::Status WriteTextFile(const fs::path& path, const std::string& text) {
 struct Prepared {
   OpenedCheckpoint checkpoint;
   std::optional<nlohmann::ordered_json> config;
+  // The planned tensors: the stored ones, fused 3-D experts split per expert.
+  std::optional<SourceTensors> sources;
   QuantizationPlan plan;
 };
 
@@ -91,8 +85,8 @@ absl::StatusOr<Prepared> Prepare(storage::InputDirectory& input, const QuantizeM
   }
   SelectionOptions sel = options.selection;
   ApplyConfig(p.config, sel);
-  const std::vector<formats::TensorSpec> specs = SourceSpecs(*p.checkpoint.reader);
-  ASSIGN_OR_RETURN(p.plan, PlanQuantization(specs, sel));
+  ASSIGN_OR_RETURN(p.sources, SourceTensors::Open(*p.checkpoint.reader, p.config));
+  ASSIGN_OR_RETURN(p.plan, PlanQuantization(p.sources->specs(), sel));
   if (p.plan.quantized_modules.empty()) {
     return absl::InvalidArgumentError(
         StrCat(input.Describe(), ": no module to quantize (every candidate is excluded)"));
@@ -132,7 +126,7 @@ absl::Status CheckOptions(const QuantizeModelOptions& options) {
 // The output tensors of `p` and their split into files (ModelOutputPlan).
 absl::StatusOr<ModelOutputPlan> BuildOutputPlan(const Prepared& p,
                                                 const QuantizeModelOptions& options) {
-  const formats::CheckpointReader& reader = *p.checkpoint.reader;
+  const SourceTensors& sources = *p.sources;
   const QuantizationPlan& plan = p.plan;
   ModelOutputPlan op;
   op.plan = plan;
@@ -162,13 +156,13 @@ absl::StatusOr<ModelOutputPlan> BuildOutputPlan(const Prepared& p,
     const WorkUnit& u = plan.units[i];
     op.unit_first_spec.push_back(op.specs.size());
     for (size_t j = 0; j < u.tensors.size(); ++j) {
-      const formats::TensorLocation* loc = reader.Find(u.tensors[j]);
-      op.tensor_bytes_in += loc->info->size;
+      const formats::TensorSpec& source = sources.Spec(u.tensors[j]);
+      op.tensor_bytes_in += sources.ByteSize(u.tensors[j]);
       if (u.kind == WorkUnit::Kind::kCopy) {
-        op.specs.push_back({loc->info->name, loc->info->dtype, loc->info->shape});
+        op.specs.push_back(source);
       } else {
         for (formats::TensorSpec& s :
-             QuantizedSpecs(options.layout, u.modules[j], loc->info->shape[0], loc->info->shape[1],
+             QuantizedSpecs(options.layout, u.modules[j], source.shape[0], source.shape[1],
                             op.unit_amax[i].has_value())) {
           op.specs.push_back(std::move(s));
         }
@@ -363,6 +357,7 @@ class ModelRun {
     return static_cast<size_t>(std::max(o.queue_depth, 1));
   }
   const formats::CheckpointReader& reader() const { return *prep_.checkpoint.reader; }
+  const SourceTensors& sources() const { return *prep_.sources; }
   const QuantizationPlan& plan() const { return prep_.plan; }
 
   // Everything after output.Begin().
@@ -421,7 +416,7 @@ class ModelRun {
       if (!unit_wanted_[i]) continue;
       ++wanted_units_;
       for (const std::string& t : plan().units[i].tensors) {
-        const uint64_t size = reader().Find(t)->info->size;
+        const uint64_t size = sources().ByteSize(t);
         wanted_bytes_in += size;
         if (plan().units[i].kind == WorkUnit::Kind::kQuantize) result_.quantized_bytes_in += size;
       }
@@ -597,12 +592,12 @@ class ModelRun {
     data->index = i;
     data->metered = MemoryMeter::Unit(&meter_);
     for (const std::string& t : u.tensors) {
-      const formats::TensorLocation* loc = reader().Find(t);
-      data->bytes_in += loc->info->size;
+      const uint64_t size = sources().ByteSize(t);
+      data->bytes_in += size;
       if (u.kind == WorkUnit::Kind::kCopy) continue;
-      std::vector<uint8_t> buf(loc->info->size);
+      std::vector<uint8_t> buf(size);
       data->metered.AddBytes(buf.size());
-      RETURN_IF_ERROR(reader().ReadTensor(*loc, buf));
+      RETURN_IF_ERROR(sources().Read(t, buf));
       data->inputs.push_back(std::move(buf));
     }
     return data;
@@ -629,7 +624,7 @@ class ModelRun {
     if (!q.ok()) {
       return absl::Status(
           q.status().code(),
-          StrCat(reader().shards()[reader().Find(u.tensors[0])->shard]->name(), ": quantizing '",
+          StrCat(sources().FileName(u.tensors[0]), ": quantizing '",
                  u.group.empty() ? u.tensors[0] : u.group, "': ", q.status().message()));
     }
     d.inputs.clear();
@@ -661,7 +656,7 @@ class ModelRun {
     std::vector<std::unique_ptr<formats::LoadedCalibration>> cals;
     std::vector<const Calibration*> cal_ptrs;
     for (size_t j = 0; j < u.tensors.size(); ++j) {
-      const formats::TensorInfo& info = *reader().Find(u.tensors[j])->info;
+      const formats::TensorSpec& info = sources().Spec(u.tensors[j]);
       TensorView v;
       v.name = info.name;
       v.dtype = *formats::ToKernelDType(info.dtype);
@@ -699,9 +694,7 @@ class ModelRun {
 
   // Streams a copied tensor from its input file into its output file in chunks.
   absl::StatusOr<WrittenUnit> CopyTensor(const std::string& name) {
-    const formats::TensorLocation* loc = reader().Find(name);
-    const auto& shard = reader().shards()[loc->shard];
-    const uint64_t size = loc->info->size;
+    const uint64_t size = sources().ByteSize(name);
     const uint64_t cap = std::min<uint64_t>(size, std::max<uint64_t>(options_.copy_chunk_bytes, 1));
     std::vector<uint8_t> chunk(cap);
     meter_.AddBytes(static_cast<int64_t>(cap));
@@ -709,7 +702,7 @@ class ModelRun {
     absl::Status s;
     for (uint64_t off = 0; off < size && s.ok(); off += cap) {
       const uint64_t n = std::min(cap, size - off);
-      s = shard->ReadTensorRange(*loc->info, off, std::span<uint8_t>(chunk.data(), n));
+      s = sources().ReadRange(name, off, std::span<uint8_t>(chunk.data(), n));
       if (s.ok()) s = out_->AppendTensorData(name, std::span<const uint8_t>(chunk.data(), n));
       if (s.ok() && journal_ != nullptr) hash.Update(std::span<const uint8_t>(chunk.data(), n));
     }

@@ -47,12 +47,14 @@ bool LayerIndexAtLeast(const std::string& digits, int64_t n) {
   return ec == std::errc::result_out_of_range || (ec == std::errc() && v >= n);
 }
 
-// Canonical position of a fused-group member (q=0, k=1, v=2; gate=0, up=1; w1=0, w3=1).
+// Canonical position of a fused-group member (q=0, k=1, v=2; gate=0, up=1; w1=0, w3=1;
+// q_a_proj=0, kv_a_proj_with_mqa=1).
 int MemberRank(std::string_view module) {
   const std::string last = Components(module).back();
-  static const std::map<std::string, int> kRank = {{"q_proj", 0},    {"k_proj", 1},  {"v_proj", 2},
-                                                   {"gate_proj", 0}, {"up_proj", 1}, {"w1", 0},
-                                                   {"w3", 1}};
+  static const std::map<std::string, int> kRank = {
+      {"q_proj", 0},    {"k_proj", 1},  {"v_proj", 2},  {"gate_proj", 0},
+      {"up_proj", 1},   {"w1", 0},      {"w3", 1},      {"q_a_proj", 0},
+      {"kv_a_proj_with_mqa", 1}};
   auto it = kRank.find(last);
   return it == kRank.end() ? 99 : it->second;
 }
@@ -129,9 +131,25 @@ std::optional<std::string> FusedGroupName(std::string_view module) {
   const std::string prefix(module.substr(0, module.size() - last.size()));  // ends with '.'
   if (last == "q_proj" || last == "k_proj" || last == "v_proj") return prefix + "{q,k,v}_proj";
   if (last == "gate_proj" || last == "up_proj") return prefix + "{gate,up}_proj";
+  // DeepSeek-V2/V3 multi-head latent attention: vLLM loads both into one fused_qkv_a_proj.
+  if (last == "q_a_proj" || last == "kv_a_proj_with_mqa") {
+    return prefix + "{q_a_proj,kv_a_proj_with_mqa}";
+  }
   if ((last == "w1" || last == "w3") && parts.size() >= 3 && IsNumber(parts[parts.size() - 2]) &&
       parts[parts.size() - 3] == "experts") {
     return prefix + "{w1,w3}";
+  }
+  return std::nullopt;
+}
+
+std::optional<std::string> ExpertBlockName(std::string_view module) {
+  const std::vector<std::string> parts = Components(module);
+  for (size_t i = parts.size(); i-- > 1;) {
+    if (parts[i - 1] == "experts" && IsNumber(parts[i]) && i + 1 < parts.size()) {
+      std::string block = parts[0];
+      for (size_t j = 1; j < i; ++j) block += "." + parts[j];
+      return block;
+    }
   }
   return std::nullopt;
 }
@@ -226,6 +244,30 @@ absl::StatusOr<QuantizationPlan> PlanQuantization(std::span<const formats::Tenso
         candidates[m].reason = StrCat("fused with '", blocker, "', which is not quantized");
       }
       if (members.size() > 1) group_of[m] = g;
+    }
+  }
+  // 2b. The routed experts of one MoE block: all or none. vLLM loads them into one FusedMoE
+  // layer with one quantization scheme (its compressed-tensors and ModelOpt configs decide per
+  // `<prefix>.experts`), so a block with some experts kept in full precision cannot be loaded.
+  std::map<std::string, std::vector<std::string>> blocks;  // block -> member tensors
+  for (const auto& [tensor, c] : candidates) {
+    if (auto b = ExpertBlockName(c.module)) blocks[*b].push_back(tensor);
+  }
+  for (const auto& [block, members] : blocks) {
+    std::string blocker;
+    for (const std::string& m : members) {
+      if (candidates[m].reason) {
+        blocker = candidates[m].module;
+        break;
+      }
+    }
+    if (blocker.empty()) continue;
+    for (const std::string& m : members) {
+      if (!candidates[m].reason) {
+        candidates[m].reason = StrCat("an expert of '", block, "' like '", blocker,
+                                      "', which is not quantized (the experts of one MoE block "
+                                      "are quantized all or none)");
+      }
     }
   }
   // 3. Work units in input order; a group at its first member's position.

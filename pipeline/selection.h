@@ -8,7 +8,8 @@
 // K % 16 != 0. Users add patterns: fnmatch(3) globs matched against the module name (`*` also
 // matches dots), or regular expressions with a `re:` prefix (ECMAScript, matched at the start of
 // the name as Python's re.match). An exclude pattern always wins over an include pattern.
-// Fused groups (q/k/v_proj, gate/up_proj, MoE expert w1/w3) are all quantized or all excluded.
+// Fused groups (q/k/v_proj, gate/up_proj, MoE expert w1/w3, MLA q_a/kv_a) are all quantized or all
+// excluded, and so are the routed experts of one MoE block.
 #ifndef NVFP4_PIPELINE_SELECTION_H_
 #define NVFP4_PIPELINE_SELECTION_H_
 
@@ -49,8 +50,15 @@ std::optional<std::string> DefaultExclusionReason(std::string_view module,
                                                   const SelectionOptions& options = {});
 
 // The fused group a module belongs to ("<prefix>.{q,k,v}_proj", "<prefix>.{gate,up}_proj",
-// "<prefix>.experts.<i>.{w1,w3}"), or nullopt.
+// "<prefix>.experts.<i>.{w1,w3}", DeepSeek's "<prefix>.{q_a_proj,kv_a_proj_with_mqa}"), or
+// nullopt. Members of a group share one global scale (docs/CHECKPOINTS.md).
 std::optional<std::string> FusedGroupName(std::string_view module);
+
+// The MoE block of a routed expert's module ("<prefix>.experts" for
+// "<prefix>.experts.<i>.<name>": Mixtral w1/w2/w3, Qwen/DeepSeek gate/up/down_proj), or nullopt
+// (shared experts, routers and dense layers are in no block). The experts of one block are
+// quantized all or none: vLLM loads them as one FusedMoE layer with one scheme.
+std::optional<std::string> ExpertBlockName(std::string_view module);
 
 // One unit of work of the streaming pipeline, in processing order.
 struct WorkUnit {

@@ -1,4 +1,4 @@
-// nvfp4ctl make-demo-model: writes a synthetic Llama-shaped checkpoint (config.json, tokenizer
+// nvfp4ctl make-demo-model: writes a synthetic Llama- or Qwen3-MoE-shaped checkpoint (config.json, tokenizer
 // stubs, generation_config.json, bf16 safetensors, optionally sharded) for demos and benchmarks.
 #include <iostream>
 #include <memory>
@@ -17,6 +17,7 @@ struct DemoFlags {
   std::string preset = "tiny";
   uint64_t seed = 0;
   int shards = 1;
+  int64_t layers = 0;
   bool overwrite = false;
 };
 
@@ -33,8 +34,13 @@ void AddMakeDemoModelCommand(CLI::App& root, SubcommandList& out) {
   app->add_option("--preset", f->preset,
                   "tiny (~4 MB, 2 layers), small (~200 MB, 8 layers), llama-8b-shape (the "
                   "Llama-3-8B shapes: hidden 4096, intermediate 14336, 32 layers, ~16 GB, written "
-                  "streaming).")
-      ->check(CLI::IsMember({"tiny", "small", "llama-8b-shape"}))
+                  "streaming), qwen3-30b-a3b-shape (Qwen3-30B-A3B mixture of experts with its "
+                  "tensor names: 48 layers x 128 experts, hidden 2048, expert intermediate 768, "
+                  "~61 GB; see --layers).")
+      ->check(CLI::IsMember(pipeline::DemoPresetNames()))
+      ->capture_default_str();
+  app->add_option("--layers", f->layers,
+                  "Write only the first N layers (config.json says N; 0: all the preset's).")
       ->capture_default_str();
   app->add_option("--seed", f->seed, "Random seed (same seed, same bytes).")->capture_default_str();
   app->add_option("--shards", f->shards,
@@ -47,6 +53,7 @@ void AddMakeDemoModelCommand(CLI::App& root, SubcommandList& out) {
                    o.preset = f->preset;
                    o.seed = f->seed;
                    o.shards = f->shards;
+                   o.layers = f->layers;
                    o.overwrite = f->overwrite;
                    auto r = pipeline::MakeDemoModel(f->output, o);
                    if (!r.ok()) return ReportError(r.status());

@@ -10,10 +10,10 @@
 set -euo pipefail
 VENV=${NVFP4_VENV:-$HOME/.cache/nvfp4-venv}
 PY=${PYTHON:-python3}
-REQS=(torch safetensors "compressed-tensors>=0.10")
+REQS=(torch safetensors "compressed-tensors>=0.10" "transformers>=5")
 check() {
   [[ -x "$VENV/bin/python" ]] &&
-    "$VENV/bin/python" -c "import torch, safetensors, compressed_tensors" >/dev/null 2>&1
+    "$VENV/bin/python" -c "import torch, safetensors, compressed_tensors, transformers" >/dev/null 2>&1
 }
 if check; then
   exit 0

@@ -15,11 +15,7 @@ Run by CTest through run_interop.sh (the venv from scripts/test_extra.d/10-inter
 
 import argparse
 import glob
-import importlib.metadata
-import json
-import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import unittest
@@ -34,35 +30,14 @@ from compressed_tensors.compressors.nvfp4.helpers import unpack_fp4_from_uint8
 from compressed_tensors.quantization import QuantizationConfig
 from compressed_tensors.quantization.lifecycle.forward import dequantize
 
+from interop_util import load_dir, read_json, run, run_tests
+
 ARGS = None
 WORK = None
 
 
-def run(*cmd):
-    r = subprocess.run([str(c) for c in cmd], capture_output=True, text=True)
-    if r.returncode != 0:
-        raise AssertionError(f"{cmd} failed ({r.returncode}):\n{r.stdout}\n{r.stderr}")
-    return r.stdout
-
-
-def read_json(path):
-    with open(path) as f:
-        return json.load(f)
-
-
 def modules_of(tensors, suffix):
     return sorted(k[: -len(suffix)] for k in tensors if k.endswith(suffix))
-
-
-def load_dir(d):
-    """All tensors of a checkpoint directory, through safetensors' own loader."""
-    out = {}
-    for f in sorted(glob.glob(os.path.join(d, "*.safetensors"))):
-        t = load_file(f)
-        for k in t:
-            assert k not in out, f"{k} in two files"
-        out.update(t)
-    return out
 
 
 def setUpModule():
@@ -240,9 +215,4 @@ if __name__ == "__main__":
     parser.add_argument("--nvfp4ctl", required=True)
     parser.add_argument("--dequantize-tool", required=True)
     ARGS, rest = parser.parse_known_args()
-    print("interop: " + ", ".join(f"{p} {importlib.metadata.version(p)}"
-                                   for p in ("torch", "safetensors", "compressed-tensors")))
-    result = unittest.main(argv=[sys.argv[0]] + rest, exit=False, verbosity=2).result
-    n, f = result.testsRun, len(result.failures) + len(result.errors)
-    print(f"{n - f} passed, {f} failed")
-    sys.exit(0 if result.wasSuccessful() and n > 0 else 1)
+    run_tests(rest, ("torch", "safetensors", "compressed-tensors"))

@@ -18,6 +18,7 @@
 #include "nlohmann/json.hpp"
 #include "pipeline/demo_model.h"
 #include "pipeline/nvfp4_checkpoint.h"
+#include "pipeline/selection.h"
 #include "base/sha256.h"
 #include "storage/directory.h"
 #include "tests/testing/files.h"
@@ -87,6 +88,47 @@ TEST_F(PipelineTest, DemoModelIsALlamaCheckpoint) {
   auto r1 = formats::CheckpointReader::OpenLocal(Tiny1());
   ASSERT_TRUE(r1.ok());
   EXPECT_EQ(*(*r)->ReadTensor("lm_head.weight"), *(*r1)->ReadTensor("lm_head.weight"));
+}
+
+TEST_F(PipelineTest, DemoModelLayersOption) {
+  DemoModelOptions o;
+  o.preset = "tiny";
+  o.layers = 1;
+  const std::string dir = tmp_.Path("one-layer");
+  auto r = MakeDemoModel(dir, o);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->preset.layers, 1);
+  EXPECT_EQ(r->tensors, 1 + 9 + 2);
+  EXPECT_EQ(Json(fs::path(dir) / "config.json")["num_hidden_layers"], 1);
+  o.layers = 3;  // tiny has 2
+  EXPECT_THAT(MakeDemoModel(tmp_.Path("three"), o).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("--layers")));
+}
+
+// The Qwen3-30B-A3B-shaped preset: its parameter count is the published one (30.5B), and the
+// plan of its real tensor names quantizes every expert with gate/up sharing a scale and keeps the
+// routers (headers only: the checkpoint itself is 61 GB).
+TEST(DemoPresets, Qwen3MoeShape) {
+  auto p = DemoPresetByName("qwen3-30b-a3b-shape");
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_EQ(p->parameters(), int64_t{30532122624});
+  const auto specs = DemoTensorSpecs(*p);
+  auto plan = PlanQuantization(specs, {});
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  // Per layer: q/k/v (one group), o, 128 x (gate/up group, down).
+  EXPECT_EQ(plan->quantized_modules.size(), 48u * (4 + 128 * 3));
+  EXPECT_EQ(plan->fused_groups, 48 * (1 + 128));
+  const std::vector<std::string> ignore = plan->IgnoreList();
+  EXPECT_EQ(ignore.size(), 1u + 48);  // lm_head and the routers
+  EXPECT_NE(std::find(ignore.begin(), ignore.end(), "model.layers.47.mlp.gate"), ignore.end());
+  for (const formats::TensorSpec& t : specs) {
+    if (t.name == "model.layers.0.self_attn.o_proj.weight") {
+      EXPECT_EQ(t.shape, (std::vector<int64_t>{2048, 4096}));
+    }
+    if (t.name == "model.layers.0.mlp.experts.127.down_proj.weight") {
+      EXPECT_EQ(t.shape, (std::vector<int64_t>{2048, 768}));
+    }
+  }
 }
 
 TEST_F(PipelineTest, ModelOptEndToEnd) {

@@ -1,0 +1,47 @@
+"""Helpers shared by the interoperability tests (tests/interop/test_*.py)."""
+
+import glob
+import json
+import os
+import subprocess
+
+from safetensors.torch import load_file
+
+
+def run(*cmd):
+    """Runs a command; AssertionError with its output when it fails."""
+    r = subprocess.run([str(c) for c in cmd], capture_output=True, text=True)
+    if r.returncode != 0:
+        raise AssertionError(f"{cmd} failed ({r.returncode}):\n{r.stdout}\n{r.stderr}")
+    return r.stdout
+
+
+def read_json(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def load_dir(d):
+    """All tensors of a checkpoint directory, through safetensors' own loader (each name once)."""
+    out = {}
+    for f in sorted(glob.glob(os.path.join(d, "*.safetensors"))):
+        t = load_file(f)
+        for k in t:
+            assert k not in out, f"{k} in two files"
+        out.update(t)
+    return out
+
+
+def run_tests(rest, packages):
+    """Runs the calling script's unittest cases (argv `rest`), printing the versions of
+    `packages` first; exits 0 only when at least one test ran and all passed."""
+    import importlib.metadata
+    import sys
+    import unittest
+
+    print("interop: " + ", ".join(f"{p} {importlib.metadata.version(p)}" for p in packages))
+    result = unittest.main(module="__main__", argv=[sys.argv[0]] + rest, exit=False,
+                           verbosity=2).result
+    n, f = result.testsRun, len(result.failures) + len(result.errors)
+    print(f"{n - f} passed, {f} failed")
+    sys.exit(0 if result.wasSuccessful() and n > 0 else 1)
