@@ -716,8 +716,8 @@ class ModelRun {
       const uint64_t n = std::min(cap, size - off);
       s = shard->ReadTensorRange(*loc->info, off, std::span<uint8_t>(chunk.data(), n));
       if (s.ok()) {
-        nonfinite += formats::CountNonFinite(loc->info->dtype,
-                                             std::span<const uint8_t>(chunk.data(), n));
+        nonfinite +=
+            formats::CountNonFinite(loc->info->dtype, std::span<const uint8_t>(chunk.data(), n));
       }
       if (s.ok() && nonfinite > 0 && options_.strict_finite) break;
       if (s.ok()) s = out_->AppendTensorData(name, std::span<const uint8_t>(chunk.data(), n));

@@ -230,8 +230,8 @@ void JobJournal::Apply(uint8_t type, std::string_view payload) {
       v1::Job job;
       int dropped = 0;
       if (!ParseRepairingUtf8(payload, &job, &dropped) || job.job_id().empty()) {
-        LogLine("journal ", path_, ": skipping a job record that is not a job (",
-                payload.size(), " bytes)");
+        LogLine("journal ", path_, ": skipping a job record that is not a job (", payload.size(),
+                " bytes)");
         return;
       }
       if (dropped > 0) {

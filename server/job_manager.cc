@@ -98,7 +98,8 @@ v1::JobProgress JournaledProgress(pipeline::ResumeJournal* journal) {
   }
   for (const auto& [index, unit] : latest) {
     const pipeline::JournaledUnit& u = *unit;
-    p.set_tensors_done(p.tensors_done() + std::max<int64_t>(1, static_cast<int64_t>(u.modules.size())));
+    p.set_tensors_done(p.tensors_done() +
+                       std::max<int64_t>(1, static_cast<int64_t>(u.modules.size())));
     p.set_bytes_in(p.bytes_in() + static_cast<int64_t>(u.bytes_in));
     p.set_bytes_out(p.bytes_out() + static_cast<int64_t>(u.bytes_out));
   }
@@ -546,8 +547,7 @@ absl::Status JobManager::Watch(const std::string& job_id, absl::Duration heartbe
         return draining_.load() && rec->job.state() != v1::JOB_STATE_RUNNING &&
                !IsTerminal(rec->job.state());
       };
-      while (rec->version == seen_version && !stopping_ && !drained() &&
-             absl::Now() < deadline) {
+      while (rec->version == seen_version && !stopping_ && !drained() && absl::Now() < deadline) {
         if (cancelled && cancelled()) return absl::CancelledError("watcher went away");
         absl::Duration wait = std::min(deadline - absl::Now(), absl::Milliseconds(250));
         changed_.WaitWithTimeout(&mu_, std::max(wait, absl::Milliseconds(1)));

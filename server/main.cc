@@ -31,8 +31,8 @@
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "grpc/grpc.h"
-#include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "google/protobuf/stubs/logging.h"
+#include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/generic/async_generic_service.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/impl/server_builder_option.h"
@@ -480,8 +480,9 @@ class Daemon {
       b.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
       b.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
     }
-    b.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS,
-                         std::max(1, absl::GetFlag(FLAGS_keepalive_min_client_ping_seconds)) * 1000);
+    b.AddChannelArgument(
+        GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS,
+        std::max(1, absl::GetFlag(FLAGS_keepalive_min_client_ping_seconds)) * 1000);
   }
 
   // A ServerBuilder option that removes every plugin (reflection) from its builder.

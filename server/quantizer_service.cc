@@ -79,17 +79,17 @@ absl::Status QuantizerService::DoQuantizeTensor(
   InflightGuard guard(&inflight_tensors_);
   const absl::Time t0 = absl::Now();
   // A client that stops sending (or never sends) is cut off; its slot is freed.
-  const std::unique_ptr<StreamDeadlines::Watch> watch = deadlines_.Add(
-      context, options_.tensor_stream_idle_timeout,
-      absl::DeadlineExceededError(absl::StrCat(
-          "no QuantizeTensor message for ",
-          absl::FormatDuration(options_.tensor_stream_idle_timeout),
-          " while uploading (--tensor_stream_idle_timeout); the stream is closed")),
-      options_.tensor_stream_deadline,
-      absl::DeadlineExceededError(
-          absl::StrCat("QuantizeTensor call open for longer than ",
-                       absl::FormatDuration(options_.tensor_stream_deadline),
-                       " (--tensor_stream_deadline); the stream is closed")));
+  const std::unique_ptr<StreamDeadlines::Watch> watch =
+      deadlines_.Add(context, options_.tensor_stream_idle_timeout,
+                     absl::DeadlineExceededError(absl::StrCat(
+                         "no QuantizeTensor message for ",
+                         absl::FormatDuration(options_.tensor_stream_idle_timeout),
+                         " while uploading (--tensor_stream_idle_timeout); the stream is closed")),
+                     options_.tensor_stream_deadline,
+                     absl::DeadlineExceededError(
+                         absl::StrCat("QuantizeTensor call open for longer than ",
+                                      absl::FormatDuration(options_.tensor_stream_deadline),
+                                      " (--tensor_stream_deadline); the stream is closed")));
   auto cut_off = [&watch] {
     absl::Status s = watch->expired();
     return s.ok() ? absl::CancelledError("client cancelled") : s;
@@ -216,9 +216,9 @@ grpc::Status QuantizerService::WatchJob(grpc::ServerContext* context,
   // Each stream holds a server thread for as long as the job runs: bounded.
   if (watch_streams_.fetch_add(1) >= options_.max_watch_streams) {
     watch_streams_.fetch_sub(1);
-    return ToGrpcStatus(absl::ResourceExhaustedError(absl::StrCat(
-        "too many WatchJob streams open (", options_.max_watch_streams,
-        ", --max_watch_streams); retry later or poll GetJob")));
+    return ToGrpcStatus(absl::ResourceExhaustedError(
+        absl::StrCat("too many WatchJob streams open (", options_.max_watch_streams,
+                     ", --max_watch_streams); retry later or poll GetJob")));
   }
   InflightGuard watching(&watch_streams_);
   absl::Duration heartbeat = options_.default_heartbeat;

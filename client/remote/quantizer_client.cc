@@ -241,9 +241,9 @@ absl::StatusOr<v1::Job> QuantizerClient::WatchJob(
     // 0.5 s, 1 s, 2 s, 4 s, then every 8 s: about a minute and a quarter with the default.
     absl::SleepFor(absl::Milliseconds(500) * (1 << std::min(failed - 1, 4)));
   }
-  return absl::Status(last.code(), absl::StrCat(last.message(), " (gave up re-attaching to job ",
-                                                job_id, " after ", reattach_attempts,
-                                                " attempts)"));
+  return absl::Status(
+      last.code(), absl::StrCat(last.message(), " (gave up re-attaching to job ", job_id, " after ",
+                                reattach_attempts, " attempts)"));
 }
 
 absl::Status QuantizerClient::ReadResult(

@@ -40,12 +40,14 @@ TEST(Utf8Test, ValidTextIsUnchanged) {
 TEST(Utf8Test, InvalidBytesAreEscaped) {
   EXPECT_FALSE(IsValidUtf8("w\xff\xfe.weight"));
   EXPECT_EQ(EscapeInvalidUtf8("w\xff\xfe.weight"), "w\\xff\\xfe.weight");
-  EXPECT_EQ(EscapeInvalidUtf8("\xc3"), "\\xc3");                      // truncated sequence
-  EXPECT_EQ(EscapeInvalidUtf8("\xc0\xaf"), "\\xc0\\xaf");              // overlong '/'
-  EXPECT_EQ(EscapeInvalidUtf8("\xed\xa0\x80"), "\\xed\\xa0\\x80");    // a surrogate
+  EXPECT_EQ(EscapeInvalidUtf8("\xc3"), "\\xc3");                             // truncated sequence
+  EXPECT_EQ(EscapeInvalidUtf8("\xc0\xaf"), "\\xc0\\xaf");                    // overlong '/'
+  EXPECT_EQ(EscapeInvalidUtf8("\xed\xa0\x80"), "\\xed\\xa0\\x80");           // a surrogate
   EXPECT_EQ(EscapeInvalidUtf8("\xf4\x90\x80\x80"), "\\xf4\\x90\\x80\\x80");  // > U+10FFFF
-  EXPECT_EQ(EscapeInvalidUtf8("ok \xc3\xa9 \x80"), "ok \xc3\xa9 \\x80");  // valid kept
-  for (const char* s : {"w\xff\xfe", "\xc3", "\xed\xa0\x80", "a\x80" "b"}) {
+  EXPECT_EQ(EscapeInvalidUtf8("ok \xc3\xa9 \x80"), "ok \xc3\xa9 \\x80");     // valid kept
+  for (const char* s : {"w\xff\xfe", "\xc3", "\xed\xa0\x80",
+                        "a\x80"
+                        "b"}) {
     EXPECT_TRUE(IsValidUtf8(EscapeInvalidUtf8(s))) << s;
   }
 }

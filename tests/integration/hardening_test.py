@@ -29,7 +29,7 @@ import tempfile
 import time
 import unittest
 
-from harness import (Server, bf16_bytes, ctl, fast_bf16, write_llama_checkpoint,
+from harness import (NVFP4CTL, Server, bf16_bytes, ctl, fast_bf16, write_llama_checkpoint,
                      write_safetensors)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -206,24 +206,39 @@ def get_job(server, job_id):
     return json.loads(r.stdout)
 
 
-class NonUtf8NamesTest(unittest.TestCase):
+class ServerTestCase(unittest.TestCase):
+    """A data root with servers and client processes that are all stopped afterwards."""
+
     def setUp(self):
-        self.root = tempfile.mkdtemp(prefix="nvfp4-utf8-root-")
+        self.root = tempfile.mkdtemp(prefix="nvfp4-hard-root-")
         self.state = os.path.join(self.root, "state")
-        self.servers = []
+        self.servers, self.procs = [], []
 
     def tearDown(self):
+        for p in self.procs:
+            if p.poll() is None:
+                p.kill()
+            p.communicate()
         for s in self.servers:
             s.kill()
         shutil.rmtree(self.root, ignore_errors=True)
 
-    def start(self):
-        s = Server(self.root, [f"--state_dir={self.state}"])
+    def start(self, *args):
+        s = Server(self.root, list(args))
         self.servers.append(s)
         return s
 
+    def spawn(self, argv):
+        p = subprocess.Popen([str(a) for a in argv], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+        self.procs.append(p)
+        return p
+
+
+class NonUtf8NamesTest(ServerTestCase):
+
     def test_names_that_are_not_utf8(self):
-        s = self.start()
+        s = self.start(f"--state_dir={self.state}")
         # A tensor name with the bytes ff fe: the job fails naming it (escaped) and the file.
         bad = os.path.join(self.root, "bad-tensor")
         os.makedirs(bad)
@@ -274,7 +289,7 @@ class NonUtf8NamesTest(unittest.TestCase):
 
         # After a restart on the same state: same records, and neither job runs again.
         self.assertEqual(s.terminate(), 0)
-        s2 = self.start()
+        s2 = self.start(f"--state_dir={self.state}")
         check_readable(s2)
         self.assertEqual(get_job(s2, failed_id)["error"]["message"], msg)
         time.sleep(1)
@@ -360,7 +375,7 @@ def venv_ready():
                           capture_output=True).returncode == 0
 
 
-class GrpcClientTest(unittest.TestCase):
+class GrpcClientTest(ServerTestCase):
     """Tests that need a raw gRPC client."""
 
     @classmethod
@@ -369,31 +384,9 @@ class GrpcClientTest(unittest.TestCase):
             raise AssertionError(f"FAIL: {VENV_PY} with grpcio and grpcio-tools is missing: run "
                                  "scripts/test_extra.d/20-python-client.sh")
 
-    def setUp(self):
-        self.root = tempfile.mkdtemp(prefix="nvfp4-grpc-root-")
-        self.stubs = os.path.join(self.root, "stubs")
-        self.servers, self.procs = [], []
-
-    def tearDown(self):
-        for p in self.procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-        for s in self.servers:
-            s.kill()
-        shutil.rmtree(self.root, ignore_errors=True)
-
-    def start(self, *args):
-        s = Server(self.root, list(args))
-        self.servers.append(s)
-        return s
-
     def client(self, address, mode, *args):
-        p = subprocess.Popen([VENV_PY, "-c", GRPC_CLIENT, PY_CLIENT, self.stubs, address, mode]
-                             + [str(a) for a in args],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        self.procs.append(p)
-        return p
+        stubs = os.path.join(self.root, "stubs")
+        return self.spawn([VENV_PY, "-c", GRPC_CLIENT, PY_CLIENT, stubs, address, mode, *args])
 
     def quantize_small_tensor(self, server):
         src = os.path.join(self.root, "small.safetensors")
@@ -513,31 +506,13 @@ def write_big_llama(directory, layers=4, hidden=1024, inter=2048):
 # ---------------------------------------------------------------------------------------------
 # Item 4: watchers through a drain and a restart
 
-class WatchThroughDrainTest(unittest.TestCase):
-    def setUp(self):
-        self.root = tempfile.mkdtemp(prefix="nvfp4-drain-root-")
-        self.state = os.path.join(self.root, "state")
-        self.servers, self.procs = [], []
-
-    def tearDown(self):
-        for p in self.procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-        for s in self.servers:
-            s.kill()
-        shutil.rmtree(self.root, ignore_errors=True)
-
+class WatchThroughDrainTest(ServerTestCase):
     def test_watch_reattaches_after_drain_and_late_restart(self):
         port = free_port()
         args = [f"--state_dir={self.state}", f"--listen=127.0.0.1:{port}", "--drain_timeout=1"]
-        s = Server(self.root, args)
-        self.servers.append(s)
+        s = self.start(*args)
         job_id = submit_slow_job(self, s)
-        watch = subprocess.Popen([os.environ.get("NVFP4CTL", "nvfp4ctl"), "jobs", "watch", job_id,
-                                  "--server", s.address],
-                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        self.procs.append(watch)
+        watch = self.spawn([NVFP4CTL, "jobs", "watch", job_id, "--server", s.address])
         # Wait until the job made progress, then drain: it is interrupted (--drain_timeout=1).
         deadline = time.time() + 120
         while int(get_job(s, job_id)["progress"].get("tensors_done", 0)) < 2:
@@ -548,8 +523,7 @@ class WatchThroughDrainTest(unittest.TestCase):
         time.sleep(20)
         if watch.poll() is not None:
             self.fail("the watcher gave up: " + watch.stderr.read())
-        s2 = Server(self.root, args)
-        self.servers.append(s2)
+        s2 = self.start(*args)
         # The journaled progress is reported at once, not 0 until the resumed run catches up.
         job = get_job(s2, job_id)
         self.assertGreaterEqual(int(job["progress"].get("tensors_done", 0)), 2, job)
@@ -562,16 +536,9 @@ class WatchThroughDrainTest(unittest.TestCase):
 # ---------------------------------------------------------------------------------------------
 # Item 6: NaN/Inf in a copied tensor
 
-class NonFiniteCopiedTensorTest(unittest.TestCase):
-    def setUp(self):
-        self.root = tempfile.mkdtemp(prefix="nvfp4-nan-root-")
-        self.server = Server(self.root)
-
-    def tearDown(self):
-        self.server.kill()
-        shutil.rmtree(self.root, ignore_errors=True)
-
+class NonFiniteCopiedTensorTest(ServerTestCase):
     def test_nan_in_a_norm_is_a_warning_or_fails_with_strict(self):
+        self.server = self.start()
         model = os.path.join(self.root, "nan")
         write_llama_checkpoint(model, layers=1, hidden=64, inter=128)
         # model.layers.0.input_layernorm.weight: element 2 NaN (bf16 0x7fc0).

@@ -11,6 +11,8 @@
 #include <map>
 #include <set>
 
+#include "base/sha256.h"
+#include "base/version.h"
 #include "formats/safetensors.h"
 #include "formats/sharded.h"
 #include "gmock/gmock.h"
@@ -18,8 +20,6 @@
 #include "nlohmann/json.hpp"
 #include "pipeline/demo_model.h"
 #include "pipeline/nvfp4_checkpoint.h"
-#include "base/sha256.h"
-#include "base/version.h"
 #include "storage/directory.h"
 #include "tests/testing/files.h"
 #include "tests/testing/status_matchers.h"
@@ -259,7 +259,8 @@ std::string WithNonFiniteNorm(const std::string& src, const std::string& dir) {
   EXPECT_EQ(norm->dtype, "BF16");
   const uint64_t offset = norm->offset;
   r->reset();
-  std::fstream f(fs::path(dir) / "model.safetensors", std::ios::in | std::ios::out | std::ios::binary);
+  std::fstream f(fs::path(dir) / "model.safetensors",
+                 std::ios::in | std::ios::out | std::ios::binary);
   const char inf[2] = {'\x80', '\x7f'}, nan[2] = {'\xc0', '\x7f'};  // bf16, little-endian
   f.seekp(static_cast<std::streamoff>(offset + 3 * 2));
   f.write(inf, 2);
