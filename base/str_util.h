@@ -1,4 +1,4 @@
-// String concatenation that accepts std::string_view.
+// String concatenation that accepts std::string_view, and UTF-8 validation and escaping.
 //
 // Debian's abseil is built with ABSL_OPTION_USE_STD_STRING_VIEW 0, so absl::string_view is its own
 // type and absl::StrCat rejects std::string_view arguments. nvfp4::StrCat forwards to
@@ -10,6 +10,8 @@
 #ifndef NVFP4_BASE_STR_UTIL_H_
 #define NVFP4_BASE_STR_UTIL_H_
 
+#include <cstddef>
+#include <cstdint>
 #include <string>
 #include <string_view>
 #include <type_traits>
@@ -36,6 +38,20 @@ template <typename... Args>
 std::string StrCat(const Args&... args) {
   return absl::StrCat(str_internal::Piece(args)...);
 }
+
+// Length of the valid UTF-8 sequence that starts at s[i] (its code point in *cp), or 0 when the
+// byte at s[i] starts none: a stray continuation byte, a truncated sequence, an overlong form, a
+// surrogate or a code point above U+10FFFF. `i` < s.size().
+size_t Utf8SequenceAt(std::string_view s, size_t i, uint32_t* cp);
+
+// True when `s` is valid UTF-8 (what protobuf requires of a proto3 string field).
+bool IsValidUtf8(std::string_view s);
+
+// `s` with every byte that is not part of a valid UTF-8 sequence written as `\xNN` (two
+// lowercase hex digits), e.g. "w\xff\xfe.weight"; valid UTF-8 is returned unchanged. The one
+// escaping of names and messages that reach a proto string field or the job journal (server/
+// log_format.h builds the log's escaping on Utf8SequenceAt too).
+std::string EscapeInvalidUtf8(std::string_view s);
 
 }  // namespace nvfp4
 

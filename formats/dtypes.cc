@@ -78,4 +78,30 @@ uint16_t FloatToBf16(float value) {
   return static_cast<uint16_t>(bits >> 16);
 }
 
+int64_t CountNonFinite(std::string_view dtype, std::span<const uint8_t> bytes) {
+  // The exponent field all ones: Inf (zero mantissa) or NaN.
+  int size = 0;
+  uint64_t exponent = 0;
+  if (dtype == "F64") {
+    size = 8, exponent = 0x7FF0000000000000ull;
+  } else if (dtype == "F32") {
+    size = 4, exponent = 0x7F800000u;
+  } else if (dtype == "F16") {
+    size = 2, exponent = 0x7C00u;
+  } else if (dtype == "BF16") {
+    size = 2, exponent = 0x7F80u;
+  } else {
+    return 0;
+  }
+  int64_t count = 0;
+  const size_t n = bytes.size() / static_cast<size_t>(size);
+  const uint8_t* p = bytes.data();
+  for (size_t i = 0; i < n; ++i, p += size) {
+    uint64_t bits = 0;
+    for (int k = size - 1; k >= 0; --k) bits = (bits << 8) | p[k];
+    count += (bits & exponent) == exponent ? 1 : 0;
+  }
+  return count;
+}
+
 }  // namespace nvfp4::formats

@@ -34,6 +34,11 @@ std::optional<DType> ToKernelDType(std::string_view dtype);
 absl::StatusOr<std::vector<float>> DecodeToFloat32(std::string_view dtype,
                                                    std::span<const uint8_t> bytes);
 
+// Elements of a little-endian F64, F32, F16 or BF16 buffer that are NaN or +-Inf (0 for every other
+// dtype, whose bytes are not floating point or have no Inf: the FP8 formats are not scanned).
+// A trailing partial element is ignored.
+int64_t CountNonFinite(std::string_view dtype, std::span<const uint8_t> bytes);
+
 // fp32 -> bf16 bits with round-to-nearest-even (NaN stays NaN). Used to write bf16 tensors.
 uint16_t FloatToBf16(float value);
 

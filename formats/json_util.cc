@@ -1,5 +1,6 @@
 #include "formats/json_util.h"
 
+#include <algorithm>
 #include <set>
 #include <string>
 #include <vector>
@@ -36,6 +37,27 @@ absl::StatusOr<nlohmann::json> ParseJsonRejectingDuplicates(std::string_view tex
     }
     return true;
   };
+  // JSON text is UTF-8 (RFC 8259): name the string that is not, escaped, rather than let the
+  // parser's message quote the raw bytes.
+  if (!IsValidUtf8(text)) {
+    size_t bad = 0;
+    uint32_t cp = 0;
+    while (bad < text.size()) {
+      const size_t n = Utf8SequenceAt(text, bad, &cp);
+      if (n == 0) break;
+      bad += n;
+    }
+    size_t begin = text.rfind('"', bad);
+    begin = begin == std::string_view::npos ? 0 : begin + 1;
+    size_t end = text.find('"', bad);
+    if (end == std::string_view::npos) end = text.size();
+    constexpr size_t kMaxQuoted = 200;
+    const std::string_view quoted = text.substr(begin, std::min(end - begin, kMaxQuoted));
+    return absl::InvalidArgumentError(
+        StrCat(what, ": not valid UTF-8: byte ", bad, " in the string \"",
+               EscapeInvalidUtf8(quoted), end - begin > kMaxQuoted ? "...\"" : "\"",
+               " (a JSON text must be UTF-8; invalid bytes shown as \\xNN)"));
+  }
   Json parsed;
   try {
     parsed = Json::parse(text.begin(), text.end(), callback, /*allow_exceptions=*/true,

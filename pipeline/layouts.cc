@@ -4,6 +4,7 @@
 
 #include "absl/strings/ascii.h"
 #include "base/str_util.h"
+#include "base/version.h"
 
 namespace nvfp4::pipeline {
 namespace {
@@ -70,6 +71,8 @@ std::vector<EncodedTensor> EncodeQuantized(Layout layout, std::string_view modul
   return out;
 }
 
+std::string ProducerVersion() { return StrCat(kProducerVersionPrefix, kVersion); }
+
 nlohmann::ordered_json QuantizationConfig(Layout layout, bool w4a4,
                                           const std::vector<std::string>& ignore) {
   using oj = nlohmann::ordered_json;
@@ -84,7 +87,7 @@ nlohmann::ordered_json QuantizationConfig(Layout layout, bool w4a4,
     qc["quant_algo"] = w4a4 ? "NVFP4" : "W4A16_NVFP4";
     qc["group_size"] = 16;
     qc["ignore"] = ignore;
-    qc["producer"] = {{"name", kProducerName}, {"version", kProducerVersion}};
+    qc["producer"] = {{"name", kProducerName}, {"version", ProducerVersion()}};
     qc["config_groups"] = {{"group_0", group}};
     return qc;
   }
@@ -119,7 +122,7 @@ nlohmann::ordered_json HfQuantConfig(bool w4a4, const std::vector<std::string>& 
   q["group_size"] = 16;
   q["exclude_modules"] = ignore;
   oj root = oj::object();
-  root["producer"] = {{"name", kProducerName}, {"version", kProducerVersion}};
+  root["producer"] = {{"name", kProducerName}, {"version", ProducerVersion()}};
   root["quantization"] = q;
   return root;
 }

@@ -52,9 +52,14 @@ std::vector<EncodedTensor> EncodeQuantized(Layout layout, std::string_view modul
                                            const QuantizedTensor& q,
                                            std::optional<float> input_amax);
 
-// Producer recorded in hf_quant_config.json / quantization_config.
+// Producer recorded in hf_quant_config.json / quantization_config. The name stays "modelopt": it
+// marks the ModelOpt format, and loaders test it (vLLM's get_quant_config and SGLang's copy of it
+// refuse an hf_quant_config.json whose producer.name is not "modelopt"; TensorRT-LLM takes it as
+// one of the markers of a ModelOpt config). No loader reads the version, which names this
+// project: "nvfp4-<version>" (docs/CHECKPOINTS.md "Producer").
 inline constexpr std::string_view kProducerName = "modelopt";
-inline constexpr std::string_view kProducerVersion = "0.1.0+nvfp4";
+inline constexpr std::string_view kProducerVersionPrefix = "nvfp4-";
+std::string ProducerVersion();  // "nvfp4-" + nvfp4::kVersion (base/version.h)
 
 // `quantization_config` to add to config.json. `w4a4`: activations are quantized too
 // (input scales present); otherwise weight-only (ModelOpt quant_algo W4A16_NVFP4, no

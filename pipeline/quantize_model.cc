@@ -570,6 +570,8 @@ class ModelRun {
     to_write_.Close();
     reader_thread.join();
     writer_thread.join();
+    result_.warnings.insert(result_.warnings.end(), nonfinite_warnings_.begin(),
+                            nonfinite_warnings_.end());
     state_.CheckCancelled();
     return state_.status();
   }
@@ -694,21 +696,42 @@ class ModelRun {
 
   // Streams a copied tensor from its input file into its output file in chunks.
   absl::StatusOr<WrittenUnit> CopyTensor(const std::string& name) {
+    const std::string& dtype = sources().Spec(name).dtype;
     const uint64_t size = sources().ByteSize(name);
-    const uint64_t cap = std::min<uint64_t>(size, std::max<uint64_t>(options_.copy_chunk_bytes, 1));
+    // Chunks of whole elements (8 divides every element size), so that each is scanned alone.
+    uint64_t cap = std::max<uint64_t>(options_.copy_chunk_bytes, 8);
+    cap = std::min<uint64_t>(size, cap - cap % 8);
     std::vector<uint8_t> chunk(cap);
     meter_.AddBytes(static_cast<int64_t>(cap));
     Sha256 hash;
     absl::Status s;
+    int64_t nonfinite = 0;
     for (uint64_t off = 0; off < size && s.ok(); off += cap) {
       const uint64_t n = std::min(cap, size - off);
       s = sources().ReadRange(name, off, std::span<uint8_t>(chunk.data(), n));
+      if (s.ok()) {
+        nonfinite += formats::CountNonFinite(dtype, std::span<const uint8_t>(chunk.data(), n));
+      }
+      if (s.ok() && nonfinite > 0 && options_.strict_finite) break;
       if (s.ok()) s = out_->AppendTensorData(name, std::span<const uint8_t>(chunk.data(), n));
       if (s.ok() && journal_ != nullptr) hash.Update(std::span<const uint8_t>(chunk.data(), n));
     }
     if (size == 0 && s.ok()) s = out_->WriteTensor(name, {});
     meter_.AddBytes(-static_cast<int64_t>(cap));
     RETURN_IF_ERROR(s);
+    // A NaN/Inf in a tensor that is copied (a norm, an embedding, an excluded layer) reaches the
+    // output as it is: reported, or refused with strict_finite.
+    if (nonfinite > 0) {
+      const std::string what =
+          StrCat("tensor '", name, "' (", dtype, ", copied unquantized) holds ");
+      if (options_.strict_finite) {  // stopped at the first chunk with one
+        return absl::InvalidArgumentError(
+            StrCat(what, "NaN/Inf values (strict: non-finite values are refused)"));
+      }
+      nonfinite_warnings_.push_back(StrCat(what, nonfinite,
+                                           nonfinite == 1 ? " NaN/Inf value" : " NaN/Inf values",
+                                           "; copied as it is"));
+    }
     WrittenUnit w;
     w.bytes_out = size;
     if (journal_ != nullptr && out_->Wants(name)) w.sha256.emplace_back(name, hash.HexDigest());
@@ -827,6 +850,7 @@ class ModelRun {
   RunState state_;
   MemoryMeter meter_;
   std::vector<ModuleResult> modules_;  // the quantize stage's results
+  std::vector<std::string> nonfinite_warnings_;  // the write stage's: copied NaN/Inf values
   int64_t units_done_ = 0;             // kept, then written (writer thread)
   uint64_t bytes_in_done_ = 0;
 

@@ -57,6 +57,9 @@ struct QuantizeModelOptions {
   int queue_depth = 1;  // units buffered between reader/quantizer and quantizer/writer
   uint64_t copy_chunk_bytes = 8u << 20;  // chunk size for streamed tensor and file copies
   bool sync = true;                      // fdatasync output files before publishing
+  // A tensor copied unquantized that holds NaN/Inf values fails the run (INVALID_ARGUMENT naming
+  // it) instead of being copied with a warning (QuantizeModelResult::warnings).
+  bool strict_finite = false;
   // Hash each output safetensors file while it is written (QuantizeModelResult::shard_sha256):
   // overlapped with the run instead of a second read of the output afterwards.
   bool sha256_outputs = false;

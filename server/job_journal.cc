@@ -19,6 +19,7 @@
 #include "base/status_macros.h"
 #include "server/job_manager.h"
 #include "server/log.h"
+#include "server/utf8_fields.h"
 
 namespace nvfp4::server {
 namespace {
@@ -223,10 +224,19 @@ JobJournal::~JobJournal() {
 void JobJournal::Apply(uint8_t type, std::string_view payload) {
   switch (type) {
     case kJob: {
+      // A record refused by the parser for invalid UTF-8 (written by an nvfp4d before the
+      // escaping of server/utf8_fields.h) is recovered with its strings escaped: skipping it would
+      // bring back the job's previous record, and a finished job would run again.
       v1::Job job;
-      if (!job.ParseFromArray(payload.data(), static_cast<int>(payload.size()))) {
-        LogLine("journal ", path_, ": skipping an unparsable job record");
+      int dropped = 0;
+      if (!ParseRepairingUtf8(payload, &job, &dropped) || job.job_id().empty()) {
+        LogLine("journal ", path_, ": skipping a job record that is not a job (", payload.size(),
+                " bytes)");
         return;
+      }
+      if (dropped > 0) {
+        LogLine("journal ", path_, ": job ", job.job_id(), ": ", dropped,
+                " unreadable field(s) of its record dropped");
       }
       if (IsTerminal(job.state())) units_.erase(job.job_id());
       jobs_[job.job_id()] = std::move(job);

@@ -8,7 +8,9 @@
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "google/protobuf/util/message_differencer.h"
+#include "base/str_util.h"
 #include "server/log.h"
+#include "server/utf8_fields.h"
 
 namespace nvfp4::server {
 namespace {
@@ -76,7 +78,33 @@ std::string FinishJob(v1::Job& job, absl::StatusOr<std::vector<v1::OutputFile>>&
     detail = absl::StrCat(" error=", result.status().ToString());
   }
   SetTime(job.mutable_end_time(), absl::Now());
+  // Names from the checkpoint reach the error and the outputs: valid UTF-8 for every client.
+  EscapeInvalidUtf8Fields(&job);
   return detail;
+}
+
+// The progress an interrupted run journaled (pipeline/resume.h): its finished units, counted as
+// the progress sink counts them (a quantized unit: one tensor per module; a copied one: one).
+v1::JobProgress JournaledProgress(pipeline::ResumeJournal* journal) {
+  v1::JobProgress p;
+  p.set_eta_seconds(-1);
+  if (journal == nullptr) return p;
+  absl::StatusOr<std::vector<pipeline::JournaledUnit>> units = journal->Load();
+  if (!units.ok() || units->empty()) return p;
+  // Each unit once (a redone unit is journaled again), of the latest plan only.
+  std::map<int64_t, const pipeline::JournaledUnit*> latest;
+  for (const pipeline::JournaledUnit& u : *units) {
+    if (u.plan == units->back().plan) latest[u.unit] = &u;
+  }
+  for (const auto& [index, unit] : latest) {
+    const pipeline::JournaledUnit& u = *unit;
+    p.set_tensors_done(p.tensors_done() +
+                       std::max<int64_t>(1, static_cast<int64_t>(u.modules.size())));
+    p.set_bytes_in(p.bytes_in() + static_cast<int64_t>(u.bytes_in));
+    p.set_bytes_out(p.bytes_out() + static_cast<int64_t>(u.bytes_out));
+  }
+  p.set_tensors_resumed(p.tensors_done());
+  return p;
 }
 
 }  // namespace
@@ -100,6 +128,9 @@ struct JobManager::Record {
   std::atomic<bool> cancel{false};
   std::atomic<bool> interrupt{false};  // server shutdown
   int watchers = 0;                    // WatchJob streams reading it (guarded by mu_)
+  // The progress journaled by an interrupted earlier run (restored at Start): reported as a floor
+  // until the resumed run has caught up, instead of 0 (guarded by mu_).
+  v1::JobProgress restored;
   // Shared mode (guarded by mu_ but lease_lost).
   std::atomic<bool> lease_lost{false};  // another replica claimed it: abandon the run
   bool finishing = false;               // its outcome is being saved; the keeper leaves it
@@ -119,7 +150,8 @@ class JobManager::Sink : public ProgressSink {
   }
   void TensorStarted(absl::string_view name) override {
     absl::MutexLock lock(&m_->mu_);
-    rec_->job.mutable_progress()->set_current_tensor(std::string(name));
+    rec_->job.mutable_progress()->set_current_tensor(
+        EscapeInvalidUtf8(std::string_view(name.data(), name.size())));
     Bump();
   }
   void TensorFinished(const v1::TensorResult& result, int64_t bytes_in,
@@ -134,12 +166,16 @@ class JobManager::Sink : public ProgressSink {
     }
     absl::MutexLock lock(&m_->mu_);
     v1::JobProgress* p = rec_->job.mutable_progress();
-    p->set_tensors_done(p->tensors_done() + 1);
-    p->set_bytes_in(p->bytes_in() + bytes_in);
-    p->set_bytes_out(p->bytes_out() + bytes_out);
+    live_.set_tensors_done(live_.tensors_done() + 1);
+    live_.set_bytes_in(live_.bytes_in() + bytes_in);
+    live_.set_bytes_out(live_.bytes_out() + bytes_out);
+    const v1::JobProgress& floor = rec_->restored;
+    p->set_tensors_done(std::max(live_.tensors_done(), floor.tensors_done()));
+    p->set_bytes_in(std::max(live_.bytes_in(), floor.bytes_in()));
+    p->set_bytes_out(std::max(live_.bytes_out(), floor.bytes_out()));
     if (result.quantized()) quantized_bytes_done_ += bytes_in;
     const double elapsed = absl::ToDoubleSeconds(absl::Now() - start_);
-    p->set_bytes_per_second(elapsed > 0 ? static_cast<double>(p->bytes_in()) / elapsed : 0);
+    p->set_bytes_per_second(elapsed > 0 ? static_cast<double>(live_.bytes_in()) / elapsed : 0);
     // The fraction of the work done: by quantized bytes when the run has any (a copied embedding
     // streams in a fraction of the time its bytes would suggest; unknown until a quantized
     // tensor finished), else by bytes, else by tensors.
@@ -148,12 +184,14 @@ class JobManager::Sink : public ProgressSink {
       fraction = static_cast<double>(quantized_bytes_done_) /
                  static_cast<double>(quantized_bytes_total_);
     } else if (p->bytes_in_total() > 0) {
-      fraction = static_cast<double>(p->bytes_in()) / static_cast<double>(p->bytes_in_total());
+      fraction = static_cast<double>(live_.bytes_in()) / static_cast<double>(p->bytes_in_total());
     } else if (p->tensors_total() > 0) {
-      fraction = static_cast<double>(p->tensors_done()) / static_cast<double>(p->tensors_total());
+      fraction =
+          static_cast<double>(live_.tensors_done()) / static_cast<double>(p->tensors_total());
     }
     p->set_eta_seconds(fraction > 0 ? elapsed * (1 - fraction) / fraction : -1);
     rec_->tensors.push_back(result);
+    EscapeInvalidUtf8Fields(&rec_->tensors.back());
     Bump();
   }
   bool Cancelled() const override { return rec_->cancel.load() || rec_->interrupt.load(); }
@@ -161,6 +199,11 @@ class JobManager::Sink : public ProgressSink {
   void SetQuantizedBytesTotal(int64_t bytes) override {
     absl::MutexLock lock(&m_->mu_);
     quantized_bytes_total_ = bytes;
+  }
+  void Warn(absl::string_view message) override {
+    absl::MutexLock lock(&m_->mu_);
+    rec_->job.add_warnings(EscapeInvalidUtf8(std::string_view(message.data(), message.size())));
+    Bump();
   }
   void SetResumed(int64_t tensors) override {
     absl::MutexLock lock(&m_->mu_);
@@ -176,6 +219,7 @@ class JobManager::Sink : public ProgressSink {
   JobManager* m_;
   Record* rec_;
   absl::Time start_;
+  v1::JobProgress live_ ABSL_GUARDED_BY(m_->mu_);  // what this run finished
   int64_t quantized_bytes_total_ ABSL_GUARDED_BY(m_->mu_) = 0;
   int64_t quantized_bytes_done_ ABSL_GUARDED_BY(m_->mu_) = 0;
 };
@@ -221,6 +265,8 @@ absl::Status JobManager::Start() {
         job.set_state(v1::JOB_STATE_QUEUED);
         job.clear_start_time();
         job.clear_progress();
+        rec->restored = JournaledProgress(job_store_->ResumeJournalFor(job.job_id()).get());
+        *job.mutable_progress() = rec->restored;
         queue_.push_back(job.job_id());
         LogLine("job ", job.job_id(), " restored QUEUED (was interrupted)");
       } else {
@@ -493,13 +539,24 @@ absl::Status JobManager::Watch(const std::string& job_id, absl::Duration heartbe
     {
       absl::MutexLock lock(&mu_);
       const absl::Time deadline = last_sent + heartbeat;
-      while (rec->version == seen_version && !stopping_ && absl::Now() < deadline) {
+      // Draining: a job that is not running here will not move before the restart (a RUNNING
+      // one may still finish within the drain, or is interrupted back to QUEUED): the stream
+      // ends with UNAVAILABLE, which clients take as "re-attach" (nvfp4ctl jobs watch retries).
+      const auto drained = [&] {
+        mu_.AssertHeld();
+        return draining_.load() && rec->job.state() != v1::JOB_STATE_RUNNING &&
+               !IsTerminal(rec->job.state());
+      };
+      while (rec->version == seen_version && !stopping_ && !drained() && absl::Now() < deadline) {
         if (cancelled && cancelled()) return absl::CancelledError("watcher went away");
         absl::Duration wait = std::min(deadline - absl::Now(), absl::Milliseconds(250));
         changed_.WaitWithTimeout(&mu_, std::max(wait, absl::Milliseconds(1)));
       }
       if (stopping_ && !IsTerminal(rec->job.state())) {
         return absl::UnavailableError("server is shutting down; re-attach to the job later");
+      }
+      if (drained()) {
+        return absl::UnavailableError("server is draining; re-attach to the job later");
       }
       terminal = IsTerminal(rec->job.state());
       if (rec->version != seen_version) {
@@ -754,6 +811,10 @@ absl::Status JobManager::SharedWatch(const std::string& job_id, absl::Duration h
       }
       if (stopping_) {
         return absl::UnavailableError("server is shutting down; re-attach to the job later");
+      }
+      // Draining: another replica answers for the job; the client re-attaches there.
+      if (draining_.load()) {
+        return absl::UnavailableError("server is draining; re-attach to the job");
       }
     }
     if (cancelled && cancelled()) return absl::CancelledError("watcher went away");

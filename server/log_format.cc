@@ -10,38 +10,12 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
+#include "base/str_util.h"
 
 namespace nvfp4::server {
 namespace {
 
 std::atomic<int> g_format{static_cast<int>(LogFormat::kText)};
-
-// Length of the valid UTF-8 sequence at s[i] (its code point in *cp), 0 when invalid.
-size_t Utf8Sequence(absl::string_view s, size_t i, uint32_t* cp) {
-  const auto b = [&](size_t k) { return static_cast<unsigned char>(s[k]); };
-  const unsigned char c = b(i);
-  size_t n;
-  uint32_t min;
-  if (c < 0x80) {
-    *cp = c;
-    return 1;
-  } else if ((c & 0xe0) == 0xc0) {
-    n = 2, min = 0x80, *cp = c & 0x1f;
-  } else if ((c & 0xf0) == 0xe0) {
-    n = 3, min = 0x800, *cp = c & 0x0f;
-  } else if ((c & 0xf8) == 0xf0) {
-    n = 4, min = 0x10000, *cp = c & 0x07;
-  } else {
-    return 0;
-  }
-  if (i + n > s.size()) return 0;
-  for (size_t k = 1; k < n; ++k) {
-    if ((b(i + k) & 0xc0) != 0x80) return 0;
-    *cp = (*cp << 6) | (b(i + k) & 0x3f);
-  }
-  if (*cp < min || *cp > 0x10ffff || (*cp >= 0xd800 && *cp <= 0xdfff)) return 0;
-  return n;
-}
 
 const char* LevelName(LogLevel level) {
   switch (level) {
@@ -85,7 +59,7 @@ std::string EscapeLogText(absl::string_view s) {
   out.reserve(s.size());
   for (size_t i = 0; i < s.size();) {
     uint32_t cp = 0;
-    const size_t n = Utf8Sequence(s, i, &cp);
+    const size_t n = Utf8SequenceAt(std::string_view(s.data(), s.size()), i, &cp);
     if (n == 0) {
       absl::StrAppendFormat(&out, "\\x%02x", static_cast<unsigned char>(s[i]));
       ++i;

@@ -31,13 +31,18 @@
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "grpc/grpc.h"
+#include "google/protobuf/stubs/logging.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
+#include "grpcpp/generic/async_generic_service.h"
 #include "grpcpp/grpcpp.h"
+#include "grpcpp/impl/server_builder_option.h"
+#include "grpcpp/impl/server_builder_plugin.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "grpcpp/security/server_credentials.h"
 #include "grpcpp/security/tls_certificate_provider.h"
 #include "grpcpp/security/tls_credentials_options.h"
 #include "base/status_macros.h"
+#include "base/version.h"
 #include "server/auth.h"
 #include "kernels/backend.h"
 #include "server/device_pool.h"
@@ -97,6 +102,21 @@ ABSL_FLAG(std::string, log_format, "text",
           "time, level, event, job_id, message, fields)");
 ABSL_FLAG(int, max_connection_age, 0,
           "seconds before a connection is asked to reconnect (0: never)");
+ABSL_FLAG(absl::Duration, tensor_stream_idle_timeout, absl::Seconds(30),
+          "a QuantizeTensor stream that sends no message for this long while uploading is closed "
+          "with DEADLINE_EXCEEDED, freeing its in-flight slot (0: no limit)");
+ABSL_FLAG(absl::Duration, tensor_stream_deadline, absl::Minutes(30),
+          "a QuantizeTensor call open longer than this (upload, device wait and download) is "
+          "closed with DEADLINE_EXCEEDED (0: no limit)");
+ABSL_FLAG(int, max_watch_streams, 256,
+          "concurrent WatchJob streams (each holds a thread); more get RESOURCE_EXHAUSTED");
+ABSL_FLAG(int, keepalive_time_seconds, 60,
+          "HTTP/2 keepalive ping interval on every connection, calls open or not; a peer that "
+          "does not answer within --keepalive_timeout_seconds is dropped and its calls cancelled "
+          "(0: no server pings)");
+ABSL_FLAG(int, keepalive_timeout_seconds, 20, "how long a keepalive ping may go unanswered");
+ABSL_FLAG(int, keepalive_min_client_ping_seconds, 10,
+          "clients may send keepalive pings this often (more often: GOAWAY too_many_pings)");
 ABSL_FLAG(int, drain_timeout, 30, "seconds running jobs get to finish after SIGTERM");
 ABSL_FLAG(int, heartbeat_seconds, 5, "default WatchJob heartbeat interval");
 ABSL_FLAG(std::string, s3_endpoint, "", "S3 endpoint URL (default $AWS_ENDPOINT_URL)");
@@ -128,7 +148,6 @@ namespace nvfp4::server {
 namespace {
 
 constexpr char kServiceName[] = "nvfp4.v1.Quantizer";
-constexpr char kVersion[] = "0.1.0";
 
 // Checks that a PEM file is readable and holds at least one PEM block (contents never logged).
 absl::Status CheckPemFile(const std::string& flag, const std::string& path) {
@@ -373,6 +392,15 @@ class Daemon {
     options.max_tensor_bytes = absl::GetFlag(FLAGS_max_tensor_bytes);
     options.max_inflight_tensors = absl::GetFlag(FLAGS_queue_capacity);
     options.default_heartbeat = absl::Seconds(absl::GetFlag(FLAGS_heartbeat_seconds));
+    options.tensor_stream_idle_timeout = absl::GetFlag(FLAGS_tensor_stream_idle_timeout);
+    options.tensor_stream_deadline = absl::GetFlag(FLAGS_tensor_stream_deadline);
+    options.max_watch_streams = absl::GetFlag(FLAGS_max_watch_streams);
+    if (options.tensor_stream_idle_timeout < absl::ZeroDuration() ||
+        options.tensor_stream_deadline < absl::ZeroDuration() || options.max_watch_streams < 1) {
+      return BadConfig(
+          "--tensor_stream_idle_timeout and --tensor_stream_deadline must not be negative, "
+          "--max_watch_streams at least 1");
+    }
     options.limits.max_uri_bytes = absl::GetFlag(FLAGS_max_uri_bytes);
     options.limits.max_patterns = absl::GetFlag(FLAGS_max_patterns);
     options.limits.max_pattern_bytes = absl::GetFlag(FLAGS_max_pattern_bytes);
@@ -401,14 +429,19 @@ class Daemon {
   }
 
   // The gRPC servers, then SERVING. The plaintext health-only port (kubelet's gRPC probe cannot do
-  // TLS) is built before the reflection plugin is installed, so that it serves grpc.health.v1 and
-  // nothing else.
+  // TLS) serves grpc.health.v1 and nothing else: linking grpc++_reflection registers its plugin
+  // with every ServerBuilder at static initialization, so that builder drops it (NoPlugins); its
+  // one other service is the generic one that answers UNIMPLEMENTED to every other method (gRPC
+  // refuses to build a server that has neither a service nor a polled queue).
   Started StartServers() {
     grpc::EnableDefaultHealthCheckService(true);
     if (const std::string hl = absl::GetFlag(FLAGS_health_listen); !hl.empty()) {
       grpc::ServerBuilder hb;
+      hb.SetOption(std::make_unique<NoPlugins>());
+      hb.RegisterCallbackGenericService(&health_unimplemented_);
       hb.AddListeningPort(hl, grpc::InsecureServerCredentials(), &health_port_);
       hb.SetMaxReceiveMessageSize(64 << 10);
+      AddKeepalive(hb);
       health_server_ = hb.BuildAndStart();
       if (!health_server_ || health_port_ == 0) {
         return CannotStart(absl::StrCat("cannot listen on ", hl));
@@ -421,6 +454,7 @@ class Daemon {
     const int max_message = absl::GetFlag(FLAGS_max_message_bytes);
     builder.SetMaxReceiveMessageSize(max_message);
     builder.SetMaxSendMessageSize(max_message);
+    AddKeepalive(builder);
     if (int age = absl::GetFlag(FLAGS_max_connection_age); age > 0) {
       builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_MS, age * 1000);
       builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_GRACE_MS, 30000);
@@ -432,6 +466,33 @@ class Daemon {
     SetServing(true);
     return std::nullopt;
   }
+
+  // HTTP/2 keepalive: the server pings every connection (calls open or not) and drops one whose
+  // peer stops answering, which cancels its calls (a WatchJob stream or a QuantizeTensor upload
+  // of a vanished client frees its thread and slot). Pings continue while no data flows
+  // (max_pings_without_data 0), e.g. on an idle watch stream.
+  static void AddKeepalive(grpc::ServerBuilder& b) {
+    const int time_s = absl::GetFlag(FLAGS_keepalive_time_seconds);
+    if (time_s > 0) {
+      b.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, time_s * 1000);
+      b.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS,
+                           std::max(1, absl::GetFlag(FLAGS_keepalive_timeout_seconds)) * 1000);
+      b.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+      b.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
+    }
+    b.AddChannelArgument(
+        GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS,
+        std::max(1, absl::GetFlag(FLAGS_keepalive_min_client_ping_seconds)) * 1000);
+  }
+
+  // A ServerBuilder option that removes every plugin (reflection) from its builder.
+  class NoPlugins : public grpc::ServerBuilderOption {
+   public:
+    void UpdateArguments(grpc::ChannelArguments*) override {}
+    void UpdatePlugins(std::vector<std::unique_ptr<grpc::ServerBuilderPlugin>>* plugins) override {
+      plugins->clear();
+    }
+  };
 
   Started ExposeMetrics() {
     if (const std::string ml = absl::GetFlag(FLAGS_metrics_listen); !ml.empty()) {
@@ -518,13 +579,21 @@ class Daemon {
   std::unique_ptr<TokenAuthenticator> auth_;
   std::shared_ptr<grpc::ServerCredentials> creds_;
   std::unique_ptr<QuantizerService> service_;
+  grpc::CallbackGenericService health_unimplemented_;  // the health port's other methods
   std::unique_ptr<grpc::Server> health_server_;
   std::unique_ptr<grpc::Server> server_;
   int grpc_port_ = 0, health_port_ = 0, metrics_port_ = 0;
 };
 
+// protobuf's own messages (e.g. about a malformed record) go to the log, escaped, in its format.
+void LogProtobufMessage(google::protobuf::LogLevel, const char* file, int line,
+                        const std::string& message) {
+  LogLine("protobuf: ", message, " (", file, ":", line, ")");
+}
+
 int Run(int argc, char** argv) {
   const std::vector<std::string> roots = ParseFlags(argc, argv);
+  google::protobuf::SetLogHandler(&LogProtobufMessage);
   if (absl::StatusOr<LogFormat> f = ParseLogFormat(absl::GetFlag(FLAGS_log_format)); f.ok()) {
     SetLogFormat(*f);
   } else {

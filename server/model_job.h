@@ -41,6 +41,8 @@ class ProgressSink {
   // Of bytes_in_total, the source bytes of the tensors that are quantized (the rest is copied).
   // Copies stream at disk speed and quantization costs far more, so the ETA follows these bytes.
   virtual void SetQuantizedBytesTotal(int64_t bytes) { (void)bytes; }
+  // A note for the job's result (Job.warnings), e.g. a copied tensor that holds NaN/Inf values.
+  virtual void Warn(absl::string_view message) { (void)message; }
 };
 
 // Everything a pipeline run needs. Pointers are owned by the caller and outlive the run.

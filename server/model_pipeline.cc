@@ -95,6 +95,7 @@ absl::StatusOr<pipeline::QuantizeModelOptions> OptionsFromRequest(
   ASSIGN_OR_RETURN(o.quantize, v1::FromProto(r.options()));
   o.selection.include.assign(r.include_patterns().begin(), r.include_patterns().end());
   o.selection.exclude.assign(r.exclude_patterns().begin(), r.exclude_patterns().end());
+  o.strict_finite = r.strict();
   return o;
 }
 
@@ -255,6 +256,7 @@ absl::StatusOr<std::vector<v1::OutputFile>> CheckpointPipeline::RunImpl(
   };
   ASSIGN_OR_RETURN(pipeline::QuantizeModelResult result,
                    pipeline::QuantizeModel(*input, *output, options, hooks));
+  for (const std::string& w : result.warnings) ctx.progress->Warn(w);
 
   std::vector<v1::OutputFile> outputs;
   if (!output->PublishesByRename()) {

@@ -11,6 +11,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "base/status_macros.h"
+#include "server/utf8_fields.h"
 
 namespace nvfp4::server {
 namespace {
@@ -75,8 +76,11 @@ int64_t ToInt(const std::string& s) {
 }
 
 absl::StatusOr<v1::Job> ParseJob(const std::string& bytes) {
+  // Rows written before names were escaped (server/utf8_fields.h) are read with theirs escaped.
   v1::Job job;
-  if (!job.ParseFromString(bytes)) return absl::DataLossError("malformed job record in the store");
+  if (!ParseRepairingUtf8(bytes, &job)) {
+    return absl::DataLossError("malformed job record in the store");
+  }
   return job;
 }
 
@@ -524,7 +528,7 @@ absl::StatusOr<std::vector<v1::TensorResult>> PostgresJobStore::TensorsAfter(
   std::vector<v1::TensorResult> out;
   for (const auto& row : rows.rows) {
     v1::TensorResult t;
-    if (!t.ParseFromString(row[1])) return absl::DataLossError("malformed tensor record");
+    if (!ParseRepairingUtf8(row[1], &t)) return absl::DataLossError("malformed tensor record");
     out.push_back(std::move(t));
     *last = ToInt(row[0]);
   }

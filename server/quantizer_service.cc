@@ -78,12 +78,32 @@ absl::Status QuantizerService::DoQuantizeTensor(
   }
   InflightGuard guard(&inflight_tensors_);
   const absl::Time t0 = absl::Now();
+  // A client that stops sending (or never sends) is cut off; its slot is freed.
+  const std::unique_ptr<StreamDeadlines::Watch> watch =
+      deadlines_.Add(context, options_.tensor_stream_idle_timeout,
+                     absl::DeadlineExceededError(absl::StrCat(
+                         "no QuantizeTensor message for ",
+                         absl::FormatDuration(options_.tensor_stream_idle_timeout),
+                         " while uploading (--tensor_stream_idle_timeout); the stream is closed")),
+                     options_.tensor_stream_deadline,
+                     absl::DeadlineExceededError(
+                         absl::StrCat("QuantizeTensor call open for longer than ",
+                                      absl::FormatDuration(options_.tensor_stream_deadline),
+                                      " (--tensor_stream_deadline); the stream is closed")));
+  auto cut_off = [&watch] {
+    absl::Status s = watch->expired();
+    return s.ok() ? absl::CancelledError("client cancelled") : s;
+  };
 
   // Validate the header, then reassemble the source bytes (server/tensor_request.h, fuzzed by
   // tests/fuzz/fuzz_tensor_request.cc). Memory grows with the bytes received, not the bytes a
   // header claims.
   v1::QuantizeTensorRequest msg;
-  if (!stream->Read(&msg)) return absl::InvalidArgumentError("empty QuantizeTensor stream");
+  if (!stream->Read(&msg)) {
+    if (context->IsCancelled()) return cut_off();
+    return absl::InvalidArgumentError("empty QuantizeTensor stream");
+  }
+  watch->Touch();
   RETURN_IF_ERROR(CheckTensorHeader(msg.header(), options_.limits));
   ASSIGN_OR_RETURN(const TensorRequest request,
                    ValidateTensorHeader(msg, options_.max_tensor_bytes));
@@ -92,10 +112,12 @@ absl::Status QuantizerService::DoQuantizeTensor(
   const nvfp4::QuantizeOptions* options = &request.options;
   SourceAssembler source(request);
   while (stream->Read(&msg)) {
-    if (context->IsCancelled()) return absl::CancelledError("client cancelled");
+    watch->Touch();
+    if (context->IsCancelled()) return cut_off();
     RETURN_IF_ERROR(source.Add(msg));
   }
-  if (context->IsCancelled()) return absl::CancelledError("client cancelled");
+  if (context->IsCancelled()) return cut_off();
+  watch->StopIdle();  // the overall deadline still bounds the device wait and the download
   RETURN_IF_ERROR(source.Finish());
   const int64_t bytes = request.bytes;
   if (metrics_ != nullptr) {
@@ -191,6 +213,14 @@ grpc::Status QuantizerService::WatchJob(grpc::ServerContext* context,
   if (absl::Status s = CheckJobId(request->job_id(), options_.limits); !s.ok()) {
     return ToGrpcStatus(s);
   }
+  // Each stream holds a server thread for as long as the job runs: bounded.
+  if (watch_streams_.fetch_add(1) >= options_.max_watch_streams) {
+    watch_streams_.fetch_sub(1);
+    return ToGrpcStatus(absl::ResourceExhaustedError(
+        absl::StrCat("too many WatchJob streams open (", options_.max_watch_streams,
+                     ", --max_watch_streams); retry later or poll GetJob")));
+  }
+  InflightGuard watching(&watch_streams_);
   absl::Duration heartbeat = options_.default_heartbeat;
   if (request->heartbeat_seconds() > 0) {
     heartbeat = absl::Seconds(std::clamp(request->heartbeat_seconds(), 1, 60));

@@ -12,6 +12,7 @@
 #include "server/job_manager.h"
 #include "server/metrics.h"
 #include "server/request_limits.h"
+#include "server/stream_deadlines.h"
 #include "storage/router.h"
 
 namespace nvfp4::server {
@@ -21,6 +22,13 @@ struct ServiceOptions {
   int64_t max_tensor_bytes = 4ll << 30;  // QuantizeTensor source size limit
   int max_inflight_tensors = 64;         // concurrent QuantizeTensor calls (admission)
   absl::Duration default_heartbeat = absl::Seconds(5);
+  // QuantizeTensor: a stream without a message for `tensor_stream_idle_timeout` while the client
+  // uploads, or open longer than `tensor_stream_deadline` in all, is cancelled with
+  // DEADLINE_EXCEEDED (server/stream_deadlines.h), freeing its in-flight slot. Zero: no bound.
+  absl::Duration tensor_stream_idle_timeout = absl::Seconds(30);
+  absl::Duration tensor_stream_deadline = absl::Minutes(30);
+  // Concurrent WatchJob streams (each holds a server thread); more get RESOURCE_EXHAUSTED.
+  int max_watch_streams = 256;
   // Bearer-token check of every call (null: no authentication). Not owned.
   TokenAuthenticator* auth = nullptr;
   // Bounds of every request field and of ListJobs pages (server/request_limits.h).
@@ -66,6 +74,8 @@ class QuantizerService final : public v1::Quantizer::Service {
   storage::StorageRouter* const store_;
   Metrics* const metrics_;
   std::atomic<int> inflight_tensors_{0};
+  std::atomic<int> watch_streams_{0};
+  StreamDeadlines deadlines_;
 };
 
 // Clamps a requested chunk size (0 = `fallback`) to [256 KiB, 4 MiB].

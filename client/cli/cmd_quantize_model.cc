@@ -18,6 +18,7 @@ void AddQuantizeModelCommand(CLI::App& root, SubcommandList& out) {
     std::vector<std::string> include, exclude;
     GptqFlags gptq;
     bool detach = false;
+    bool strict = false;
   };
   auto f = std::make_shared<Flags>();
   CLI::App* app = root.add_subcommand("quantize-model",
@@ -63,6 +64,7 @@ void AddQuantizeModelCommand(CLI::App& root, SubcommandList& out) {
   app->add_option("--request-id", f->request_id,
                   "Idempotency key: resubmitting with the same key returns the same job.");
   app->add_flag("--detach", f->detach, "Print the job and return without watching it.");
+  app->add_flag("--strict", f->strict, kStrictHelp);
   app->footer("Exit codes: 0 succeeded, 1 server error, 2 user error, 3 job failed or cancelled.");
   out.push_back({app, [f]() {
                    v1::QuantizeModelRequest r;
@@ -88,6 +90,7 @@ void AddQuantizeModelCommand(CLI::App& root, SubcommandList& out) {
                    for (const auto& p : f->exclude) r.add_exclude_patterns(p);
                    r.set_calibration_uri(f->calibration);
                    r.set_request_id(f->request_id);
+                   r.set_strict(f->strict);
                    auto client = ConnectRemote(f->remote);
                    if (!client.ok()) return ReportRemoteError(client.status());
                    auto job = (*client)->QuantizeModel(r);

@@ -109,6 +109,7 @@ struct LocalFlags {
   GptqFlags gptq;
   std::vector<std::string> include, exclude;
   bool json = false;
+  bool strict = false;
 };
 
 // The value of option `name` of `app` (whoever declared it), or `fallback` when not given.
@@ -413,6 +414,7 @@ absl::StatusOr<pipeline::QuantizeModelOptions> ModelOptionsFromFlags(
   o.selection.include = ListOption(app, "--include");
   o.selection.exclude = ListOption(app, "--exclude");
   o.selection.default_exclusions = !no_default_excludes;
+  o.strict_finite = FlagOption(app, "--strict");
   ASSIGN_OR_RETURN(o.max_shard_size, ParseByteSize(max_shard_size));
   return o;
 }
@@ -514,6 +516,9 @@ void AddQuantizeModelLocalCommand(CLI::App& root, SubcommandList& out) {
                     "Never quantize modules matching this pattern (repeatable; wins over "
                     "--include): a glob, or re:REGEX.")
         ->type_name("PAT");
+  }
+  if (!has("--strict")) {
+    app->add_flag("--strict", f->strict, kStrictHelp);
   }
   if (!has("--json")) {
     app->add_flag("--json", f->json,

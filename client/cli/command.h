@@ -29,6 +29,11 @@ void AddInspectCommand(CLI::App& root, SubcommandList& out);          // cmd_ins
 // it is built (NVFP4_BUILD_SERVICE); remote_stub.cc adds none.
 void AddRemoteCommands(CLI::App& root, SubcommandList& out);
 
+// quantize-model --strict (remote and --local).
+inline constexpr char kStrictHelp[] =
+    "Fail when a tensor copied unquantized (a norm, an embedding, an excluded layer) holds "
+    "NaN/Inf values, instead of copying it with a warning.";
+
 }  // namespace nvfp4::cli
 
 #endif  // NVFP4_CLIENT_CLI_COMMAND_H_

@@ -116,6 +116,7 @@ std::string JobLine(const v1::Job& job) {
   if (job.has_error() && !job.error().message().empty()) {
     absl::StrAppend(&line, "  error: ", job.error().message());
   }
+  for (const std::string& w : job.warnings()) absl::StrAppend(&line, "\n  warning: ", w);
   return line;
 }
 

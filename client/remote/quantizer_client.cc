@@ -213,8 +213,8 @@ absl::StatusOr<v1::Job> QuantizerClient::WatchJob(
     const std::string& job_id, const std::function<void(const v1::JobEvent&)>& on_event,
     int heartbeat_seconds, int reattach_attempts) {
   absl::Status last;
-  for (int attempt = 0; attempt <= reattach_attempts; ++attempt) {
-    if (attempt > 0) absl::SleepFor(absl::Milliseconds(200) * (1 << std::min(attempt, 5)));
+  int failed = 0;  // consecutive attempts that delivered no event
+  while (true) {
     grpc::ClientContext ctx;
     PrepareContext(&ctx);
     v1::WatchJobRequest req;
@@ -223,17 +223,27 @@ absl::StatusOr<v1::Job> QuantizerClient::WatchJob(
     auto reader = stub_->WatchJob(&ctx, req);
     v1::JobEvent event;
     std::optional<v1::Job> terminal;
+    bool delivered = false;
     while (reader->Read(&event)) {
+      delivered = true;
       if (on_event) on_event(event);
       if (event.type() == v1::EVENT_TYPE_TERMINAL) terminal = event.job();
     }
     last = FromGrpcStatus(reader->Finish());
     if (terminal.has_value()) return *terminal;
-    if (!last.ok() && !absl::IsUnavailable(last)) return last;
-    // OK without a terminal event or UNAVAILABLE (server restarting): re-attach.
+    // Re-attach: OK without a terminal event, UNAVAILABLE (a draining or restarting server, no
+    // connection) and CANCELLED (this client never cancels a watch: the server or the transport
+    // ended the call, e.g. calls cancelled at the end of a drain). Anything else is an answer.
+    if (!last.ok() && !absl::IsUnavailable(last) && !absl::IsCancelled(last)) return last;
     if (last.ok()) last = absl::UnavailableError("watch stream ended before the job finished");
+    failed = delivered ? 1 : failed + 1;
+    if (failed > reattach_attempts) break;
+    // 0.5 s, 1 s, 2 s, 4 s, then every 8 s: about a minute and a quarter with the default.
+    absl::SleepFor(absl::Milliseconds(500) * (1 << std::min(failed - 1, 4)));
   }
-  return last;
+  return absl::Status(
+      last.code(), absl::StrCat(last.message(), " (gave up re-attaching to job ", job_id, " after ",
+                                reattach_attempts, " attempts)"));
 }
 
 absl::Status QuantizerClient::ReadResult(

@@ -75,10 +75,13 @@ class QuantizerClient {
   absl::StatusOr<v1::ListJobsResponse> ListJobs(const v1::ListJobsRequest& request);
 
   // Streams events to `on_event` until the terminal event; returns the final job. A stream that
-  // breaks (server restart, network) is re-attached automatically up to `reattach_attempts` times.
+  // ends without the terminal event with OK, UNAVAILABLE (server draining or restarting, no
+  // connection) or CANCELLED (ended by the server or the transport) is re-attached with backoff
+  // (0.5 s doubling to 8 s); it gives up after `reattach_attempts` attempts in a row that
+  // delivered no event (the default waits about 75 s: a drain plus a restart).
   absl::StatusOr<v1::Job> WatchJob(const std::string& job_id,
                                    const std::function<void(const v1::JobEvent&)>& on_event,
-                                   int heartbeat_seconds = 0, int reattach_attempts = 5);
+                                   int heartbeat_seconds = 0, int reattach_attempts = 12);
 
   // Downloads output `name` of a job from `offset`, passing each chunk to `sink`.
   absl::Status ReadResult(

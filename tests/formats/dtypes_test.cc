@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <vector>
 
 #include "gmock/gmock.h"
@@ -54,6 +55,27 @@ TEST(DTypesTest, FloatToBf16RoundsToNearestEven) {
   // 1 + 3 * 2^-8 is halfway between 0x3F81 and 0x3F82: ties to even (0x3F82).
   EXPECT_EQ(FloatToBf16(1.01171875f), 0x3F82);
   EXPECT_TRUE(std::isnan(Bf16ToFloat(FloatToBf16(std::nanf("")))));
+}
+
+template <typename T>
+std::vector<uint8_t> LeBytes(const std::vector<T>& values) {
+  std::vector<uint8_t> out(values.size() * sizeof(T));
+  if (!out.empty()) std::memcpy(out.data(), values.data(), out.size());
+  return out;
+}
+
+TEST(DTypesTest, CountNonFiniteByDType) {
+  const float inf = std::numeric_limits<float>::infinity(), nan = std::nanf("");
+  EXPECT_EQ(CountNonFinite("F32", LeBytes<float>({1.0f, inf, -inf, nan, 3e38f, -0.0f})), 3);
+  EXPECT_EQ(CountNonFinite("F64", LeBytes<double>({1.0, std::nan(""), 1e308})), 1);
+  // bf16: +Inf 0x7F80, NaN 0xFFC1, max finite 0x7F7F; f16: -Inf 0xFC00, NaN 0x7E00, 65504 0x7BFF.
+  EXPECT_EQ(CountNonFinite("BF16", LeBytes<uint16_t>({0x7F80, 0xFFC1, 0x7F7F, 0x3F80})), 2);
+  EXPECT_EQ(CountNonFinite("F16", LeBytes<uint16_t>({0xFC00, 0x7E00, 0x7BFF})), 2);
+  // Not floating point (or no Inf): not scanned.
+  EXPECT_EQ(CountNonFinite("U8", std::vector<uint8_t>(8, 0xFF)), 0);
+  EXPECT_EQ(CountNonFinite("I32", LeBytes<int32_t>({0x7F800000})), 0);
+  EXPECT_EQ(CountNonFinite("F8_E4M3", std::vector<uint8_t>(4, 0x7F)), 0);
+  EXPECT_EQ(CountNonFinite("F32", std::vector<uint8_t>(3, 0xFF)), 0);  // a partial element
 }
 
 }  // namespace

@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "base/sha256.h"
+#include "base/str_util.h"
 #include "formats/dtypes.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -248,7 +249,11 @@ TEST_F(MalformedTest, TruncatedData) {
 TEST_F(MalformedTest, BadJson) {
   ExpectRejected(RawSafetensors(R"({"w":{"dtype":"F32",)", 0), {"invalid JSON"});
   ExpectRejected(RawSafetensors(R"({"w":1} junk)", 0), {"invalid JSON"});
-  ExpectRejected(RawSafetensors("{\"\xff\xfe\":{}}", 0), {"invalid JSON"});  // not UTF-8
+  // Not UTF-8: the string is named with its bytes escaped, and the message is valid UTF-8.
+  ExpectRejected(RawSafetensors("{\"w\xff\xfe.weight\":{}}", 0),
+                 {"not valid UTF-8: byte 3 in the string \"w\\xff\\xfe.weight\""});
+  EXPECT_TRUE(IsValidUtf8(
+      std::string(OpenBytes(RawSafetensors("{\"w\xff\xfe.weight\":{}}", 0)).message())));
 }
 
 TEST_F(MalformedTest, NonObjectJson) {

@@ -26,7 +26,6 @@ import http.client
 import http.server
 import json
 import os
-import random
 import shutil
 import signal
 import socket
@@ -40,7 +39,7 @@ import unittest
 import urllib.parse
 import urllib.request
 
-from harness import NVFP4CTL, NVFP4D, Server, ctl, write_safetensors
+from harness import NVFP4CTL, NVFP4D, Server, ctl, fast_bf16, write_safetensors
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PY_CLIENT = os.path.normpath(os.path.join(HERE, "..", "..", "client", "python"))
@@ -55,14 +54,6 @@ UNAVAILABLE = 14
 
 # ---------------------------------------------------------------------------------------------
 # Checkpoints (fast: no per-element Python loops)
-
-def fast_bf16(n, seed):
-    """n finite bf16 values in +-[2^-7, 2^-3), random signs and mantissas."""
-    data = bytearray(random.Random(seed).randbytes(2 * n))
-    # High byte: sign | 0x3C | one random exponent bit: biased exponents 120..123.
-    data[1::2] = bytes(data[1::2]).translate(bytes((b & 0x81) | 0x3C for b in range(256)))
-    return bytes(data)
-
 
 def llama_tensors(layers, hidden, inter, seed=0, extra=()):
     t = [("model.embed_tokens.weight", "BF16", [64, hidden], fast_bf16(64 * hidden, seed))]

@@ -25,6 +25,14 @@ def bf16_bytes(n, seed, scale=0.02):
     return bytes(out)
 
 
+def fast_bf16(n, seed):
+    """n finite bf16 values in +-[2^-7, 2^-3), random signs and mantissas."""
+    data = bytearray(random.Random(seed).randbytes(2 * n))
+    # High byte: sign | 0x3C | one random exponent bit: biased exponents 120..123.
+    data[1::2] = bytes(data[1::2]).translate(bytes((b & 0x81) | 0x3C for b in range(256)))
+    return bytes(data)
+
+
 def write_safetensors(path, tensors, metadata=None):
     """tensors: list of (name, dtype, shape, bytes)."""
     header = {}

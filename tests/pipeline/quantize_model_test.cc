@@ -11,6 +11,8 @@
 #include <map>
 #include <set>
 
+#include "base/sha256.h"
+#include "base/version.h"
 #include "formats/safetensors.h"
 #include "formats/sharded.h"
 #include "gmock/gmock.h"
@@ -19,7 +21,6 @@
 #include "pipeline/demo_model.h"
 #include "pipeline/nvfp4_checkpoint.h"
 #include "pipeline/selection.h"
-#include "base/sha256.h"
 #include "storage/directory.h"
 #include "tests/testing/files.h"
 #include "tests/testing/status_matchers.h"
@@ -154,7 +155,8 @@ TEST_F(PipelineTest, ModelOptEndToEnd) {
     EXPECT_EQ(ReadFile(fs::path(out) / f), ReadFile(fs::path(Tiny()) / f)) << f;
   }
   const auto hf = Json(fs::path(out) / "hf_quant_config.json");
-  EXPECT_EQ(hf["producer"]["name"], "modelopt");
+  EXPECT_EQ(hf["producer"]["name"], "modelopt");  // the format marker loaders test
+  EXPECT_EQ(hf["producer"]["version"], std::string("nvfp4-") + nvfp4::kVersion);
   EXPECT_EQ(hf["quantization"]["quant_algo"], "W4A16_NVFP4");
   EXPECT_TRUE(hf["quantization"]["kv_cache_quant_algo"].is_null());
   EXPECT_EQ(hf["quantization"]["group_size"], 16);
@@ -288,6 +290,51 @@ TEST_F(PipelineTest, ExcludedModulesAreByteIdentical) {
   auto ver = VerifyCheckpoint(**odir, **qdir);
   ASSERT_TRUE(ver.ok()) << ver.status();
   EXPECT_TRUE(ver->ok());
+}
+
+// Tiny1() copied to `dir` with model.norm.weight's element 3 set to +Inf and element 5 to NaN.
+std::string WithNonFiniteNorm(const std::string& src, const std::string& dir) {
+  fs::copy(src, dir, fs::copy_options::recursive);
+  auto r = formats::CheckpointReader::OpenLocal(dir);
+  EXPECT_TRUE(r.ok()) << r.status();
+  const formats::TensorInfo* norm = (*r)->Find("model.norm.weight")->info;
+  EXPECT_EQ(norm->dtype, "BF16");
+  const uint64_t offset = norm->offset;
+  r->reset();
+  std::fstream f(fs::path(dir) / "model.safetensors",
+                 std::ios::in | std::ios::out | std::ios::binary);
+  const char inf[2] = {'\x80', '\x7f'}, nan[2] = {'\xc0', '\x7f'};  // bf16, little-endian
+  f.seekp(static_cast<std::streamoff>(offset + 3 * 2));
+  f.write(inf, 2);
+  f.seekp(static_cast<std::streamoff>(offset + 5 * 2));
+  f.write(nan, 2);
+  return dir;
+}
+
+TEST_F(PipelineTest, NonFiniteValuesInACopiedTensorAreReported) {
+  const std::string in = WithNonFiniteNorm(Tiny1(), tmp_.Path("nan-in"));
+  QuantizeModelOptions o = FastOptions(Layout::kModelOpt);
+  o.copy_chunk_bytes = 9;  // several chunks (rounded to 8 bytes) for one tensor
+  auto res = QuantizeModelLocal(in, tmp_.Path("nan-out"), o);
+  ASSERT_TRUE(res.ok()) << res.status();
+  EXPECT_THAT(res->warnings,
+              ::testing::Contains(HasSubstr("tensor 'model.norm.weight' (BF16, copied "
+                                            "unquantized) holds 2 NaN/Inf values")));
+  // Copied as it is.
+  auto src = formats::CheckpointReader::OpenLocal(in);
+  auto out = formats::CheckpointReader::OpenLocal(tmp_.Path("nan-out"));
+  ASSERT_TRUE(src.ok() && out.ok());
+  EXPECT_EQ(*(*out)->ReadTensor("model.norm.weight"), *(*src)->ReadTensor("model.norm.weight"));
+  // The clean model has no such warning.
+  auto clean = QuantizeModelLocal(Tiny1(), tmp_.Path("clean-out"), o);
+  ASSERT_TRUE(clean.ok()) << clean.status();
+  for (const std::string& w : clean->warnings) EXPECT_THAT(w, ::testing::Not(HasSubstr("NaN")));
+
+  o.strict_finite = true;
+  EXPECT_THAT(QuantizeModelLocal(in, tmp_.Path("nan-strict"), o).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("tensor 'model.norm.weight' (BF16, copied unquantized) holds")));
+  EXPECT_FALSE(fs::exists(tmp_.Path("nan-strict")));
 }
 
 TEST_F(PipelineTest, DeterministicOutput) {

@@ -50,6 +50,42 @@ std::string JournalPath(const TempDir& d) { return d.Path(JobJournal::kFileName)
 
 int64_t FileSize(const std::string& p) { return static_cast<int64_t>(fs::file_size(p)); }
 
+// A record written with raw bytes in a string field (by an nvfp4d before names were escaped) is
+// refused by protobuf's parser: it is recovered with the bytes escaped, so a finished job keeps
+// its state instead of falling back to its RUNNING record and running again.
+TEST(JobJournalTest, RecordWithInvalidUtf8IsRecoveredNotSkipped) {
+  TempDir dir;
+  {
+    auto j = JobJournal::Open(dir.path());
+    ASSERT_TRUE(j.ok()) << j.status();
+    ASSERT_TRUE((*j)->Save(MakeJob("job-a", v1::JOB_STATE_RUNNING)).ok());
+    v1::Job done = MakeJob("job-a", v1::JOB_STATE_SUCCEEDED);
+    v1::OutputFile* f = done.add_outputs();
+    f->set_name("notes-\xff.txt");
+    f->set_size_bytes(7);
+    v1::Job failed = MakeJob("job-b", v1::JOB_STATE_FAILED);
+    failed.mutable_error()->set_message("model.safetensors: tensor 'w\xff\xfe.weight' is bad");
+    ASSERT_FALSE(failed.ParseFromString(failed.SerializeAsString()));  // what replay used to hit
+    ASSERT_TRUE((*j)->Save(done).ok());
+    ASSERT_TRUE((*j)->Save(failed).ok());
+  }
+  auto j = JobJournal::Open(dir.path());
+  ASSERT_TRUE(j.ok()) << j.status();
+  auto jobs = ById(**j);
+  ASSERT_EQ(jobs.size(), 2u);
+  EXPECT_EQ(jobs["job-a"].state(), v1::JOB_STATE_SUCCEEDED);
+  ASSERT_EQ(jobs["job-a"].outputs_size(), 1);
+  EXPECT_EQ(jobs["job-a"].outputs(0).name(), "notes-\\xff.txt");
+  EXPECT_EQ(jobs["job-a"].outputs(0).size_bytes(), 7);
+  EXPECT_EQ(jobs["job-a"].request().output_uri(), "file:///data/out-job-a");
+  EXPECT_EQ(jobs["job-b"].state(), v1::JOB_STATE_FAILED);
+  EXPECT_EQ(jobs["job-b"].error().message(),
+            "model.safetensors: tensor 'w\\xff\\xfe.weight' is bad");
+  // The compacted journal holds the escaped records: they parse as they are.
+  v1::Job reparsed;
+  EXPECT_TRUE(reparsed.ParseFromString(jobs["job-b"].SerializeAsString()));
+}
+
 TEST(JobJournalTest, AppendAndReplay) {
   TempDir dir;
   {

@@ -6,7 +6,10 @@
 #include "absl/synchronization/notification.h"
 #include "gtest/gtest.h"
 #include "kernels/backend.h"
+#include "pipeline/resume.h"
+#include "server/job_journal.h"
 #include "tests/server/fakes.h"
+#include "tests/testing/temp_dir.h"
 
 namespace nvfp4::server {
 namespace {
@@ -312,6 +315,59 @@ TEST_F(JobManagerTest, DrainRefusesNewJobsAndStopRequeuesRunning) {
   pipeline_.hold = false;
   auto m2 = Make(4);
   EXPECT_EQ(WaitTerminal(*m2, a->job_id()).state(), v1::JOB_STATE_SUCCEEDED);
+}
+
+// After a restart, an interrupted job reports the progress its run journaled (tensors_done,
+// bytes) while it waits and until the resumed run has caught up, instead of 0.
+TEST_F(JobManagerTest, RestoredJobReportsItsJournaledProgress) {
+  nvfp4::testing::TempDir dir;
+  {
+    auto journal = JobJournal::Open(dir.path());
+    ASSERT_TRUE(journal.ok()) << journal.status();
+    v1::Job job;
+    job.set_job_id("job-r");
+    job.set_kind("model");
+    job.set_state(v1::JOB_STATE_RUNNING);
+    *job.mutable_request() = Req("file:///r");
+    ASSERT_TRUE((*journal)->Save(job).ok());
+    auto unit = [](int64_t index, int modules) {
+      pipeline::JournaledUnit u;
+      u.plan = "plan-1";
+      u.unit = index;
+      u.name = absl::StrCat("unit", index);
+      u.bytes_in = 100;
+      u.bytes_out = 40;
+      u.modules.resize(static_cast<size_t>(modules));
+      return pipeline::EncodeJournaledUnit(u);
+    };
+    // A copied unit (1 tensor), a fused unit of 2 modules, unit 0 journaled again (a redone
+    // unit counts once), and a quantized unit of 1 module: 4 tensors, 300 bytes in.
+    for (const std::string& u : {unit(0, 0), unit(1, 2), unit(0, 0), unit(2, 1)}) {
+      ASSERT_TRUE((*journal)->AppendUnit("job-r", u).ok());
+    }
+  }  // the server stops
+  auto journal = JobJournal::Open(dir.path());
+  ASSERT_TRUE(journal.ok()) << journal.status();
+  pipeline_.hold = true;
+  JobManagerOptions o;
+  o.workers = 1;
+  JobManager m(o, &pipeline_, nullptr, devices_.get(), journal->get(), nullptr);
+  ASSERT_TRUE(m.Start().ok());
+  auto j = m.Get("job-r");
+  ASSERT_TRUE(j.ok()) << j.status();
+  EXPECT_EQ(j->progress().tensors_done(), 4);
+  EXPECT_EQ(j->progress().tensors_resumed(), 4);
+  EXPECT_EQ(j->progress().bytes_in(), 300);
+  EXPECT_EQ(j->progress().bytes_out(), 120);
+  // The run reports its own tensors (the fake pipeline: 3); the journaled count is a floor.
+  for (int i = 0; i < 200 && m.running() == 0; ++i) absl::SleepFor(absl::Milliseconds(5));
+  absl::SleepFor(absl::Milliseconds(100));
+  EXPECT_EQ(m.Get("job-r")->progress().tensors_done(), 4);
+  pipeline_.hold = false;
+  const v1::Job done = WaitTerminal(m, "job-r");
+  EXPECT_EQ(done.state(), v1::JOB_STATE_SUCCEEDED);
+  EXPECT_EQ(done.progress().tensors_done(), 4);
+  m.Stop();
 }
 
 }  // namespace

@@ -45,7 +45,7 @@ class ServiceTest : public ::testing::Test {
     jo.queue_capacity = capacity;
     jobs_ = std::make_unique<JobManager>(jo, &pipeline_, nullptr, devices_.get(), &store_, nullptr);
     ASSERT_TRUE(jobs_->Start().ok());
-    ServiceOptions so;
+    ServiceOptions so = options_;
     so.max_tensor_bytes = max_tensor_bytes;
     so.chunk_bytes = 256 << 10;
     service_ =
@@ -66,6 +66,7 @@ class ServiceTest : public ::testing::Test {
     client_ = *std::move(c);
   }
 
+  ServiceOptions options_;  // Start()'s service options (limits set by Start aside)
   FakePipeline pipeline_;
   MemoryJobStore store_;
   std::unique_ptr<DevicePool> devices_;
@@ -132,6 +133,31 @@ TEST_F(ServiceTest, QuantizeTensorGptqSendsTheGram) {
   EXPECT_NE(missing.status().message().find("mlp.up_proj.weight"), std::string::npos);
   EXPECT_NE(missing.status().message().find("method gptq needs the input Gram"),
             std::string::npos);
+}
+
+// A stream that sends a header and then nothing is cut off with DEADLINE_EXCEEDED naming the flag
+// (server/stream_deadlines.h), although the sync handler was blocked in Read().
+TEST_F(ServiceTest, IdleTensorStreamIsCutOff) {
+  TearDown();
+  options_.tensor_stream_idle_timeout = absl::Milliseconds(300);
+  Start(/*capacity=*/4, /*max_tensor_bytes=*/64 << 20);
+  grpc::ClientContext ctx;
+  auto stream = client_->stub()->QuantizeTensor(&ctx);
+  v1::QuantizeTensorRequest header;
+  header.mutable_header()->set_name("idle.weight");
+  header.mutable_header()->set_dtype(v1::DTYPE_BF16);
+  header.mutable_header()->add_shape(16);
+  header.mutable_header()->add_shape(64);
+  const absl::Time t0 = absl::Now();
+  ASSERT_TRUE(stream->Write(header));
+  v1::QuantizeTensorResponse response;
+  EXPECT_FALSE(stream->Read(&response));
+  const grpc::Status s = stream->Finish();
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED) << s.error_message();
+  EXPECT_NE(s.error_message().find("--tensor_stream_idle_timeout"), std::string::npos)
+      << s.error_message();
+  EXPECT_GE(absl::Now() - t0, absl::Milliseconds(250));
+  EXPECT_LT(absl::Now() - t0, absl::Seconds(10));
 }
 
 TEST_F(ServiceTest, BadTensorIsInvalidArgumentNamingTensor) {

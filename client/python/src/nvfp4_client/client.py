@@ -404,7 +404,8 @@ class Client:
               heartbeat_seconds: int = 0) -> "pb.Job":
         """Streams the job's events (snapshot, progress, heartbeats, terminal) to
         `on_event(event)` and its progress to `on_progress(Progress)`, and returns the final
-        Job. A stream that breaks (UNAVAILABLE: server restart, network) or ends before the job
+        Job. A stream that breaks (UNAVAILABLE: server draining or restarting, network;
+        CANCELLED: the call was ended by the server or the transport) or ends before the job
         did is re-attached with the backoff of the retry policy: up to `reattach_attempts`
         (default: the policy's max_attempts - 1) times in a row; the count restarts whenever an
         event arrives, so a long job survives any number of server restarts. Jobs are durable:
@@ -431,7 +432,10 @@ class Client:
                         on_progress(Progress.of(job))
                     return job
             except grpc.RpcError as e:
-                if e.code() not in self.retry.codes or failures >= budget:
+                # CANCELLED too: this client never cancels a watch, so the server or the
+                # transport ended it (e.g. the calls cancelled at the end of a drain).
+                reattach = e.code() in self.retry.codes or e.code() == grpc.StatusCode.CANCELLED
+                if not reattach or failures >= budget:
                     raise
             failures += 1
             if on_progress is not None:
