@@ -8,6 +8,7 @@
 
 #include <atomic>
 #include <cstdlib>
+#include <functional>
 #include <random>
 #include <set>
 #include <thread>
@@ -436,6 +437,16 @@ TEST_F(SharedJobManagerTest, StopHandsARunningJobToAnotherReplicaWhichFinishesIt
 // The takeover race: A stalls past its lease (its keeper renews only every 30 s), B claims the job
 // and runs it; when A's run then reaches its publish, the lease check stops it: A neither publishes
 // nor records an outcome over B's, and B finishes the job.
+// True once `done` holds, polled every 20 ms; false after `timeout`.
+bool Eventually(const std::function<bool()>& done, absl::Duration timeout) {
+  const absl::Time deadline = absl::Now() + timeout;
+  while (!done()) {
+    if (absl::Now() >= deadline) return false;
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  return true;
+}
+
 TEST_F(SharedJobManagerTest, AReplicaThatLostItsLeaseDoesNotPublishOverTheNewOwner) {
   auto sa = Replica("a");
   auto sb = Replica("b");
@@ -448,35 +459,22 @@ TEST_F(SharedJobManagerTest, AReplicaThatLostItsLeaseDoesNotPublishOverTheNewOwn
   req.set_output_uri("file:///out");
   auto job = a->Submit(req);
   ASSERT_TRUE(job.ok()) << job.status();
-  absl::Time deadline = absl::Now() + absl::Seconds(10);
-  while (pa.runs.load() == 0) {
-    ASSERT_LT(absl::Now(), deadline);
-    absl::SleepFor(absl::Milliseconds(20));
-  }
+  ASSERT_TRUE(Eventually([&] { return pa.runs.load() > 0; }, absl::Seconds(10)));
   auto b = Manager(sb.get(), &pb);  // claims the job once A's 2 s lease expired
-  deadline = absl::Now() + absl::Seconds(15);
-  while (pb.runs.load() == 0) {
-    ASSERT_LT(absl::Now(), deadline) << "B never claimed the job whose lease expired";
-    absl::SleepFor(absl::Milliseconds(20));
-  }
+  ASSERT_TRUE(Eventually([&] { return pb.runs.load() > 0; }, absl::Seconds(15)))
+      << "B never claimed the job whose lease expired";
   EXPECT_EQ(sa->Get(job->job_id())->owner, "b");
   pa.hold = false;  // A wakes up and reaches its publish
-  deadline = absl::Now() + absl::Seconds(15);
-  while (pa.returned.load() == 0) {
-    ASSERT_LT(absl::Now(), deadline);
-    absl::SleepFor(absl::Milliseconds(20));
-  }
+  ASSERT_TRUE(Eventually([&] { return pa.returned.load() > 0; }, absl::Seconds(15)));
   EXPECT_EQ(pa.published.load(), 0) << "A published the output of a job B owns";
   auto stored = sa->Get(job->job_id());
   ASSERT_TRUE(stored.ok());
   EXPECT_EQ(stored->job.state(), v1::JOB_STATE_RUNNING);
   EXPECT_EQ(stored->owner, "b");
   pb.hold = false;
-  deadline = absl::Now() + absl::Seconds(15);
-  while (sa->Get(job->job_id())->job.state() != v1::JOB_STATE_SUCCEEDED) {
-    ASSERT_LT(absl::Now(), deadline);
-    absl::SleepFor(absl::Milliseconds(50));
-  }
+  ASSERT_TRUE(Eventually(
+      [&] { return sa->Get(job->job_id())->job.state() == v1::JOB_STATE_SUCCEEDED; },
+      absl::Seconds(15)));
   EXPECT_EQ(pb.published.load(), 1);
   EXPECT_EQ(pa.published.load(), 0);
 }
