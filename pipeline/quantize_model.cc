@@ -489,9 +489,10 @@ class ModelRun {
 
   // The files an earlier attempt finished and handed over to the object store
   // (storage::OutputDirectory::HandOver), trusted when they were written under this plan and every
-  // unit with a tensor in them is journaled: they are neither written nor read again.
+  // unit with a tensor in them is journaled: they are neither written nor read again. The others
+  // are dropped (so that Commit() cannot publish a file of another plan).
   absl::Status TrustHandedOverFiles() {
-    if (journaled_.empty()) return absl::OkStatus();
+    if (!output_.HandsOver()) return absl::OkStatus();
     ASSIGN_OR_RETURN(std::vector<storage::HandedOverFile> handed, output_.HandedOver());
     if (handed.empty()) return absl::OkStatus();
     std::set<int64_t> journaled_units;
@@ -502,7 +503,7 @@ class ModelRun {
         unit_of_spec[k] = i;
       }
     }
-    for (storage::HandedOverFile& f : handed) {
+    for (const storage::HandedOverFile& f : handed) {
       if (f.tag != fingerprint_) continue;
       auto it = std::find(op_.shard_files.begin(), op_.shard_files.end(), f.name);
       if (it == op_.shard_files.end()) continue;
@@ -512,7 +513,10 @@ class ModelRun {
       for (size_t k : op_.shard_specs[file]) {
         all = all && journaled_units.count(static_cast<int64_t>(unit_of_spec[k])) > 0;
       }
-      if (all) handed_[f.name] = std::move(f);
+      if (all) handed_[f.name] = f;
+    }
+    for (const storage::HandedOverFile& f : handed) {
+      if (!handed_.count(f.name)) RETURN_IF_ERROR(output_.DropHandedOver(f.name));
     }
     return absl::OkStatus();
   }

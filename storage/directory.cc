@@ -572,6 +572,16 @@ absl::Status OutputDirectory::HandOver(const std::string& /*name*/, const std::s
   return absl::OkStatus();
 }
 
+absl::Status OutputDirectory::DropHandedOver(const std::string& /*name*/) {
+  return absl::OkStatus();
+}
+
+absl::Status StagedOutputDirectory::DropHandedOver(const std::string& name) {
+  if (!HandsOver()) return absl::OkStatus();
+  RETURN_IF_ERROR(store_->Delete(JoinUri(StagingPrefix(), name + kHandOverRecordSuffix)));
+  return store_->Delete(JoinUri(StagingPrefix(), name));
+}
+
 absl::StatusOr<std::vector<HandedOverFile>> StagedOutputDirectory::HandedOver() {
   std::vector<HandedOverFile> out;
   if (!HandsOver()) return out;

@@ -150,6 +150,9 @@ class OutputDirectory {
   virtual absl::Status HandOver(const std::string& name, const std::string& tag);
   // True when HandOver() moves files off local disk (so a run should finish files early).
   virtual bool HandsOver() const { return false; }
+  // Forgets a handed-over file (its record first, then the file): Commit() will not publish it.
+  // For files an earlier attempt handed over that the run does not trust (another plan).
+  virtual absl::Status DropHandedOver(const std::string& name);
   // The files handed over so far (after Begin(); earlier attempts' included), each with a complete
   // record. Empty by default.
   virtual absl::StatusOr<std::vector<HandedOverFile>> HandedOver();
@@ -202,6 +205,7 @@ class StagedOutputDirectory : public OutputDirectory {
   absl::Status HandOver(const std::string& name, const std::string& tag) override;
   absl::StatusOr<std::vector<HandedOverFile>> HandedOver() override;
   bool HandsOver() const override { return !local_.has_value() && !resume_key_.empty(); }
+  absl::Status DropHandedOver(const std::string& name) override;
 
   // The files uploaded by Commit (with size and sha256), in upload order; empty for local targets.
   const std::vector<PublishedFile>& published() const { return published_; }

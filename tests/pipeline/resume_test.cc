@@ -389,6 +389,44 @@ TEST_F(ResumeTest, AnotherProcessResumesAnObjectStoreOutputFromItsHandedOverFile
   EXPECT_LT(peak, ref_bytes / 2) << "peak " << peak << " of " << ref_bytes;
 }
 
+// Files handed over under another plan (here: another shard size, so other file names) are
+// dropped, never published with the new plan's files.
+TEST_F(ResumeTest, HandedOverFilesOfAnotherPlanAreNotPublished) {
+  QuantizeModelOptions o = Options();
+  o.max_shard_size = 100'000;
+  storage::MemoryObjectStore store;
+  storage::StagedOutputDirectory::Options options;
+  options.scratch_root = tmp_.Path("work");
+  const std::string uri = "s3://bucket/out";
+  MemoryResumeJournal journal;
+  {
+    auto out = storage::StagedOutputDirectory::Open(&store, uri, options);
+    ASSERT_TRUE(out.ok()) << out.status();
+    CountingBackend backend;
+    std::vector<TensorProgress> p;
+    ASSERT_THAT(RunInto(o, **out, &journal, &backend, 10, &p),
+                StatusIs(absl::StatusCode::kCancelled));
+  }
+  ASSERT_GT(store.object_count(), 0u);  // handed-over files of the first plan
+  o.max_shard_size = 300'000;
+  Reference(o, tmp_.Path("ref"));
+  auto out = storage::StagedOutputDirectory::Open(&store, uri, options);
+  ASSERT_TRUE(out.ok()) << out.status();
+  CountingBackend backend;
+  std::vector<TensorProgress> p;
+  ResumeInfo info;
+  auto r = RunInto(o, **out, &journal, &backend, -1, &p, &info);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_TRUE(info.started_over);
+  const auto ref = DirectorySnapshot(tmp_.Path("ref"));
+  EXPECT_EQ(store.object_count(), ref.size());
+  for (const auto& [name, bytes] : ref) {
+    auto got = store.ReadAll(storage::JoinUri(uri, name));
+    ASSERT_TRUE(got.ok()) << name << ": " << got.status();
+    EXPECT_TRUE(*got == bytes) << name << " differs";
+  }
+}
+
 TEST_F(ResumeTest, DiscardRemovesTheHandedOverFilesToo) {
   QuantizeModelOptions o = Options();
   o.max_shard_size = 100'000;
