@@ -49,6 +49,18 @@ void ExpectSameFiles(const fs::path& want, const fs::path& got) {
   for (const auto& [name, bytes] : a) EXPECT_TRUE(bytes == b.at(name)) << name << " differs";
 }
 
+// The store holds exactly the files of local directory `want` under `uri`, byte for byte.
+void ExpectStoreHolds(storage::MemoryObjectStore& store, const std::string& uri,
+                      const std::string& want) {
+  const auto ref = DirectorySnapshot(want);
+  EXPECT_EQ(store.object_count(), ref.size());
+  for (const auto& [name, bytes] : ref) {
+    auto got = store.ReadAll(storage::JoinUri(uri, name));
+    ASSERT_TRUE(got.ok()) << name << ": " << got.status();
+    EXPECT_TRUE(*got == bytes) << name << " differs";
+  }
+}
+
 // The CPU backend, recording the tensors it quantizes.
 class CountingBackend : public QuantizerBackend {
  public:
@@ -288,13 +300,7 @@ TEST_F(ResumeTest, ObjectStoreOutputResumesFromItsScratchStaging) {
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_GE(info.units_kept, 6);
   EXPECT_EQ(info.units_rejected, 0);
-  const auto ref = DirectorySnapshot(tmp_.Path("ref"));
-  EXPECT_EQ(store.object_count(), ref.size());
-  for (const auto& [name, bytes] : ref) {
-    auto got = store.ReadAll(storage::JoinUri(uri, name));
-    ASSERT_TRUE(got.ok()) << name << ": " << got.status();
-    EXPECT_TRUE(*got == bytes) << name << " differs";
-  }
+  ExpectStoreHolds(store, uri, tmp_.Path("ref"));
   EXPECT_FALSE(fs::exists(fs::path(scratch) / "job-1"));  // removed once uploaded
 }
 
@@ -374,12 +380,7 @@ TEST_F(ResumeTest, AnotherProcessResumesAnObjectStoreOutputFromItsHandedOverFile
   for (const std::string& w : backend.quantized()) EXPECT_FALSE(kept_weights.count(w)) << w;
   // The same bytes as an uninterrupted run; the handed-over files copied in place, the staging
   // prefix and the local scratch removed.
-  EXPECT_EQ(store.object_count(), ref.size());
-  for (const auto& [name, bytes] : ref) {
-    auto got = store.ReadAll(storage::JoinUri(uri, name));
-    ASSERT_TRUE(got.ok()) << name << ": " << got.status();
-    EXPECT_TRUE(*got == bytes) << name << " differs";
-  }
+  ExpectStoreHolds(store, uri, tmp_.Path("ref"));
   EXPECT_FALSE(fs::exists(fs::path(scratch_b) / "job-1"));
   // Local disk held about two files at a time (plus a block of header in each file not yet
   // begun: they are created sparse), never the whole output.
@@ -418,13 +419,7 @@ TEST_F(ResumeTest, HandedOverFilesOfAnotherPlanAreNotPublished) {
   auto r = RunInto(o, **out, &journal, &backend, -1, &p, &info);
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_TRUE(info.started_over);
-  const auto ref = DirectorySnapshot(tmp_.Path("ref"));
-  EXPECT_EQ(store.object_count(), ref.size());
-  for (const auto& [name, bytes] : ref) {
-    auto got = store.ReadAll(storage::JoinUri(uri, name));
-    ASSERT_TRUE(got.ok()) << name << ": " << got.status();
-    EXPECT_TRUE(*got == bytes) << name << " differs";
-  }
+  ExpectStoreHolds(store, uri, tmp_.Path("ref"));
 }
 
 TEST_F(ResumeTest, DiscardRemovesTheHandedOverFilesToo) {
