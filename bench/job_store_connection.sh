@@ -16,7 +16,7 @@ for d in /usr/lib/postgresql/*/bin; do [[ -x "$d/pgbench" ]] && pgbin=$d; done
 dir=$(mktemp -d)
 pid=
 cleanup() {
-  [[ -n "$pid" ]] && kill "$pid" 2>/dev/null || true
+  if [[ -n "$pid" ]]; then kill "$pid" 2>/dev/null || true; fi
   rm -rf "$dir"
 }
 trap cleanup EXIT
