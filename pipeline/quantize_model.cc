@@ -590,8 +590,8 @@ class ModelRun {
       std::erase_if(here.tensors, [&](const JournaledTensor& t) {
         return !writer.Wants(t.name) && handed_.count(t.file) > 0;
       });
-      const std::string why =
-          VerifyJournaledUnit(here, std::move(expected), writer, buf, &result_.resume.bytes_verified);
+      const std::string why = VerifyJournaledUnit(here, std::move(expected), writer, buf,
+                                                  &result_.resume.bytes_verified);
       if (!why.empty()) {
         ++result_.resume.units_rejected;
         result_.warnings.push_back(StrCat("resume: computing '", r->name, "' again: ", why));

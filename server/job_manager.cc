@@ -967,10 +967,9 @@ absl::Status JobManager::ConfirmLease(Record* rec) {
             ": its lease could not be confirmed before publishing (", std::string(why.message()),
             ")");
   }
-  return absl::FailedPreconditionError(
-      absl::StrCat("job ", id, ": the lease of replica ", shared_->replica_id(),
-                   " could not be confirmed (", why.message(),
-                   "); the output and its staging are left to the job's owner"));
+  return absl::FailedPreconditionError(absl::StrCat(
+      "job ", id, ": the lease of replica ", shared_->replica_id(), " could not be confirmed (",
+      why.message(), "); the output and its staging are left to the job's owner"));
 }
 
 void JobManager::KeeperLoop() {

@@ -309,8 +309,7 @@ absl::StatusOr<std::vector<v1::OutputFile>> CheckpointPipeline::RunImpl(
 
 }  // namespace
 
-std::unique_ptr<ModelPipeline> MakeCheckpointPipeline(std::string scratch_dir,
-                                                      std::string work_dir,
+std::unique_ptr<ModelPipeline> MakeCheckpointPipeline(std::string scratch_dir, std::string work_dir,
                                                       uint64_t max_shard_size) {
   return std::make_unique<CheckpointPipeline>(std::move(scratch_dir), std::move(work_dir),
                                               max_shard_size);

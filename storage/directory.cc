@@ -548,7 +548,8 @@ absl::Status StagedOutputDirectory::HandOver(const std::string& name, const std:
   if (staging_.empty()) return absl::FailedPreconditionError("HandOver() before Begin()");
   for (char c : tag) {
     if (!absl::ascii_isalnum(static_cast<unsigned char>(c))) {
-      return absl::InvalidArgumentError(StrCat("hand-over tag '", tag, "': letters and digits only"));
+      return absl::InvalidArgumentError(
+          StrCat("hand-over tag '", tag, "': letters and digits only"));
     }
   }
   const fs::path from = fs::path(staging_) / name;

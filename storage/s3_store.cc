@@ -512,9 +512,9 @@ absl::Status S3ObjectStore::Copy(absl::string_view from, absl::string_view to) {
   ASSIGN_OR_RETURN(int64_t size, Size(from));
   if (size > (5ll << 30)) return ObjectStore::Copy(from, to);
   auto r = MakeRequest("copy", "PUT", dst.bucket, dst.path);
-  r.headers.push_back(absl::StrCat("x-amz-copy-source: ",
-                                   AwsUriEncode(absl::StrCat("/", src.bucket, "/", src.path),
-                                                /*keep_slash=*/true)));
+  r.headers.push_back(
+      absl::StrCat("x-amz-copy-source: ", AwsUriEncode(absl::StrCat("/", src.bucket, "/", src.path),
+                                                       /*keep_slash=*/true)));
   r.content_type = "application/octet-stream";
   ASSIGN_OR_RETURN(Response resp, Send(r));
   // S3 may report a failure inside a 200 response.

@@ -472,9 +472,9 @@ TEST_F(SharedJobManagerTest, AReplicaThatLostItsLeaseDoesNotPublishOverTheNewOwn
   EXPECT_EQ(stored->job.state(), v1::JOB_STATE_RUNNING);
   EXPECT_EQ(stored->owner, "b");
   pb.hold = false;
-  ASSERT_TRUE(Eventually(
-      [&] { return sa->Get(job->job_id())->job.state() == v1::JOB_STATE_SUCCEEDED; },
-      absl::Seconds(15)));
+  ASSERT_TRUE(
+      Eventually([&] { return sa->Get(job->job_id())->job.state() == v1::JOB_STATE_SUCCEEDED; },
+                 absl::Seconds(15)));
   EXPECT_EQ(pb.published.load(), 1);
   EXPECT_EQ(pa.published.load(), 0);
 }
