@@ -732,6 +732,19 @@ absl::Status SafetensorsWriter::Write(std::string_view name, std::span<const uin
   return status;
 }
 
+bool SafetensorsWriter::AllWritten() {
+  std::lock_guard<std::mutex> lock(mu_);
+  for (const Slot& s : slots_) {
+    if (s.done != s.size) return false;
+  }
+  return true;
+}
+
+bool SafetensorsWriter::finished() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return finished_;
+}
+
 absl::Status SafetensorsWriter::Finish() {
   std::lock_guard<std::mutex> lock(mu_);
   if (finished_) return absl::FailedPreconditionError(StrCat(path_, ": Finish() twice"));

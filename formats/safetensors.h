@@ -201,6 +201,10 @@ class SafetensorsWriter {
   absl::Status AppendTensorData(std::string_view name, std::span<const uint8_t> chunk);
   // Completes the file. FAILED_PRECONDITION names the first tensor with missing bytes.
   absl::Status Finish();
+  // True when every tensor's bytes are on disk (Finish() would succeed but for I/O errors).
+  bool AllWritten();
+  // True after a successful Finish().
+  bool finished();
   // Lowercase hex sha256 of the finished file (Options::sha256); empty otherwise.
   const std::string& sha256() const { return sha256_; }
 

@@ -59,8 +59,20 @@ absl::Status ShardSubsetWriter::MarkWritten(const std::string& name) {
   return writers_[file_of_.at(name)]->MarkWritten(name);
 }
 
+absl::StatusOr<std::vector<std::string>> ShardSubsetWriter::FinishCompleteFiles() {
+  std::vector<std::string> done;
+  for (size_t i = 0; i < writers_.size(); ++i) {
+    if (writers_[i]->finished() || !writers_[i]->AllWritten()) continue;
+    RETURN_IF_ERROR(writers_[i]->Finish());
+    done.push_back(files_[i]);
+  }
+  return done;
+}
+
 absl::Status ShardSubsetWriter::Finish() {
-  for (auto& w : writers_) RETURN_IF_ERROR(w->Finish());
+  for (auto& w : writers_) {
+    if (!w->finished()) RETURN_IF_ERROR(w->Finish());
+  }
   return absl::OkStatus();
 }
 

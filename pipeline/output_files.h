@@ -57,6 +57,9 @@ class ShardSubsetWriter {
   absl::StatusOr<TensorPlacement> Locate(const std::string& name) const;
   // SafetensorsWriter::MarkWritten: the tensor's verified bytes are already in a reused file.
   absl::Status MarkWritten(const std::string& name);
+  // Finishes (and renames) every file whose tensors are all written and that is not finished yet;
+  // returns their names, in file order. Finish() then finishes the others.
+  absl::StatusOr<std::vector<std::string>> FinishCompleteFiles();
   absl::Status Finish();
 
   const std::vector<std::string>& shard_files() const { return files_; }

@@ -365,6 +365,7 @@ class ModelRun {
     RETURN_IF_ERROR(LoadJournal());
     RETURN_IF_ERROR(OpenOutputFiles());
     RETURN_IF_ERROR(KeepJournaledUnits());
+    RETURN_IF_ERROR(HandOverFinishedFiles());
     RETURN_IF_ERROR(Stream());
     return Finalize();
   }
@@ -467,9 +468,11 @@ class ModelRun {
     } else {
       journaled_ = std::move(loaded);
     }
+    RETURN_IF_ERROR(TrustHandedOverFiles());
     std::set<std::string> keep;
     if (!journaled_.empty()) {
       for (int f : files_) {
+        if (handed_.count(op_.shard_files[f])) continue;  // in the object store, not here
         keep.insert(op_.shard_files[f]);
         keep.insert(op_.shard_files[f] + ".tmp");
       }
@@ -484,12 +487,51 @@ class ModelRun {
     return absl::OkStatus();
   }
 
+  // The files an earlier attempt finished and handed over to the object store
+  // (storage::OutputDirectory::HandOver), trusted when they were written under this plan and every
+  // unit with a tensor in them is journaled: they are neither written nor read again. The others
+  // are dropped (so that Commit() cannot publish a file of another plan).
+  absl::Status TrustHandedOverFiles() {
+    if (!output_.HandsOver()) return absl::OkStatus();
+    ASSIGN_OR_RETURN(std::vector<storage::HandedOverFile> handed, output_.HandedOver());
+    if (handed.empty()) return absl::OkStatus();
+    std::set<int64_t> journaled_units;
+    for (const JournaledUnit& r : journaled_) journaled_units.insert(r.unit);
+    std::vector<size_t> unit_of_spec(op_.specs.size());
+    for (size_t i = 0; i + 1 < op_.unit_first_spec.size(); ++i) {
+      for (size_t k = op_.unit_first_spec[i]; k < op_.unit_first_spec[i + 1]; ++k) {
+        unit_of_spec[k] = i;
+      }
+    }
+    for (const storage::HandedOverFile& f : handed) {
+      if (f.tag != fingerprint_) continue;
+      auto it = std::find(op_.shard_files.begin(), op_.shard_files.end(), f.name);
+      if (it == op_.shard_files.end()) continue;
+      const size_t file = static_cast<size_t>(it - op_.shard_files.begin());
+      if (std::find(files_.begin(), files_.end(), static_cast<int>(file)) == files_.end()) continue;
+      bool all = true;
+      for (size_t k : op_.shard_specs[file]) {
+        all = all && journaled_units.count(static_cast<int64_t>(unit_of_spec[k])) > 0;
+      }
+      if (all) handed_[f.name] = f;
+    }
+    for (const storage::HandedOverFile& f : handed) {
+      if (!handed_.count(f.name)) RETURN_IF_ERROR(output_.DropHandedOver(f.name));
+    }
+    return absl::OkStatus();
+  }
+
   // Durable runs write through the subset writer (all files, the same bytes as the checkpoint
-  // writer), whose partial files can be reopened and verified.
+  // writer), whose partial files can be reopened and verified; files handed over by an earlier
+  // attempt are not written again.
   absl::Status OpenOutputFiles() {
     OutputFiles::Options o;
     o.checkpoint_writer = !subset_ && journal_ == nullptr;
-    if (!o.checkpoint_writer) o.files = files_;
+    if (!o.checkpoint_writer) {
+      for (int f : files_) {
+        if (!handed_.count(op_.shard_files[f])) o.files.push_back(f);
+      }
+    }
     o.reuse_partial = journal_ != nullptr;
     o.sync = options_.sync;
     o.sha256 = options_.sha256_outputs;
@@ -543,18 +585,34 @@ class ModelRun {
       for (size_t k = op_.unit_first_spec[i]; k < op_.unit_first_spec[i + 1]; ++k) {
         if (writer.Wants(op_.specs[k].name)) expected.push_back(op_.specs[k].name);
       }
-      const std::string why =
-          VerifyJournaledUnit(*r, std::move(expected), writer, buf, &result_.resume.bytes_verified);
+      // Tensors in handed-over files are trusted with their file; the others are verified here.
+      JournaledUnit here = *r;
+      std::erase_if(here.tensors, [&](const JournaledTensor& t) {
+        return !writer.Wants(t.name) && handed_.count(t.file) > 0;
+      });
+      const std::string why = VerifyJournaledUnit(here, std::move(expected), writer, buf,
+                                                  &result_.resume.bytes_verified);
       if (!why.empty()) {
         ++result_.resume.units_rejected;
         result_.warnings.push_back(StrCat("resume: computing '", r->name, "' again: ", why));
         continue;
       }
-      for (const JournaledTensor& t : r->tensors) RETURN_IF_ERROR(writer.MarkWritten(t.name));
+      for (const JournaledTensor& t : here.tensors) RETURN_IF_ERROR(writer.MarkWritten(t.name));
       unit_kept_[i] = true;
       kept[i] = r;
     }
     return kept;
+  }
+
+  // Durable runs: finishes the files whose tensors are all written and hands them to the output
+  // directory (an object store output uploads them to its staging prefix and frees the local disk).
+  absl::Status HandOverFinishedFiles() {
+    if (journal_ == nullptr || out_->subset() == nullptr || !output_.HandsOver()) {
+      return absl::OkStatus();
+    }
+    ASSIGN_OR_RETURN(std::vector<std::string> finished, out_->subset()->FinishCompleteFiles());
+    for (const std::string& name : finished) RETURN_IF_ERROR(output_.HandOver(name, fingerprint_));
+    return absl::OkStatus();
   }
 
   // ---- read, quantize, write ----
@@ -690,6 +748,10 @@ class ModelRun {
         continue;
       }
       Report(u, UnitName(u), d.results, d.bytes_in, written->bytes_out, /*resumed=*/false);
+      if (absl::Status h = HandOverFinishedFiles(); !h.ok()) {
+        state_.Fail(std::move(h));
+        continue;
+      }
       state_.CheckCancelled();
     }
   }
@@ -796,6 +858,10 @@ class ModelRun {
   absl::Status Finalize() {
     RETURN_IF_ERROR(out_->Finish());
     result_.shard_files = out_->shard_files();
+    if (!handed_.empty()) {  // handed over by an earlier attempt: not in the writer
+      result_.shard_files.clear();
+      for (int f : files_) result_.shard_files.push_back(op_.shard_files[f]);
+    }
     result_.shard_sha256 = out_->Sha256s();
     const bool index_written = out_->writes_index();
     out_.reset();
@@ -805,6 +871,7 @@ class ModelRun {
                                           hooks_.cancelled));
     }
     RETURN_IF_ERROR(CheckCancelled(hooks_.cancelled));
+    if (hooks_.before_commit) RETURN_IF_ERROR(hooks_.before_commit());
     return output_.Commit();
   }
 
@@ -841,6 +908,7 @@ class ModelRun {
   // Resume.
   std::string fingerprint_;
   std::vector<JournaledUnit> journaled_;
+  std::map<std::string, storage::HandedOverFile> handed_;  // trusted, by file name
   std::vector<bool> unit_kept_;  // verified in the staged files: neither read nor computed
   std::vector<ModuleResult> kept_modules_;
 

@@ -123,6 +123,9 @@ struct PipelineHooks {
   // unit is processed. Kept units are then reported through on_progress (resumed = true), in unit
   // order, before the first computed one.
   std::function<void(const ResumeInfo&)> on_resume;
+  // Called once the output is complete, right before it is published (output.Commit()); an error
+  // stops the run without publishing (the staging is then kept or aborted as on any failure).
+  std::function<absl::Status()> before_commit;
 };
 
 struct QuantizeModelResult {

@@ -210,6 +210,7 @@ class JobManager::Sink : public ProgressSink {
     rec_->job.mutable_progress()->set_tensors_resumed(tensors);
     Bump();
   }
+  absl::Status CheckOwnership() override { return m_->ConfirmLease(rec_); }
 
  private:
   void Bump() ABSL_EXCLUSIVE_LOCKS_REQUIRED(m_->mu_) {
@@ -935,6 +936,40 @@ void JobManager::SharedFinish(Record* rec, int worker_index, absl::Duration run,
   jobs_.erase(id);  // deletes *rec
   UpdateGaugesLocked();
   changed_.SignalAll();
+}
+
+absl::Status JobManager::ConfirmLease(Record* rec) {
+  if (shared_ == nullptr) return absl::OkStatus();
+  std::string id;
+  {
+    absl::MutexLock lock(&mu_);
+    id = rec->job.job_id();
+  }
+  // A store that does not answer cannot confirm the lease: try for up to one lease, then give
+  // the job up (its lease expires and another replica resumes it from the staging).
+  const absl::Time deadline = absl::Now() + options_.lease;
+  absl::Status why;
+  while (!rec->lease_lost.load()) {
+    absl::StatusOr<LeaseRenewal> r = shared_->Renew(id, options_.lease, nullptr, {});
+    if (r.ok() && r->held) return absl::OkStatus();
+    if (r.ok()) {
+      why = absl::FailedPreconditionError("another replica claimed the job");
+      break;
+    }
+    why = r.status();
+    if (absl::Now() >= deadline) break;
+    absl::SleepFor(std::min(options_.lease_poll, absl::Milliseconds(500)));
+  }
+  if (why.ok()) why = absl::FailedPreconditionError("another replica claimed the job");
+  rec->interrupt.store(true);
+  if (!rec->lease_lost.exchange(true)) {
+    LogLine("job ", id, " left to its new owner by replica ", shared_->replica_id(),
+            ": its lease could not be confirmed before publishing (", std::string(why.message()),
+            ")");
+  }
+  return absl::FailedPreconditionError(absl::StrCat(
+      "job ", id, ": the lease of replica ", shared_->replica_id(), " could not be confirmed (",
+      why.message(), "); the output and its staging are left to the job's owner"));
 }
 
 void JobManager::KeeperLoop() {

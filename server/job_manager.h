@@ -101,6 +101,11 @@ class JobManager {
  private:
   struct Record;
   class Sink;
+  // Shared mode: renews the lease of a job this replica runs, right before its output is
+  // published or its staging discarded (ProgressSink::CheckOwnership); OK without a shared store.
+  // When the lease is lost (or the store does not answer within one lease) the run is marked
+  // interrupted and lease-lost, and FAILED_PRECONDITION is returned.
+  absl::Status ConfirmLease(Record* rec);
   void WorkerLoop(int worker_index);
   // Shared mode (see above).
   void SharedWorkerLoop(int worker_index);

@@ -135,6 +135,9 @@ ABSL_FLAG(std::string, auth_tokens_file, "",
 ABSL_FLAG(std::string, scratch_dir, "",
           "local directory where s3:// model outputs are staged before upload (default: "
           "<state_dir>/work with --state_dir, else $TMPDIR)");
+ABSL_FLAG(int64_t, max_shard_bytes, 5'000'000'000,
+          "largest output safetensors file of a model job, in bytes (nvfp4ctl's --max-shard-size); "
+          "for s3:// outputs of durable jobs it also bounds the local scratch (about two files)");
 ABSL_FLAG(std::string, ready_file, "",
           "write {\"grpc_port\":..,\"metrics_port\":..,\"health_port\":..} here once serving");
 ABSL_FLAG(int, malloc_trim_seconds, 10,
@@ -371,7 +374,11 @@ class Daemon {
     } else {
       job_store_ = std::make_unique<MemoryJobStore>();
     }
-    pipeline_ = MakeCheckpointPipeline(absl::GetFlag(FLAGS_scratch_dir), work_dir);
+    if (absl::GetFlag(FLAGS_max_shard_bytes) <= 0) {
+      return BadConfig(absl::InvalidArgumentError("--max_shard_bytes must be positive"));
+    }
+    pipeline_ = MakeCheckpointPipeline(absl::GetFlag(FLAGS_scratch_dir), work_dir,
+                                       static_cast<uint64_t>(absl::GetFlag(FLAGS_max_shard_bytes)));
     JobManagerOptions options;
     options.queue_capacity = absl::GetFlag(FLAGS_queue_capacity);
     options.workers = devices_->size();

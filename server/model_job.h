@@ -43,6 +43,12 @@ class ProgressSink {
   virtual void SetQuantizedBytesTotal(int64_t bytes) { (void)bytes; }
   // A note for the job's result (Job.warnings), e.g. a copied tensor that holds NaN/Inf values.
   virtual void Warn(absl::string_view message) { (void)message; }
+  // Called right before the run publishes its output or discards its staging: OK when this server
+  // still owns the job. In a fleet it confirms (and extends) the job's lease: FAILED_PRECONDITION
+  // when the lease was lost to another replica (this one stalled past it) or could not be
+  // confirmed; the run must then leave the output and the staging alone, and Interrupted() turns
+  // true (the new owner resumes from the staging).
+  virtual absl::Status CheckOwnership() { return absl::OkStatus(); }
 };
 
 // Everything a pipeline run needs. Pointers are owned by the caller and outlive the run.

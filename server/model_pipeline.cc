@@ -101,8 +101,8 @@ absl::StatusOr<pipeline::QuantizeModelOptions> OptionsFromRequest(
 
 class CheckpointPipeline : public ModelPipeline {
  public:
-  CheckpointPipeline(std::string scratch, std::string work)
-      : scratch_(std::move(scratch)), work_(std::move(work)) {}
+  CheckpointPipeline(std::string scratch, std::string work, uint64_t max_shard_size)
+      : scratch_(std::move(scratch)), work_(std::move(work)), max_shard_size_(max_shard_size) {}
 
   absl::Status Validate(const v1::QuantizeModelRequest& r) override {
     if (r.input_uri().empty()) return absl::InvalidArgumentError("input_uri is required");
@@ -128,8 +128,10 @@ class CheckpointPipeline : public ModelPipeline {
 
   absl::StatusOr<std::vector<v1::OutputFile>> Run(const ModelJobContext& ctx) override {
     absl::StatusOr<std::vector<v1::OutputFile>> out = RunImpl(ctx);
-    // A job that ends here (failed or cancelled by a client) never resumes: drop its staging.
-    if (!out.ok() && ctx.resume != nullptr && !ctx.progress->Interrupted()) {
+    // A job that ends here (failed or cancelled by a client) never resumes: drop its staging,
+    // unless another replica owns the job by now (this one stalled past its lease).
+    if (!out.ok() && ctx.resume != nullptr && !ctx.progress->Interrupted() &&
+        ctx.progress->CheckOwnership().ok()) {
       DiscardStaged(ctx.job_id, *ctx.request, ctx.store);
     }
     return out;
@@ -161,6 +163,7 @@ class CheckpointPipeline : public ModelPipeline {
 
   std::string scratch_;
   std::string work_;
+  uint64_t max_shard_size_;
 };
 
 absl::StatusOr<std::vector<v1::OutputFile>> CheckpointPipeline::RunImpl(
@@ -169,6 +172,7 @@ absl::StatusOr<std::vector<v1::OutputFile>> CheckpointPipeline::RunImpl(
   storage::StorageRouter* router = ctx.store;
   if (router == nullptr) return absl::InternalError("a model job without the server's storage");
   ASSIGN_OR_RETURN(pipeline::QuantizeModelOptions options, OptionsFromRequest(r));
+  options.max_shard_size = max_shard_size_;
 
   ASSIGN_OR_RETURN(std::unique_ptr<storage::InputDirectory> input,
                    storage::OpenInputDirectory(r.input_uri(), *router));
@@ -199,6 +203,8 @@ absl::StatusOr<std::vector<v1::OutputFile>> CheckpointPipeline::RunImpl(
   int64_t tensors_resumed = 0;
   pipeline::PipelineHooks hooks;
   hooks.cancelled = [&ctx] { return ctx.progress->Cancelled(); };
+  // A fleet replica that stalled past its lease must not publish over the job's new owner.
+  hooks.before_commit = [&ctx] { return ctx.progress->CheckOwnership(); };
   hooks.on_resume = [&](const pipeline::ResumeInfo& info) {
     if (info.started_over) {
       LogLine("job ", ctx.job_id, " resume: the input changed since the interrupted run; ",
@@ -303,9 +309,10 @@ absl::StatusOr<std::vector<v1::OutputFile>> CheckpointPipeline::RunImpl(
 
 }  // namespace
 
-std::unique_ptr<ModelPipeline> MakeCheckpointPipeline(std::string scratch_dir,
-                                                      std::string work_dir) {
-  return std::make_unique<CheckpointPipeline>(std::move(scratch_dir), std::move(work_dir));
+std::unique_ptr<ModelPipeline> MakeCheckpointPipeline(std::string scratch_dir, std::string work_dir,
+                                                      uint64_t max_shard_size) {
+  return std::make_unique<CheckpointPipeline>(std::move(scratch_dir), std::move(work_dir),
+                                              max_shard_size);
 }
 
 }  // namespace nvfp4::server

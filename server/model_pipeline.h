@@ -16,14 +16,20 @@
 // file:// target (same filesystem, so publishing stays one rename), `<work_dir>/<job_id>` for
 // s3:// — and QuantizeModel journals every finished unit, so that the run of the restarted server
 // resumes after the last one (pipeline/resume.h). (With a scratch_dir, s3:// outputs of durable
-// jobs stage in `<scratch_dir>/<job_id>` instead.) The staging directory is kept when the run is
-// interrupted by a shutdown and removed when the job ends otherwise (failed or cancelled).
+// jobs stage in `<scratch_dir>/<job_id>` instead.) An s3:// output keeps only the files being
+// written on local disk: each finished file is handed over to the bucket,
+// `<output>/.nvfp4-staging-<job_id>/` (storage::OutputDirectory::HandOver), so any replica of a
+// fleet resumes the job from those files and its journaled units. The staging is kept when the
+// run is interrupted by a shutdown or loses its lease, and removed when the job ends otherwise
+// (succeeded, failed or cancelled). Before publishing, the run confirms that this server may
+// (ProgressSink::CheckOwnership: in a fleet, that it still holds the job's lease).
 #ifndef NVFP4_SERVER_MODEL_PIPELINE_H_
 #define NVFP4_SERVER_MODEL_PIPELINE_H_
 
 #include <memory>
 #include <string>
 
+#include "formats/sharded.h"
 #include "server/model_job.h"
 
 namespace nvfp4::server {
@@ -31,8 +37,10 @@ namespace nvfp4::server {
 // `scratch_dir`: local directory for staging object-store outputs (empty: the system temp
 // directory). `work_dir`: where durable jobs stage object-store outputs when there is no
 // `scratch_dir` (e.g. `<state_dir>/work`).
-std::unique_ptr<ModelPipeline> MakeCheckpointPipeline(std::string scratch_dir = "",
-                                                      std::string work_dir = "");
+// `max_shard_size`: the largest output safetensors file (QuantizeModelOptions::max_shard_size).
+std::unique_ptr<ModelPipeline> MakeCheckpointPipeline(
+    std::string scratch_dir = "", std::string work_dir = "",
+    uint64_t max_shard_size = formats::kDefaultMaxShardSize);
 
 }  // namespace nvfp4::server
 

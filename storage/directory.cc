@@ -10,10 +10,15 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <map>
+#include <set>
 #include <system_error>
 #include <utility>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
 #include "base/sha256.h"
 #include "base/status_macros.h"
@@ -121,22 +126,54 @@ absl::StatusOr<PublishedFile> UploadFile(ObjectStore& store, const fs::path& fro
   return f;
 }
 
-// Uploads every file staged in `staging` under `prefix`, in upload order.
+// Publishes under `prefix`, in upload order, every file staged in `staging` (uploaded) and every
+// file of `handed` (handed over earlier: copied from `handed_prefix` inside the store). A staged
+// file wins over a handed-over one of the same name.
 absl::Status UploadStaged(ObjectStore& store, const std::string& staging, const std::string& prefix,
-                          std::vector<PublishedFile>& published) {
+                          const std::vector<HandedOverFile>& handed,
+                          const std::string& handed_prefix, std::vector<PublishedFile>& published) {
   ASSIGN_OR_RETURN(std::vector<std::string> names, WalkFiles(staging));
+  const std::set<std::string> local(names.begin(), names.end());
+  std::map<std::string, const HandedOverFile*> remote;
+  for (const HandedOverFile& f : handed) {
+    if (!local.count(f.name)) {
+      remote[f.name] = &f;
+      names.push_back(f.name);
+    }
+  }
   std::sort(names.begin(), names.end(), [](const std::string& a, const std::string& b) {
     const int ra = UploadRank(a), rb = UploadRank(b);
     return ra != rb ? ra < rb : a < b;
   });
-  std::string buf(8u << 20, '\0');
+  std::string buf;
   for (const std::string& name : names) {
+    if (auto it = remote.find(name); it != remote.end()) {
+      const std::string uri = JoinUri(prefix, name);
+      RETURN_IF_ERROR(store.Copy(JoinUri(handed_prefix, name), uri));
+      published.push_back({name, uri, it->second->size, it->second->sha256});
+      continue;
+    }
+    if (buf.empty()) buf.assign(8u << 20, '\0');
     ASSIGN_OR_RETURN(PublishedFile f,
                      UploadFile(store, fs::path(staging) / name, name, JoinUri(prefix, name), buf));
     published.push_back(std::move(f));
   }
   return absl::OkStatus();
 }
+
+// Removes every object under `prefix` (best effort: the first error is returned).
+absl::Status DeletePrefix(ObjectStore& store, const std::string& prefix) {
+  absl::StatusOr<std::vector<ObjectInfo>> list = store.List(prefix);
+  if (!list.ok()) return absl::IsNotFound(list.status()) ? absl::OkStatus() : list.status();
+  absl::Status first;
+  for (const ObjectInfo& o : *list) first.Update(store.Delete(JoinUri(prefix, o.name)));
+  return first;
+}
+
+// The name of the staging prefix of resume key `key`, inside the output prefix.
+std::string HandOverDirName(const std::string& key) { return StrCat(".nvfp4-staging-", key); }
+
+constexpr char kHandOverRecordSuffix[] = ".sha256";
 
 // A fresh `nvfp4-staging-XXXXXX` under `root` (created).
 absl::StatusOr<std::string> MakeScratchStaging(const fs::path& root) {
@@ -156,8 +193,14 @@ fs::path ScratchRoot(const std::string& scratch_root) {
 }
 
 // ALREADY_EXISTS when `prefix` holds objects (unless `overwrite`); a missing prefix is empty.
-absl::Status CheckEmptyPrefix(ObjectStore& store, const std::string& prefix, bool overwrite) {
+// Objects below `ignore/` (a name inside the prefix; "" = none) do not count.
+absl::Status CheckEmptyPrefix(ObjectStore& store, const std::string& prefix, bool overwrite,
+                              const std::string& ignore = "") {
   absl::StatusOr<std::vector<ObjectInfo>> existing = store.List(prefix);
+  if (existing.ok() && !ignore.empty()) {
+    std::erase_if(*existing,
+                  [&](const ObjectInfo& o) { return absl::StartsWith(o.name, ignore + "/"); });
+  }
   if (existing.ok() && !existing->empty() && !overwrite) {
     return absl::AlreadyExistsError(StrCat(prefix, ": already holds ", existing->size(),
                                            " object(s) (e.g. '", (*existing)[0].name,
@@ -396,7 +439,8 @@ absl::StatusOr<std::string> StagedOutputDirectory::BeginLocal() {
 }
 
 absl::StatusOr<std::string> StagedOutputDirectory::BeginUpload() {
-  RETURN_IF_ERROR(CheckEmptyPrefix(*store_, uri_, options_.overwrite));
+  RETURN_IF_ERROR(CheckEmptyPrefix(*store_, uri_, options_.overwrite,
+                                   resume_key_.empty() ? "" : HandOverDirName(resume_key_)));
   published_.clear();
   if (resume_key_.empty()) {
     ASSIGN_OR_RETURN(staging_, MakeScratchStaging(ScratchRoot(options_.scratch_root)));
@@ -420,7 +464,19 @@ absl::Status StagedOutputDirectory::Commit() {
                                                             : "output not begun");
   }
   if (local_.has_value()) return CommitLocal();
-  absl::Status status = UploadStaged(*store_, staging_, uri_, published_);
+  absl::Status status;
+  std::vector<HandedOverFile> handed;
+  if (HandsOver()) {
+    absl::StatusOr<std::vector<HandedOverFile>> h = HandedOver();
+    if (h.ok()) handed = *std::move(h);
+    status = h.status();
+  }
+  if (status.ok()) {
+    status = UploadStaged(*store_, staging_, uri_, handed, HandsOver() ? StagingPrefix() : "",
+                          published_);
+  }
+  // Published: the handed-over files are no longer needed.
+  if (status.ok() && HandsOver()) status = DeletePrefix(*store_, StagingPrefix());
   std::error_code ec;
   fs::remove_all(staging_, ec);
   staging_.clear();
@@ -480,6 +536,80 @@ void StagedOutputDirectory::Discard() {
   std::error_code ec;
   fs::remove_all(KeptStagingPath(), ec);
   staging_.clear();
+  if (HandsOver()) (void)DeletePrefix(*store_, StagingPrefix());  // best effort
+}
+
+std::string StagedOutputDirectory::StagingPrefix() const {
+  return JoinUri(uri_, HandOverDirName(resume_key_));
+}
+
+absl::Status StagedOutputDirectory::HandOver(const std::string& name, const std::string& tag) {
+  if (!HandsOver()) return absl::OkStatus();
+  if (staging_.empty()) return absl::FailedPreconditionError("HandOver() before Begin()");
+  for (char c : tag) {
+    if (!absl::ascii_isalnum(static_cast<unsigned char>(c))) {
+      return absl::InvalidArgumentError(
+          StrCat("hand-over tag '", tag, "': letters and digits only"));
+    }
+  }
+  const fs::path from = fs::path(staging_) / name;
+  std::string buf(8u << 20, '\0');
+  ASSIGN_OR_RETURN(PublishedFile f,
+                   UploadFile(*store_, from, name, JoinUri(StagingPrefix(), name), buf));
+  // The record last: a file without one is not handed over (a crash between the two).
+  RETURN_IF_ERROR(store_->WriteAll(JoinUri(StagingPrefix(), name + kHandOverRecordSuffix),
+                                   StrCat(f.sha256, " ", f.size, " ", tag, "\n")));
+  std::error_code ec;
+  fs::remove(from, ec);
+  if (ec) return absl::InternalError(StrCat("cannot remove ", from.string(), ": ", ec.message()));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<HandedOverFile>> OutputDirectory::HandedOver() {
+  return std::vector<HandedOverFile>{};
+}
+
+absl::Status OutputDirectory::HandOver(const std::string& /*name*/, const std::string& /*tag*/) {
+  return absl::OkStatus();
+}
+
+absl::Status OutputDirectory::DropHandedOver(const std::string& /*name*/) {
+  return absl::OkStatus();
+}
+
+absl::Status StagedOutputDirectory::DropHandedOver(const std::string& name) {
+  if (!HandsOver()) return absl::OkStatus();
+  RETURN_IF_ERROR(store_->Delete(JoinUri(StagingPrefix(), name + kHandOverRecordSuffix)));
+  return store_->Delete(JoinUri(StagingPrefix(), name));
+}
+
+absl::StatusOr<std::vector<HandedOverFile>> StagedOutputDirectory::HandedOver() {
+  std::vector<HandedOverFile> out;
+  if (!HandsOver()) return out;
+  const std::string prefix = StagingPrefix();
+  absl::StatusOr<std::vector<ObjectInfo>> list = store_->List(prefix);
+  if (absl::IsNotFound(list.status())) return out;
+  RETURN_IF_ERROR(list.status());
+  std::map<std::string, int64_t> sizes;
+  for (const ObjectInfo& o : *list) sizes[o.name] = o.size;
+  for (const auto& [record, record_size] : sizes) {
+    if (!absl::EndsWith(record, kHandOverRecordSuffix) || record_size > 4096) continue;
+    const std::string name = record.substr(0, record.size() - strlen(kHandOverRecordSuffix));
+    ASSIGN_OR_RETURN(std::string text, store_->ReadAll(JoinUri(prefix, record)));
+    std::vector<std::string> fields =
+        absl::StrSplit(absl::StripAsciiWhitespace(text), ' ', absl::SkipEmpty());
+    HandedOverFile f;
+    f.name = name;
+    auto it = sizes.find(name);
+    if (fields.size() < 2 || fields.size() > 3 || !absl::SimpleAtoi(fields[1], &f.size) ||
+        it == sizes.end() || it->second != f.size) {
+      continue;  // not (completely) handed over
+    }
+    f.sha256 = fields[0];
+    if (fields.size() == 3) f.tag = fields[2];
+    out.push_back(std::move(f));
+  }
+  return out;
 }
 
 // ---- SharedOutputDirectory ----

@@ -21,7 +21,9 @@
 // outputs are staged in a local scratch directory and uploaded by Commit() (multipart for large
 // files): weight shards first, then the safetensors index, then hf_quant_config.json and
 // config.json last, each appearing atomically, so a loader that keys on config.json never sees a
-// checkpoint whose weights are not all there.
+// checkpoint whose weights are not all there. Durable runs (a resume key) hand each finished file
+// over to the store early (HandOver: `<uri>/.nvfp4-staging-<key>/`), so the scratch holds only
+// the files being written and another process can resume the run; Commit copies them in place.
 #ifndef NVFP4_STORAGE_DIRECTORY_H_
 #define NVFP4_STORAGE_DIRECTORY_H_
 
@@ -102,6 +104,14 @@ class StoreInputDirectory : public InputDirectory {
 absl::StatusOr<std::unique_ptr<formats::RandomAccessSource>> OpenStoreFile(
     ObjectStore& store, const std::string& uri, std::shared_ptr<ObjectStore> owner = nullptr);
 
+// A staged file that a durable run handed over to the object store (OutputDirectory::HandOver).
+struct HandedOverFile {
+  std::string name;  // relative to the staging directory (and the output prefix)
+  int64_t size = 0;
+  std::string sha256;  // lowercase hex
+  std::string tag;     // as given to HandOver (the pipeline's plan fingerprint)
+};
+
 // An output directory: Begin() gives an empty local staging directory, the pipeline writes its
 // files there, and Commit() publishes them at the target. Abort() (and the destructor, without
 // Commit) removes the staging directory.
@@ -129,6 +139,23 @@ class OutputDirectory {
   // True when Commit() publishes the staged files by renaming them (local targets): files hashed
   // while staged are the published bytes. False when it uploads them (see published()).
   virtual bool PublishesByRename() const = 0;
+
+  // Durable runs (a resume key) to stores without local paths: staged file `name` is complete and
+  // will not change. It is uploaded under the target's staging prefix,
+  // `<uri>/.nvfp4-staging-<key>/<name>`, then a record `<name>.sha256` (its sha256, size and
+  // `tag`, letters and digits), and removed from local disk: local disk holds only the files still
+  // being written, and any process can resume the run from what was handed over. Commit()
+  // publishes handed-over files by a copy inside the store; Commit() and Discard() remove the
+  // staging prefix. Other directories: nothing is done (the default).
+  virtual absl::Status HandOver(const std::string& name, const std::string& tag);
+  // True when HandOver() moves files off local disk (so a run should finish files early).
+  virtual bool HandsOver() const { return false; }
+  // Forgets a handed-over file (its record first, then the file): Commit() will not publish it.
+  // For files an earlier attempt handed over that the run does not trust (another plan).
+  virtual absl::Status DropHandedOver(const std::string& name);
+  // The files handed over so far (after Begin(); earlier attempts' included), each with a complete
+  // record. Empty by default.
+  virtual absl::StatusOr<std::vector<HandedOverFile>> HandedOver();
 };
 
 // INVALID_ARGUMENT unless `key` is a valid resume key (see SetResumeKey).
@@ -150,8 +177,10 @@ struct PublishedFile {
 // - other stores: staged under `scratch_root` (`nvfp4-staging-XXXXXX`, or `<key>` with a resume
 //   key; "" = the system temp directory) and uploaded in the order described at the top. Objects
 //   under the prefix are refused (ALREADY_EXISTS) unless `overwrite`, which replaces same-named
-//   objects and leaves others. On a failed upload the objects already uploaded stay (config.json,
-//   uploaded last, is then absent); the staging directory is removed by Commit either way.
+//   objects and leaves others (the run's own staging prefix, `.nvfp4-staging-<key>/`, does not
+//   count). On a failed upload the objects already uploaded stay (config.json, uploaded last, is
+//   then absent); the staging directory is removed by Commit either way. With a resume key, files
+//   handed over (HandOver) live under the staging prefix until Commit copies them into place.
 class StagedOutputDirectory : public OutputDirectory {
  public:
   struct Options {
@@ -173,6 +202,10 @@ class StagedOutputDirectory : public OutputDirectory {
   absl::Status SetResumeKey(const std::string& key) override;
   void Discard() override;
   bool PublishesByRename() const override { return local_.has_value(); }
+  absl::Status HandOver(const std::string& name, const std::string& tag) override;
+  absl::StatusOr<std::vector<HandedOverFile>> HandedOver() override;
+  bool HandsOver() const override { return !local_.has_value() && !resume_key_.empty(); }
+  absl::Status DropHandedOver(const std::string& name) override;
 
   // The files uploaded by Commit (with size and sha256), in upload order; empty for local targets.
   const std::vector<PublishedFile>& published() const { return published_; }
@@ -184,6 +217,8 @@ class StagedOutputDirectory : public OutputDirectory {
   absl::Status CommitLocal();
   absl::StatusOr<std::string> BeginUpload();
   std::string KeptStagingPath() const;  // where a resume key puts the staging directory
+  // Stores without local paths, with a resume key: where handed-over files go.
+  std::string StagingPrefix() const;
 
   ObjectStore* store_;
   std::string uri_;

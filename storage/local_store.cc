@@ -232,4 +232,10 @@ absl::StatusOr<std::unique_ptr<ObjectWriter>> LocalObjectStore::OpenWrite(absl::
   return std::unique_ptr<ObjectWriter>(new LocalWriter(p2, temp, fd));
 }
 
+absl::Status LocalObjectStore::Delete(absl::string_view uri) {
+  ASSIGN_OR_RETURN(fs::path p, Resolve(uri));
+  if (::unlink(p.c_str()) != 0 && errno != ENOENT) return ErrnoStatus(errno, "unlink", p);
+  return absl::OkStatus();
+}
+
 }  // namespace nvfp4::storage

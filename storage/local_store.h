@@ -29,6 +29,7 @@ class LocalObjectStore : public ObjectStore {
   absl::Status ReadAt(absl::string_view uri, int64_t offset, int64_t length, char* dst) override;
   absl::StatusOr<std::vector<ObjectInfo>> List(absl::string_view prefix_uri) override;
   absl::StatusOr<std::unique_ptr<ObjectWriter>> OpenWrite(absl::string_view uri) override;
+  absl::Status Delete(absl::string_view uri) override;
   // Resolve(uri) as a string: this store's files are local.
   absl::StatusOr<std::optional<std::string>> LocalPath(absl::string_view uri) override;
 

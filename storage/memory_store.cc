@@ -98,4 +98,11 @@ size_t MemoryObjectStore::object_count() const {
   return objects_.size();
 }
 
+absl::Status MemoryObjectStore::Delete(absl::string_view uri) {
+  ASSIGN_OR_RETURN(std::string key, Key(uri));
+  absl::MutexLock lock(&mu_);
+  objects_.erase(key);
+  return absl::OkStatus();
+}
+
 }  // namespace nvfp4::storage

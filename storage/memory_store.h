@@ -32,6 +32,7 @@ class MemoryObjectStore : public ObjectStore {
   absl::Status ReadAt(absl::string_view uri, int64_t offset, int64_t length, char* dst) override;
   absl::StatusOr<std::vector<ObjectInfo>> List(absl::string_view prefix_uri) override;
   absl::StatusOr<std::unique_ptr<ObjectWriter>> OpenWrite(absl::string_view uri) override;
+  absl::Status Delete(absl::string_view uri) override;
 
   // Objects published so far.
   size_t object_count() const;

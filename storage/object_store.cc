@@ -1,5 +1,7 @@
 #include "storage/object_store.h"
 
+#include <algorithm>
+
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "base/status_macros.h"
@@ -46,6 +48,19 @@ absl::StatusOr<std::string> ObjectStore::ReadAll(absl::string_view uri) {
 absl::Status ObjectStore::WriteAll(absl::string_view uri, absl::string_view data) {
   ASSIGN_OR_RETURN(std::unique_ptr<ObjectWriter> w, OpenWrite(uri));
   RETURN_IF_ERROR(w->Append(data));
+  return w->Commit();
+}
+
+absl::Status ObjectStore::Copy(absl::string_view from, absl::string_view to) {
+  ASSIGN_OR_RETURN(int64_t size, Size(from));
+  ASSIGN_OR_RETURN(std::unique_ptr<ObjectWriter> w, OpenWrite(to));
+  std::string buf(static_cast<size_t>(std::min<int64_t>(size, 8ll << 20)), '\0');
+  for (int64_t off = 0; off < size;) {
+    const int64_t n = std::min<int64_t>(static_cast<int64_t>(buf.size()), size - off);
+    RETURN_IF_ERROR(ReadAt(from, off, n, buf.data()));
+    RETURN_IF_ERROR(w->Append(absl::string_view(buf.data(), static_cast<size_t>(n))));
+    off += n;
+  }
   return w->Commit();
 }
 

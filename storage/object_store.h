@@ -67,6 +67,12 @@ class ObjectStore {
   virtual absl::StatusOr<std::vector<ObjectInfo>> List(absl::string_view prefix_uri) = 0;
   // Starts an atomic write of one object.
   virtual absl::StatusOr<std::unique_ptr<ObjectWriter>> OpenWrite(absl::string_view uri) = 0;
+  // Removes one object. OK when it is absent.
+  virtual absl::Status Delete(absl::string_view uri) = 0;
+  // Copies object `from` to `to`, published at `to` atomically as OpenWrite publishes. The default
+  // streams the bytes through this process (8 MiB reads); stores that copy server-side (S3's
+  // CopyObject) override it. NOT_FOUND when `from` is absent.
+  virtual absl::Status Copy(absl::string_view from, absl::string_view to);
   // The capability of stores backed by the local filesystem: the checked local path of `uri`
   // (which need not exist yet), for fast paths (positioned reads of an open file, staging in a
   // sibling directory published by one rename). std::nullopt for stores without local files (the

@@ -38,6 +38,18 @@ absl::StatusOr<std::unique_ptr<ObjectWriter>> StorageRouter::OpenWrite(absl::str
   return s->OpenWrite(uri);
 }
 
+absl::Status StorageRouter::Delete(absl::string_view uri) {
+  ASSIGN_OR_RETURN(ObjectStore * s, Route(uri));
+  return s->Delete(uri);
+}
+
+absl::Status StorageRouter::Copy(absl::string_view from, absl::string_view to) {
+  ASSIGN_OR_RETURN(ObjectStore * a, Route(from));
+  ASSIGN_OR_RETURN(ObjectStore * b, Route(to));
+  if (a == b) return a->Copy(from, to);
+  return ObjectStore::Copy(from, to);  // across stores: through this process
+}
+
 absl::StatusOr<std::optional<std::string>> StorageRouter::LocalPath(absl::string_view uri) {
   ASSIGN_OR_RETURN(ObjectStore * s, Route(uri));
   return s->LocalPath(uri);

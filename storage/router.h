@@ -27,6 +27,8 @@ class StorageRouter : public ObjectStore {
   absl::Status ReadAt(absl::string_view uri, int64_t offset, int64_t length, char* dst) override;
   absl::StatusOr<std::vector<ObjectInfo>> List(absl::string_view prefix_uri) override;
   absl::StatusOr<std::unique_ptr<ObjectWriter>> OpenWrite(absl::string_view uri) override;
+  absl::Status Delete(absl::string_view uri) override;
+  absl::Status Copy(absl::string_view from, absl::string_view to) override;
   absl::StatusOr<std::optional<std::string>> LocalPath(absl::string_view uri) override;
 
   ObjectStore* local() const { return local_.get(); }

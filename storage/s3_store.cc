@@ -494,4 +494,35 @@ absl::StatusOr<std::unique_ptr<ObjectWriter>> S3ObjectStore::OpenWrite(absl::str
   return std::unique_ptr<ObjectWriter>(new S3Writer(this, u.bucket, u.path));
 }
 
+absl::Status S3ObjectStore::Delete(absl::string_view uri) {
+  ASSIGN_OR_RETURN(StorageUri u, ParseStorageUri(uri));
+  if (u.scheme != StorageUri::Scheme::kS3) return absl::InvalidArgumentError("not an s3:// URI");
+  if (u.path.empty()) return absl::InvalidArgumentError(absl::StrCat("'", uri, "' has no key"));
+  absl::Status s = Send(MakeRequest("delete", "DELETE", u.bucket, u.path)).status();
+  return absl::IsNotFound(s) ? absl::OkStatus() : s;
+}
+
+absl::Status S3ObjectStore::Copy(absl::string_view from, absl::string_view to) {
+  ASSIGN_OR_RETURN(StorageUri src, ParseStorageUri(from));
+  ASSIGN_OR_RETURN(StorageUri dst, ParseStorageUri(to));
+  if (src.scheme != StorageUri::Scheme::kS3 || dst.scheme != StorageUri::Scheme::kS3) {
+    return absl::InvalidArgumentError("not an s3:// URI");
+  }
+  if (dst.path.empty()) return absl::InvalidArgumentError(absl::StrCat("'", to, "' has no key"));
+  ASSIGN_OR_RETURN(int64_t size, Size(from));
+  if (size > (5ll << 30)) return ObjectStore::Copy(from, to);
+  auto r = MakeRequest("copy", "PUT", dst.bucket, dst.path);
+  r.headers.push_back(
+      absl::StrCat("x-amz-copy-source: ", AwsUriEncode(absl::StrCat("/", src.bucket, "/", src.path),
+                                                       /*keep_slash=*/true)));
+  r.content_type = "application/octet-stream";
+  ASSIGN_OR_RETURN(Response resp, Send(r));
+  // S3 may report a failure inside a 200 response.
+  if (absl::StrContains(resp.body, "<Error>")) {
+    return S3ErrorStatus("copy", absl::StrCat(from, " to ", to), 200, XmlText(resp.body, "Code"),
+                         XmlText(resp.body, "Message"));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace nvfp4::storage

@@ -58,6 +58,10 @@ class S3ObjectStore : public ObjectStore {
   absl::Status ReadAt(absl::string_view uri, int64_t offset, int64_t length, char* dst) override;
   absl::StatusOr<std::vector<ObjectInfo>> List(absl::string_view prefix_uri) override;
   absl::StatusOr<std::unique_ptr<ObjectWriter>> OpenWrite(absl::string_view uri) override;
+  absl::Status Delete(absl::string_view uri) override;
+  // CopyObject (server-side) for objects up to 5 GiB, S3's limit for one copy; larger ones stream
+  // through this process as a multipart upload (ObjectStore::Copy).
+  absl::Status Copy(absl::string_view from, absl::string_view to) override;
 
   // Low-level request; public for the writer and tests.
   struct Response {

@@ -37,9 +37,13 @@ GRPC_PORT = 50051
 METRICS_PORT = 9090
 # The HPA's custom metric: queued + running jobs per pod (queued alone scales down under long jobs).
 HPA_METRIC = "nvfp4_jobs_queued_or_running"
+# With the shared job store every pod reports the fleet's queue: the HPA reads one fleet-wide
+# External metric instead (queued once + running on every pod).
+FLEET_HPA_METRIC = "nvfp4_fleet_jobs_queued_or_running"
 HPA_SERIES = ("nvfp4_jobs_queued", "nvfp4_jobs_running")
-# The largest output staged for an s3:// job (a 405B-parameter BF16 model quantized: ~230 GB).
-LARGEST_OUTPUT_GIB = 240
+# Local scratch of one s3:// job: the output files being written, about two shards of
+# --max_shard_bytes (5 GB) at a time (finished files are handed over to the bucket): three shards.
+SCRATCH_PER_JOB_GIB = 16
 DNS_PORT = 53
 S3_PORT = 443
 DB_PORT = 5432
@@ -302,7 +306,7 @@ def gib(q):
 
 
 def check_storage(c, build, pod, ctr, args, gpus):
-    """s3:// staging (--scratch_dir) on a volume sized for the largest output per GPU, outside the
+    """s3:// staging (--scratch_dir) on a volume sized for the files one job writes at once per GPU, outside the
     kubelet's ephemeral-storage accounting; the emptyDirs fit the ephemeral-storage limit."""
     vols = {v["name"]: v for v in pod.get("volumes", [])}
     mounts = {m["mountPath"]: m["name"] for m in ctr.get("volumeMounts", [])}
@@ -315,8 +319,9 @@ def check_storage(c, build, pod, ctr, args, gpus):
             str(sorted(vol)))
     per_pod = max(int(gpus or 1), 1)
     size = gib(tmpl["resources"]["requests"]["storage"]) if tmpl else 0
-    c.check(size >= LARGEST_OUTPUT_GIB * per_pod,
-            f"{build}: scratch volume >= {LARGEST_OUTPUT_GIB}Gi (largest output) x {per_pod} GPU(s)", f"{size}Gi")
+    c.check(size >= SCRATCH_PER_JOB_GIB * per_pod,
+            f"{build}: scratch volume >= {SCRATCH_PER_JOB_GIB}Gi (the files a job writes at once) x {per_pod} GPU(s)",
+            f"{size}Gi")
     limit = ctr.get("resources", {}).get("limits", {}).get("ephemeral-storage")
     total = sum(gib(v["emptyDir"].get("sizeLimit", "0")) for v in vols.values() if "emptyDir" in v)
     c.check(limit is not None and total <= gib(limit),
@@ -487,13 +492,20 @@ def check_server(c, build, docs, adapter_metric):
         ref = hpa["spec"]["scaleTargetRef"]
         c.check(ref["kind"] == "Deployment" and ref["name"] == dep["metadata"]["name"],
                 f"{build}: HPA targets the Deployment")
-        names = [m["pods"]["metric"]["name"] for m in hpa["spec"]["metrics"] if m["type"] == "Pods"]
-        c.check(names == [HPA_METRIC], f"{build}: HPA scales on {HPA_METRIC}", str(names))
-        c.check(adapter_metric == HPA_METRIC, f"{build}: the Prometheus adapter rule serves {HPA_METRIC}",
+        # Each pod queues its own jobs: a Pods metric summed per pod. With the shared job store
+        # every pod reports the fleet's queue: one External metric, the queue taken once.
+        shared = bool(flag_value(args, "job_store"))
+        kind, key, want = ("External", "external", FLEET_HPA_METRIC) if shared else ("Pods", "pods", HPA_METRIC)
+        metrics = hpa["spec"]["metrics"]
+        names = [m[key]["metric"]["name"] for m in metrics if m["type"] == kind]
+        c.check(names == [want] and len(metrics) == 1,
+                f"{build}: HPA scales on the {kind} metric {want}" + (" (job store: fleet-wide queue)" if shared else ""),
+                str(metrics))
+        c.check(want in adapter_metric.values(), f"{build}: the Prometheus adapter serves {want}",
                 str(adapter_metric))
         # Target <= jobs one pod runs at once (one per device): a pod busy with its jobs never
         # counts as spare, so the HPA does not scale down under running jobs.
-        target = [m["pods"]["target"] for m in hpa["spec"]["metrics"] if m["type"] == "Pods"]
+        target = [m[key]["target"] for m in metrics if m["type"] == kind]
         per_pod = int(gpus) if gpus is not None and build not in CPU_ONLY else 1
         ok = len(target) == 1 and target[0].get("type") == "AverageValue"
         c.check(ok and float(str(target[0]["averageValue"])) <= per_pod,
@@ -591,33 +603,53 @@ def check_jobs(c, shards, finalize, base):
                 f"{name}: non-root, read-only root filesystem")
 
 
-def adapter_rule(c, out_dir):
-    """Checks deploy/prometheus-adapter/values.yaml; writes its expanded query as a rule file."""
-    with open(os.path.join(DEPLOY, "prometheus-adapter", "values.yaml")) as f:
-        values = yaml.safe_load(f)
-    rules = values.get("rules", {}).get("custom", [])
-    if not c.check(len(rules) == 1, "prometheus-adapter: one custom rule"):
-        return None
-    r = rules[0]
-    over = r.get("resources", {}).get("overrides", {})
-    c.check(over.get("namespace", {}).get("resource") == "namespace" and over.get("pod", {}).get("resource") == "pod",
-            "prometheus-adapter: namespace and pod labels map to resources (a Pods metric)")
+def expand_adapter_query(c, r, kind, matchers, group_by):
+    """Checks one adapter rule of `kind` ("custom" or "external"); returns (name, expanded query)."""
     name = r.get("name", {})
     series = re.match(r"\s*([a-zA-Z_:][a-zA-Z0-9_:]*)", r["seriesQuery"]).group(1)
-    c.check(re.fullmatch(name.get("matches", ""), series) is not None, "prometheus-adapter: name.matches the series")
+    c.check(re.fullmatch(name.get("matches", ""), series) is not None,
+            f"prometheus-adapter {kind}: name.matches the series")
     q = (r["metricsQuery"].replace("<<.Series>>", series)
-         .replace("<<.LabelMatchers>>", 'namespace="nvfp4",pod=~"nvfp4d-a|nvfp4d-b"')
-         .replace("<<.GroupBy>>", "pod"))
-    c.check("<<" not in q, "prometheus-adapter: metricsQuery uses only Series, LabelMatchers, GroupBy", q)
+         .replace("<<.LabelMatchers>>", matchers)
+         .replace("<<.GroupBy>>", group_by))
+    c.check("<<" not in q, f"prometheus-adapter {kind}: metricsQuery uses only Series, LabelMatchers, GroupBy", q)
     c.check(all(re.search(rf"\b{m}\b", q) for m in HPA_SERIES),
-            f"prometheus-adapter: metricsQuery counts {' + '.join(HPA_SERIES)}", q)
-    rule_file = {"groups": [{"name": "prometheus-adapter-expanded", "rules": [
-        {"record": "adapter:series_query", "expr": f"count({r['seriesQuery']})"},
-        {"record": "adapter:metrics_query", "expr": q},
-    ]}]}
+            f"prometheus-adapter {kind}: metricsQuery counts {' + '.join(HPA_SERIES)}", q)
+    return name.get("as"), q
+
+
+def adapter_rule(c, out_dir):
+    """Checks deploy/prometheus-adapter/values.yaml; writes its expanded queries as a rule file.
+    Returns {"custom": name, "external": name}."""
+    with open(os.path.join(DEPLOY, "prometheus-adapter", "values.yaml")) as f:
+        values = yaml.safe_load(f)
+    custom = values.get("rules", {}).get("custom", [])
+    external = values.get("rules", {}).get("external", [])
+    if not c.check(len(custom) == 1 and len(external) == 1,
+                   "prometheus-adapter: one custom rule and one external rule"):
+        return {}
+    over = custom[0].get("resources", {}).get("overrides", {})
+    c.check(over.get("namespace", {}).get("resource") == "namespace" and over.get("pod", {}).get("resource") == "pod",
+            "prometheus-adapter custom: namespace and pod labels map to resources (a Pods metric)")
+    over = external[0].get("resources", {}).get("overrides", {})
+    c.check(list(over) == ["namespace"] and over["namespace"].get("resource") == "namespace",
+            "prometheus-adapter external: only the namespace label maps to a resource (one fleet-wide value)")
+    names = {}
+    rules = [{"record": "adapter:series_query", "expr": f"count({custom[0]['seriesQuery']})"}]
+    names["custom"], q = expand_adapter_query(c, custom[0], "custom", 'namespace="nvfp4",pod=~"nvfp4d-a|nvfp4d-b"',
+                                              "pod")
+    rules.append({"record": "adapter:metrics_query", "expr": q})
+    # External queries get the HPA's namespace as their only matcher and no grouping.
+    names["external"], q = expand_adapter_query(c, external[0], "external", 'namespace="nvfp4"', "")
+    c.check(re.search(r"\bmax\b[^+]*\bnvfp4_jobs_queued\b", q) is not None
+            and re.search(r"\bsum\b[^+]*\bnvfp4_jobs_running\b", q) is not None,
+            "prometheus-adapter external: the fleet-wide queue is taken once (max), running jobs summed", q)
+    rules.append({"record": "adapter:external_series_query", "expr": f"count({external[0]['seriesQuery']})"})
+    rules.append({"record": "adapter:external_metrics_query", "expr": q})
+    rule_file = {"groups": [{"name": "prometheus-adapter-expanded", "rules": rules}]}
     with open(os.path.join(out_dir, "adapter-rules.yaml"), "w") as f:
         yaml.safe_dump(rule_file, f, sort_keys=False)
-    return name.get("as")
+    return names
 
 
 def main():

@@ -13,9 +13,15 @@ replicas share:
   * a drain (SIGTERM) of the replica running a job hands it back: the remaining replica resumes it
     and finishes it, byte-identically;
   * a cancel through a replica that does not run the job reaches the owner within about a second;
+  * behind a round-robin TCP proxy (an L4 load balancer) with --max_connection_age, a client
+    watching a long job is reconnected to the other replica and never sees NOT_FOUND, nor do
+    one-shot clients landing on either replica;
   * an s3:// output (a real S3 API server, moto, verifying signatures) outlives a `kill -9` of its
-    replica too: another replica redoes it (s3:// staging is per replica, so nothing is resumed)
-    and the uploaded objects are byte-identical.
+    replica too: each finished output file was handed over to the bucket's staging prefix
+    (`<output>/.nvfp4-staging-<job>/`), so another replica resumes the job from those files and
+    the journaled units (kept, not recomputed), the uploaded objects are byte-identical to a
+    `--local` run, the staging prefix is removed, and the killed replica's local scratch never
+    held more than a few files.
 
 Run by CTest through tests/testing/with_postgres.sh (NVFP4_TEST_PG_URI); fails without it.
 """
@@ -29,7 +35,7 @@ import tempfile
 import time
 import unittest
 
-from harness import NVFP4CTL, MotoS3, Server, ctl
+from harness import NVFP4CTL, MotoS3, RoundRobinProxy, Server, ctl
 
 LEASE_SECONDS = 3
 BUCKET = "nvfp4-fleet"
@@ -46,6 +52,19 @@ def digests(root):
                     h.update(chunk)
             out[os.path.relpath(p, root)] = h.hexdigest()
     return out
+
+
+def disk_usage(root):
+    """Bytes allocated to the files below `root` (output files are created sparse at their final
+    size and filled as tensors are written)."""
+    n = 0
+    for d, _, files in os.walk(root):
+        for f in files:
+            try:
+                n += os.stat(os.path.join(d, f)).st_blocks * 512
+            except FileNotFoundError:
+                pass  # handed over meanwhile
+    return n
 
 
 def get_job(server, job_id):
@@ -211,28 +230,132 @@ class FleetTest(unittest.TestCase):
         print(f"cancel through {bystander.name} of a job run by {runner.name}: CANCELLED after "
               f"{took:.2f}s; fleet test {time.time() - t0:.1f}s")
 
+    def test_clients_reconnecting_through_a_load_balancer_never_see_not_found(self):
+        # Two replicas that ask every client to reconnect after 1 s (GOAWAY; a stream in flight
+        # gets 30 s of grace, then its connection closes) behind a round-robin TCP proxy, as behind
+        # an L4 load balancer: every new connection goes to the other replica.
+        a = self.start("LBA", "--max_connection_age=1")
+        b = self.start("LBB", "--max_connection_age=1")
+        proxy = RoundRobinProxy([a.address, b.address])
+        self.addCleanup(proxy.close)
+        # Three jobs on two replicas: the third waits for a free worker, so its watcher follows it
+        # for about two job lengths, long enough for its stream's connection to be closed.
+        outs = [os.path.join(self.root, f"out-lb-{i}") for i in range(3)]
+        jobs = []
+        for out in outs:
+            r = ctl("quantize-model", "--server", proxy.address, "--input", "file://" + self.inp,
+                    "--output", "file://" + out, "--method", "soar", "--detach", "--json")
+            self.assertEqual(r.returncode, 0, r.stderr)
+            jobs.append(json.loads(r.stdout)["job_id"])
+        t0 = time.time()
+        watch = subprocess.Popen([NVFP4CTL, "jobs", "watch", jobs[2], "--server", proxy.address],
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        # Meanwhile, one-shot clients (a new connection each: alternating replicas) ask for every
+        # job; none may get NOT_FOUND.
+        gets = 0
+        while watch.poll() is None:
+            for job_id in jobs:
+                r = ctl("jobs", "get", job_id, "--server", proxy.address, "--json")
+                self.assertEqual(r.returncode, 0, f"jobs get {job_id}: {r.stdout}{r.stderr}")
+                self.assertNotIn("not found", (r.stdout + r.stderr).lower())
+                gets += 1
+            self.assertLess(time.time() - t0, 900, "the watched job did not finish")
+            time.sleep(0.2)
+        watched, _ = watch.communicate()
+        took = time.time() - t0
+        self.assertEqual(watch.returncode, 0, watched + a.logs() + b.logs())
+        self.assertIn("SUCCEEDED", watched)
+        self.assertNotIn("not found", watched.lower())
+        self.assertEqual(set(proxy.connections), {a.address, b.address})
+        for job_id, out in zip(jobs, outs):
+            job = get_job(a, job_id)
+            self.assertEqual(job["state"], "JOB_STATE_SUCCEEDED", json.dumps(job))
+            self.assert_identical(out, job)
+        # 1 s of connection age + 30 s of grace: a watch that lasted longer lost its connection
+        # at least once and was re-attached through the proxy, to either replica.
+        self.assertGreater(took, 32, "the watch was too short to cross a connection close")
+        print(f"\nload balancer: watch of {jobs[2]} lasted {took:.1f}s across {len(proxy.connections)} "
+              f"proxied connections; {gets} one-shot gets, none NOT_FOUND")
+
+    def s3_objects(self, prefix):
+        """key (relative to `prefix`) -> size of the objects under `prefix`. Lists the whole bucket
+        (moto's signature check rejects some Prefix parameters) and filters here."""
+        out = {}
+        token = None
+        while True:
+            kw = {"Bucket": BUCKET}
+            if token:
+                kw["ContinuationToken"] = token
+            listing = self.moto.s3.list_objects_v2(**kw)
+            for obj in listing.get("Contents", []):
+                if obj["Key"].startswith(prefix):
+                    out[obj["Key"][len(prefix):]] = obj["Size"]
+            token = listing.get("NextContinuationToken")
+            if not listing.get("IsTruncated") or not token:
+                return out
+
     def test_s3_output_outlives_kill_9(self):
-        a = self.start("S3A")
-        job_id = self.submit(a, f"s3://{BUCKET}/out/small-nvfp4")
+        # Small shards, so that the output is several files and some are finished (and handed over
+        # to the bucket) well before the end.
+        shard = 8_000_000
+        ref = os.path.join(self.root, "ref-s3")
+        r = ctl("quantize-model", "--local", "--input", self.inp, "--output", ref, "--method",
+                "soar", "--device", "cpu", "--max-shard-size", str(shard), timeout=900)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        want = digests(ref)
+        total_bytes = sum(os.path.getsize(os.path.join(ref, n)) for n in want)
+        self.assertGreater(len(want), 5, "expected several output files")
+
+        out = "out/small-nvfp4/"
+        a = self.start("S3A", f"--max_shard_bytes={shard}")
+        job_id = self.submit(a, f"s3://{BUCKET}/{out.rstrip('/')}")
+        staging = f"{out}.nvfp4-staging-{job_id}/"
+        scratch = os.path.join(a.dir, "state", "work", job_id)
         self.wait_for(a, job_id, 1)
-        b = self.start("S3B")
-        self.wait_for(b, job_id, 8)
+        self.assertIs(self.runner_of(job_id, [a]), a)
+        b = self.start("S3B", f"--max_shard_bytes={shard}")
+        # Kill -9 A once five finished files are in the bucket's staging prefix (and the job is
+        # far from done); sample A's local scratch meanwhile.
+        peak = 0
+        deadline = time.time() + 300
+        while True:
+            peak = max(peak, disk_usage(scratch))
+            handed = [k for k in self.s3_objects(staging) if k.endswith(".sha256")]
+            job = get_job(b, job_id)
+            done, total = progress(job, "tensors_done"), progress(job, "tensors_total")
+            self.assertEqual(job["state"], "JOB_STATE_RUNNING", json.dumps(job) + a.logs())
+            if len(handed) >= 5:
+                break
+            self.assertLess(time.time(), deadline, "no file handed over:\n" + a.logs())
+            time.sleep(0.05)
+        self.assertLess(done, total - 10, "the job was nearly done before the kill")
         a.kill()
+        self.assertEqual([k for k in self.s3_objects(out) if not k.startswith(".nvfp4-staging-")],
+                         [], "output published before the job finished")
         r = ctl("jobs", "watch", job_id, "--server", b.address)
         self.assertEqual(r.returncode, 0, r.stdout + r.stderr + b.logs())
         job = get_job(b, job_id)
         self.assertEqual(job["state"], "JOB_STATE_SUCCEEDED", json.dumps(job))
         self.assertRegex(b.logs(), rf"job {job_id} state QUEUED->RUNNING .*replica=S3B")
+        # B resumed from A's handed-over files and journaled units: kept, not recomputed.
+        m = re.search(rf"job {job_id} resumed at unit (\d+)/(\d+): kept (\d+)", b.logs())
+        self.assertIsNotNone(m, b.logs())
+        self.assertGreaterEqual(int(m.group(3)), len(handed))  # at least a unit per file
+        self.assertGreaterEqual(progress(job, "tensors_resumed"), len(handed), json.dumps(job))
+        # The published objects are byte-identical to a --local run; the staging prefix is gone.
         got = {}
-        listing = self.moto.s3.list_objects_v2(Bucket=BUCKET)
-        for obj in listing.get("Contents", []):
-            key = obj["Key"]
-            if not key.startswith("out/small-nvfp4/"):
-                continue
-            body = self.moto.s3.get_object(Bucket=BUCKET, Key=key)["Body"].read()
-            got[key[len("out/small-nvfp4/"):]] = hashlib.sha256(body).hexdigest()
-        self.assert_identical(got, job)
-
+        for key in self.s3_objects(out):
+            body = self.moto.s3.get_object(Bucket=BUCKET, Key=out + key)["Body"].read()
+            got[key] = hashlib.sha256(body).hexdigest()
+        self.assertEqual(sorted(want), sorted(got))
+        for name in want:
+            self.assertEqual(want[name], got[name], f"{name} differs from an uninterrupted run")
+        self.assertEqual({o["name"]: o["sha256"] for o in job["outputs"]}, got)
+        # A's local scratch held a few files at a time, never the whole output.
+        self.assertLess(peak, total_bytes / 2, f"peak local scratch {peak} of {total_bytes} bytes")
+        print(f"\ns3:// kill -9: {len(handed)} files handed over at the kill ({done}/{total} "
+              f"tensors); {m.group(0)}; tensors_resumed={progress(job, 'tensors_resumed')}; "
+              f"A's peak local scratch {peak} bytes of a {total_bytes}-byte output")
 
 if __name__ == "__main__":
     unittest.main()

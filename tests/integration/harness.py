@@ -6,9 +6,11 @@ import json
 import os
 import random
 import signal
+import socket
 import struct
 import subprocess
 import tempfile
+import threading
 import time
 import urllib.request
 
@@ -73,6 +75,61 @@ def write_llama_checkpoint(directory, layers=2, hidden=256, inter=512, seed=0):
     with open(os.path.join(directory, "tokenizer.json"), "w") as f:
         f.write('{"version": "1.0"}\n')
     return [name for name, _, _, _ in t]
+
+
+class RoundRobinProxy:
+    """A TCP proxy on 127.0.0.1:0 that sends each new connection to the next backend in turn, as an
+    L4 load balancer does: a client that reconnects (e.g. after a GOAWAY) lands on another replica.
+    `connections` lists the backend chosen for each accepted connection."""
+
+    def __init__(self, backends):
+        self.backends = list(backends)  # "host:port"
+        self.connections = []
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.listen(64)
+        self.address = f"127.0.0.1:{self._sock.getsockname()[1]}"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                client, _ = self._sock.accept()
+            except OSError:
+                return  # closed
+            backend = self.backends[len(self.connections) % len(self.backends)]
+            self.connections.append(backend)
+            host, port = backend.rsplit(":", 1)
+            try:
+                upstream = socket.create_connection((host, int(port)), timeout=10)
+                upstream.settimeout(None)
+            except OSError:
+                client.close()
+                continue
+            for src, dst in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(src, dst), daemon=True).start()
+
+    @staticmethod
+    def _pipe(src, dst):
+        try:
+            while True:
+                data = src.recv(1 << 16)
+                if not data:
+                    break
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+            src.close()
+
+    def close(self):
+        self._sock.close()
 
 
 class Server:

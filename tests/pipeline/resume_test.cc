@@ -4,10 +4,13 @@
 // recomputed; a journal of another plan starts over; the record encoding round-trips.
 #include "pipeline/resume.h"
 
+#include <sys/stat.h>
+
 #include <atomic>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <limits>
 #include <map>
 #include <set>
@@ -44,6 +47,18 @@ void ExpectSameFiles(const fs::path& want, const fs::path& got) {
   for (const auto& [k, v] : b) bn.insert(k);
   ASSERT_EQ(an, bn);
   for (const auto& [name, bytes] : a) EXPECT_TRUE(bytes == b.at(name)) << name << " differs";
+}
+
+// The store holds exactly the files of local directory `want` under `uri`, byte for byte.
+void ExpectStoreHolds(storage::MemoryObjectStore& store, const std::string& uri,
+                      const std::string& want) {
+  const auto ref = DirectorySnapshot(want);
+  EXPECT_EQ(store.object_count(), ref.size());
+  for (const auto& [name, bytes] : ref) {
+    auto got = store.ReadAll(storage::JoinUri(uri, name));
+    ASSERT_TRUE(got.ok()) << name << ": " << got.status();
+    EXPECT_TRUE(*got == bytes) << name << " differs";
+  }
 }
 
 // The CPU backend, recording the tensors it quantizes.
@@ -102,7 +117,8 @@ class ResumeTest : public ::nvfp4::testing::TinyModelTest {
   absl::StatusOr<QuantizeModelResult> RunInto(QuantizeModelOptions o, storage::OutputDirectory& out,
                                               ResumeJournal* journal, CountingBackend* backend,
                                               int stop_after, std::vector<TensorProgress>* progress,
-                                              ResumeInfo* info = nullptr) {
+                                              ResumeInfo* info = nullptr,
+                                              const std::function<void()>& after_unit = nullptr) {
     auto in = storage::OpenLocalInputDirectory(Tiny());
     if (!in.ok()) return in.status();
     if (absl::Status s = out.SetResumeKey("job-1"); !s.ok()) return s;
@@ -113,6 +129,7 @@ class ResumeTest : public ::nvfp4::testing::TinyModelTest {
     hooks.on_progress = [&](const TensorProgress& p) {
       if (!p.resumed) ++written;
       progress->push_back(p);
+      if (after_unit) after_unit();
     };
     hooks.cancelled = [&] { return stop_after >= 0 && written.load() >= stop_after; };
     hooks.on_resume = [&](const ResumeInfo& i) {
@@ -268,7 +285,12 @@ TEST_F(ResumeTest, ObjectStoreOutputResumesFromItsScratchStaging) {
               absl::StatusCode::kCancelled);
   }
   EXPECT_TRUE(fs::is_directory(fs::path(scratch) / "job-1"));  // kept for the resume
-  EXPECT_EQ(store.object_count(), 0u);                         // nothing uploaded
+  // Nothing published: only finished files, handed over under the staging prefix.
+  auto listed = store.List(uri);
+  ASSERT_TRUE(listed.ok()) << listed.status();
+  for (const storage::ObjectInfo& obj : *listed) {
+    EXPECT_TRUE(obj.name.starts_with(".nvfp4-staging-job-1/")) << obj.name;
+  }
   auto out = storage::StagedOutputDirectory::Open(&store, uri, options);
   ASSERT_TRUE(out.ok()) << out.status();
   CountingBackend backend;
@@ -278,14 +300,145 @@ TEST_F(ResumeTest, ObjectStoreOutputResumesFromItsScratchStaging) {
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_GE(info.units_kept, 6);
   EXPECT_EQ(info.units_rejected, 0);
-  const auto ref = DirectorySnapshot(tmp_.Path("ref"));
-  EXPECT_EQ(store.object_count(), ref.size());
-  for (const auto& [name, bytes] : ref) {
-    auto got = store.ReadAll(storage::JoinUri(uri, name));
-    ASSERT_TRUE(got.ok()) << name << ": " << got.status();
-    EXPECT_TRUE(*got == bytes) << name << " differs";
-  }
+  ExpectStoreHolds(store, uri, tmp_.Path("ref"));
   EXPECT_FALSE(fs::exists(fs::path(scratch) / "job-1"));  // removed once uploaded
+}
+
+// Disk space of the regular files below `dir` (allocated blocks: output files are created sparse,
+// at their final size, and filled as tensors are written).
+uint64_t LocalBytes(const std::string& dir) {
+  uint64_t n = 0;
+  std::error_code ec;
+  for (fs::recursive_directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+    struct stat st;
+    if (it->is_regular_file(ec) && ::stat(it->path().c_str(), &st) == 0) {
+      n += static_cast<uint64_t>(st.st_blocks) * 512;
+    }
+  }
+  return n;
+}
+
+// A fleet's takeover of an s3:// output: the first process hands every finished file over to the
+// object store and is killed (its scratch disk is gone); another process, with scratch of its
+// own, resumes from the handed-over files without quantizing their units again, and publishes
+// the same bytes as an uninterrupted run. Local disk holds only the files being written.
+TEST_F(ResumeTest, AnotherProcessResumesAnObjectStoreOutputFromItsHandedOverFiles) {
+  QuantizeModelOptions o = Options();
+  o.max_shard_size = 100'000;  // many small files
+  Reference(o, tmp_.Path("ref"));
+  const auto ref = DirectorySnapshot(tmp_.Path("ref"));
+  uint64_t ref_bytes = 0;
+  for (const auto& [name, bytes] : ref) ref_bytes += bytes.size();
+  storage::MemoryObjectStore store;
+  const std::string uri = "s3://bucket/out";
+  MemoryResumeJournal journal;
+  uint64_t peak = 0;  // local staging bytes, sampled after each unit
+  auto open = [&](const std::string& scratch) {
+    storage::StagedOutputDirectory::Options options;
+    options.scratch_root = scratch;
+    return storage::StagedOutputDirectory::Open(&store, uri, options);
+  };
+  const std::string scratch_a = tmp_.Path("replica-a"), scratch_b = tmp_.Path("replica-b");
+  {
+    auto out = open(scratch_a);
+    ASSERT_TRUE(out.ok()) << out.status();
+    CountingBackend backend;
+    std::vector<TensorProgress> p;
+    auto sample = [&] { peak = std::max(peak, LocalBytes(scratch_a)); };
+    ASSERT_THAT(RunInto(o, **out, &journal, &backend, 10, &p, nullptr, sample),
+                StatusIs(absl::StatusCode::kCancelled));
+  }
+  std::vector<storage::HandedOverFile> handed;
+  {
+    auto probe = open(scratch_b);
+    ASSERT_TRUE(probe.ok());
+    ASSERT_TRUE((*probe)->SetResumeKey("job-1").ok());
+    ASSERT_TRUE((*probe)->Begin().ok());
+    auto h = (*probe)->HandedOver();
+    ASSERT_TRUE(h.ok()) << h.status();
+    handed = *h;
+  }
+  ASSERT_FALSE(handed.empty()) << "no file was finished before the interruption";
+  fs::remove_all(scratch_a);  // the first replica's disk is gone with it
+
+  CountingBackend backend;
+  std::vector<TensorProgress> p;
+  ResumeInfo info;
+  auto out = open(scratch_b);
+  ASSERT_TRUE(out.ok()) << out.status();
+  auto sample = [&] { peak = std::max(peak, LocalBytes(scratch_b)); };
+  auto r = RunInto(o, **out, &journal, &backend, -1, &p, &info, sample);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_GT(info.units_kept, 0);
+  // Units kept were neither read nor quantized: this run quantized only the others.
+  std::set<std::string> kept_weights;
+  for (const TensorProgress& t : p) {
+    if (!t.resumed) continue;
+    for (const ModuleResult& m : t.modules) kept_weights.insert(m.module + ".weight");
+  }
+  EXPECT_FALSE(kept_weights.empty());
+  for (const std::string& w : backend.quantized()) EXPECT_FALSE(kept_weights.count(w)) << w;
+  // The same bytes as an uninterrupted run; the handed-over files copied in place, the staging
+  // prefix and the local scratch removed.
+  ExpectStoreHolds(store, uri, tmp_.Path("ref"));
+  EXPECT_FALSE(fs::exists(fs::path(scratch_b) / "job-1"));
+  // Local disk held about two files at a time (plus a block of header in each file not yet
+  // begun: they are created sparse), never the whole output.
+  uint64_t largest = 0;
+  for (const auto& [name, bytes] : ref) largest = std::max<uint64_t>(largest, bytes.size());
+  EXPECT_LE(peak, 2 * largest + ref.size() * 8192) << "peak " << peak << ", largest " << largest;
+  EXPECT_LT(peak, ref_bytes / 2) << "peak " << peak << " of " << ref_bytes;
+}
+
+// Files handed over under another plan (here: another shard size, so other file names) are
+// dropped, never published with the new plan's files.
+TEST_F(ResumeTest, HandedOverFilesOfAnotherPlanAreNotPublished) {
+  QuantizeModelOptions o = Options();
+  o.max_shard_size = 100'000;
+  storage::MemoryObjectStore store;
+  storage::StagedOutputDirectory::Options options;
+  options.scratch_root = tmp_.Path("work");
+  const std::string uri = "s3://bucket/out";
+  MemoryResumeJournal journal;
+  {
+    auto out = storage::StagedOutputDirectory::Open(&store, uri, options);
+    ASSERT_TRUE(out.ok()) << out.status();
+    CountingBackend backend;
+    std::vector<TensorProgress> p;
+    ASSERT_THAT(RunInto(o, **out, &journal, &backend, 10, &p),
+                StatusIs(absl::StatusCode::kCancelled));
+  }
+  ASSERT_GT(store.object_count(), 0u);  // handed-over files of the first plan
+  o.max_shard_size = 300'000;
+  Reference(o, tmp_.Path("ref"));
+  auto out = storage::StagedOutputDirectory::Open(&store, uri, options);
+  ASSERT_TRUE(out.ok()) << out.status();
+  CountingBackend backend;
+  std::vector<TensorProgress> p;
+  ResumeInfo info;
+  auto r = RunInto(o, **out, &journal, &backend, -1, &p, &info);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_TRUE(info.started_over);
+  ExpectStoreHolds(store, uri, tmp_.Path("ref"));
+}
+
+TEST_F(ResumeTest, DiscardRemovesTheHandedOverFilesToo) {
+  QuantizeModelOptions o = Options();
+  o.max_shard_size = 100'000;
+  storage::MemoryObjectStore store;
+  storage::StagedOutputDirectory::Options options;
+  options.scratch_root = tmp_.Path("work");
+  MemoryResumeJournal journal;
+  auto out = storage::StagedOutputDirectory::Open(&store, "s3://bucket/out", options);
+  ASSERT_TRUE(out.ok()) << out.status();
+  CountingBackend backend;
+  std::vector<TensorProgress> p;
+  ASSERT_THAT(RunInto(o, **out, &journal, &backend, 10, &p),
+              StatusIs(absl::StatusCode::kCancelled));
+  ASSERT_GT(store.object_count(), 0u);  // handed-over files
+  (*out)->Discard();                    // the job failed or was cancelled
+  EXPECT_EQ(store.object_count(), 0u);
+  EXPECT_FALSE(fs::exists(fs::path(tmp_.Path("work")) / "job-1"));
 }
 
 TEST_F(ResumeTest, ResumableStagingIsKeptByAbortAndRemovedByDiscard) {

@@ -16,7 +16,8 @@
 namespace nvfp4::server::testing {
 
 // Reports `tensors` fake tensors, `per_tensor` apart; fails when the input URI contains "fail".
-// `hold` keeps a job running (between tensors) until released.
+// `hold` keeps a job running (between tensors) until released. Before returning its outputs it
+// asks ProgressSink::CheckOwnership, as the checkpoint pipeline does before publishing.
 class FakePipeline : public ModelPipeline {
  public:
   int tensors = 3;
@@ -24,6 +25,8 @@ class FakePipeline : public ModelPipeline {
   int64_t copy_bytes = 0;  // > 0: a copied tensor of this size finishes first, at once
   std::atomic<bool> hold{false};
   std::atomic<int> runs{0};
+  std::atomic<int> published{0};  // runs that passed ProgressSink::CheckOwnership
+  std::atomic<int> returned{0};   // runs that returned, whatever the outcome
 
   absl::Status Validate(const v1::QuantizeModelRequest& r) override {
     if (r.input_uri().empty()) return absl::InvalidArgumentError("input_uri is required");
@@ -31,6 +34,10 @@ class FakePipeline : public ModelPipeline {
   }
   absl::StatusOr<std::vector<v1::OutputFile>> Run(const ModelJobContext& ctx) override {
     runs++;
+    struct Returned {
+      std::atomic<int>& n;
+      ~Returned() { n++; }
+    } count_return{returned};
     ctx.progress->SetTotals(tensors + (copy_bytes > 0 ? 1 : 0), tensors * 1000 + copy_bytes);
     ctx.progress->SetQuantizedBytesTotal(tensors * 1000);
     if (copy_bytes > 0) {
@@ -52,6 +59,9 @@ class FakePipeline : public ModelPipeline {
       r.mutable_metrics()->set_nmse(0.01);
       ctx.progress->TensorFinished(r, 1000, 300);
     }
+    // As CheckpointPipeline does right before it commits the output.
+    if (absl::Status s = ctx.progress->CheckOwnership(); !s.ok()) return s;
+    published++;
     v1::OutputFile f;
     f.set_name("model.safetensors");
     f.set_uri(ctx.request->output_uri() + "/model.safetensors");

@@ -8,6 +8,7 @@
 
 #include <atomic>
 #include <cstdlib>
+#include <functional>
 #include <random>
 #include <set>
 #include <thread>
@@ -318,13 +319,16 @@ TEST_F(PostgresJobStoreTest, ListPagesNewestFirstFiltersByStateAndPruneKeepsTheN
 // Two JobManagers (replicas) on one database: submit through A, watch and cancel through B.
 class SharedJobManagerTest : public PostgresJobStoreTest {
  protected:
-  std::unique_ptr<JobManager> Manager(PostgresJobStore* store, testing::FakePipeline* pipeline) {
+  // `lease_poll`: how often the keeper renews the leases (longer than the 2 s lease: a replica that
+  // stalls past its lease).
+  std::unique_ptr<JobManager> Manager(PostgresJobStore* store, testing::FakePipeline* pipeline,
+                                      absl::Duration lease_poll = absl::Milliseconds(100)) {
     std::vector<std::unique_ptr<QuantizerBackend>> b;
     b.push_back(MakeCpuBackend(1));
     pools_.push_back(std::make_unique<DevicePool>(std::move(b)));
     JobManagerOptions o;
     o.lease = absl::Seconds(2);
-    o.lease_poll = absl::Milliseconds(100);
+    o.lease_poll = lease_poll;
     o.claim_poll = absl::Milliseconds(200);
     auto m =
         std::make_unique<JobManager>(o, pipeline, nullptr, pools_.back().get(), store, nullptr);
@@ -428,6 +432,51 @@ TEST_F(SharedJobManagerTest, StopHandsARunningJobToAnotherReplicaWhichFinishesIt
   int tensors = 0;
   for (const auto& e : events) tensors += e.tensors_size();
   EXPECT_EQ(tensors, 3);  // finished tensors reach a watcher on another replica
+}
+
+// The takeover race: A stalls past its lease (its keeper renews only every 30 s), B claims the job
+// and runs it; when A's run then reaches its publish, the lease check stops it: A neither publishes
+// nor records an outcome over B's, and B finishes the job.
+// True once `done` holds, polled every 20 ms; false after `timeout`.
+bool Eventually(const std::function<bool()>& done, absl::Duration timeout) {
+  const absl::Time deadline = absl::Now() + timeout;
+  while (!done()) {
+    if (absl::Now() >= deadline) return false;
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  return true;
+}
+
+TEST_F(SharedJobManagerTest, AReplicaThatLostItsLeaseDoesNotPublishOverTheNewOwner) {
+  auto sa = Replica("a");
+  auto sb = Replica("b");
+  testing::FakePipeline pa, pb;
+  pa.tensors = pb.tensors = 2;
+  pa.hold = pb.hold = true;
+  auto a = Manager(sa.get(), &pa, /*lease_poll=*/absl::Seconds(30));
+  v1::QuantizeModelRequest req;
+  req.set_input_uri("file:///in");
+  req.set_output_uri("file:///out");
+  auto job = a->Submit(req);
+  ASSERT_TRUE(job.ok()) << job.status();
+  ASSERT_TRUE(Eventually([&] { return pa.runs.load() > 0; }, absl::Seconds(10)));
+  auto b = Manager(sb.get(), &pb);  // claims the job once A's 2 s lease expired
+  ASSERT_TRUE(Eventually([&] { return pb.runs.load() > 0; }, absl::Seconds(15)))
+      << "B never claimed the job whose lease expired";
+  EXPECT_EQ(sa->Get(job->job_id())->owner, "b");
+  pa.hold = false;  // A wakes up and reaches its publish
+  ASSERT_TRUE(Eventually([&] { return pa.returned.load() > 0; }, absl::Seconds(15)));
+  EXPECT_EQ(pa.published.load(), 0) << "A published the output of a job B owns";
+  auto stored = sa->Get(job->job_id());
+  ASSERT_TRUE(stored.ok());
+  EXPECT_EQ(stored->job.state(), v1::JOB_STATE_RUNNING);
+  EXPECT_EQ(stored->owner, "b");
+  pb.hold = false;
+  ASSERT_TRUE(
+      Eventually([&] { return sa->Get(job->job_id())->job.state() == v1::JOB_STATE_SUCCEEDED; },
+                 absl::Seconds(15)));
+  EXPECT_EQ(pb.published.load(), 1);
+  EXPECT_EQ(pa.published.load(), 0);
 }
 
 }  // namespace

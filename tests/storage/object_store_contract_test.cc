@@ -74,6 +74,21 @@ TYPED_TEST(ObjectStoreContractTest, AbsentAndOutOfRange) {
   EXPECT_THAT(s.ReadAt(this->Uri("f.bin"), 5, 0, buf), IsOk());
 }
 
+TYPED_TEST(ObjectStoreContractTest, DeleteRemovesAndCopyDuplicates) {
+  ObjectStore& s = *this->store_;
+  std::string big(9u << 20, '\0');  // more than one 8 MiB read of the default Copy
+  for (size_t i = 0; i < big.size(); ++i) big[i] = static_cast<char>(i * 131 % 251);
+  ASSERT_THAT(s.WriteAll(this->Uri("c/src.bin"), big), IsOk());
+  ASSERT_THAT(s.Copy(this->Uri("c/src.bin"), this->Uri("c/sub/dst.bin")), IsOk());
+  EXPECT_TRUE(*s.ReadAll(this->Uri("c/sub/dst.bin")) == big);
+  EXPECT_THAT(s.Copy(this->Uri("c/none.bin"), this->Uri("c/x.bin")),
+              StatusIs(absl::StatusCode::kNotFound));
+  ASSERT_THAT(s.Delete(this->Uri("c/src.bin")), IsOk());
+  EXPECT_THAT(s.Size(this->Uri("c/src.bin")), StatusIs(absl::StatusCode::kNotFound));
+  EXPECT_THAT(s.Delete(this->Uri("c/src.bin")), IsOk());  // absent: OK
+  EXPECT_EQ(s.ReadAll(this->Uri("c/sub/dst.bin"))->size(), big.size());
+}
+
 TYPED_TEST(ObjectStoreContractTest, WritesPublishOnlyOnCommit) {
   ObjectStore& s = *this->store_;
   {
