@@ -31,11 +31,9 @@ Run by CTest through run_interop.sh:  test_fp8_sources.py --nvfp4ctl PATH
 
 import argparse
 import glob
-import importlib.metadata
 import json
 import os
 import shutil
-import sys
 import tempfile
 import unittest
 
@@ -48,7 +46,7 @@ from compressed_tensors.compressors.nvfp4.helpers import unpack_fp4_from_uint8
 from compressed_tensors.quantization import (QuantizationArgs, QuantizationConfig,
                                              QuantizationScheme)
 from compressed_tensors.quantization.lifecycle.forward import dequantize
-from interop_util import load_dir, read_json, run
+from interop_util import load_dir, read_json, run, run_tests
 from transformers import (AutoModelForCausalLM, DeepseekV3Config, DeepseekV3ForCausalLM,
                           LlamaConfig, LlamaForCausalLM)
 
@@ -403,9 +401,4 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--nvfp4ctl", required=True)
     ARGS, rest = parser.parse_known_args()
-    print("interop: " + ", ".join(f"{p} {importlib.metadata.version(p)}"
-                                   for p in ("torch", "transformers", "compressed-tensors")))
-    result = unittest.main(argv=[sys.argv[0]] + rest, exit=False, verbosity=2).result
-    n, f = result.testsRun, len(result.failures) + len(result.errors)
-    print(f"{n - f} passed, {f} failed")
-    sys.exit(0 if result.wasSuccessful() and n > 0 else 1)
+    run_tests(rest, ("torch", "transformers", "compressed-tensors"))

@@ -421,8 +421,9 @@ TEST(Fp8Source, DeepseekDemoPresetQuantizes) {
   }
   auto r = QuantizeModelLocal(tmp.Path("ds"), tmp.Path("out"), FastModelOptions(Layout::kCompressedTensors));
   ASSERT_THAT(r.status(), ::nvfp4::testing::IsOk());
-  // 1 dense + 8 experts + 1 shared gate/up groups; routers excluded; no scale copied.
-  EXPECT_EQ(r->plan.fused_groups, 10);
+  // gate/up groups of 1 dense MLP, 8 experts and 1 shared expert, and the MLA q_a/kv_a group of
+  // each of the 2 layers; routers excluded; no scale copied.
+  EXPECT_EQ(r->plan.fused_groups, 12);
   std::map<std::string, std::string> excluded;
   for (const ExcludedModule& e : r->plan.excluded) excluded[e.module] = e.reason;
   EXPECT_EQ(excluded["model.layers.1.mlp.gate"], "MoE router");
