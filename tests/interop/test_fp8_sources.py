@@ -46,7 +46,7 @@ from compressed_tensors.compressors.nvfp4.helpers import unpack_fp4_from_uint8
 from compressed_tensors.quantization import (QuantizationArgs, QuantizationConfig,
                                              QuantizationScheme)
 from compressed_tensors.quantization.lifecycle.forward import dequantize
-from interop_util import load_dir, read_json, run, run_tests
+from interop_util import load_dir, modelopt_dequantize, read_json, run, run_tests
 from transformers import (AutoModelForCausalLM, DeepseekV3Config, DeepseekV3ForCausalLM,
                           LlamaConfig, LlamaForCausalLM)
 
@@ -275,11 +275,7 @@ def decode_modelopt(d):
         if not k.endswith(".weight_scale_2"):
             continue
         m = k[: -len(".weight_scale_2")]
-        packed, scale = t[m + ".weight"], t[m + ".weight_scale"]
-        rows, half = packed.shape
-        codes = unpack_fp4_from_uint8(packed, rows, half * 2, dtype=torch.float32)
-        s = scale.to(torch.float32).repeat_interleave(16, dim=1)
-        out[m + ".weight"] = codes * s * t[k].float()
+        out[m + ".weight"] = modelopt_dequantize(t[m + ".weight"], t[m + ".weight_scale"], t[k])
     return out, t
 
 

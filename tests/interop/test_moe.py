@@ -36,10 +36,9 @@ from safetensors.torch import load_file, save_file
 import transformers
 from transformers import AutoModelForCausalLM
 from compressed_tensors.compressors import ModelCompressor
-from compressed_tensors.compressors.nvfp4.helpers import unpack_fp4_from_uint8
 from compressed_tensors.quantization import QuantizationConfig, apply_quantization_config
 
-from interop_util import load_dir, read_json, run, run_tests
+from interop_util import load_dir, modelopt_dequantize, read_json, run, run_tests
 
 ARGS = None
 WORK = None
@@ -218,10 +217,7 @@ def decode_modelopt(d):
         if not k.endswith(".weight_scale_2"):
             continue
         m = k[: -len(".weight_scale_2")]
-        packed, scale, g = t[f"{m}.weight"], t[f"{m}.weight_scale"], t[k]
-        rows, half = packed.shape
-        codes = unpack_fp4_from_uint8(packed, rows, half * 2, dtype=torch.float32)
-        out[m] = codes * scale.to(torch.float32).repeat_interleave(16, dim=1) * g
+        out[m] = modelopt_dequantize(t[f"{m}.weight"], t[f"{m}.weight_scale"], t[k])
     return out
 
 
