@@ -43,6 +43,15 @@ def modelopt_dequantize(packed, scale, scale_2):
     return codes * scale.to(torch.float32).repeat_interleave(16, dim=1) * scale_2.float()
 
 
+def decode_modelopt(d):
+    """Every quantized module of a ModelOpt NVFP4 checkpoint directory, decoded in torch
+    (modelopt_dequantize): {module: fp32 weight}."""
+    t = load_dir(d)
+    return {k[: -len(".weight_scale_2")]: modelopt_dequantize(
+                t[k[: -len("_scale_2")]], t[k[: -len("_2")]], t[k])
+            for k in t if k.endswith(".weight_scale_2")}
+
+
 def run_tests(rest, packages):
     """Runs the calling script's unittest cases (argv `rest`), printing the versions of
     `packages` first; exits 0 only when at least one test ran and all passed."""

@@ -46,7 +46,7 @@ from compressed_tensors.compressors.nvfp4.helpers import unpack_fp4_from_uint8
 from compressed_tensors.quantization import (QuantizationArgs, QuantizationConfig,
                                              QuantizationScheme)
 from compressed_tensors.quantization.lifecycle.forward import dequantize
-from interop_util import load_dir, modelopt_dequantize, read_json, run, run_tests
+from interop_util import decode_modelopt, load_dir, read_json, run, run_tests
 from transformers import (AutoModelForCausalLM, DeepseekV3Config, DeepseekV3ForCausalLM,
                           LlamaConfig, LlamaForCausalLM)
 
@@ -267,18 +267,6 @@ def decode_compressed_tensors(d):
     return out, t
 
 
-def decode_modelopt(d):
-    """ModelOpt NVFP4 decode in torch: E2M1 codes * E4M3 block scale * weight_scale_2."""
-    t = load_dir(d)
-    out = {}
-    for k in t:
-        if not k.endswith(".weight_scale_2"):
-            continue
-        m = k[: -len(".weight_scale_2")]
-        out[m + ".weight"] = modelopt_dequantize(t[m + ".weight"], t[m + ".weight_scale"], t[k])
-    return out, t
-
-
 class Fp8Sources(unittest.TestCase):
     def test_same_bytes_as_the_torch_fp32_dequantization(self):
         for name in MODELS:
@@ -328,7 +316,8 @@ class Fp8Sources(unittest.TestCase):
         for name in MODELS:
             ref = REFS[name]
             ct, _ = decode_compressed_tensors(f"{WORK}/{name}-compressed-tensors")
-            mo, mo_t = decode_modelopt(f"{WORK}/{name}-modelopt")
+            mo = {m + ".weight": w for m, w in decode_modelopt(f"{WORK}/{name}-modelopt").items()}
+            mo_t = load_dir(f"{WORK}/{name}-modelopt")
             fp8_weights = [k for k in ref if k.endswith(".weight") and
                            k in load_dir(f"{WORK}/{name}") and
                            load_dir(f"{WORK}/{name}")[k].dtype == torch.float8_e4m3fn]
@@ -381,7 +370,8 @@ class Fp8Sources(unittest.TestCase):
             #    own loading (for DeepSeek its per-expert -> fused-expert conversion).
             cfg = read_json(f"{WORK}/{name}-f32/config.json")
             full = dict(REFS[name])
-            full.update(decode_modelopt(f"{WORK}/{name}-modelopt")[0])
+            full.update({m + ".weight": w
+                         for m, w in decode_modelopt(f"{WORK}/{name}-modelopt").items()})
             d = f"{WORK}/{name}-decoded"
             write_model(d, {k: v.float() for k, v in full.items()}, cfg)
             model = AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32)

@@ -38,7 +38,7 @@ from transformers import AutoModelForCausalLM
 from compressed_tensors.compressors import ModelCompressor
 from compressed_tensors.quantization import QuantizationConfig, apply_quantization_config
 
-from interop_util import load_dir, modelopt_dequantize, read_json, run, run_tests
+from interop_util import decode_modelopt, load_dir, read_json, run, run_tests
 
 ARGS = None
 WORK = None
@@ -208,17 +208,6 @@ def decompress_ct(d):
     compressor.decompress_model(root)
     return {m: root.get_submodule(m).weight.detach().float() for m in shapes
             if f"{m}.weight_packed" in t}
-
-
-def decode_modelopt(d):
-    t = load_dir(d)
-    out = {}
-    for k in t:
-        if not k.endswith(".weight_scale_2"):
-            continue
-        m = k[: -len(".weight_scale_2")]
-        out[m] = modelopt_dequantize(t[f"{m}.weight"], t[f"{m}.weight_scale"], t[k])
-    return out
 
 
 def check_error_bound(test, name, orig, deq):
