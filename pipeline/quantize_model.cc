@@ -788,27 +788,33 @@ class ModelRun {
     if (size == 0 && s.ok()) s = out_->WriteTensor(name, {});
     meter_.AddBytes(-static_cast<int64_t>(cap));
     RETURN_IF_ERROR(s);
-    // A NaN/Inf in a tensor that is copied (a norm, an embedding, an excluded layer) reaches the
-    // output as it is: reported, or refused with strict_finite.
-    if (nonfinite > 0) {
-      const std::string what =
-          StrCat("tensor '", name, "' (", dtype, ", copied unquantized) holds ");
-      if (options_.strict_finite) {  // stopped at the first chunk with one
-        return absl::InvalidArgumentError(
-            StrCat(what, "NaN/Inf values (strict: non-finite values are refused)"));
-      }
-      nonfinite_warnings_.push_back(StrCat(what, nonfinite,
-                                           nonfinite == 1 ? " NaN/Inf value" : " NaN/Inf values",
-                                           "; copied as it is"));
-    }
+    // (strict: stopped at the first chunk with one)
+    RETURN_IF_ERROR(
+        ReportNonFinite(StrCat("tensor '", name, "' (", dtype, ", copied unquantized)"), nonfinite));
     WrittenUnit w;
     w.bytes_out = size;
     if (journal_ != nullptr && out_->Wants(name)) w.sha256.emplace_back(name, hash.HexDigest());
     return w;
   }
 
+  // A NaN/Inf in a tensor that is written unquantized (a norm, an embedding, an excluded layer)
+  // reaches the output as it is: reported (`what` names the tensor), or refused with
+  // strict_finite.
+  absl::Status ReportNonFinite(const std::string& what, int64_t nonfinite) {
+    if (nonfinite == 0) return absl::OkStatus();
+    if (options_.strict_finite) {
+      return absl::InvalidArgumentError(
+          StrCat(what, " holds NaN/Inf values (strict: non-finite values are refused)"));
+    }
+    nonfinite_warnings_.push_back(StrCat(what, " holds ", nonfinite,
+                                         nonfinite == 1 ? " NaN/Inf value" : " NaN/Inf values",
+                                         "; copied as it is"));
+    return absl::OkStatus();
+  }
+
   // Writes an FP8 weight that stays unquantized as BF16: the fp32 dequantization rounded to
-  // nearest even (bit-identical to DeepSeek's fp8_cast_bf16.py).
+  // nearest even (bit-identical to DeepSeek's fp8_cast_bf16.py). NaN codes are reported as
+  // copied NaN values are.
   absl::StatusOr<WrittenUnit> WriteDequantizedFp8(const std::string& name) {
     WrittenUnit w;
     if (!out_->Wants(name)) return w;
@@ -817,6 +823,10 @@ class ModelRun {
     meter_.AddBytes(bytes);
     absl::StatusOr<std::vector<uint8_t>> bf16 = ReadFp8AsBf16(reader(), name, *prep_.fp8.Find(name));
     absl::Status s = bf16.status();
+    if (s.ok()) {
+      s = ReportNonFinite(StrCat("tensor '", name, "' (F8_E4M3, written as BF16 unquantized)"),
+                          formats::CountNonFinite("BF16", *bf16));
+    }
     if (s.ok()) s = out_->WriteTensor(name, *bf16);
     meter_.AddBytes(-bytes);
     RETURN_IF_ERROR(s);

@@ -36,6 +36,7 @@ using ::nvfp4::testing::ReadFile;
 using ::nvfp4::testing::StatusIs;
 using ::nvfp4::testing::TempDir;
 using ::nvfp4::testing::WriteFile;
+using ::testing::AllOf;
 using ::testing::HasSubstr;
 
 // How the test model stores its FP8 weights.
@@ -298,6 +299,31 @@ TEST(Fp8Source, AnExcludedFp8WeightIsWrittenAsBf16) {
   WriteFile(tmp.Path("out") + "/model.safetensors", file);
   EXPECT_THAT(Verify(tmp.Path("fp8"), tmp.Path("out")).problems,
               ::testing::ElementsAre(HasSubstr("BF16 dequantization of the FP8 original")));
+}
+
+TEST(Fp8Source, NanCodesOfAnExcludedFp8WeightAreReported) {
+  TempDir tmp;
+  Fp8Model model(Scheme::kBlock, 5);
+  for (Tensor& t : model.fp8_tensors()) {
+    if (t.name == "model.layers.0.mlp.down_proj.weight") t.bytes[3] = t.bytes[7] = 0x7F;
+  }
+  model.Write(tmp.Path("fp8"), false);
+  QuantizeModelOptions o = FastModelOptions(Layout::kModelOpt);
+  o.selection.exclude = {"*down_proj"};
+  auto r = QuantizeModelLocal(tmp.Path("fp8"), tmp.Path("out"), o);
+  ASSERT_THAT(r.status(), ::nvfp4::testing::IsOk());
+  EXPECT_THAT(r->warnings, ::testing::Contains(AllOf(
+                               HasSubstr("model.layers.0.mlp.down_proj.weight"),
+                               HasSubstr("written as BF16"), HasSubstr("2 NaN/Inf values"))));
+  o.strict_finite = true;
+  auto strict = QuantizeModelLocal(tmp.Path("fp8"), tmp.Path("out2"), o);
+  EXPECT_THAT(strict, StatusIs(absl::StatusCode::kInvalidArgument));
+  EXPECT_THAT(strict.status().message(), HasSubstr("model.layers.0.mlp.down_proj.weight"));
+  // A NaN code in a weight that is quantized is the quantizer's non-finite error.
+  o = FastModelOptions(Layout::kModelOpt);
+  auto quantized = QuantizeModelLocal(tmp.Path("fp8"), tmp.Path("out3"), o);
+  EXPECT_THAT(quantized, StatusIs(absl::StatusCode::kInvalidArgument));
+  EXPECT_THAT(quantized.status().message(), HasSubstr("NaN at flat index 3"));
 }
 
 // Rewrites tensor `name` of the FP8 model (dtype, shape, bytes) and expects quantization to fail

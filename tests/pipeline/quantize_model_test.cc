@@ -306,7 +306,7 @@ std::string WithNonFiniteNorm(const std::string& src, const std::string& dir) {
 
 TEST_F(PipelineTest, NonFiniteValuesInACopiedTensorAreReported) {
   const std::string in = WithNonFiniteNorm(Tiny1(), tmp_.Path("nan-in"));
-  QuantizeModelOptions o = FastOptions(Layout::kModelOpt);
+  QuantizeModelOptions o = FastModelOptions(Layout::kModelOpt);
   o.copy_chunk_bytes = 9;  // several chunks (rounded to 8 bytes) for one tensor
   auto res = QuantizeModelLocal(in, tmp_.Path("nan-out"), o);
   ASSERT_TRUE(res.ok()) << res.status();
