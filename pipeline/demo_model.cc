@@ -61,10 +61,13 @@ struct DemoTensor {
 
   const char* dtype() const {
     switch (kind) {
-      case Kind::kFp8: return "F8_E4M3";
+      case Kind::kFp8:
+        return "F8_E4M3";
       case Kind::kBias:
-      case Kind::kScaleInv: return "F32";
-      default: return "BF16";
+      case Kind::kScaleInv:
+        return "F32";
+      default:
+        return "BF16";
     }
   }
 };
@@ -92,7 +95,8 @@ std::vector<DemoTensor> DeepseekTensors(const DemoPreset& p) {
     if (l < p.first_dense) {
       mlp(pre + "mlp.", p.intermediate);
     } else {
-      for (int64_t e = 0; e < p.experts; ++e) mlp(StrCat(pre, "mlp.experts.", e, "."), p.moe_intermediate);
+      for (int64_t e = 0; e < p.experts; ++e)
+        mlp(StrCat(pre, "mlp.experts.", e, "."), p.moe_intermediate);
       t.push_back({pre + "mlp.gate.e_score_correction_bias", {p.experts}, K::kBias});
       t.push_back({pre + "mlp.gate.weight", {p.experts, h}});
       mlp(pre + "mlp.shared_experts.", p.moe_intermediate);
@@ -194,7 +198,8 @@ void Generate(const DemoTensor& t, uint64_t seed, int64_t first, std::span<float
         second = static_cast<float>(rad * std::sin(2 * M_PI * u2));
         have_second = true;
       }
-      out[static_cast<size_t>(i)] = t.kind == DemoTensor::Kind::kNorm ? 1.0f + 0.05f * z : 0.02f * z;
+      out[static_cast<size_t>(i)] =
+          t.kind == DemoTensor::Kind::kNorm ? 1.0f + 0.05f * z : 0.02f * z;
     }
   }
 }
@@ -462,7 +467,8 @@ absl::StatusOr<DemoModelResult> MakeDemoModel(const std::string& dir,
     const std::string file =
         n == 1 ? std::string(formats::kSingleFileName) : formats::ShardFileName(s, n);
     std::vector<formats::TensorSpec> specs;
-    for (size_t i : shards[s]) specs.push_back({tensors[i].name, tensors[i].dtype(), tensors[i].shape});
+    for (size_t i : shards[s])
+      specs.push_back({tensors[i].name, tensors[i].dtype(), tensors[i].shape});
     formats::SafetensorsWriter::Options wopts;
     wopts.sync = options.sync;
     ASSIGN_OR_RETURN(
@@ -472,7 +478,8 @@ absl::StatusOr<DemoModelResult> MakeDemoModel(const std::string& dir,
       const DemoTensor& t = tensors[i];
       weight_map[t.name] = file;
       if (t.kind == DemoTensor::Kind::kFp8) {
-        ASSIGN_OR_RETURN(pending_scales[t.name + "_scale_inv"], WriteFp8Weight(t, options.seed, *w));
+        ASSIGN_OR_RETURN(pending_scales[t.name + "_scale_inv"],
+                         WriteFp8Weight(t, options.seed, *w));
         continue;
       }
       if (t.kind == DemoTensor::Kind::kScaleInv) {  // its weight precedes it (Tensors order)

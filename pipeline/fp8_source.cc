@@ -16,7 +16,8 @@ namespace {
 constexpr int64_t kDefaultBlock = 128;
 
 bool EndsWith(const std::string& s, std::string_view suffix) {
-  return s.size() >= suffix.size() && std::string_view(s).substr(s.size() - suffix.size()) == suffix;
+  return s.size() >= suffix.size() &&
+         std::string_view(s).substr(s.size() - suffix.size()) == suffix;
 }
 
 int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
@@ -61,8 +62,8 @@ std::variant<Fp8Weight, std::string> Tiling(const formats::TensorInfo& scale, in
       w.granularity = StrCat("block ", bn, "x", bk);
       return w;
     }
-    return StrCat("expected [", CeilDiv(n, bn), ", ", CeilDiv(k, bk), "] (one scale per ", bn,
-                  "x", bk, " block)");
+    return StrCat("expected [", CeilDiv(n, bn), ", ", CeilDiv(k, bk), "] (one scale per ", bn, "x",
+                  bk, " block)");
   }
   if (scale.numel() == 1 && s.size() <= 2) {
     w.block_rows = n;
@@ -101,7 +102,8 @@ bool IsFp8QuantizationConfig(const nlohmann::ordered_json& q,
   if (method == "fp8") {
     const std::string fmt = str("fmt");
     if (!fmt.empty() && fmt != "e4m3") return false;
-    if (block != nullptr && q.contains("weight_block_size")) *block = BlockOf(q["weight_block_size"]);
+    if (block != nullptr && q.contains("weight_block_size"))
+      *block = BlockOf(q["weight_block_size"]);
     return true;
   }
   if (method == "compressed-tensors") {
@@ -117,7 +119,8 @@ bool IsFp8QuantizationConfig(const nlohmann::ordered_json& q,
   // ModelOpt: config.json's quantization_config, or hf_quant_config.json's "quantization".
   if (method == "modelopt" || method.empty()) {
     const nlohmann::ordered_json* algo_holder = &q;
-    if (q.contains("quantization") && q["quantization"].is_object()) algo_holder = &q["quantization"];
+    if (q.contains("quantization") && q["quantization"].is_object())
+      algo_holder = &q["quantization"];
     auto algo = algo_holder->find("quant_algo");
     return algo != algo_holder->end() && algo->is_string() && algo->get<std::string>() == "FP8";
   }
@@ -150,21 +153,21 @@ absl::StatusOr<Fp8Sources> FindFp8Sources(const formats::CheckpointReader& reade
       if (out.unscaled++ == 0) out.unscaled_example = info.name;
       continue;
     }
-    const std::string where = StrCat(FileOf(reader, *scale), ": FP8 weight '", info.name, "' ",
-                                     ShapeString(info.shape), ": its scale '", scale->info->name,
-                                     "' ");
+    const std::string where =
+        StrCat(FileOf(reader, *scale), ": FP8 weight '", info.name, "' ", ShapeString(info.shape),
+               ": its scale '", scale->info->name, "' ");
     if (inv != nullptr && fwd != nullptr) {
       return absl::InvalidArgumentError(StrCat(where, "comes with '", fwd->info->name,
                                                "' too; a weight has one dequantization scale"));
     }
     if (reader.Find(module + ".weight_zero_point") != nullptr) {
-      return absl::InvalidArgumentError(StrCat(
-          where, "comes with '", module,
-          ".weight_zero_point': asymmetric FP8 is not supported (w = fp8 * scale only)"));
+      return absl::InvalidArgumentError(
+          StrCat(where, "comes with '", module,
+                 ".weight_zero_point': asymmetric FP8 is not supported (w = fp8 * scale only)"));
     }
     if (!formats::ToKernelDType(scale->info->dtype)) {
-      return absl::InvalidArgumentError(StrCat(where, "has dtype ", scale->info->dtype,
-                                               " (expected F32, BF16 or F16)"));
+      return absl::InvalidArgumentError(
+          StrCat(where, "has dtype ", scale->info->dtype, " (expected F32, BF16 or F16)"));
     }
     if (info.shape[0] <= 0 || info.shape[1] <= 0) {
       return absl::InvalidArgumentError(StrCat(where, ": the weight is empty"));
@@ -176,7 +179,8 @@ absl::StatusOr<Fp8Sources> FindFp8Sources(const formats::CheckpointReader& reade
     }
     (inv != nullptr ? inverse_layout : scale_layout) = true;
     out.consumed.insert(scale->info->name);
-    if (reader.Find(module + ".input_scale") != nullptr) out.consumed.insert(module + ".input_scale");
+    if (reader.Find(module + ".input_scale") != nullptr)
+      out.consumed.insert(module + ".input_scale");
     out.weights.emplace(info.name, std::get<Fp8Weight>(std::move(tiling)));
   }
   if (inverse_layout && scale_layout) {
@@ -194,8 +198,8 @@ absl::Status ReadDequantizedFp8(const formats::CheckpointReader& reader, const s
   const formats::TensorLocation* wloc = reader.Find(weight);
   const formats::TensorLocation* sloc = reader.Find(fp8.scale_tensor);
   if (wloc == nullptr || sloc == nullptr) {
-    return absl::NotFoundError(StrCat("FP8 weight '", weight, "' or its scale '",
-                                      fp8.scale_tensor, "' is not in the checkpoint"));
+    return absl::NotFoundError(StrCat("FP8 weight '", weight, "' or its scale '", fp8.scale_tensor,
+                                      "' is not in the checkpoint"));
   }
   const int64_t n = wloc->info->shape[0], k = wloc->info->shape[1];
   if (out.size() != static_cast<size_t>(n * k)) {
@@ -232,7 +236,8 @@ absl::Status ReadDequantizedFp8(const formats::CheckpointReader& reader, const s
 }
 
 absl::StatusOr<std::vector<uint8_t>> ReadFp8AsBf16(const formats::CheckpointReader& reader,
-                                                   const std::string& weight, const Fp8Weight& fp8) {
+                                                   const std::string& weight,
+                                                   const Fp8Weight& fp8) {
   const formats::TensorLocation* loc = reader.Find(weight);
   if (loc == nullptr) return absl::NotFoundError(StrCat("FP8 weight '", weight, "' is missing"));
   const size_t numel = static_cast<size_t>(loc->info->numel());

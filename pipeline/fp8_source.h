@@ -35,7 +35,7 @@ struct Fp8Weight {
   std::string scale_tensor;  // `<m>.weight_scale_inv` or `<m>.weight_scale`
   int64_t block_rows = 0;    // one scale covers block_rows x block_cols elements (edges partial)
   int64_t block_cols = 0;
-  std::string granularity;   // "block 128x128", "per-channel", "per-tensor", "group 1x128"
+  std::string granularity;  // "block 128x128", "per-channel", "per-tensor", "group 1x128"
 };
 
 struct Fp8Sources {

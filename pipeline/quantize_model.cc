@@ -117,8 +117,7 @@ absl::StatusOr<Prepared> Prepare(storage::InputDirectory& input, const QuantizeM
     if (p.fp8.unscaled > 0) {
       return absl::InvalidArgumentError(StrCat(
           input.Describe(), ": no module to quantize: ", p.fp8.unscaled,
-          " weight(s) are F8_E4M3 without a dequantization scale (e.g. '",
-          p.fp8.unscaled_example,
+          " weight(s) are F8_E4M3 without a dequantization scale (e.g. '", p.fp8.unscaled_example,
           "'): the checkpoint is already quantized to FP8 in a layout this service does not "
           "read. Supported FP8 inputs (docs/CHECKPOINTS.md \"FP8 sources\"): '<m>.weight' with "
           "'<m>.weight_scale_inv' (DeepSeek-V3 block FP8) or '<m>.weight_scale' "
@@ -197,8 +196,8 @@ absl::StatusOr<ModelOutputPlan> BuildOutputPlan(const Prepared& p,
       if (u.kind == WorkUnit::Kind::kCopy) {
         // An FP8 weight that stays unquantized is written dequantized, as BF16 (the output's
         // quantization_config is NVFP4 only: its FP8 scales would not be loaded).
-        op.specs.push_back({source.name, p.fp8.Find(source.name) ? "BF16" : source.dtype,
-                            source.shape});
+        op.specs.push_back(
+            {source.name, p.fp8.Find(source.name) ? "BF16" : source.dtype, source.shape});
       } else {
         for (formats::TensorSpec& s :
              QuantizedSpecs(options.layout, u.modules[j], source.shape[0], source.shape[1],
@@ -747,10 +746,7 @@ class ModelRun {
       UnitData& d = **item;
       if (state_.failed()) continue;  // drained: the unit is dropped
       const WorkUnit& u = plan().units[d.index];
-      absl::StatusOr<WrittenUnit> written =
-          u.kind != WorkUnit::Kind::kCopy ? WriteEncoded(d)
-          : prep_.fp8.Find(u.tensors[0]) ? WriteDequantizedFp8(u.tensors[0])
-                                         : CopyTensor(u.tensors[0]);
+      absl::StatusOr<WrittenUnit> written = WriteUnit(d);
       d.metered.Release();
       absl::Status s = written.status();
       if (s.ok() && journal_ != nullptr) s = JournalUnit(d, *written);
@@ -761,6 +757,14 @@ class ModelRun {
       Report(u, UnitName(u), d.results, d.bytes_in, written->bytes_out, /*resumed=*/false);
       state_.CheckCancelled();
     }
+  }
+
+  // Writes unit `d`: its encoded tensors, an unquantized FP8 weight as BF16, or a copied tensor.
+  absl::StatusOr<WrittenUnit> WriteUnit(const UnitData& d) {
+    const WorkUnit& u = plan().units[d.index];
+    if (u.kind != WorkUnit::Kind::kCopy) return WriteEncoded(d);
+    if (prep_.fp8.Find(u.tensors[0]) != nullptr) return WriteDequantizedFp8(u.tensors[0]);
+    return CopyTensor(u.tensors[0]);
   }
 
   // Streams a copied tensor from its input file into its output file in chunks.
@@ -789,8 +793,8 @@ class ModelRun {
     meter_.AddBytes(-static_cast<int64_t>(cap));
     RETURN_IF_ERROR(s);
     // (strict: stopped at the first chunk with one)
-    RETURN_IF_ERROR(
-        ReportNonFinite(StrCat("tensor '", name, "' (", dtype, ", copied unquantized)"), nonfinite));
+    RETURN_IF_ERROR(ReportNonFinite(StrCat("tensor '", name, "' (", dtype, ", copied unquantized)"),
+                                    nonfinite));
     WrittenUnit w;
     w.bytes_out = size;
     if (journal_ != nullptr && out_->Wants(name)) w.sha256.emplace_back(name, hash.HexDigest());
@@ -821,7 +825,8 @@ class ModelRun {
     // fp32 values, their bf16 bytes and the codes while converting.
     const int64_t bytes = reader().Find(name)->info->numel() * 7;
     meter_.AddBytes(bytes);
-    absl::StatusOr<std::vector<uint8_t>> bf16 = ReadFp8AsBf16(reader(), name, *prep_.fp8.Find(name));
+    absl::StatusOr<std::vector<uint8_t>> bf16 =
+        ReadFp8AsBf16(reader(), name, *prep_.fp8.Find(name));
     absl::Status s = bf16.status();
     if (s.ok()) {
       s = ReportNonFinite(StrCat("tensor '", name, "' (F8_E4M3, written as BF16 unquantized)"),

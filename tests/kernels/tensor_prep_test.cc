@@ -38,9 +38,9 @@ TEST(DequantFp8, EveryCodeTimesScalesIsOneRoundedProduct) {
           << "code " << code << " scale " << scale;
     }
   }
-  EXPECT_EQ(DequantFp8(0x38, 2.0f), 2.0f);     // 1.0
-  EXPECT_EQ(DequantFp8(0x7E, 1.0f), 448.0f);   // the largest finite value
-  EXPECT_EQ(DequantFp8(0x01, 1.0f), 0.001953125f);  // 2^-9
+  EXPECT_EQ(DequantFp8(0x38, 2.0f), 2.0f);            // 1.0
+  EXPECT_EQ(DequantFp8(0x7E, 1.0f), 448.0f);          // the largest finite value
+  EXPECT_EQ(DequantFp8(0x01, 1.0f), 0.001953125f);    // 2^-9
   EXPECT_TRUE(std::signbit(DequantFp8(0x80, 1.0f)));  // -0
 }
 
@@ -75,7 +75,8 @@ TEST_P(DequantizeFp8RowsTest, EachElementUsesItsTilesScale) {
   for (int64_t r = 0; r < c.rows; ++r) {
     for (int64_t k = 0; k < c.cols; ++k) {
       const size_t i = static_cast<size_t>(r * c.cols + k);
-      const float scale = scales[static_cast<size_t>((r / c.block_rows) * grid_cols + k / c.block_cols)];
+      const float scale =
+          scales[static_cast<size_t>((r / c.block_rows) * grid_cols + k / c.block_cols)];
       const float want = static_cast<float>(ReferenceE4M3(codes[i]) * static_cast<double>(scale));
       ASSERT_EQ(whole[i], want) << "row " << r << " col " << k;
       ASSERT_EQ(parts[i], want) << "row " << r << " col " << k;
@@ -83,14 +84,14 @@ TEST_P(DequantizeFp8RowsTest, EachElementUsesItsTilesScale) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Tilings, DequantizeFp8RowsTest,
-    ::testing::Values(Case{130, 272, 128, 128},   // partial edge blocks in both dimensions
-                      Case{100, 96, 128, 128},    // one partial block
-                      Case{256, 384, 128, 128},   // whole blocks only
-                      Case{37, 64, 1, 64},        // per channel
-                      Case{37, 64, 37, 64},       // per tensor
-                      Case{12, 256, 1, 32}));     // groups of 32 columns
+INSTANTIATE_TEST_SUITE_P(Tilings, DequantizeFp8RowsTest,
+                         ::testing::Values(Case{130, 272, 128,
+                                                128},  // partial edge blocks in both dimensions
+                                           Case{100, 96, 128, 128},   // one partial block
+                                           Case{256, 384, 128, 128},  // whole blocks only
+                                           Case{37, 64, 1, 64},       // per channel
+                                           Case{37, 64, 37, 64},      // per tensor
+                                           Case{12, 256, 1, 32}));    // groups of 32 columns
 
 }  // namespace
 }  // namespace nvfp4

@@ -18,10 +18,10 @@
 #include "gtest/gtest.h"
 #include "kernels/tensor_prep.h"
 #include "nlohmann/json.hpp"
-#include "storage/directory.h"
 #include "pipeline/demo_model.h"
 #include "pipeline/nvfp4_checkpoint.h"
 #include "pipeline/quantize_model.h"
+#include "storage/directory.h"
 #include "tests/testing/files.h"
 #include "tests/testing/status_matchers.h"
 #include "tests/testing/temp_dir.h"
@@ -41,9 +41,9 @@ using ::testing::HasSubstr;
 
 // How the test model stores its FP8 weights.
 enum class Scheme {
-  kBlock,            // weight_scale_inv F32 per 128x128 block, quant_method "fp8"
-  kChannelBf16,      // compressed-tensors: weight_scale BF16 [N, 1]
-  kTensorModelOpt,   // ModelOpt: weight_scale F32 [], input_scale F32 [], hf_quant_config.json
+  kBlock,           // weight_scale_inv F32 per 128x128 block, quant_method "fp8"
+  kChannelBf16,     // compressed-tensors: weight_scale BF16 [N, 1]
+  kTensorModelOpt,  // ModelOpt: weight_scale F32 [], input_scale F32 [], hf_quant_config.json
 };
 
 struct Tensor {
@@ -99,11 +99,11 @@ class Fp8Model {
   void Write(const std::string& dir, bool reference) const {
     fs::create_directories(dir);
     std::vector<formats::TensorToWrite> t;
-    for (const Tensor& x : reference ? ref_ : fp8_) t.push_back({x.name, x.dtype, x.shape, x.bytes});
+    for (const Tensor& x : reference ? ref_ : fp8_)
+      t.push_back({x.name, x.dtype, x.shape, x.bytes});
     ASSERT_TRUE(formats::WriteSafetensors(dir + "/model.safetensors", t).ok());
-    nlohmann::ordered_json config = {{"architectures", {"LlamaForCausalLM"}},
-                                     {"model_type", "llama"},
-                                     {"num_hidden_layers", 1}};
+    nlohmann::ordered_json config = {
+        {"architectures", {"LlamaForCausalLM"}}, {"model_type", "llama"}, {"num_hidden_layers", 1}};
     if (!reference) {
       switch (scheme_) {
         case Scheme::kBlock:
@@ -113,15 +113,17 @@ class Fp8Model {
                                            {"weight_block_size", {128, 128}}};
           break;
         case Scheme::kChannelBf16:
-          config["quantization_config"] = {
-              {"quant_method", "compressed-tensors"},
-              {"format", "float-quantized"},
-              {"config_groups",
-               {{"group_0",
-                 {{"targets", {"Linear"}},
-                  {"weights",
-                   {{"num_bits", 8}, {"type", "float"}, {"strategy", "channel"},
-                    {"symmetric", true}, {"dynamic", false}}}}}}}};
+          config["quantization_config"] = {{"quant_method", "compressed-tensors"},
+                                           {"format", "float-quantized"},
+                                           {"config_groups",
+                                            {{"group_0",
+                                              {{"targets", {"Linear"}},
+                                               {"weights",
+                                                {{"num_bits", 8},
+                                                 {"type", "float"},
+                                                 {"strategy", "channel"},
+                                                 {"symmetric", true},
+                                                 {"dynamic", false}}}}}}}};
           break;
         case Scheme::kTensorModelOpt:
           WriteFile(dir + "/hf_quant_config.json",
@@ -199,7 +201,6 @@ class Fp8Model {
   std::map<std::string, std::vector<float>> deq_;
 };
 
-
 nlohmann::json Json(const std::string& path) { return nlohmann::json::parse(ReadFile(path)); }
 
 // `nvfp4ctl verify` of an output against its FP8 original.
@@ -241,7 +242,8 @@ TEST_P(Fp8SourceTest, QuantizesToTheBytesOfItsFp32Dequantization) {
   EXPECT_NE((*reader)->Find("model.layers.0.mlp.gate.e_score_correction_bias"), nullptr);
   // The output config: the NVFP4 quantization_config replaces the FP8 one.
   const nlohmann::json c = Json(tmp_.Path("out-fp8") + "/config.json");
-  EXPECT_EQ(c["quantization_config"], Json(tmp_.Path("out-ref") + "/config.json")["quantization_config"]);
+  EXPECT_EQ(c["quantization_config"],
+            Json(tmp_.Path("out-ref") + "/config.json")["quantization_config"]);
   EXPECT_FALSE(c["quantization_config"].contains("weight_block_size"));
   EXPECT_EQ(c["quantization_config"]["quant_method"],
             layout == Layout::kModelOpt ? "modelopt" : "compressed-tensors");
@@ -260,11 +262,11 @@ TEST_P(Fp8SourceTest, QuantizesToTheBytesOfItsFp32Dequantization) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Layouts, Fp8SourceTest,
-    ::testing::Combine(::testing::Values(Scheme::kBlock, Scheme::kChannelBf16,
-                                         Scheme::kTensorModelOpt),
-                       ::testing::Values(Layout::kModelOpt, Layout::kCompressedTensors)));
+INSTANTIATE_TEST_SUITE_P(Layouts, Fp8SourceTest,
+                         ::testing::Combine(::testing::Values(Scheme::kBlock, Scheme::kChannelBf16,
+                                                              Scheme::kTensorModelOpt),
+                                            ::testing::Values(Layout::kModelOpt,
+                                                              Layout::kCompressedTensors)));
 
 TEST(Fp8Source, AnExcludedFp8WeightIsWrittenAsBf16) {
   TempDir tmp;
@@ -312,9 +314,9 @@ TEST(Fp8Source, NanCodesOfAnExcludedFp8WeightAreReported) {
   o.selection.exclude = {"*down_proj"};
   auto r = QuantizeModelLocal(tmp.Path("fp8"), tmp.Path("out"), o);
   ASSERT_THAT(r.status(), ::nvfp4::testing::IsOk());
-  EXPECT_THAT(r->warnings, ::testing::Contains(AllOf(
-                               HasSubstr("model.layers.0.mlp.down_proj.weight"),
-                               HasSubstr("written as BF16"), HasSubstr("2 NaN/Inf values"))));
+  EXPECT_THAT(r->warnings, ::testing::Contains(
+                               AllOf(HasSubstr("model.layers.0.mlp.down_proj.weight"),
+                                     HasSubstr("written as BF16"), HasSubstr("2 NaN/Inf values"))));
   o.strict_finite = true;
   auto strict = QuantizeModelLocal(tmp.Path("fp8"), tmp.Path("out2"), o);
   EXPECT_THAT(strict, StatusIs(absl::StatusCode::kInvalidArgument));
@@ -332,7 +334,8 @@ class Fp8ErrorTest : public ::testing::Test {
  protected:
   void Expect(Fp8Model& model, absl::StatusCode code, const std::vector<std::string>& expect) {
     model.Write(tmp_.Path("in"), false);
-    auto r = QuantizeModelLocal(tmp_.Path("in"), tmp_.Path("out"), FastModelOptions(Layout::kModelOpt));
+    auto r =
+        QuantizeModelLocal(tmp_.Path("in"), tmp_.Path("out"), FastModelOptions(Layout::kModelOpt));
     ASSERT_FALSE(r.ok());
     EXPECT_THAT(r, StatusIs(code));
     for (const std::string& e : expect) EXPECT_THAT(r.status().message(), HasSubstr(e));
@@ -381,7 +384,8 @@ TEST_F(Fp8ErrorTest, BlockSizeOfTheConfigIsChecked) {
   nlohmann::json c = Json(tmp_.Path("in") + "/config.json");
   c["quantization_config"]["weight_block_size"] = {64, 64};
   WriteFile(tmp_.Path("in") + "/config.json", c.dump());
-  auto r = QuantizeModelLocal(tmp_.Path("in"), tmp_.Path("out"), FastModelOptions(Layout::kModelOpt));
+  auto r =
+      QuantizeModelLocal(tmp_.Path("in"), tmp_.Path("out"), FastModelOptions(Layout::kModelOpt));
   EXPECT_THAT(r, StatusIs(absl::StatusCode::kInvalidArgument));
   EXPECT_THAT(r.status().message(), HasSubstr("one scale per 64x64 block"));
 }
@@ -402,7 +406,8 @@ TEST_F(Fp8ErrorTest, OtherQuantizedInputsAreRejected) {
   nlohmann::json c = Json(tmp_.Path("in") + "/config.json");
   c["quantization_config"] = {{"quant_method", "awq"}, {"bits", 4}};
   WriteFile(tmp_.Path("in") + "/config.json", c.dump());
-  auto r = QuantizeModelLocal(tmp_.Path("in"), tmp_.Path("out"), FastModelOptions(Layout::kModelOpt));
+  auto r =
+      QuantizeModelLocal(tmp_.Path("in"), tmp_.Path("out"), FastModelOptions(Layout::kModelOpt));
   EXPECT_THAT(r, StatusIs(absl::StatusCode::kFailedPrecondition));
   EXPECT_THAT(r.status().message(), HasSubstr("already quantized"));
 }
@@ -440,12 +445,14 @@ TEST(Fp8Source, DeepseekDemoPresetQuantizes) {
     for (int64_t bc = 0; bc < 2; ++bc) {
       int top = 0;
       for (int64_t r = br * 128; r < std::min<int64_t>(160, br * 128 + 128); ++r) {
-        for (int64_t c = bc * 128; c < bc * 128 + 128; ++c) top = std::max(top, (*codes)[r * 256 + c] & 0x7F);
+        for (int64_t c = bc * 128; c < bc * 128 + 128; ++c)
+          top = std::max(top, (*codes)[r * 256 + c] & 0x7F);
       }
       EXPECT_EQ(top, 0x7E) << "block " << br << "," << bc;
     }
   }
-  auto r = QuantizeModelLocal(tmp.Path("ds"), tmp.Path("out"), FastModelOptions(Layout::kCompressedTensors));
+  auto r = QuantizeModelLocal(tmp.Path("ds"), tmp.Path("out"),
+                              FastModelOptions(Layout::kCompressedTensors));
   ASSERT_THAT(r.status(), ::nvfp4::testing::IsOk());
   // gate/up groups of 1 dense MLP, 8 experts and 1 shared expert, and the MLA q_a/kv_a group of
   // each of the 2 layers; routers excluded; no scale copied.
