@@ -8,8 +8,12 @@
 #
 # --layers N writes only the first N layers of the preset (qwen3-30b-a3b-shape is ~61 GB whole:
 # 48 layers x 128 experts; each layer is ~1.24 GB).
+# --preset deepseek-v3-fp8-shape measures the FP8 path: a block-FP8 DeepSeek-V3-shaped checkpoint
+# (pipeline/demo_model.h; ~7.6 GB: 3.9 GB of F8_E4M3 weights, 3.7 GB of bf16 embeddings/lm_head)
+# dequantized while read and quantized to NVFP4; "input" is then the FP8 checkpoint's bytes.
 #
-#   bench/e2e_quantize_model.sh [--preset small|tiny|llama-8b-shape|qwen3-30b-a3b-shape]
+#   bench/e2e_quantize_model.sh [--preset small|tiny|llama-8b-shape|qwen3-30b-a3b-shape|
+#                                         deepseek-v3-fp8-shape|...]
 #                               [--layers N] [--method soar|rtn|...]
 #                               [--layout modelopt|compressed-tensors] [--device cpu|cuda|auto]
 #                               [--nvfp4ctl PATH] [--workdir DIR] [--keep]
@@ -98,7 +102,8 @@ else
   DEV=$(tail -1 "$WORKDIR/result.jsonl" | python3 -c 'import json,sys; print(json.load(sys.stdin)["summary"]["device"])')
 fi
 echo "preset=$PRESET layers=$LAYERS method=$METHOD layout=$LAYOUT device=$DEV cpus=$(nproc)"
-echo "input:  $(awk -v b="$BYTES" 'BEGIN{printf "%.3f GB", b/1e9}') bf16 safetensors"
+INPUT_KIND=$(grep -q '"quant_method": "fp8"' "$IN/config.json" && echo "block-FP8" || echo "bf16")
+echo "input:  $(awk -v b="$BYTES" 'BEGIN{printf "%.3f GB", b/1e9}') $INPUT_KIND safetensors"
 echo "output: $(awk -v b="$OUT_BYTES" 'BEGIN{printf "%.3f GB", b/1e9}')"
 echo "wall:   ${SECS} s"
 echo "input rate: $(awk -v b="$BYTES" -v s="$SECS" 'BEGIN{printf "%.4f GB/s", b/1e9/s}')"

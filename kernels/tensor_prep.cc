@@ -1,5 +1,7 @@
 #include "kernels/tensor_prep.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 
@@ -59,6 +61,20 @@ void ConvertToFloat(const void* data, DType dtype, int64_t count, float* out) {
       case DType::kF32: out[i] = static_cast<const float*>(data)[i]; break;
       case DType::kBF16: out[i] = Bf16ToFloat(static_cast<const uint16_t*>(data)[i]); break;
       case DType::kF16: out[i] = F16ToFloat(static_cast<const uint16_t*>(data)[i]); break;
+    }
+  }
+}
+
+void DequantizeFp8Rows(const uint8_t* codes, int64_t cols, const Fp8Scales& scales,
+                       int64_t row_begin, int64_t row_end, float* out) {
+  for (int64_t r = row_begin; r < row_end; ++r) {
+    const uint8_t* src = codes + (r - row_begin) * cols;
+    float* dst = out + (r - row_begin) * cols;
+    const float* row_scales = scales.scale + (r / scales.block_rows) * scales.grid_cols;
+    for (int64_t c0 = 0; c0 < cols; c0 += scales.block_cols) {
+      const float s = row_scales[c0 / scales.block_cols];
+      const int64_t c1 = std::min(cols, c0 + scales.block_cols);
+      for (int64_t c = c0; c < c1; ++c) dst[c] = DequantFp8(src[c], s);
     }
   }
 }

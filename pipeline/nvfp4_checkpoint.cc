@@ -12,6 +12,7 @@
 #include "kernels/calibration.h"
 #include "kernels/codec.h"
 #include "pipeline/checkpoint_io.h"
+#include "pipeline/fp8_source.h"
 #include "pipeline/source_tensors.h"
 
 namespace nvfp4::pipeline {
@@ -320,10 +321,13 @@ absl::StatusOr<VerifyReport> VerifyCheckpoint(storage::InputDirectory& original,
   ASSIGN_OR_RETURN(std::optional<nlohmann::ordered_json> config, ReadConfigJson(original));
   // The original as the run planned it: fused 3-D experts split per expert.
   ASSIGN_OR_RETURN(SourceTensors o, SourceTensors::Open(*orig.reader, config));
+  // An FP8 original is compared through its dequantization (docs/NUMERICS.md 7); its scales are
+  // consumed, not copied.
+  ASSIGN_OR_RETURN(const Fp8Sources fp8, FindFp8Sources(*orig.reader, Fp8BlockSize(config)));
   VerifyReport rep;
   rep.layout = q->layout();
   rep.quant_algo = q->quant_algo();
-  std::set<std::string> covered;
+  std::set<std::string> covered(fp8.consumed.begin(), fp8.consumed.end());
   double sum = 0;
   for (const Nvfp4Module& m : q->modules()) {
     const std::string wname = StrCat(m.name, ".weight");
@@ -334,8 +338,9 @@ absl::StatusOr<VerifyReport> VerifyCheckpoint(storage::InputDirectory& original,
       continue;
     }
     const formats::TensorSpec& info = o.Spec(wname);
+    const Fp8Weight* fp8_weight = fp8.Find(wname);
     if (info.shape != std::vector<int64_t>{m.rows, m.cols} ||
-        !formats::IsQuantizableDType(info.dtype)) {
+        (!formats::IsQuantizableDType(info.dtype) && fp8_weight == nullptr)) {
       rep.problems.push_back(StrCat("quantized module '", m.name, "' is [", m.rows, ", ", m.cols,
                                     "] but the original '", wname, "' is ", info.dtype, " ",
                                     ShapeString(info.shape)));
@@ -343,7 +348,10 @@ absl::StatusOr<VerifyReport> VerifyCheckpoint(storage::InputDirectory& original,
     }
     ASSIGN_OR_RETURN(std::vector<float> w_hat, q->Dequantize(m));
     std::vector<float> w;
-    {
+    if (fp8_weight != nullptr) {
+      w.resize(static_cast<size_t>(m.rows * m.cols));
+      RETURN_IF_ERROR(ReadDequantizedFp8(*orig.reader, wname, *fp8_weight, w));
+    } else {
       std::vector<uint8_t> bytes(o.ByteSize(wname));
       RETURN_IF_ERROR(o.Read(wname, bytes));
       ASSIGN_OR_RETURN(w, formats::DecodeToFloat32(info.dtype, bytes));
@@ -378,6 +386,19 @@ absl::StatusOr<VerifyReport> VerifyCheckpoint(storage::InputDirectory& original,
       continue;
     }
     const formats::TensorSpec& ol = o.Spec(t);
+    if (const Fp8Weight* f = fp8.Find(t);
+        f != nullptr && ql->info->dtype == "BF16" && ql->info->shape == ol.shape) {
+      // An unquantized FP8 weight is written as its BF16 dequantization.
+      ASSIGN_OR_RETURN(std::vector<uint8_t> want, ReadFp8AsBf16(*orig.reader, t, *f));
+      ASSIGN_OR_RETURN(std::vector<uint8_t> got, qr.ReadTensor(t));
+      if (want == got) {
+        ++rep.copied_identical;
+      } else {
+        rep.problems.push_back(
+            StrCat("tensor '", t, "' differs from the BF16 dequantization of the FP8 original"));
+      }
+      continue;
+    }
     if (ol.dtype != ql->info->dtype || ol.shape != ql->info->shape) {
       rep.problems.push_back(StrCat("tensor '", t, "' is ", ql->info->dtype, " ",
                                     ShapeString(ql->info->shape), " but the original is ",

@@ -122,8 +122,9 @@ struct VerifyReport {
   bool ok() const { return problems.empty(); }
 };
 
-// Dequantizes every module of `quantized` and compares it with the original weight in `original`;
-// checks that all other tensors are byte-identical. Layout errors and corrupt files are returned
+// Dequantizes every module of `quantized` and compares it with the original weight in `original`
+// (an FP8 original through its dequantization, pipeline/fp8_source.h); checks that all other
+// tensors are byte-identical (an unquantized FP8 weight: to its BF16 dequantization). Layout errors and corrupt files are returned
 // as errors; mismatches are listed in `problems`.
 absl::StatusOr<VerifyReport> VerifyCheckpoint(storage::InputDirectory& original, storage::InputDirectory& quantized);
 

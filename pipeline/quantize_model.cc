@@ -16,6 +16,7 @@
 #include "formats/dtypes.h"
 #include "kernels/backend.h"
 #include "pipeline/checkpoint_io.h"
+#include "pipeline/fp8_source.h"
 #include "pipeline/output_files.h"
 #include "pipeline/resume.h"
 #include "pipeline/run_state.h"
@@ -70,24 +71,58 @@ struct Prepared {
   std::optional<nlohmann::ordered_json> config;
   // The planned tensors: the stored ones, fused 3-D experts split per expert.
   std::optional<SourceTensors> sources;
+  Fp8Sources fp8;  // FP8 weights and the scales consumed by their dequantization
   QuantizationPlan plan;
 };
+
+// Rejects inputs that are already quantized, except FP8 checkpoints (docs/CHECKPOINTS.md "FP8
+// sources"), whose weight block size it returns when the config names one.
+absl::StatusOr<std::optional<std::pair<int64_t, int64_t>>> CheckInputQuantization(
+    storage::InputDirectory& input, const std::optional<nlohmann::ordered_json>& config) {
+  std::optional<std::pair<int64_t, int64_t>> block;
+  if (config && config->contains("quantization_config") &&
+      !IsFp8QuantizationConfig((*config)["quantization_config"], &block)) {
+    return absl::FailedPreconditionError(
+        StrCat(input.Describe(),
+               "/config.json: the model is already quantized (it has a quantization_config "
+               "that is not FP8; FP8 checkpoints are the only quantized inputs, docs/"
+               "CHECKPOINTS.md \"FP8 sources\"); give the original checkpoint"));
+  }
+  ASSIGN_OR_RETURN(std::optional<nlohmann::ordered_json> hf_quant,
+                   ReadConfigJson(input, "hf_quant_config.json"));
+  if (hf_quant && hf_quant->contains("quantization") && !IsFp8QuantizationConfig(*hf_quant)) {
+    return absl::FailedPreconditionError(
+        StrCat(input.Describe(),
+               "/hf_quant_config.json: the model is already quantized (quant_algo is not FP8); "
+               "give the original checkpoint"));
+  }
+  return block;
+}
 
 absl::StatusOr<Prepared> Prepare(storage::InputDirectory& input, const QuantizeModelOptions& options) {
   Prepared p;
   ASSIGN_OR_RETURN(p.checkpoint, OpenCheckpoint(input));
   ASSIGN_OR_RETURN(p.config, ReadConfigJson(input));
-  if (p.config && p.config->contains("quantization_config")) {
-    return absl::FailedPreconditionError(
-        StrCat(input.Describe(),
-               "/config.json: the model is already quantized (it has a "
-               "quantization_config); give the original checkpoint"));
-  }
+  ASSIGN_OR_RETURN(auto block, CheckInputQuantization(input, p.config));
+  ASSIGN_OR_RETURN(p.fp8, FindFp8Sources(*p.checkpoint.reader, block));
   SelectionOptions sel = options.selection;
   ApplyConfig(p.config, sel);
+  for (const auto& [weight, fp8] : p.fp8.weights) sel.fp8_weights.insert(weight);
   ASSIGN_OR_RETURN(p.sources, SourceTensors::Open(*p.checkpoint.reader, p.config));
-  ASSIGN_OR_RETURN(p.plan, PlanQuantization(p.sources->specs(), sel));
+  std::vector<formats::TensorSpec> specs = p.sources->specs();
+  // The FP8 scales are consumed by their weights' dequantization: no unit of their own.
+  std::erase_if(specs, [&](const formats::TensorSpec& s) { return p.fp8.consumed.count(s.name); });
+  ASSIGN_OR_RETURN(p.plan, PlanQuantization(specs, sel));
   if (p.plan.quantized_modules.empty()) {
+    if (p.fp8.unscaled > 0) {
+      return absl::InvalidArgumentError(StrCat(
+          input.Describe(), ": no module to quantize: ", p.fp8.unscaled,
+          " weight(s) are F8_E4M3 without a dequantization scale (e.g. '", p.fp8.unscaled_example,
+          "'): the checkpoint is already quantized to FP8 in a layout this service does not "
+          "read. Supported FP8 inputs (docs/CHECKPOINTS.md \"FP8 sources\"): '<m>.weight' with "
+          "'<m>.weight_scale_inv' (DeepSeek-V3 block FP8) or '<m>.weight_scale' "
+          "(compressed-tensors, ModelOpt)"));
+    }
     return absl::InvalidArgumentError(
         StrCat(input.Describe(), ": no module to quantize (every candidate is excluded)"));
   }
@@ -159,7 +194,10 @@ absl::StatusOr<ModelOutputPlan> BuildOutputPlan(const Prepared& p,
       const formats::TensorSpec& source = sources.Spec(u.tensors[j]);
       op.tensor_bytes_in += sources.ByteSize(u.tensors[j]);
       if (u.kind == WorkUnit::Kind::kCopy) {
-        op.specs.push_back(source);
+        // An FP8 weight that stays unquantized is written dequantized, as BF16 (the output's
+        // quantization_config is NVFP4 only: its FP8 scales would not be loaded).
+        op.specs.push_back(
+            {source.name, p.fp8.Find(source.name) ? "BF16" : source.dtype, source.shape});
       } else {
         for (formats::TensorSpec& s :
              QuantizedSpecs(options.layout, u.modules[j], source.shape[0], source.shape[1],
@@ -289,6 +327,7 @@ namespace {
 struct UnitData {
   size_t index = 0;                          // into the plan's units
   std::vector<std::vector<uint8_t>> inputs;  // kQuantize: one buffer per member tensor
+  std::vector<DType> input_dtypes;           // of `inputs` (F32 for a dequantized FP8 weight)
   std::vector<EncodedTensor> outputs;        // kQuantize: encoded tensors
   std::vector<ModuleResult> results;
   uint64_t bytes_in = 0;
@@ -378,8 +417,23 @@ class ModelRun {
     ASSIGN_OR_RETURN(op_, BuildOutputPlan(prep_, options_));
     result_.plan = plan();
     result_.w4a4 = op_.w4a4;
+    WarnAboutWidenedFp8();
     RETURN_IF_ERROR(ChooseFilesAndUnits());
     return OpenBackend();
+  }
+
+  // FP8 weights that stay unquantized are written as BF16 (twice their size): say which.
+  void WarnAboutWidenedFp8() {
+    int64_t count = 0;
+    const ExcludedModule* first = nullptr;
+    for (const ExcludedModule& e : plan().excluded) {
+      if (prep_.fp8.Find(e.module + ".weight") == nullptr) continue;
+      if (count++ == 0) first = &e;
+    }
+    if (count == 0) return;
+    result_.warnings.push_back(StrCat(count, " FP8 weight(s) are not quantized (e.g. '",
+                                      first->module, "': ", first->reason,
+                                      ") and are written dequantized, as BF16"));
   }
 
   // The files this run writes and the units that have an output tensor in one of them.
@@ -655,10 +709,22 @@ class ModelRun {
       const uint64_t size = sources().ByteSize(t);
       data->bytes_in += size;
       if (u.kind == WorkUnit::Kind::kCopy) continue;
+      if (const Fp8Weight* fp8 = prep_.fp8.Find(t)) {
+        // Dequantized while read, into the fp32 the quantizer takes (docs/NUMERICS.md 7).
+        const size_t numel = size;  // F8_E4M3: one byte per element
+        std::vector<uint8_t> buf(numel * sizeof(float));
+        data->metered.AddBytes(buf.size());
+        RETURN_IF_ERROR(ReadDequantizedFp8(
+            reader(), t, *fp8, std::span<float>(reinterpret_cast<float*>(buf.data()), numel)));
+        data->inputs.push_back(std::move(buf));
+        data->input_dtypes.push_back(DType::kF32);
+        continue;
+      }
       std::vector<uint8_t> buf(size);
       data->metered.AddBytes(buf.size());
       RETURN_IF_ERROR(sources().Read(t, buf));
       data->inputs.push_back(std::move(buf));
+      data->input_dtypes.push_back(*formats::ToKernelDType(sources().Spec(t).dtype));
     }
     return data;
   }
@@ -719,7 +785,7 @@ class ModelRun {
       const formats::TensorSpec& info = sources().Spec(u.tensors[j]);
       TensorView v;
       v.name = info.name;
-      v.dtype = *formats::ToKernelDType(info.dtype);
+      v.dtype = d.input_dtypes[j];
       v.shape = info.shape;
       v.data = d.inputs[j].data();
       views.push_back(std::move(v));
@@ -738,8 +804,7 @@ class ModelRun {
       UnitData& d = **item;
       if (state_.failed()) continue;  // drained: the unit is dropped
       const WorkUnit& u = plan().units[d.index];
-      absl::StatusOr<WrittenUnit> written =
-          u.kind == WorkUnit::Kind::kCopy ? CopyTensor(u.tensors[0]) : WriteEncoded(d);
+      absl::StatusOr<WrittenUnit> written = WriteUnit(d);
       d.metered.Release();
       absl::Status s = written.status();
       if (s.ok() && journal_ != nullptr) s = JournalUnit(d, *written);
@@ -754,6 +819,14 @@ class ModelRun {
       }
       state_.CheckCancelled();
     }
+  }
+
+  // Writes unit `d`: its encoded tensors, an unquantized FP8 weight as BF16, or a copied tensor.
+  absl::StatusOr<WrittenUnit> WriteUnit(const UnitData& d) {
+    const WorkUnit& u = plan().units[d.index];
+    if (u.kind != WorkUnit::Kind::kCopy) return WriteEncoded(d);
+    if (prep_.fp8.Find(u.tensors[0]) != nullptr) return WriteDequantizedFp8(u.tensors[0]);
+    return CopyTensor(u.tensors[0]);
   }
 
   // Streams a copied tensor from its input file into its output file in chunks.
@@ -781,22 +854,55 @@ class ModelRun {
     if (size == 0 && s.ok()) s = out_->WriteTensor(name, {});
     meter_.AddBytes(-static_cast<int64_t>(cap));
     RETURN_IF_ERROR(s);
-    // A NaN/Inf in a tensor that is copied (a norm, an embedding, an excluded layer) reaches the
-    // output as it is: reported, or refused with strict_finite.
-    if (nonfinite > 0) {
-      const std::string what =
-          StrCat("tensor '", name, "' (", dtype, ", copied unquantized) holds ");
-      if (options_.strict_finite) {  // stopped at the first chunk with one
-        return absl::InvalidArgumentError(
-            StrCat(what, "NaN/Inf values (strict: non-finite values are refused)"));
-      }
-      nonfinite_warnings_.push_back(StrCat(what, nonfinite,
-                                           nonfinite == 1 ? " NaN/Inf value" : " NaN/Inf values",
-                                           "; copied as it is"));
-    }
+    // (strict: stopped at the first chunk with one)
+    RETURN_IF_ERROR(ReportNonFinite(StrCat("tensor '", name, "' (", dtype, ", copied unquantized)"),
+                                    nonfinite));
     WrittenUnit w;
     w.bytes_out = size;
     if (journal_ != nullptr && out_->Wants(name)) w.sha256.emplace_back(name, hash.HexDigest());
+    return w;
+  }
+
+  // A NaN/Inf in a tensor that is written unquantized (a norm, an embedding, an excluded layer)
+  // reaches the output as it is: reported (`what` names the tensor), or refused with
+  // strict_finite.
+  absl::Status ReportNonFinite(const std::string& what, int64_t nonfinite) {
+    if (nonfinite == 0) return absl::OkStatus();
+    if (options_.strict_finite) {
+      return absl::InvalidArgumentError(
+          StrCat(what, " holds NaN/Inf values (strict: non-finite values are refused)"));
+    }
+    nonfinite_warnings_.push_back(StrCat(what, " holds ", nonfinite,
+                                         nonfinite == 1 ? " NaN/Inf value" : " NaN/Inf values",
+                                         "; copied as it is"));
+    return absl::OkStatus();
+  }
+
+  // Writes an FP8 weight that stays unquantized as BF16: the fp32 dequantization rounded to
+  // nearest even (bit-identical to DeepSeek's fp8_cast_bf16.py). NaN codes are reported as
+  // copied NaN values are.
+  absl::StatusOr<WrittenUnit> WriteDequantizedFp8(const std::string& name) {
+    WrittenUnit w;
+    if (!out_->Wants(name)) return w;
+    // fp32 values, their bf16 bytes and the codes while converting.
+    const int64_t bytes = reader().Find(name)->info->numel() * 7;
+    meter_.AddBytes(bytes);
+    absl::StatusOr<std::vector<uint8_t>> bf16 =
+        ReadFp8AsBf16(reader(), name, *prep_.fp8.Find(name));
+    absl::Status s = bf16.status();
+    if (s.ok()) {
+      s = ReportNonFinite(StrCat("tensor '", name, "' (F8_E4M3, written as BF16 unquantized)"),
+                          formats::CountNonFinite("BF16", *bf16));
+    }
+    if (s.ok()) s = out_->WriteTensor(name, *bf16);
+    meter_.AddBytes(-bytes);
+    RETURN_IF_ERROR(s);
+    w.bytes_out = bf16->size();
+    if (journal_ != nullptr) {
+      Sha256 h;
+      h.Update(*bf16);
+      w.sha256.emplace_back(name, h.HexDigest());
+    }
     return w;
   }
 

@@ -189,8 +189,11 @@ absl::StatusOr<QuantizationPlan> PlanQuantization(std::span<const formats::Tenso
     std::optional<std::string> def = DefaultExclusionReason(c.module, options);
     if (def && *def == "embedding") c.linear = false;
     if (def && *def == "norm") continue;  // never a Linear
-    if (!formats::IsQuantizableDType(t.dtype)) {
-      c.reason = StrCat("dtype ", t.dtype, " is not BF16/F16/F32");
+    if (!formats::IsQuantizableDType(t.dtype) && !options.fp8_weights.count(t.name)) {
+      c.reason = t.dtype == "F8_E4M3"
+                     ? StrCat("dtype F8_E4M3 without a dequantization scale ('", c.module,
+                              ".weight_scale_inv' or '", c.module, ".weight_scale')")
+                     : StrCat("dtype ", t.dtype, " is not BF16/F16/F32");
     } else if (c.k % 16 != 0) {
       c.reason = StrCat("K=", c.k, " is not a multiple of 16");
     } else if (t.shape[0] == 0 || c.k == 0) {

@@ -1,7 +1,8 @@
 // Module selection: which Linear weights of a checkpoint are quantized, which are fused into
 // groups that share one global scale, and which are kept in their original dtype (and why).
 //
-// Candidates are `<module>.weight` tensors of rank 2 with a float dtype (BF16/F16/F32). By
+// Candidates are `<module>.weight` tensors of rank 2 with a float dtype (BF16/F16/F32, or F8_E4M3
+// with a dequantization scale: SelectionOptions::fp8_weights). By
 // default (docs/CHECKPOINTS.md, "What is not quantized by default") these are excluded: lm_head
 // and other output heads, embeddings, norms, MoE routers (`mlp.gate`, `router`,
 // `shared_expert_gate`), vision towers and projectors, MTP heads, conv1d, and any Linear with
@@ -15,6 +16,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <set>
 #include <span>
 #include <string>
 #include <string_view>
@@ -37,6 +39,9 @@ struct SelectionOptions {
   // num_nextn_predict_layers > 0 (DeepSeek-V3 style). -1: unknown.
   int64_t num_hidden_layers = -1;
   int64_t num_mtp_layers = 0;
+  // F8_E4M3 weights (tensor names) that come with a dequantization scale (pipeline/fp8_source.h):
+  // candidates like BF16 weights. Filled by the pipeline from the checkpoint, not by users.
+  std::set<std::string> fp8_weights;
 };
 
 // Validates a pattern (a glob, or `re:` + a regular expression). INVALID_ARGUMENT for a bad regex.

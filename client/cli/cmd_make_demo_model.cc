@@ -1,5 +1,6 @@
-// nvfp4ctl make-demo-model: writes a synthetic Llama- or Qwen3-MoE-shaped checkpoint (config.json, tokenizer
-// stubs, generation_config.json, bf16 safetensors, optionally sharded) for demos and benchmarks.
+// nvfp4ctl make-demo-model: writes a synthetic checkpoint (config.json, tokenizer stubs,
+// generation_config.json, safetensors, optionally sharded) for demos and benchmarks: Llama-shaped
+// or Qwen3-MoE-shaped bf16, or DeepSeek-V3-shaped block FP8 (pipeline/demo_model.h).
 #include <iostream>
 #include <memory>
 #include <string>
@@ -27,16 +28,19 @@ void AddMakeDemoModelCommand(CLI::App& root, SubcommandList& out) {
   auto f = std::make_shared<DemoFlags>();
   CLI::App* app = root.add_subcommand(
       "make-demo-model",
-      "Write a synthetic Llama-shaped Hugging Face checkpoint (bf16): embed_tokens, per-layer "
-      "q/k/v/o/gate/up/down projections and norms, final norm, lm_head, config and tokenizer "
-      "stubs.");
+      "Write a synthetic Hugging Face checkpoint: Llama-shaped bf16 (embed_tokens, per-layer "
+      "q/k/v/o/gate/up/down projections and norms, final norm, lm_head) or DeepSeek-V3-shaped "
+      "block FP8 (--preset deepseek-v3-fp8-*), with config and tokenizer stubs.");
   app->add_option("--output", f->output, "Directory to create.")->required()->type_name("DIR");
   app->add_option("--preset", f->preset,
                   "tiny (~4 MB, 2 layers), small (~200 MB, 8 layers), llama-8b-shape (the "
                   "Llama-3-8B shapes: hidden 4096, intermediate 14336, 32 layers, ~16 GB, written "
                   "streaming), qwen3-30b-a3b-shape (Qwen3-30B-A3B mixture of experts with its "
                   "tensor names: 48 layers x 128 experts, hidden 2048, expert intermediate 768, "
-                  "~61 GB; see --layers).")
+                  "~61 GB; see --layers); block-FP8 DeepSeek-V3 checkpoints (F8_E4M3 weights + "
+                  "weight_scale_inv per 128x128 block): deepseek-v3-fp8-tiny (~3 MB, 1 dense + 1 "
+                  "MoE layer, 8 experts), deepseek-v3-fp8-shape (the DeepSeek-V3 shapes, 1 dense "
+                  "+ 2 MoE layers with 32 of the 256 routed experts, ~7.6 GB).")
       ->check(CLI::IsMember(pipeline::DemoPresetNames()))
       ->capture_default_str();
   app->add_option("--layers", f->layers,

@@ -28,7 +28,7 @@ if ! "$VENV/bin/pip" install --quiet --disable-pip-version-check "${REQS[@]}"; t
 fi
 if ! check; then
   echo "interop-venv: packages installed but 'import torch, safetensors, compressed_tensors' fails" >&2
-  "$VENV/bin/python" -c "import torch, safetensors, compressed_tensors" || true
+  "$VENV/bin/python" -c "import torch, safetensors, compressed_tensors, transformers" || true
   exit 1
 fi
 "$VENV/bin/python" - <<'PY' >&2

@@ -32,6 +32,26 @@ def load_dir(d):
     return out
 
 
+def modelopt_dequantize(packed, scale, scale_2):
+    """A ModelOpt NVFP4 weight decoded in torch, fp32: E2M1 codes (compressed-tensors' unpacker)
+    times the E4M3 block scale of each 16 elements times weight_scale_2."""
+    import torch
+    from compressed_tensors.compressors.nvfp4.helpers import unpack_fp4_from_uint8
+
+    rows, half = packed.shape
+    codes = unpack_fp4_from_uint8(packed, rows, half * 2, dtype=torch.float32)
+    return codes * scale.to(torch.float32).repeat_interleave(16, dim=1) * scale_2.float()
+
+
+def decode_modelopt(d):
+    """Every quantized module of a ModelOpt NVFP4 checkpoint directory, decoded in torch
+    (modelopt_dequantize): {module: fp32 weight}."""
+    t = load_dir(d)
+    return {k[: -len(".weight_scale_2")]: modelopt_dequantize(
+                t[k[: -len("_scale_2")]], t[k[: -len("_2")]], t[k])
+            for k in t if k.endswith(".weight_scale_2")}
+
+
 def run_tests(rest, packages):
     """Runs the calling script's unittest cases (argv `rest`), printing the versions of
     `packages` first; exits 0 only when at least one test ran and all passed."""

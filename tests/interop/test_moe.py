@@ -36,10 +36,9 @@ from safetensors.torch import load_file, save_file
 import transformers
 from transformers import AutoModelForCausalLM
 from compressed_tensors.compressors import ModelCompressor
-from compressed_tensors.compressors.nvfp4.helpers import unpack_fp4_from_uint8
 from compressed_tensors.quantization import QuantizationConfig, apply_quantization_config
 
-from interop_util import load_dir, read_json, run, run_tests
+from interop_util import decode_modelopt, load_dir, read_json, run, run_tests
 
 ARGS = None
 WORK = None
@@ -209,20 +208,6 @@ def decompress_ct(d):
     compressor.decompress_model(root)
     return {m: root.get_submodule(m).weight.detach().float() for m in shapes
             if f"{m}.weight_packed" in t}
-
-
-def decode_modelopt(d):
-    t = load_dir(d)
-    out = {}
-    for k in t:
-        if not k.endswith(".weight_scale_2"):
-            continue
-        m = k[: -len(".weight_scale_2")]
-        packed, scale, g = t[f"{m}.weight"], t[f"{m}.weight_scale"], t[k]
-        rows, half = packed.shape
-        codes = unpack_fp4_from_uint8(packed, rows, half * 2, dtype=torch.float32)
-        out[m] = codes * scale.to(torch.float32).repeat_interleave(16, dim=1) * g
-    return out
 
 
 def check_error_bound(test, name, orig, deq):

@@ -58,14 +58,7 @@ float ReadF32(const formats::CheckpointReader& r, const std::string& name) {
   return v;
 }
 
-QuantizeModelOptions FastOptions(Layout layout) {
-  QuantizeModelOptions o;
-  o.layout = layout;
-  o.quantize.method = Method::kRtn;
-  o.sync = false;
-  o.cpu_threads = 2;
-  return o;
-}
+using ::nvfp4::testing::FastModelOptions;
 
 class PipelineTest : public ::nvfp4::testing::TinyModelTest {
  protected:
@@ -134,7 +127,7 @@ TEST(DemoPresets, Qwen3MoeShape) {
 
 TEST_F(PipelineTest, ModelOptEndToEnd) {
   const std::string out = tmp_.Path("mo");
-  QuantizeModelOptions o = FastOptions(Layout::kModelOpt);
+  QuantizeModelOptions o = FastModelOptions(Layout::kModelOpt);
   o.max_shard_size = 1'000'000;  // several output shards
   std::vector<TensorProgress> events;
   PipelineHooks hooks;
@@ -205,7 +198,7 @@ TEST_F(PipelineTest, ModelOptEndToEnd) {
 }
 
 TEST_F(PipelineTest, CompressedTensorsEndToEndSameBytesAsModelOpt) {
-  QuantizeModelOptions o = FastOptions(Layout::kCompressedTensors);
+  QuantizeModelOptions o = FastModelOptions(Layout::kCompressedTensors);
   auto ct = QuantizeModelLocal(Tiny1(), tmp_.Path("ct"), o);
   ASSERT_TRUE(ct.ok()) << ct.status();
   o.layout = Layout::kModelOpt;
@@ -242,7 +235,7 @@ TEST_F(PipelineTest, CompressedTensorsEndToEndSameBytesAsModelOpt) {
 
 TEST_F(PipelineTest, FusedGroupsShareTheGlobalScale) {
   for (Layout layout : {Layout::kModelOpt, Layout::kCompressedTensors}) {
-    QuantizeModelOptions o = FastOptions(layout);
+    QuantizeModelOptions o = FastModelOptions(layout);
     o.quantize.method = Method::kSoar;  // alpha optimized over the group
     const std::string out = tmp_.Path(std::string(LayoutName(layout)));
     auto res = QuantizeModelLocal(Tiny(), out, o);
@@ -263,7 +256,7 @@ TEST_F(PipelineTest, FusedGroupsShareTheGlobalScale) {
 }
 
 TEST_F(PipelineTest, ExcludedModulesAreByteIdentical) {
-  QuantizeModelOptions o = FastOptions(Layout::kModelOpt);
+  QuantizeModelOptions o = FastModelOptions(Layout::kModelOpt);
   o.selection.exclude = {"*.down_proj", "re:model\\.layers\\.0\\.self_attn\\.k_proj"};
   const std::string out = tmp_.Path("ex");
   auto res = QuantizeModelLocal(Tiny(), out, o);
@@ -313,7 +306,7 @@ std::string WithNonFiniteNorm(const std::string& src, const std::string& dir) {
 
 TEST_F(PipelineTest, NonFiniteValuesInACopiedTensorAreReported) {
   const std::string in = WithNonFiniteNorm(Tiny1(), tmp_.Path("nan-in"));
-  QuantizeModelOptions o = FastOptions(Layout::kModelOpt);
+  QuantizeModelOptions o = FastModelOptions(Layout::kModelOpt);
   o.copy_chunk_bytes = 9;  // several chunks (rounded to 8 bytes) for one tensor
   auto res = QuantizeModelLocal(in, tmp_.Path("nan-out"), o);
   ASSERT_TRUE(res.ok()) << res.status();
@@ -338,7 +331,7 @@ TEST_F(PipelineTest, NonFiniteValuesInACopiedTensorAreReported) {
 }
 
 TEST_F(PipelineTest, DeterministicOutput) {
-  QuantizeModelOptions o = FastOptions(Layout::kCompressedTensors);
+  QuantizeModelOptions o = FastModelOptions(Layout::kCompressedTensors);
   o.quantize.method = Method::kSoar;
   o.max_shard_size = 2'000'000;
   ASSERT_TRUE(QuantizeModelLocal(Tiny(), tmp_.Path("a"), o).ok());
@@ -363,7 +356,7 @@ TEST_F(PipelineTest, DeterministicOutput) {
 }
 
 TEST_F(PipelineTest, CancellationLeavesNothing) {
-  QuantizeModelOptions o = FastOptions(Layout::kModelOpt);
+  QuantizeModelOptions o = FastModelOptions(Layout::kModelOpt);
   std::atomic<int> seen{0};
   PipelineHooks hooks;
   hooks.on_progress = [&](const TensorProgress&) { ++seen; };
@@ -374,7 +367,7 @@ TEST_F(PipelineTest, CancellationLeavesNothing) {
 }
 
 TEST_F(PipelineTest, MemoryIsBoundedByAFewUnits) {
-  QuantizeModelOptions o = FastOptions(Layout::kModelOpt);
+  QuantizeModelOptions o = FastModelOptions(Layout::kModelOpt);
   o.copy_chunk_bytes = 64 << 10;
   auto res = QuantizeModelLocal(Tiny(), tmp_.Path("out"), o);
   ASSERT_TRUE(res.ok()) << res.status();
@@ -390,7 +383,7 @@ TEST_F(PipelineTest, MemoryIsBoundedByAFewUnits) {
 TEST_F(PipelineTest, W4A4WithCalibrationInputAmax) {
   // A calibration file with input_amax for every quantized module and wmse statistics.
   auto plan_in = storage::OpenLocalInputDirectory(Tiny());
-  QuantizeModelOptions o = FastOptions(Layout::kModelOpt);
+  QuantizeModelOptions o = FastModelOptions(Layout::kModelOpt);
   auto plan = PlanModel(**plan_in, o);
   ASSERT_TRUE(plan.ok());
   std::vector<std::vector<uint8_t>> store;
@@ -454,7 +447,7 @@ TEST_F(PipelineTest, W4A4WithCalibrationInputAmax) {
     }
   }
   // wmse without calibration is a user error.
-  QuantizeModelOptions bad = FastOptions(Layout::kModelOpt);
+  QuantizeModelOptions bad = FastModelOptions(Layout::kModelOpt);
   bad.quantize.objective = Objective::kWmse;
   EXPECT_EQ(QuantizeModelLocal(Tiny(), tmp_.Path("bad"), bad).status().code(),
             absl::StatusCode::kInvalidArgument);
@@ -463,7 +456,7 @@ TEST_F(PipelineTest, W4A4WithCalibrationInputAmax) {
   ASSERT_TRUE(formats::WriteSafetensors(tmp_.Path("partial.safetensors"), partial).ok());
   auto pcal = ModelCalibration::Open(tmp_.Path("partial.safetensors"));
   ASSERT_TRUE(pcal.ok());
-  QuantizeModelOptions po = FastOptions(Layout::kModelOpt);
+  QuantizeModelOptions po = FastModelOptions(Layout::kModelOpt);
   po.calibration = pcal->get();
   auto pres = QuantizeModelLocal(Tiny(), tmp_.Path("partial"), po);
   EXPECT_THAT(pres, StatusIs(absl::StatusCode::kInvalidArgument));
@@ -476,7 +469,7 @@ TEST_F(PipelineTest, W4A4WithCalibrationInputAmax) {
 // and a module without a Gram named before any work is done.
 TEST_F(PipelineTest, GptqWithCalibrationGrams) {
   auto plan_in = storage::OpenLocalInputDirectory(Tiny());
-  QuantizeModelOptions o = FastOptions(Layout::kModelOpt);
+  QuantizeModelOptions o = FastModelOptions(Layout::kModelOpt);
   auto plan = PlanModel(**plan_in, o);
   ASSERT_TRUE(plan.ok());
   std::vector<std::vector<uint8_t>> store;
@@ -589,7 +582,7 @@ class MalformedTest : public PipelineTest {
   }
   // Runs the pipeline into tmp/out and expects a failure mentioning every piece of `expect`.
   void ExpectFailure(const std::string& in, const std::vector<std::string>& expect) {
-    auto res = QuantizeModelLocal(in, tmp_.Path("out"), FastOptions(Layout::kModelOpt));
+    auto res = QuantizeModelLocal(in, tmp_.Path("out"), FastModelOptions(Layout::kModelOpt));
     ASSERT_FALSE(res.ok());
     EXPECT_THAT(res, StatusIs(absl::StatusCode::kInvalidArgument));
     for (const std::string& e : expect) EXPECT_THAT(res.status().message(), HasSubstr(e));
@@ -607,7 +600,7 @@ TEST_F(MalformedTest, TruncatedShard) {
 TEST_F(MalformedTest, IndexNamesAMissingFile) {
   const std::string in = Copy();
   fs::remove(fs::path(in) / "model-00003-of-00003.safetensors");
-  auto res = QuantizeModelLocal(in, tmp_.Path("out"), FastOptions(Layout::kModelOpt));
+  auto res = QuantizeModelLocal(in, tmp_.Path("out"), FastModelOptions(Layout::kModelOpt));
   ASSERT_FALSE(res.ok());
   EXPECT_THAT(res.status().message(), HasSubstr("model-00003-of-00003.safetensors"));
   EXPECT_THAT(res.status().message(), HasSubstr("lm_head.weight"));
@@ -646,7 +639,7 @@ TEST_F(MalformedTest, BadHeader) {
 }
 
 TEST_F(MalformedTest, AlreadyQuantizedInputAndExistingOutput) {
-  QuantizeModelOptions o = FastOptions(Layout::kModelOpt);
+  QuantizeModelOptions o = FastModelOptions(Layout::kModelOpt);
   ASSERT_TRUE(QuantizeModelLocal(Tiny(), tmp_.Path("q"), o).ok());
   auto again = QuantizeModelLocal(tmp_.Path("q"), tmp_.Path("q2"), o);
   EXPECT_THAT(again, StatusIs(absl::StatusCode::kFailedPrecondition));
@@ -655,7 +648,7 @@ TEST_F(MalformedTest, AlreadyQuantizedInputAndExistingOutput) {
 }
 
 TEST_F(MalformedTest, CorruptNvfp4CheckpointsAreDetected) {
-  QuantizeModelOptions o = FastOptions(Layout::kModelOpt);
+  QuantizeModelOptions o = FastModelOptions(Layout::kModelOpt);
   ASSERT_TRUE(QuantizeModelLocal(Tiny1(), tmp_.Path("q"), o).ok());
   const fs::path file = fs::path(tmp_.Path("q")) / "model.safetensors";
   auto reader = formats::SafetensorsReader::Open(file.string());

@@ -18,9 +18,20 @@
 
 #include "gtest/gtest.h"
 #include "pipeline/demo_model.h"
+#include "pipeline/quantize_model.h"
 #include "tests/testing/temp_dir.h"
 
 namespace nvfp4::testing {
+
+// Options that quantize small test checkpoints quickly: rtn, no fdatasync, 2 CPU threads.
+inline pipeline::QuantizeModelOptions FastModelOptions(pipeline::Layout layout) {
+  pipeline::QuantizeModelOptions o;
+  o.layout = layout;
+  o.quantize.method = Method::kRtn;
+  o.sync = false;
+  o.cpu_threads = 2;
+  return o;
+}
 
 class TinyModelTest : public ::testing::Test {
  protected:

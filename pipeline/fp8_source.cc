@@ -1,0 +1,255 @@
+#include "pipeline/fp8_source.h"
+
+#include <algorithm>
+#include <cmath>
+#include <variant>
+
+#include "base/status_macros.h"
+#include "base/str_util.h"
+#include "formats/dtypes.h"
+#include "kernels/parallel.h"
+#include "kernels/tensor_prep.h"
+
+namespace nvfp4::pipeline {
+namespace {
+
+constexpr int64_t kDefaultBlock = 128;
+
+bool EndsWith(const std::string& s, std::string_view suffix) {
+  return s.size() >= suffix.size() &&
+         std::string_view(s).substr(s.size() - suffix.size()) == suffix;
+}
+
+int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+std::string FileOf(const formats::CheckpointReader& reader, const formats::TensorLocation& loc) {
+  return reader.shards()[loc.shard]->name();
+}
+
+std::optional<std::pair<int64_t, int64_t>> BlockOf(const nlohmann::ordered_json& j) {
+  if (!j.is_array() || j.size() != 2 || !j[0].is_number_integer() || !j[1].is_number_integer()) {
+    return std::nullopt;
+  }
+  const int64_t r = j[0].get<int64_t>(), c = j[1].get<int64_t>();
+  if (r <= 0 || c <= 0) return std::nullopt;
+  return std::make_pair(r, c);
+}
+
+// Whether a compressed-tensors QuantizationArgs object is an 8-bit float weight.
+bool IsFp8Args(const nlohmann::ordered_json& w) {
+  if (!w.is_object()) return false;
+  auto bits = w.find("num_bits");
+  auto type = w.find("type");
+  return bits != w.end() && bits->is_number_integer() && bits->get<int64_t>() == 8 &&
+         type != w.end() && type->is_string() && type->get<std::string>() == "float";
+}
+
+// The tiling of `scale` for weight [n, k], or an error message.
+std::variant<Fp8Weight, std::string> Tiling(const formats::TensorInfo& scale, int64_t n, int64_t k,
+                                            std::optional<std::pair<int64_t, int64_t>> block,
+                                            bool inverse_name) {
+  Fp8Weight w;
+  w.scale_tensor = scale.name;
+  const std::vector<int64_t>& s = scale.shape;
+  auto block_fits = [&](int64_t bn, int64_t bk) {
+    return s.size() == 2 && s[0] == CeilDiv(n, bn) && s[1] == CeilDiv(k, bk);
+  };
+  const auto [bn, bk] = block.value_or(std::make_pair(kDefaultBlock, kDefaultBlock));
+  if (inverse_name) {  // weight_scale_inv: block scales only
+    if (block_fits(bn, bk)) {
+      w.block_rows = bn;
+      w.block_cols = bk;
+      w.granularity = StrCat("block ", bn, "x", bk);
+      return w;
+    }
+    return StrCat("expected [", CeilDiv(n, bn), ", ", CeilDiv(k, bk), "] (one scale per ", bn, "x",
+                  bk, " block)");
+  }
+  if (scale.numel() == 1 && s.size() <= 2) {
+    w.block_rows = n;
+    w.block_cols = k;
+    w.granularity = "per-tensor";
+  } else if ((s.size() == 2 && s[0] == n && s[1] == 1) || (s.size() == 1 && s[0] == n)) {
+    w.block_rows = 1;
+    w.block_cols = k;
+    w.granularity = "per-channel";
+  } else if (block_fits(bn, bk)) {
+    w.block_rows = bn;
+    w.block_cols = bk;
+    w.granularity = StrCat("block ", bn, "x", bk);
+  } else if (s.size() == 2 && s[0] == n && s[1] > 0 && k % s[1] == 0) {
+    w.block_rows = 1;
+    w.block_cols = k / s[1];
+    w.granularity = StrCat("group 1x", w.block_cols);
+  } else {
+    return StrCat("expected [] or [1] (per tensor), [", n, ", 1] (per channel), [", n,
+                  ", K/g] (per group) or [", CeilDiv(n, bn), ", ", CeilDiv(k, bk), "] (per ", bn,
+                  "x", bk, " block)");
+  }
+  return w;
+}
+
+}  // namespace
+
+bool IsFp8QuantizationConfig(const nlohmann::ordered_json& q,
+                             std::optional<std::pair<int64_t, int64_t>>* block) {
+  if (!q.is_object()) return false;
+  auto str = [&](const char* key) {
+    auto it = q.find(key);
+    return it != q.end() && it->is_string() ? it->get<std::string>() : std::string();
+  };
+  const std::string method = str("quant_method");
+  if (method == "fp8") {
+    const std::string fmt = str("fmt");
+    if (!fmt.empty() && fmt != "e4m3") return false;
+    if (block != nullptr && q.contains("weight_block_size"))
+      *block = BlockOf(q["weight_block_size"]);
+    return true;
+  }
+  if (method == "compressed-tensors") {
+    auto groups = q.find("config_groups");
+    if (groups == q.end() || !groups->is_object() || groups->empty()) return false;
+    for (const auto& [name, g] : groups->items()) {
+      if (!g.is_object() || !g.contains("weights") || !IsFp8Args(g["weights"])) return false;
+      const auto& w = g["weights"];
+      if (block != nullptr && w.contains("block_structure")) *block = BlockOf(w["block_structure"]);
+    }
+    return true;
+  }
+  // ModelOpt: config.json's quantization_config, or hf_quant_config.json's "quantization".
+  if (method == "modelopt" || method.empty()) {
+    const nlohmann::ordered_json* algo_holder = &q;
+    if (q.contains("quantization") && q["quantization"].is_object())
+      algo_holder = &q["quantization"];
+    auto algo = algo_holder->find("quant_algo");
+    return algo != algo_holder->end() && algo->is_string() && algo->get<std::string>() == "FP8";
+  }
+  return false;
+}
+
+std::optional<std::pair<int64_t, int64_t>> Fp8BlockSize(
+    const std::optional<nlohmann::ordered_json>& config) {
+  std::optional<std::pair<int64_t, int64_t>> block;
+  if (config && config->contains("quantization_config")) {
+    IsFp8QuantizationConfig((*config)["quantization_config"], &block);
+  }
+  return block;
+}
+
+absl::StatusOr<Fp8Sources> FindFp8Sources(const formats::CheckpointReader& reader,
+                                          std::optional<std::pair<int64_t, int64_t>> block) {
+  Fp8Sources out;
+  bool inverse_layout = false, scale_layout = false;
+  for (const formats::TensorLocation& loc : reader.tensors()) {
+    const formats::TensorInfo& info = *loc.info;
+    if (info.dtype != "F8_E4M3" || !EndsWith(info.name, ".weight") || info.shape.size() != 2) {
+      continue;
+    }
+    const std::string module = info.name.substr(0, info.name.size() - 7);
+    const formats::TensorLocation* inv = reader.Find(module + ".weight_scale_inv");
+    const formats::TensorLocation* fwd = reader.Find(module + ".weight_scale");
+    const formats::TensorLocation* scale = inv != nullptr ? inv : fwd;
+    if (scale == nullptr) {
+      if (out.unscaled++ == 0) out.unscaled_example = info.name;
+      continue;
+    }
+    const std::string where =
+        StrCat(FileOf(reader, *scale), ": FP8 weight '", info.name, "' ", ShapeString(info.shape),
+               ": its scale '", scale->info->name, "' ");
+    if (inv != nullptr && fwd != nullptr) {
+      return absl::InvalidArgumentError(StrCat(where, "comes with '", fwd->info->name,
+                                               "' too; a weight has one dequantization scale"));
+    }
+    if (reader.Find(module + ".weight_zero_point") != nullptr) {
+      return absl::InvalidArgumentError(
+          StrCat(where, "comes with '", module,
+                 ".weight_zero_point': asymmetric FP8 is not supported (w = fp8 * scale only)"));
+    }
+    if (!formats::ToKernelDType(scale->info->dtype)) {
+      return absl::InvalidArgumentError(
+          StrCat(where, "has dtype ", scale->info->dtype, " (expected F32, BF16 or F16)"));
+    }
+    if (info.shape[0] <= 0 || info.shape[1] <= 0) {
+      return absl::InvalidArgumentError(StrCat(where, ": the weight is empty"));
+    }
+    auto tiling = Tiling(*scale->info, info.shape[0], info.shape[1], block, inv != nullptr);
+    if (auto* why = std::get_if<std::string>(&tiling)) {
+      return absl::InvalidArgumentError(
+          StrCat(where, "has shape ", ShapeString(scale->info->shape), ": ", *why));
+    }
+    (inv != nullptr ? inverse_layout : scale_layout) = true;
+    out.consumed.insert(scale->info->name);
+    if (reader.Find(module + ".input_scale") != nullptr)
+      out.consumed.insert(module + ".input_scale");
+    out.weights.emplace(info.name, std::get<Fp8Weight>(std::move(tiling)));
+  }
+  if (inverse_layout && scale_layout) {
+    out.layout = "FP8 with weight_scale_inv and weight_scale";
+  } else if (inverse_layout) {
+    out.layout = "block FP8 (weight_scale_inv)";
+  } else if (scale_layout) {
+    out.layout = "FP8 with weight_scale";
+  }
+  return out;
+}
+
+absl::Status ReadDequantizedFp8(const formats::CheckpointReader& reader, const std::string& weight,
+                                const Fp8Weight& fp8, std::span<float> out) {
+  const formats::TensorLocation* wloc = reader.Find(weight);
+  const formats::TensorLocation* sloc = reader.Find(fp8.scale_tensor);
+  if (wloc == nullptr || sloc == nullptr) {
+    return absl::NotFoundError(StrCat("FP8 weight '", weight, "' or its scale '", fp8.scale_tensor,
+                                      "' is not in the checkpoint"));
+  }
+  const int64_t n = wloc->info->shape[0], k = wloc->info->shape[1];
+  if (out.size() != static_cast<size_t>(n * k)) {
+    return absl::InternalError(StrCat("FP8 weight '", weight, "': output of ", out.size(),
+                                      " values for ", n * k, " elements"));
+  }
+  ASSIGN_OR_RETURN(std::vector<uint8_t> scale_bytes, reader.ReadTensor(fp8.scale_tensor));
+  ASSIGN_OR_RETURN(std::vector<float> scales,
+                   formats::DecodeToFloat32(sloc->info->dtype, scale_bytes));
+  for (size_t i = 0; i < scales.size(); ++i) {
+    if (!std::isfinite(scales[i]) || scales[i] < 0) {
+      return absl::InvalidArgumentError(StrCat(
+          FileOf(reader, *sloc), ": the dequantization scale '", fp8.scale_tensor,
+          "' of FP8 weight '", weight, "' has ", std::isnan(scales[i]) ? "NaN" : "the value ",
+          std::isnan(scales[i]) ? "" : StrCat(scales[i]), " at flat index ", i,
+          " (scales must be finite and >= 0)"));
+    }
+  }
+  Fp8Scales s;
+  s.scale = scales.data();
+  s.block_rows = fp8.block_rows;
+  s.block_cols = fp8.block_cols;
+  s.grid_cols = CeilDiv(k, fp8.block_cols);
+  // The codes (1 byte per element besides `out`), then 128-row slabs dequantized on the host's
+  // threads (each element is computed alone: the thread count cannot change a bit).
+  std::vector<uint8_t> codes(static_cast<size_t>(n * k));
+  RETURN_IF_ERROR(reader.ReadTensor(*wloc, codes));
+  const int64_t slabs = CeilDiv(n, kDefaultBlock);
+  HostParallelFor(slabs, HostThreadCount(), [&](int64_t i) {
+    const int64_t r0 = i * kDefaultBlock, r1 = std::min(n, r0 + kDefaultBlock);
+    DequantizeFp8Rows(codes.data() + r0 * k, k, s, r0, r1, out.data() + r0 * k);
+  });
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<uint8_t>> ReadFp8AsBf16(const formats::CheckpointReader& reader,
+                                                   const std::string& weight,
+                                                   const Fp8Weight& fp8) {
+  const formats::TensorLocation* loc = reader.Find(weight);
+  if (loc == nullptr) return absl::NotFoundError(StrCat("FP8 weight '", weight, "' is missing"));
+  const size_t numel = static_cast<size_t>(loc->info->numel());
+  std::vector<float> values(numel);
+  RETURN_IF_ERROR(ReadDequantizedFp8(reader, weight, fp8, values));
+  std::vector<uint8_t> bf16(numel * 2);
+  for (size_t i = 0; i < numel; ++i) {
+    const uint16_t h = formats::FloatToBf16(values[i]);
+    bf16[2 * i] = static_cast<uint8_t>(h & 0xFF);
+    bf16[2 * i + 1] = static_cast<uint8_t>(h >> 8);
+  }
+  return bf16;
+}
+
+}  // namespace nvfp4::pipeline

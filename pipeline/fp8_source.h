@@ -1,0 +1,91 @@
+// FP8 checkpoints as inputs (docs/CHECKPOINTS.md "FP8 sources"): which F8_E4M3 weights carry a
+// dequantization scale, in which layout, and reading them back as fp32.
+//
+// Supported layouts, recognised by the tensor names (config.json / hf_quant_config.json give the
+// block size and are checked for consistency):
+//  - block FP8 (DeepSeek-V3/R1, Qwen3-FP8; quantization_config.quant_method "fp8"):
+//    `<m>.weight` F8_E4M3 [N, K] + `<m>.weight_scale_inv` F32 [ceil(N/bn), ceil(K/bk)]
+//    (bn x bk = weight_block_size, default 128 x 128);
+//  - compressed-tensors `float-quantized` FP8 and ModelOpt FP8: `<m>.weight` F8_E4M3 +
+//    `<m>.weight_scale` per tensor ([] or [1]), per channel ([N, 1] or [N]), per group of columns
+//    ([N, K/g]) or per block ([ceil(N/bn), ceil(K/bk)]), F32/BF16/F16; `<m>.input_scale` (static
+//    activation scales) is dropped.
+// The scale is the dequantization multiplier in every layout: w = fp8 * scale (kernels/
+// tensor_prep.h DequantFp8, docs/NUMERICS.md section 7).
+#ifndef NVFP4_PIPELINE_FP8_SOURCE_H_
+#define NVFP4_PIPELINE_FP8_SOURCE_H_
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <set>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "formats/safetensors.h"
+#include "formats/sharded.h"
+#include "nlohmann/json.hpp"
+
+namespace nvfp4::pipeline {
+
+// How one F8_E4M3 weight is dequantized.
+struct Fp8Weight {
+  std::string scale_tensor;  // `<m>.weight_scale_inv` or `<m>.weight_scale`
+  int64_t block_rows = 0;    // one scale covers block_rows x block_cols elements (edges partial)
+  int64_t block_cols = 0;
+  std::string granularity;  // "block 128x128", "per-channel", "per-tensor", "group 1x128"
+};
+
+struct Fp8Sources {
+  // "" when the checkpoint has no FP8 weight with a scale; else the layout's name
+  // ("block FP8 (weight_scale_inv)", "FP8 with weight_scale").
+  std::string layout;
+  std::map<std::string, Fp8Weight> weights;  // by weight tensor name
+  // Tensors consumed by the dequantization and not copied: the scales and `input_scale`s of the
+  // FP8 weights.
+  std::set<std::string> consumed;
+  // F8_E4M3 `.weight` tensors of rank 2 without a scale (not quantizable): count and an example.
+  int64_t unscaled = 0;
+  std::string unscaled_example;
+
+  const Fp8Weight* Find(const std::string& weight) const {
+    auto it = weights.find(weight);
+    return it == weights.end() ? nullptr : &it->second;
+  }
+};
+
+// True when `quantization_config` (config.json) or `hf_quant_config` (hf_quant_config.json)
+// describes an FP8 checkpoint this pipeline re-quantizes: quant_method "fp8"; "compressed-tensors"
+// whose config groups all quantize weights to 8-bit floats; "modelopt" / hf_quant_config
+// quant_algo "FP8". `block` receives the weight block size when the config names one.
+bool IsFp8QuantizationConfig(const nlohmann::ordered_json& quantization_config,
+                             std::optional<std::pair<int64_t, int64_t>>* block = nullptr);
+
+// The weight block size named by config.json's FP8 quantization_config (`weight_block_size`, or a
+// compressed-tensors `block_structure`), or nullopt.
+std::optional<std::pair<int64_t, int64_t>> Fp8BlockSize(
+    const std::optional<nlohmann::ordered_json>& config);
+
+// Finds the FP8 weights of `reader` and validates their scales' headers (dtype F32/BF16/F16, a
+// shape of one of the layouts above, a weight of rank 2). `block` is the config's block size
+// (nullopt: 128 x 128 is assumed for `weight_scale_inv`). INVALID_ARGUMENT naming the file, the
+// tensors, the shapes and what was expected.
+absl::StatusOr<Fp8Sources> FindFp8Sources(const formats::CheckpointReader& reader,
+                                          std::optional<std::pair<int64_t, int64_t>> block);
+
+// Reads FP8 weight `weight` and its scale, checks every scale (finite, >= 0; INVALID_ARGUMENT
+// naming the file, the scale tensor and the index otherwise) and dequantizes the weight into
+// `out` (numel fp32 values) on the host's threads. Scratch: the weight's numel bytes of codes.
+absl::Status ReadDequantizedFp8(const formats::CheckpointReader& reader, const std::string& weight,
+                                const Fp8Weight& fp8, std::span<float> out);
+
+// ReadDequantizedFp8, rounded to BF16 (nearest even; little-endian bytes): how an FP8 weight that
+// stays unquantized is written.
+absl::StatusOr<std::vector<uint8_t>> ReadFp8AsBf16(const formats::CheckpointReader& reader,
+                                                   const std::string& weight, const Fp8Weight& fp8);
+
+}  // namespace nvfp4::pipeline
+
+#endif  // NVFP4_PIPELINE_FP8_SOURCE_H_
