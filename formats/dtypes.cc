@@ -1,5 +1,6 @@
 #include "formats/dtypes.h"
 
+#include <bit>
 #include <cstring>
 
 #include "absl/status/status.h"
@@ -78,30 +79,38 @@ uint16_t FloatToBf16(float value) {
   return static_cast<uint16_t>(bits >> 16);
 }
 
-int64_t CountNonFinite(std::string_view dtype, std::span<const uint8_t> bytes) {
-  // The exponent field all ones: Inf (zero mantissa) or NaN.
-  int size = 0;
-  uint64_t exponent = 0;
-  if (dtype == "F64") {
-    size = 8, exponent = 0x7FF0000000000000ull;
-  } else if (dtype == "F32") {
-    size = 4, exponent = 0x7F800000u;
-  } else if (dtype == "F16") {
-    size = 2, exponent = 0x7C00u;
-  } else if (dtype == "BF16") {
-    size = 2, exponent = 0x7F80u;
-  } else {
-    return 0;
-  }
+namespace {
+
+// Elements of `n` little-endian `T` values at `p` whose bits under `exponent` are all ones. The
+// loads go through memcpy so that the loop vectorizes (it runs over every copied tensor).
+template <typename T>
+int64_t CountAllOnes(const uint8_t* p, size_t n, T exponent) {
   int64_t count = 0;
-  const size_t n = bytes.size() / static_cast<size_t>(size);
-  const uint8_t* p = bytes.data();
-  for (size_t i = 0; i < n; ++i, p += size) {
-    uint64_t bits = 0;
-    for (int k = size - 1; k >= 0; --k) bits = (bits << 8) | p[k];
+  for (size_t i = 0; i < n; ++i) {
+    T bits;
+    if constexpr (std::endian::native == std::endian::little) {
+      std::memcpy(&bits, p + i * sizeof(T), sizeof(T));
+    } else {
+      bits = 0;
+      for (int k = static_cast<int>(sizeof(T)) - 1; k >= 0; --k) {
+        bits = static_cast<T>((bits << 8) | p[i * sizeof(T) + static_cast<size_t>(k)]);
+      }
+    }
     count += (bits & exponent) == exponent ? 1 : 0;
   }
   return count;
+}
+
+}  // namespace
+
+int64_t CountNonFinite(std::string_view dtype, std::span<const uint8_t> bytes) {
+  // The exponent field all ones: Inf (zero mantissa) or NaN.
+  const uint8_t* p = bytes.data();
+  if (dtype == "F64") return CountAllOnes<uint64_t>(p, bytes.size() / 8, 0x7FF0000000000000ull);
+  if (dtype == "F32") return CountAllOnes<uint32_t>(p, bytes.size() / 4, 0x7F800000u);
+  if (dtype == "F16") return CountAllOnes<uint16_t>(p, bytes.size() / 2, 0x7C00u);
+  if (dtype == "BF16") return CountAllOnes<uint16_t>(p, bytes.size() / 2, 0x7F80u);
+  return 0;
 }
 
 }  // namespace nvfp4::formats
