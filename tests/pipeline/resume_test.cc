@@ -114,6 +114,17 @@ class ResumeTest : public ::nvfp4::testing::TinyModelTest {
     if (!out.ok()) return out.status();
     return RunInto(std::move(o), **out, journal, backend, stop_after, progress, info);
   }
+
+  // The same into the staged output of `uri` in `store` (an object store output).
+  absl::StatusOr<QuantizeModelResult> RunIntoStore(
+      QuantizeModelOptions o, storage::ObjectStore* store, const std::string& uri,
+      const storage::StagedOutputDirectory::Options& options, ResumeJournal* journal,
+      CountingBackend* backend, int stop_after, std::vector<TensorProgress>* progress,
+      ResumeInfo* info = nullptr) {
+    auto out = storage::StagedOutputDirectory::Open(store, uri, options);
+    if (!out.ok()) return out.status();
+    return RunInto(std::move(o), **out, journal, backend, stop_after, progress, info);
+  }
   absl::StatusOr<QuantizeModelResult> RunInto(QuantizeModelOptions o, storage::OutputDirectory& out,
                                               ResumeJournal* journal, CountingBackend* backend,
                                               int stop_after, std::vector<TensorProgress>* progress,
@@ -291,12 +302,10 @@ TEST_F(ResumeTest, ObjectStoreOutputResumesFromItsScratchStaging) {
   for (const storage::ObjectInfo& obj : *listed) {
     EXPECT_TRUE(obj.name.starts_with(".nvfp4-staging-job-1/")) << obj.name;
   }
-  auto out = storage::StagedOutputDirectory::Open(&store, uri, options);
-  ASSERT_TRUE(out.ok()) << out.status();
   CountingBackend backend;
   std::vector<TensorProgress> p;
   ResumeInfo info;
-  auto r = RunInto(o, **out, &journal, &backend, -1, &p, &info);
+  auto r = RunIntoStore(o, &store, uri, options, &journal, &backend, -1, &p, &info);
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_GE(info.units_kept, 6);
   EXPECT_EQ(info.units_rejected, 0);
@@ -411,12 +420,10 @@ TEST_F(ResumeTest, HandedOverFilesOfAnotherPlanAreNotPublished) {
   ASSERT_GT(store.object_count(), 0u);  // handed-over files of the first plan
   o.max_shard_size = 300'000;
   Reference(o, tmp_.Path("ref"));
-  auto out = storage::StagedOutputDirectory::Open(&store, uri, options);
-  ASSERT_TRUE(out.ok()) << out.status();
   CountingBackend backend;
   std::vector<TensorProgress> p;
   ResumeInfo info;
-  auto r = RunInto(o, **out, &journal, &backend, -1, &p, &info);
+  auto r = RunIntoStore(o, &store, uri, options, &journal, &backend, -1, &p, &info);
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_TRUE(info.started_over);
   ExpectStoreHolds(store, uri, tmp_.Path("ref"));
