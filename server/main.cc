@@ -102,6 +102,9 @@ ABSL_FLAG(std::string, log_format, "text",
           "time, level, event, job_id, message, fields)");
 ABSL_FLAG(int, max_connection_age, 0,
           "seconds before a connection is asked to reconnect (0: never)");
+ABSL_FLAG(absl::Duration, max_connection_age_grace, absl::Seconds(30),
+          "after --max_connection_age, how long calls in flight may go on before the connection "
+          "is closed (a watch stream is then re-attached by the clients)");
 ABSL_FLAG(absl::Duration, tensor_stream_idle_timeout, absl::Seconds(30),
           "a QuantizeTensor stream that sends no message for this long while uploading is closed "
           "with DEADLINE_EXCEEDED, freeing its in-flight slot (0: no limit)");
@@ -464,7 +467,9 @@ class Daemon {
     AddKeepalive(builder);
     if (int age = absl::GetFlag(FLAGS_max_connection_age); age > 0) {
       builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_MS, age * 1000);
-      builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_GRACE_MS, 30000);
+      builder.AddChannelArgument(
+          GRPC_ARG_MAX_CONNECTION_AGE_GRACE_MS,
+          static_cast<int>(absl::ToInt64Milliseconds(absl::GetFlag(FLAGS_max_connection_age_grace))));
     }
     server_ = builder.BuildAndStart();
     if (!server_ || grpc_port_ == 0) {

@@ -10,6 +10,7 @@
 #include <iterator>
 
 #include "absl/strings/ascii.h"
+#include "absl/time/time.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
@@ -165,7 +166,18 @@ int WatchAndRender(client::QuantizerClient& client, const std::string& job_id, b
     }
     std::cerr << JobLine(job) << "\n";
   };
-  absl::StatusOr<v1::Job> final_job = client.WatchJob(job_id, on_event);
+  // Interruptions (a draining or restarting server, a connection closed after
+  // --max_connection_age) are re-attached by the client; say so on stderr, like any other event.
+  auto on_reattach = [&](const absl::Status& why, absl::Duration wait) {
+    if (bar_open) std::cerr << "\n";
+    bar_open = false;
+    std::cerr << "watch of " << job_id << " interrupted (" << absl::StatusCodeToString(why.code())
+              << ": " << why.message() << "); re-attaching in " << absl::FormatDuration(wait)
+              << "\n";
+  };
+  absl::StatusOr<v1::Job> final_job =
+      client.WatchJob(job_id, on_event, /*heartbeat_seconds=*/0, /*reattach_attempts=*/12,
+                      on_reattach);
   if (bar_open) std::cerr << "\n";
   if (!final_job.ok()) return ReportRemoteError(final_job.status());
   if (!json) std::cout << JobLine(*final_job) << "\n";

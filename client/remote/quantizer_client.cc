@@ -211,7 +211,8 @@ absl::StatusOr<v1::ListJobsResponse> QuantizerClient::ListJobs(const v1::ListJob
 
 absl::StatusOr<v1::Job> QuantizerClient::WatchJob(
     const std::string& job_id, const std::function<void(const v1::JobEvent&)>& on_event,
-    int heartbeat_seconds, int reattach_attempts) {
+    int heartbeat_seconds, int reattach_attempts,
+    const std::function<void(const absl::Status&, absl::Duration)>& on_reattach) {
   absl::Status last;
   int failed = 0;  // consecutive attempts that delivered no event
   while (true) {
@@ -239,7 +240,9 @@ absl::StatusOr<v1::Job> QuantizerClient::WatchJob(
     failed = delivered ? 1 : failed + 1;
     if (failed > reattach_attempts) break;
     // 0.5 s, 1 s, 2 s, 4 s, then every 8 s: about a minute and a quarter with the default.
-    absl::SleepFor(absl::Milliseconds(500) * (1 << std::min(failed - 1, 4)));
+    const absl::Duration wait = absl::Milliseconds(500) * (1 << std::min(failed - 1, 4));
+    if (on_reattach) on_reattach(last, wait);
+    absl::SleepFor(wait);
   }
   return absl::Status(
       last.code(), absl::StrCat(last.message(), " (gave up re-attaching to job ", job_id, " after ",

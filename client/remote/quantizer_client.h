@@ -78,10 +78,13 @@ class QuantizerClient {
   // ends without the terminal event with OK, UNAVAILABLE (server draining or restarting, no
   // connection) or CANCELLED (ended by the server or the transport) is re-attached with backoff
   // (0.5 s doubling to 8 s); it gives up after `reattach_attempts` attempts in a row that
-  // delivered no event (the default waits about 75 s: a drain plus a restart).
-  absl::StatusOr<v1::Job> WatchJob(const std::string& job_id,
-                                   const std::function<void(const v1::JobEvent&)>& on_event,
-                                   int heartbeat_seconds = 0, int reattach_attempts = 12);
+  // delivered no event (the default waits about 75 s: a drain plus a restart). `on_reattach`, when
+  // set, hears each interruption (the status that ended the stream) and the wait before the next
+  // attempt.
+  absl::StatusOr<v1::Job> WatchJob(
+      const std::string& job_id, const std::function<void(const v1::JobEvent&)>& on_event,
+      int heartbeat_seconds = 0, int reattach_attempts = 12,
+      const std::function<void(const absl::Status&, absl::Duration)>& on_reattach = nullptr);
 
   // Downloads output `name` of a job from `offset`, passing each chunk to `sink`.
   absl::Status ReadResult(

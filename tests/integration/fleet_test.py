@@ -232,10 +232,10 @@ class FleetTest(unittest.TestCase):
 
     def test_clients_reconnecting_through_a_load_balancer_never_see_not_found(self):
         # Two replicas that ask every client to reconnect after 1 s (GOAWAY; a stream in flight
-        # gets 30 s of grace, then its connection closes) behind a round-robin TCP proxy, as behind
+        # gets 2 s of grace, then its connection closes) behind a round-robin TCP proxy, as behind
         # an L4 load balancer: every new connection goes to the other replica.
-        a = self.start("LBA", "--max_connection_age=1")
-        b = self.start("LBB", "--max_connection_age=1")
+        a = self.start("LBA", "--max_connection_age=1", "--max_connection_age_grace=2s")
+        b = self.start("LBB", "--max_connection_age=1", "--max_connection_age_grace=2s")
         proxy = RoundRobinProxy([a.address, b.address])
         self.addCleanup(proxy.close)
         # Three jobs on two replicas: the third waits for a free worker, so its watcher follows it
@@ -271,11 +271,13 @@ class FleetTest(unittest.TestCase):
             job = get_job(a, job_id)
             self.assertEqual(job["state"], "JOB_STATE_SUCCEEDED", json.dumps(job))
             self.assert_identical(out, job)
-        # 1 s of connection age + 30 s of grace: a watch that lasted longer lost its connection
-        # at least once and was re-attached through the proxy, to either replica.
-        self.assertGreater(took, 32, "the watch was too short to cross a connection close")
-        print(f"\nload balancer: watch of {jobs[2]} lasted {took:.1f}s across {len(proxy.connections)} "
-              f"proxied connections; {gets} one-shot gets, none NOT_FOUND")
+        # The watch lost its connection (1 s of age + 2 s of grace) and was re-attached through
+        # the proxy, to either replica; the CLI says so on stderr.
+        reattached = watched.count(f"watch of {jobs[2]} interrupted")
+        self.assertGreater(reattached, 0, "the watch never crossed a connection close: " + watched)
+        print(f"\nload balancer: watch of {jobs[2]} lasted {took:.1f}s, re-attached {reattached} "
+              f"times across {len(proxy.connections)} proxied connections; {gets} one-shot gets, "
+              "none NOT_FOUND")
 
     def s3_objects(self, prefix):
         """key (relative to `prefix`) -> size of the objects under `prefix`. Lists the whole bucket
