@@ -11,7 +11,7 @@
 #
 # Environment for `run`: GPTQ_PARTS (default "gptq_test gptq_cuda_test cuda_backend_test bench
 # sanitize") selects the steps and their order (bench[:OBJECTIVE[:LAYERS]] runs the benchmark;
-# sanitize: compute-sanitizer memcheck on a few GPTQ tests; e2e[:OBJECTIVE] quantize-model with
+# sanitize[:BINARY:FILTER]: compute-sanitizer memcheck on a few GPTQ tests or the named ones; e2e[:OBJECTIVE] quantize-model with
 # method gptq on the llama-8b-shape demo model and a 39 GB synthetic calibration file;
 # preset:NAME[:METHOD[:LAYERS]] bench/e2e_quantize_model.sh on a demo preset); GPTQ_OBJECTIVE (default both) the
 # benchmark's objectives when a part names none; GPTQ_TEST_TIMEOUT (240) and
@@ -148,14 +148,17 @@ run() {
           --workdir "/tmp/e2e-$preset" --keep "${extra[@]}" 2>&1 | tee "$out/preset_${preset}_${method:-rtn}.log" | tail -4
         summary+=("$part: rc=${PIPESTATUS[0]}, $((SECONDS - t0)) s")
         ;;
-      sanitize)
-        timeout 120 compute-sanitizer --tool memcheck --error-exitcode 9 \
-          "$dir/bin/gptq_cuda_test" \
-          --gtest_filter='*RepeatedRuns*:*DeviceBuiltGram*:*RejectsIndefinite*' \
-          >"$out/memcheck.log" 2>&1
+      sanitize | sanitize:*)
+        # sanitize[:BINARY:GTEST_FILTER]: compute-sanitizer memcheck (default: a few GPTQ tests).
+        local sbin sfilter
+        IFS=: read -r _ sbin sfilter <<<"$part"
+        sbin=${sbin:-gptq_cuda_test}
+        sfilter=${sfilter:-*RepeatedRuns*:*DeviceBuiltGram*:*RejectsIndefinite*}
+        timeout "${GPTQ_TEST_TIMEOUT:-240}" compute-sanitizer --tool memcheck --error-exitcode 9 \
+          "$dir/bin/$sbin" --gtest_filter="$sfilter" >"$out/memcheck_$sbin.log" 2>&1
         rc=$?
-        summary+=("memcheck: rc=$rc, $((SECONDS - t0)) s, $(grep -E 'ERROR SUMMARY' \
-                   "$out/memcheck.log")")
+        summary+=("memcheck $sbin $sfilter: rc=$rc, $((SECONDS - t0)) s, $(grep -E 'ERROR SUMMARY' \
+                   "$out/memcheck_$sbin.log")")
         ;;
       *) summary+=("unknown part $part") ;;
     esac

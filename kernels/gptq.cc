@@ -9,6 +9,7 @@
 #include "base/status_macros.h"
 #include "kernels/calibration.h"
 #include "kernels/quantize_driver.h"
+#include "kernels/tensor_prep.h"
 
 namespace nvfp4 {
 
@@ -298,6 +299,11 @@ absl::StatusOr<std::vector<QuantizedTensor>> RunGptqGroup(
     std::span<const Calibration* const> calibration, GptqDevice& device,
     const GroupQuantizer& without_feedback) {
   if (tensors.empty()) return absl::InvalidArgumentError("empty tensor group");
+  // The sweep reads fp32 columns on the host or the device: FP8 sources are dequantized first.
+  std::vector<std::vector<float>> widened;
+  ASSIGN_OR_RETURN(const std::vector<TensorView> views,
+                   WidenFp8Views(tensors, HostThreadCount(), &widened));
+  tensors = views;
   RETURN_IF_ERROR(ValidateGptqOptions(options.gptq));
   if (!calibration.empty() && calibration.size() != tensors.size()) {
     return absl::InvalidArgumentError(absl::StrCat("calibration has ", calibration.size(),

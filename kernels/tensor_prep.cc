@@ -1,9 +1,13 @@
 #include "kernels/tensor_prep.h"
 
 #include <algorithm>
+#include <span>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "base/status_macros.h"
+#include "kernels/parallel.h"
 
 namespace nvfp4 {
 
@@ -42,6 +46,17 @@ absl::StatusOr<Matrix2D> FoldShape(const TensorView& t) {
     return absl::InvalidArgumentError(absl::StrCat(where, ": too many elements"));
   }
   if (t.data == nullptr) return absl::InvalidArgumentError(absl::StrCat(where, ": no data"));
+  if (t.fp8 != nullptr) {
+    const Fp8Scales& f = *t.fp8;
+    if (t.shape.size() != 2 || t.dtype != DType::kF32 || f.scale == nullptr ||
+        f.block_rows <= 0 || f.block_cols <= 0 ||
+        f.grid_cols != (m.cols + f.block_cols - 1) / f.block_cols) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          where, ": inconsistent FP8 view (need rank 2, dtype F32, scales on a grid of ",
+          f.block_rows, " x ", f.block_cols, " tiles with ceil(K / ", f.block_cols,
+          ") columns, got ", f.grid_cols, ")"));
+    }
+  }
   return m;
 }
 
@@ -77,6 +92,42 @@ void DequantizeFp8Rows(const uint8_t* codes, int64_t cols, const Fp8Scales& scal
       for (int64_t c = c0; c < c1; ++c) dst[c] = DequantFp8(src[c], s);
     }
   }
+}
+
+void ViewToFloat(const TensorView& t, int64_t cols, int64_t first, int64_t count, float* out) {
+  if (t.fp8 == nullptr) {
+    ConvertToFloat(static_cast<const uint8_t*>(t.data) + first * DTypeSize(t.dtype), t.dtype,
+                   count, out);
+    return;
+  }
+  const uint8_t* codes = static_cast<const uint8_t*>(t.data);
+  for (int64_t i = 0; i < count; ++i) {
+    const int64_t e = first + i;
+    out[i] = DequantFp8(codes[e], t.fp8->at(e / cols, e % cols));
+  }
+}
+
+absl::StatusOr<std::vector<TensorView>> WidenFp8Views(std::span<const TensorView> tensors,
+                                                      int threads,
+                                                      std::vector<std::vector<float>>* storage) {
+  std::vector<TensorView> out(tensors.begin(), tensors.end());
+  for (TensorView& v : out) {
+    if (v.fp8 == nullptr) continue;
+    ASSIGN_OR_RETURN(const Matrix2D m, FoldShape(v));  // rank 2 and a consistent scale grid
+    const int64_t n = m.rows, k = m.cols;
+    std::vector<float>& values = storage->emplace_back(static_cast<size_t>(n * k));
+    const uint8_t* codes = static_cast<const uint8_t*>(v.data);
+    const Fp8Scales scales = *v.fp8;
+    constexpr int64_t kSlab = 128;  // rows per task
+    HostParallelFor((n + kSlab - 1) / kSlab, threads, [&](int64_t i) {
+      const int64_t r0 = i * kSlab, r1 = std::min(n, r0 + kSlab);
+      DequantizeFp8Rows(codes + r0 * k, k, scales, r0, r1, values.data() + r0 * k);
+    });
+    v.data = values.data();
+    v.dtype = DType::kF32;
+    v.fp8 = nullptr;
+  }
+  return out;
 }
 
 }  // namespace nvfp4

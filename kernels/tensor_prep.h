@@ -4,6 +4,7 @@
 #define NVFP4_KERNELS_TENSOR_PREP_H_
 
 #include <cstdint>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -55,23 +56,7 @@ NVFP4_HD void LoadBlock(const void* data, DType dtype, int64_t first, float* x) 
 // Converts `count` source elements to fp32 (host helper for calibration activations).
 void ConvertToFloat(const void* data, DType dtype, int64_t count, float* out);
 
-// ---- FP8 sources (docs/NUMERICS.md section 7) ----
-// An FP8 (E4M3 "fn") weight [N, K] stored with dequantization scales on a grid of
-// block_rows x block_cols tiles: [ceil(N/block_rows), ceil(K/block_cols)] fp32 values, row-major
-// (`grid_cols` per row). DeepSeek-V3 block FP8: 128 x 128; per channel: 1 x K; per tensor: N x K.
-// Edge tiles are partial. The scales are the *dequantization* multipliers (DeepSeek's
-// `weight_scale_inv`, compressed-tensors' and ModelOpt's `weight_scale`), converted exactly to
-// fp32 when stored as BF16/F16.
-struct Fp8Scales {
-  const float* scale = nullptr;
-  int64_t block_rows = 0;
-  int64_t block_cols = 0;
-  int64_t grid_cols = 0;
-  NVFP4_HD float at(int64_t row, int64_t col) const {
-    return scale[(row / block_rows) * grid_cols + col / block_cols];
-  }
-};
-
+// ---- FP8 sources (docs/NUMERICS.md section 7; the scales: Fp8Scales, kernels/types.h) ----
 // One FP8 element as fp32: DecodeE4M3(code) * scale, a single fp32 multiply rounded to nearest
 // even (the E4M3 value and the scale are exact in fp32). NaN codes (0x7F, 0xFF) stay NaN.
 // The same expression on the host and the device gives the same bits (FP contraction is off).
@@ -81,6 +66,18 @@ NVFP4_HD float DequantFp8(uint8_t code, float scale) { return DecodeE4M3(code) *
 // those rows' (row_end - row_begin) * cols E4M3 bytes, `out` receives as many fp32 values.
 void DequantizeFp8Rows(const uint8_t* codes, int64_t cols, const Fp8Scales& scales,
                        int64_t row_begin, int64_t row_end, float* out);
+
+// Source elements [first, first + count) of `t` as fp32: ConvertToFloat of its dtype, or the
+// dequantized values of an FP8 view.
+void ViewToFloat(const TensorView& t, int64_t cols, int64_t first, int64_t count, float* out);
+
+// `tensors` with every FP8 view replaced by an F32 view of its dequantized values, held by
+// `storage` (dequantized on `threads` host threads; each element alone, so the thread count
+// cannot change a bit). Views that are not FP8 are returned as they are. INVALID_ARGUMENT
+// (FoldShape) for an inconsistent FP8 view.
+absl::StatusOr<std::vector<TensorView>> WidenFp8Views(std::span<const TensorView> tensors,
+                                                      int threads,
+                                                      std::vector<std::vector<float>>* storage);
 
 }  // namespace nvfp4
 

@@ -81,6 +81,26 @@ struct QuantizeOptions {
   GptqOptions gptq;
 };
 
+// The dequantization scales of an FP8 (E4M3 "fn") weight [N, K] (docs/NUMERICS.md section 7), on
+// a grid of block_rows x block_cols tiles: [ceil(N/block_rows), ceil(K/block_cols)] fp32 values,
+// row-major (`grid_cols` per row). DeepSeek-V3 block FP8: 128 x 128; per channel: 1 x K; per
+// tensor: N x K. Edge tiles are partial. The scales are the *dequantization* multipliers
+// (DeepSeek's `weight_scale_inv`, compressed-tensors' and ModelOpt's `weight_scale`), converted
+// exactly to fp32 when stored as BF16/F16. Element (r, c) is DequantFp8(code, at(r, c))
+// (kernels/tensor_prep.h).
+struct Fp8Scales {
+  const float* scale = nullptr;
+  int64_t block_rows = 0;
+  int64_t block_cols = 0;
+  int64_t grid_cols = 0;
+#if defined(__CUDACC__)
+  __host__ __device__
+#endif
+  float at(int64_t row, int64_t col) const {
+    return scale[(row / block_rows) * grid_cols + col / block_cols];
+  }
+};
+
 // A read-only, host-resident source tensor. Shapes of rank 1 are treated as [1, K]; rank > 2 has
 // its leading dimensions folded into N (docs/NUMERICS.md section 5).
 struct TensorView {
@@ -88,6 +108,11 @@ struct TensorView {
   DType dtype = DType::kF32;
   std::vector<int64_t> shape;
   const void* data = nullptr;  // numel * DTypeSize(dtype) bytes, little-endian, row-major.
+  // An FP8 source: when set, `data` holds numel E4M3 codes (one byte each) standing for the fp32
+  // values DequantFp8(code, fp8->at(r, c)), `dtype` must be kF32 (the type of those values) and
+  // the shape of rank 2. The CUDA backend uploads the codes and dequantizes on the device; the CPU
+  // backend and GPTQ dequantize on the host first (WidenFp8Views, kernels/tensor_prep.h).
+  const Fp8Scales* fp8 = nullptr;
 };
 
 // Calibration statistics for one weight of shape [N, K] (all optional).

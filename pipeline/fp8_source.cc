@@ -193,40 +193,47 @@ absl::StatusOr<Fp8Sources> FindFp8Sources(const formats::CheckpointReader& reade
   return out;
 }
 
-absl::Status ReadDequantizedFp8(const formats::CheckpointReader& reader, const std::string& weight,
-                                const Fp8Weight& fp8, std::span<float> out) {
+absl::StatusOr<Fp8ScaleGrid> ReadFp8Scales(const formats::CheckpointReader& reader,
+                                           const std::string& weight, const Fp8Weight& fp8) {
   const formats::TensorLocation* wloc = reader.Find(weight);
   const formats::TensorLocation* sloc = reader.Find(fp8.scale_tensor);
   if (wloc == nullptr || sloc == nullptr) {
     return absl::NotFoundError(StrCat("FP8 weight '", weight, "' or its scale '", fp8.scale_tensor,
                                       "' is not in the checkpoint"));
   }
+  Fp8ScaleGrid grid;
+  ASSIGN_OR_RETURN(std::vector<uint8_t> scale_bytes, reader.ReadTensor(fp8.scale_tensor));
+  ASSIGN_OR_RETURN(grid.values, formats::DecodeToFloat32(sloc->info->dtype, scale_bytes));
+  for (size_t i = 0; i < grid.values.size(); ++i) {
+    const float v = grid.values[i];
+    if (!std::isfinite(v) || v < 0) {
+      return absl::InvalidArgumentError(StrCat(
+          FileOf(reader, *sloc), ": the dequantization scale '", fp8.scale_tensor,
+          "' of FP8 weight '", weight, "' has ", std::isnan(v) ? "NaN" : "the value ",
+          std::isnan(v) ? "" : StrCat(v), " at flat index ", i,
+          " (scales must be finite and >= 0)"));
+    }
+  }
+  grid.block_rows = fp8.block_rows;
+  grid.block_cols = fp8.block_cols;
+  grid.grid_cols = CeilDiv(wloc->info->shape[1], fp8.block_cols);
+  return grid;
+}
+
+absl::Status ReadDequantizedFp8(const formats::CheckpointReader& reader, const std::string& weight,
+                                const Fp8Weight& fp8, std::span<float> out) {
+  ASSIGN_OR_RETURN(const Fp8ScaleGrid grid, ReadFp8Scales(reader, weight, fp8));
+  const formats::TensorLocation* wloc = reader.Find(weight);
   const int64_t n = wloc->info->shape[0], k = wloc->info->shape[1];
   if (out.size() != static_cast<size_t>(n * k)) {
     return absl::InternalError(StrCat("FP8 weight '", weight, "': output of ", out.size(),
                                       " values for ", n * k, " elements"));
   }
-  ASSIGN_OR_RETURN(std::vector<uint8_t> scale_bytes, reader.ReadTensor(fp8.scale_tensor));
-  ASSIGN_OR_RETURN(std::vector<float> scales,
-                   formats::DecodeToFloat32(sloc->info->dtype, scale_bytes));
-  for (size_t i = 0; i < scales.size(); ++i) {
-    if (!std::isfinite(scales[i]) || scales[i] < 0) {
-      return absl::InvalidArgumentError(StrCat(
-          FileOf(reader, *sloc), ": the dequantization scale '", fp8.scale_tensor,
-          "' of FP8 weight '", weight, "' has ", std::isnan(scales[i]) ? "NaN" : "the value ",
-          std::isnan(scales[i]) ? "" : StrCat(scales[i]), " at flat index ", i,
-          " (scales must be finite and >= 0)"));
-    }
-  }
-  Fp8Scales s;
-  s.scale = scales.data();
-  s.block_rows = fp8.block_rows;
-  s.block_cols = fp8.block_cols;
-  s.grid_cols = CeilDiv(k, fp8.block_cols);
   // The codes (1 byte per element besides `out`), then 128-row slabs dequantized on the host's
   // threads (each element is computed alone: the thread count cannot change a bit).
   std::vector<uint8_t> codes(static_cast<size_t>(n * k));
   RETURN_IF_ERROR(reader.ReadTensor(*wloc, codes));
+  const Fp8Scales s = grid.view();
   const int64_t slabs = CeilDiv(n, kDefaultBlock);
   HostParallelFor(slabs, HostThreadCount(), [&](int64_t i) {
     const int64_t r0 = i * kDefaultBlock, r1 = std::min(n, r0 + kDefaultBlock);
@@ -244,11 +251,16 @@ absl::StatusOr<std::vector<uint8_t>> ReadFp8AsBf16(const formats::CheckpointRead
   std::vector<float> values(numel);
   RETURN_IF_ERROR(ReadDequantizedFp8(reader, weight, fp8, values));
   std::vector<uint8_t> bf16(numel * 2);
-  for (size_t i = 0; i < numel; ++i) {
-    const uint16_t h = formats::FloatToBf16(values[i]);
-    bf16[2 * i] = static_cast<uint8_t>(h & 0xFF);
-    bf16[2 * i + 1] = static_cast<uint8_t>(h >> 8);
-  }
+  constexpr size_t kSlice = size_t{1} << 20;  // elements per task
+  HostParallelFor(static_cast<int64_t>((numel + kSlice - 1) / kSlice), HostThreadCount(),
+                  [&](int64_t t) {
+                    const size_t end = std::min(numel, (static_cast<size_t>(t) + 1) * kSlice);
+                    for (size_t i = static_cast<size_t>(t) * kSlice; i < end; ++i) {
+                      const uint16_t h = formats::FloatToBf16(values[i]);
+                      bf16[2 * i] = static_cast<uint8_t>(h & 0xFF);
+                      bf16[2 * i + 1] = static_cast<uint8_t>(h >> 8);
+                    }
+                  });
   return bf16;
 }
 

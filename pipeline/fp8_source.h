@@ -26,6 +26,7 @@
 #include "absl/status/statusor.h"
 #include "formats/safetensors.h"
 #include "formats/sharded.h"
+#include "kernels/types.h"
 #include "nlohmann/json.hpp"
 
 namespace nvfp4::pipeline {
@@ -74,6 +75,21 @@ std::optional<std::pair<int64_t, int64_t>> Fp8BlockSize(
 // tensors, the shapes and what was expected.
 absl::StatusOr<Fp8Sources> FindFp8Sources(const formats::CheckpointReader& reader,
                                           std::optional<std::pair<int64_t, int64_t>> block);
+
+// The checked dequantization scales of an FP8 weight, as fp32, with their grid.
+struct Fp8ScaleGrid {
+  std::vector<float> values;
+  int64_t block_rows = 0;
+  int64_t block_cols = 0;
+  int64_t grid_cols = 0;
+  // The kernels' view of the grid (points into `values`).
+  Fp8Scales view() const { return Fp8Scales{values.data(), block_rows, block_cols, grid_cols}; }
+};
+
+// Reads the scale of FP8 weight `weight` and checks every value (finite, >= 0; INVALID_ARGUMENT
+// naming the file, the scale tensor and the index otherwise).
+absl::StatusOr<Fp8ScaleGrid> ReadFp8Scales(const formats::CheckpointReader& reader,
+                                           const std::string& weight, const Fp8Weight& fp8);
 
 // Reads FP8 weight `weight` and its scale, checks every scale (finite, >= 0; INVALID_ARGUMENT
 // naming the file, the scale tensor and the index otherwise) and dequantizes the weight into

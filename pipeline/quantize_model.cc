@@ -327,7 +327,10 @@ namespace {
 struct UnitData {
   size_t index = 0;                          // into the plan's units
   std::vector<std::vector<uint8_t>> inputs;  // kQuantize: one buffer per member tensor
-  std::vector<DType> input_dtypes;           // of `inputs` (F32 for a dequantized FP8 weight)
+  std::vector<DType> input_dtypes;           // of `inputs` (F32 for an FP8 weight: the values)
+  // Per member tensor: the scales of an FP8 weight, whose `inputs` entry holds its E4M3 codes
+  // (dequantized by the backend: on the GPU, or on the host's threads by the CPU backend).
+  std::vector<std::optional<Fp8ScaleGrid>> fp8;
   std::vector<EncodedTensor> outputs;        // kQuantize: encoded tensors
   std::vector<ModuleResult> results;
   uint64_t bytes_in = 0;
@@ -709,21 +712,20 @@ class ModelRun {
       const uint64_t size = sources().ByteSize(t);
       data->bytes_in += size;
       if (u.kind == WorkUnit::Kind::kCopy) continue;
-      if (const Fp8Weight* fp8 = prep_.fp8.Find(t)) {
-        // Dequantized while read, into the fp32 the quantizer takes (docs/NUMERICS.md 7).
-        const size_t numel = size;  // F8_E4M3: one byte per element
-        std::vector<uint8_t> buf(numel * sizeof(float));
-        data->metered.AddBytes(buf.size());
-        RETURN_IF_ERROR(ReadDequantizedFp8(
-            reader(), t, *fp8, std::span<float>(reinterpret_cast<float*>(buf.data()), numel)));
-        data->inputs.push_back(std::move(buf));
-        data->input_dtypes.push_back(DType::kF32);
-        continue;
-      }
       std::vector<uint8_t> buf(size);
       data->metered.AddBytes(buf.size());
       RETURN_IF_ERROR(sources().Read(t, buf));
       data->inputs.push_back(std::move(buf));
+      if (const Fp8Weight* fp8 = prep_.fp8.Find(t)) {
+        // The E4M3 codes as stored and their checked scales: the backend dequantizes them into
+        // the fp32 values the quantizer takes (docs/NUMERICS.md 7).
+        ASSIGN_OR_RETURN(Fp8ScaleGrid grid, ReadFp8Scales(reader(), t, *fp8));
+        data->metered.AddBytes(grid.values.size() * sizeof(float));
+        data->fp8.push_back(std::move(grid));
+        data->input_dtypes.push_back(DType::kF32);
+        continue;
+      }
+      data->fp8.push_back(std::nullopt);
       data->input_dtypes.push_back(*formats::ToKernelDType(sources().Spec(t).dtype));
     }
     return data;
@@ -754,6 +756,7 @@ class ModelRun {
                  u.group.empty() ? u.tensors[0] : u.group, "': ", q.status().message()));
     }
     d.inputs.clear();
+    d.fp8.clear();
     const std::optional<float>& amax = op_.unit_amax[d.index];
     for (size_t j = 0; j < q->size(); ++j) {
       const QuantizedTensor& qt = (*q)[j];
@@ -781,6 +784,7 @@ class ModelRun {
     std::vector<TensorView> views;
     std::vector<std::unique_ptr<formats::LoadedCalibration>> cals;
     std::vector<const Calibration*> cal_ptrs;
+    std::vector<Fp8Scales> fp8(u.tensors.size());  // sized once: the views point into it
     for (size_t j = 0; j < u.tensors.size(); ++j) {
       const formats::TensorSpec& info = sources().Spec(u.tensors[j]);
       TensorView v;
@@ -788,6 +792,10 @@ class ModelRun {
       v.dtype = d.input_dtypes[j];
       v.shape = info.shape;
       v.data = d.inputs[j].data();
+      if (d.fp8[j].has_value()) {
+        fp8[j] = d.fp8[j]->view();
+        v.fp8 = &fp8[j];
+      }
       views.push_back(std::move(v));
       if (cal != nullptr) {
         ASSIGN_OR_RETURN(std::unique_ptr<formats::LoadedCalibration> loaded,

@@ -4,10 +4,12 @@
 #include <atomic>
 #include <cmath>
 
+#include "base/status_macros.h"
 #include "kernels/gptq.h"
 #include "kernels/parallel.h"
 #include "kernels/quantize_driver.h"
 #include "kernels/reduce.h"
+#include "kernels/tensor_prep.h"
 
 namespace nvfp4 {
 namespace {
@@ -141,8 +143,11 @@ absl::StatusOr<std::vector<QuantizedTensor>> CpuBackend::QuantizeGroup(
                           return QuantizeGroup(t, o, c);
                         });
   }
+  // The reference reads fp32, bf16 or fp16 blocks: FP8 sources are dequantized first.
+  std::vector<std::vector<float>> widened;
+  ASSIGN_OR_RETURN(const std::vector<TensorView> views, WidenFp8Views(tensors, threads, &widened));
   return RunQuantizeGroup(
-      tensors, options, calibration,
+      views, options, calibration,
       [threads](std::span<const PreparedTensor> prepared)
           -> absl::StatusOr<std::unique_ptr<PassExecutor>> {
         return std::make_unique<CpuExecutor>(prepared, threads);

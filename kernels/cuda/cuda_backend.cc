@@ -75,6 +75,8 @@ class CudaExecutor : public PassExecutor {
     st.passes = passes_;
     st.kernel_ms = kernel_ms_;
     st.cublas_output_nmse = cublas_used_;
+    st.fp8_sources_on_device = 0;
+    for (const TensorState& t : ts_) st.fp8_sources_on_device += t.fp8 != nullptr ? 1 : 0;
     if (!streamed_ && passes_ > 0 && !ts_.empty() && ts_[0].scan_start != nullptr) {
       st.device_span_ms = ElapsedMs(ts_[0].scan_start, span_end_);
     }
@@ -99,12 +101,25 @@ class CudaExecutor : public PassExecutor {
     size_t scratch = 0;
     int max_dsize = 1;
     int64_t max_blocks = 0;
+    bool any_fp8 = false;
     for (size_t i = 0; i < n; ++i) {
       const PreparedTensor& p = tensors_[i];
       TensorState& t = ts_[i];
       t.dtype = p.view->dtype;
       t.dsize = DTypeSize(t.dtype);
+      t.host_size = t.dsize;
       t.blocks = p.matrix.blocks();
+      if (p.view->fp8 != nullptr) {
+        // Codes (1 byte per element) are uploaded and dequantized into an fp32 source on the
+        // device (RunQuantizeGroup has checked the view with FoldShape).
+        any_fp8 = true;
+        t.fp8 = p.view->fp8;
+        t.host_size = 1;
+        t.fp8_grid = (p.matrix.rows + t.fp8->block_rows - 1) / t.fp8->block_rows *
+                     t.fp8->grid_cols;
+        small_total += AlignUp(static_cast<size_t>(t.fp8_grid) * sizeof(float));
+        resident_total += AlignUp(static_cast<size_t>(t.blocks) * 16);  // the codes
+      }
       t.chunks = (t.blocks + kReduceChunk - 1) / kReduceChunk;
       t.stream = static_cast<int>(i % 2);
       max_dsize = std::max(max_dsize, t.dsize);
@@ -140,14 +155,14 @@ class CudaExecutor : public PassExecutor {
     }
     if (!placed) {
       streamed_ = true;
-      const size_t per_block = 16 * static_cast<size_t>(max_dsize) + 2 * 9;
+      const size_t per_block = 16 * static_cast<size_t>(max_dsize) + 2 * 9 + (any_fp8 ? 16 : 0);
       const int64_t avail =
           budget > static_cast<int64_t>(small_total) ? budget - static_cast<int64_t>(small_total) : 0;
       int64_t cb = avail / static_cast<int64_t>(per_block) / kReduceChunk * kReduceChunk;
       const int64_t cap = (max_blocks + kReduceChunk - 1) / kReduceChunk * kReduceChunk;
       cb = std::clamp<int64_t>(cb, kReduceChunk, cap);
       while (true) {
-        const size_t total = small_total + LaneBytes(cb, max_dsize);
+        const size_t total = small_total + LaneBytes(cb, max_dsize, any_fp8);
         absl::Status s = ctx_->arena.Reserve(total);
         if (s.ok()) break;
         if (!absl::IsResourceExhausted(s) || cb == kReduceChunk) {
@@ -180,8 +195,12 @@ class CudaExecutor : public PassExecutor {
       t.sums = reinterpret_cast<double*>(take(static_cast<size_t>(t.chunks) * kSums * sizeof(double)));
       t.maxes = reinterpret_cast<float*>(take(static_cast<size_t>(t.chunks) * sizeof(float)));
       t.scan = reinterpret_cast<cuda::ScanState*>(take(sizeof(cuda::ScanState)));
+      if (t.fp8 != nullptr) {
+        t.fp8_scales = reinterpret_cast<float*>(take(static_cast<size_t>(t.fp8_grid) * sizeof(float)));
+      }
       if (!streamed_) {
         t.src = take(static_cast<size_t>(t.blocks) * 16 * t.dsize);
+        if (t.fp8 != nullptr) t.codes = take(static_cast<size_t>(t.blocks) * 16);
         for (int k = 0; k < 2; ++k) {
           t.packed[k] = take(static_cast<size_t>(t.blocks) * 8);
           t.scales[k] = take(static_cast<size_t>(t.blocks));
@@ -196,6 +215,7 @@ class CudaExecutor : public PassExecutor {
       lane_.prev_scales = take(static_cast<size_t>(chunk_blocks_));
       lane_.out_packed = take(static_cast<size_t>(chunk_blocks_) * 8);
       lane_.out_scales = take(static_cast<size_t>(chunk_blocks_));
+      if (any_fp8) lane_.codes = take(static_cast<size_t>(chunk_blocks_) * 16);
     }
     if (off > ctx_->arena.bytes) return absl::InternalError("CUDA backend: arena plan overflow");
 
@@ -228,9 +248,8 @@ class CudaExecutor : public PassExecutor {
     TensorScan out;
     if (s.first_bad != ~0ull) {
       out.first_non_finite = static_cast<int64_t>(s.first_bad);
-      ConvertToFloat(static_cast<const uint8_t*>(tensors_[i].view->data) +
-                         out.first_non_finite * t.dsize,
-                     t.dtype, 1, &out.non_finite_value);
+      ViewToFloat(*tensors_[i].view, tensors_[i].matrix.cols, out.first_non_finite, 1,
+                  &out.non_finite_value);
       return out;
     }
     std::memcpy(&out.amax, &s.amax_bits, sizeof(float));
@@ -269,11 +288,9 @@ class CudaExecutor : public PassExecutor {
       if (refine && t.h_packed[src].size() != t.h_packed[dst].size()) {
         return absl::InternalError("CUDA backend: refine pass without a previous pass");
       }
-      const uint8_t* host = static_cast<const uint8_t*>(p.view->data);
       for (int64_t b0 = 0; b0 < t.blocks; b0 += chunk_blocks_) {
         const int64_t nb = std::min(chunk_blocks_, t.blocks - b0);
-        RETURN_IF_ERROR(ctx_->Upload(lane_.src, host + b0 * 16 * t.dsize,
-                                     static_cast<size_t>(nb) * 16 * t.dsize, stream));
+        RETURN_IF_ERROR(StageSource(i, lane_.src, b0, nb, stream));
         if (refine) {
           NVFP4_CUDA(cudaMemcpyAsync(lane_.prev_packed, t.h_packed[src].data() + b0 * 8, nb * 8,
                                      cudaMemcpyHostToDevice, stream));
@@ -347,8 +364,13 @@ class CudaExecutor : public PassExecutor {
 
  private:
   struct TensorState {
-    DType dtype = DType::kBF16;
-    int dsize = 2;
+    DType dtype = DType::kBF16;  // of the source on the device (kF32 for an FP8 source)
+    int dsize = 2;               // its bytes per element
+    int host_size = 2;           // bytes per element of the host view (1 for an FP8 source)
+    const Fp8Scales* fp8 = nullptr;  // FP8 source: the host scales
+    int64_t fp8_grid = 0;            // FP8: number of scales
+    float* fp8_scales = nullptr;     // FP8: the scales on the device
+    uint8_t* codes = nullptr;        // FP8, resident plan: the uploaded codes
     int64_t blocks = 0, chunks = 0;
     int stream = 0;
     uint8_t* src = nullptr;  // resident plan
@@ -369,11 +391,31 @@ class CudaExecutor : public PassExecutor {
     uint8_t* prev_scales = nullptr;
     uint8_t* out_packed = nullptr;
     uint8_t* out_scales = nullptr;
+    uint8_t* codes = nullptr;  // FP8 codes of a chunk (when the group has an FP8 source)
   };
 
-  static size_t LaneBytes(int64_t chunk_blocks, int dsize) {
+  static size_t LaneBytes(int64_t chunk_blocks, int dsize, bool fp8) {
     const size_t cb = static_cast<size_t>(chunk_blocks);
-    return AlignUp(cb * 16 * dsize) + 2 * AlignUp(cb * 8) + 2 * AlignUp(cb);
+    return AlignUp(cb * 16 * dsize) + 2 * AlignUp(cb * 8) + 2 * AlignUp(cb) +
+           (fp8 ? AlignUp(cb * 16) : 0);
+  }
+
+  // Puts source blocks [b0, b0 + nb) of tensor i at `dst` on the device, in its device dtype: a
+  // copy, or for an FP8 source a copy of the codes (a quarter of the fp32 bytes) and the
+  // dequantization kernel (the host's DequantFp8, bit-identical).
+  absl::Status StageSource(int i, uint8_t* dst, int64_t b0, int64_t nb, cudaStream_t stream) {
+    const TensorState& t = ts_[i];
+    const PreparedTensor& p = tensors_[i];
+    const uint8_t* host = static_cast<const uint8_t*>(p.view->data) + b0 * 16 * t.host_size;
+    const size_t bytes = static_cast<size_t>(nb) * 16 * t.host_size;
+    if (t.fp8 == nullptr) return ctx_->Upload(dst, host, bytes, stream);
+    uint8_t* codes = streamed_ ? lane_.codes : t.codes + b0 * 16;
+    RETURN_IF_ERROR(ctx_->Upload(codes, host, bytes, stream));
+    Fp8Scales on_device = *t.fp8;
+    on_device.scale = t.fp8_scales;
+    NVFP4_CUDA(cuda::LaunchDequantFp8(codes, nb * 16, b0 * 16, p.matrix.cols, on_device,
+                                      reinterpret_cast<float*>(dst), stream));
+    return absl::OkStatus();
   }
 
   static absl::Status CheckLaunch(cudaError_t e, const PreparedTensor& p) {
@@ -400,10 +442,13 @@ class CudaExecutor : public PassExecutor {
       RETURN_IF_ERROR(ctx_->Upload(t.hessian, p.objective.hessian_blocks.data(),
                                    p.objective.hessian_blocks.size() * sizeof(float), stream));
     }
+    if (t.fp8 != nullptr) {
+      RETURN_IF_ERROR(ctx_->Upload(t.fp8_scales, t.fp8->scale,
+                                   static_cast<size_t>(t.fp8_grid) * sizeof(float), stream));
+    }
     NVFP4_CUDA(cuda::LaunchScanInit(t.scan, stream));
-    const uint8_t* host = static_cast<const uint8_t*>(p.view->data);
     if (!streamed_) {
-      RETURN_IF_ERROR(ctx_->Upload(t.src, host, static_cast<size_t>(t.blocks) * 16 * t.dsize, stream));
+      RETURN_IF_ERROR(StageSource(j, t.src, 0, t.blocks, stream));
       NVFP4_CUDA(cudaEventRecord(t.scan_start, stream));
       NVFP4_CUDA(cuda::LaunchScan(t.src, t.dtype, t.blocks * 16, 0, t.scan, stream));
       NVFP4_CUDA(cudaEventRecord(t.scan_stop, stream));
@@ -411,8 +456,7 @@ class CudaExecutor : public PassExecutor {
       NVFP4_CUDA(cudaEventRecord(t.scan_start, stream));
       for (int64_t b0 = 0; b0 < t.blocks; b0 += chunk_blocks_) {
         const int64_t nb = std::min(chunk_blocks_, t.blocks - b0);
-        RETURN_IF_ERROR(ctx_->Upload(lane_.src, host + b0 * 16 * t.dsize,
-                                     static_cast<size_t>(nb) * 16 * t.dsize, stream));
+        RETURN_IF_ERROR(StageSource(j, lane_.src, b0, nb, stream));
         NVFP4_CUDA(cuda::LaunchScan(lane_.src, t.dtype, nb * 16, b0 * 16, t.scan, stream));
       }
       NVFP4_CUDA(cudaEventRecord(t.scan_stop, stream));

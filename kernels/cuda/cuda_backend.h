@@ -32,6 +32,7 @@ struct CudaRunStats {
                                 // resident inputs/outputs excluded); 0 when streamed
   double kernel_ms = 0;         // sum of scan and pass (+ reduction) kernel times (CUDA events)
   bool cublas_output_nmse = false;  // OutputNmse computed on the GPU with cuBLAS
+  int fp8_sources_on_device = 0;    // FP8 views uploaded as codes and dequantized on the GPU
   // Method gptq (the fields above other than wall_ms and cublas_output_nmse stay 0): host-clock
   // time of the GPTQ device calls (each ends synchronized), summed over the group.
   double gptq_load_ms = 0;          // source upload, NaN/Inf scan and amax, fp32 conversion

@@ -433,6 +433,24 @@ cudaError_t DispatchMethod(const PassLaunch& a, cudaStream_t stream) {
   return cudaErrorInvalidValue;
 }
 
+// FP8 dequantization (docs/NUMERICS.md 7): 4 consecutive elements per thread (a 4-byte code load,
+// a 16-byte store). `first` is a multiple of 16 and K % 16 == 0, so the 4 share a row.
+__global__ void DequantFp8Kernel(const uint8_t* __restrict__ codes, int64_t quads, int64_t first,
+                                 int64_t cols, Fp8Scales scales, float* __restrict__ out) {
+  for (int64_t q = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; q < quads;
+       q += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const uchar4 c = reinterpret_cast<const uchar4*>(codes)[q];
+    const int64_t e = first + q * 4;
+    const int64_t row = e / cols, col = e % cols;
+    float4 v;
+    v.x = DequantFp8(c.x, scales.at(row, col));
+    v.y = DequantFp8(c.y, scales.at(row, col + 1));
+    v.z = DequantFp8(c.z, scales.at(row, col + 2));
+    v.w = DequantFp8(c.w, scales.at(row, col + 3));
+    reinterpret_cast<float4*>(out)[q] = v;
+  }
+}
+
 }  // namespace
 
 cudaError_t LaunchScanInit(ScanState* s, cudaStream_t stream) {
@@ -559,6 +577,21 @@ int SmCount() {
     cache[device].store(n, std::memory_order_relaxed);
   }
   return n;
+}
+
+cudaError_t LaunchDequantFp8(const uint8_t* codes, int64_t elements, int64_t first_element,
+                             int64_t cols, const Fp8Scales& scales, float* out,
+                             cudaStream_t stream) {
+  if (codes == nullptr || out == nullptr || scales.scale == nullptr || elements < 0 ||
+      elements % 16 != 0 || first_element % 16 != 0 || cols <= 0 || cols % 16 != 0 ||
+      scales.block_rows <= 0 || scales.block_cols <= 0) {
+    return cudaErrorInvalidValue;
+  }
+  const int64_t quads = elements / 4;
+  if (quads == 0) return cudaSuccess;
+  DequantFp8Kernel<<<GridFor(quads, 256, 4), 256, 0, stream>>>(codes, quads, first_element, cols,
+                                                                scales, out);
+  return cudaGetLastError();
 }
 
 }  // namespace nvfp4::cuda

@@ -37,6 +37,14 @@ cudaError_t LaunchScanInit(ScanState* s, cudaStream_t stream);
 cudaError_t LaunchScan(const void* src, DType dtype, int64_t elements, int64_t first_element,
                        ScanState* s, cudaStream_t stream);
 
+// Dequantizes `elements` FP8 codes (a multiple of 16; global flat indices from `first_element`, a
+// multiple of 16, of a weight with `cols` columns) into fp32 at `out`: DequantFp8(code,
+// scales.at(r, c)), the host's expression, so the values are bit-identical. `scales.scale` is a
+// device pointer to the whole grid.
+cudaError_t LaunchDequantFp8(const uint8_t* codes, int64_t elements, int64_t first_element,
+                             int64_t cols, const Fp8Scales& scales, float* out,
+                             cudaStream_t stream);
+
 // One block pass over `blocks` consecutive blocks starting at global block `block_begin` (a
 // multiple of 1024). Source and slot pointers are relative to the launch's first block.
 struct PassLaunch {

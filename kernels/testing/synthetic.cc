@@ -4,6 +4,8 @@
 #include <cstring>
 #include <random>
 
+#include "kernels/codec.h"
+
 namespace nvfp4::testing {
 
 std::vector<float> Sample(Distribution d, int64_t n, uint64_t seed) {
@@ -86,6 +88,26 @@ std::vector<float> CorrelatedGram(int64_t k, int64_t tokens, uint64_t seed) {
     }
   }
   return std::vector<float>(g.begin(), g.end());
+}
+
+Fp8Sample SampleFp8(int64_t rows, int64_t cols, int64_t block_rows, int64_t block_cols,
+                    uint64_t seed) {
+  Fp8Sample out;
+  const std::vector<float> v = Sample(Distribution::kStudentT3, rows * cols, seed);
+  out.codes.resize(v.size());
+  for (size_t i = 0; i < v.size(); ++i) {
+    // |x| * 64 on the E4M3 grid (saturating at 448, flushed below 2^-9), with the sign bit.
+    const float a = std::fabs(v[i]) * 64.0f;
+    const uint8_t mag = a < 0.001953125f ? 0 : static_cast<uint8_t>(EncodeE4M3Scale(a));
+    out.codes[i] = static_cast<uint8_t>(mag | (std::signbit(v[i]) ? 0x80 : 0));
+  }
+  out.grid_cols = (cols + block_cols - 1) / block_cols;
+  const int64_t grid_rows = (rows + block_rows - 1) / block_rows;
+  std::mt19937_64 rng(seed ^ 0x9E3779B97F4A7C15ull);
+  std::uniform_real_distribution<double> u(std::log(1e-4), std::log(1e-2));
+  out.scales.resize(static_cast<size_t>(grid_rows * out.grid_cols));
+  for (float& s : out.scales) s = static_cast<float>(std::exp(u(rng)));
+  return out;
 }
 
 }  // namespace nvfp4::testing

@@ -19,6 +19,17 @@ void AddOutlierColumns(std::vector<float>& m, int64_t cols, int64_t period, floa
 // z_i + 0.8 z_(i+1 mod k) with z ~ N(0, 1), every 13th channel 4x louder. For GPTQ tests.
 std::vector<float> CorrelatedGram(int64_t k, int64_t tokens, uint64_t seed);
 
+// A block-scaled FP8 weight [rows, cols] as DeepSeek-V3 stores it: E4M3 codes of Student-t
+// samples (finite codes only) and one dequantization scale per block_rows x block_cols tile
+// ([ceil(rows/block_rows), ceil(cols/block_cols)], row-major; log-uniform in [1e-4, 1e-2]).
+struct Fp8Sample {
+  std::vector<uint8_t> codes;
+  std::vector<float> scales;
+  int64_t grid_cols = 0;
+};
+Fp8Sample SampleFp8(int64_t rows, int64_t cols, int64_t block_rows, int64_t block_cols,
+                    uint64_t seed);
+
 uint16_t FloatToBf16(float f);  // round to nearest even (NaN stays NaN)
 uint16_t FloatToF16(float f);   // round to nearest even, overflow to Inf
 std::vector<uint16_t> ToBf16(const std::vector<float>& v);

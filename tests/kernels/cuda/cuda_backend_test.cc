@@ -41,6 +41,10 @@ struct Case {
   std::vector<int64_t> shape;
   std::vector<uint8_t> bytes;
   Calibration calib;
+  // FP8 source: `bytes` holds E4M3 codes, these the scales (fp8.scale points into them).
+  std::vector<float> fp8_scale_values;
+  Fp8Scales fp8;
+  bool is_fp8 = false;
 
   TensorView view() const {
     TensorView v;
@@ -48,6 +52,7 @@ struct Case {
     v.dtype = dtype;
     v.shape = shape;
     v.data = bytes.data();
+    if (is_fp8) v.fp8 = &fp8;
     return v;
   }
   int64_t cols() const { return shape.back(); }
@@ -66,6 +71,21 @@ Case Encode(std::string name, DType dtype, std::vector<int64_t> shape, const std
     c.bytes.resize(h.size() * 2);
     std::memcpy(c.bytes.data(), h.data(), c.bytes.size());
   }
+  return c;
+}
+
+// A block-scaled FP8 weight (kernels/testing SampleFp8) on tiles of block_rows x block_cols.
+Case Fp8(std::string name, int64_t n, int64_t k, int64_t block_rows, int64_t block_cols,
+         uint64_t seed) {
+  testing::Fp8Sample f = testing::SampleFp8(n, k, block_rows, block_cols, seed);
+  Case c;
+  c.name = std::move(name);
+  c.dtype = DType::kF32;
+  c.shape = {n, k};
+  c.bytes = std::move(f.codes);
+  c.fp8_scale_values = std::move(f.scales);
+  c.fp8 = Fp8Scales{c.fp8_scale_values.data(), block_rows, block_cols, f.grid_cols};
+  c.is_fp8 = true;
   return c;
 }
 
@@ -351,6 +371,63 @@ TEST_F(CudaBackendTest, StreamedChunksEqualResidentAndCpu) {
     ASSERT_TRUE(st.ok());
     EXPECT_FALSE(st->streamed);
   }
+}
+
+// FP8 sources (DeepSeek-V3 block FP8, per-channel, per-tensor; partial edge tiles): the codes are
+// uploaded and dequantized on the device, resident and streamed in chunks, alone and fused with a
+// bf16 tensor; every method equals the CPU reference (which dequantizes on the host), and so does
+// GPTQ (which dequantizes on the host on both backends). A NaN code gives the CPU's error.
+TEST_F(CudaBackendTest, Fp8SourcesDequantizedOnTheDeviceEqualCpu) {
+  SKIP_WITHOUT_GPU();
+  std::vector<Case> cases;
+  cases.push_back(Fp8("block_fp8", 1100, 1040, 128, 128, 61));  // 71500 blocks, partial tiles
+  cases.push_back(Fp8("channel_fp8", 96, 512, 1, 512, 62));
+  cases.push_back(Fp8("tensor_fp8", 64, 256, 64, 256, 63));
+  cases.push_back(Encode("bf16_partner", DType::kBF16, {200, 1040},
+                         testing::Sample(Distribution::kGaussian, 200 * 1040, 64)));
+  for (size_t i = 0; i < cases.size(); ++i) AddCalibration(cases[i], 600 + i, /*gram=*/false);
+  for (const MethodCase& m : AllMethods()) {
+    if (m.options.objective == Objective::kHessian) continue;  // CPU reference too slow here
+    for (const char* budget : {"", "1048576"}) {
+      if (*budget) setenv("NVFP4_CUDA_MAX_CHUNK_BYTES", budget, 1);
+      const std::string tag = *budget ? "fp8 streamed" : "fp8 resident";
+      Compare({&cases[0]}, m, tag);
+      auto st = LastCudaRunStats(*gpu_);
+      ASSERT_TRUE(st.ok());
+      EXPECT_EQ(st->streamed, *budget != 0) << tag;
+      EXPECT_EQ(st->fp8_sources_on_device, 1) << tag;
+      Compare({&cases[1]}, m, tag);
+      Compare({&cases[2]}, m, tag);
+      Compare({&cases[0], &cases[3]}, m, tag + " group");
+      st = LastCudaRunStats(*gpu_);
+      ASSERT_TRUE(st.ok());
+      EXPECT_EQ(st->fp8_sources_on_device, 1) << tag;
+      unsetenv("NVFP4_CUDA_MAX_CHUNK_BYTES");
+    }
+  }
+  // GPTQ: both backends dequantize on the host; the device factor keeps the GPTQ contract (equal
+  // amax global scale, nearly equal error; gptq_cuda_test checks the blocks).
+  Case gq = Fp8("gptq_fp8", 256, 512, 128, 128, 65);
+  gq.calib.gram = testing::CorrelatedGram(512, 400, 66);
+  QuantizeOptions o;
+  o.method = Method::kGptq;
+  o.gptq.block_scales = Method::kRtn;
+  const TensorView v = gq.view();
+  auto a = cpu_->Quantize(v, o, &gq.calib);
+  auto b = gpu_->Quantize(v, o, &gq.calib);
+  ASSERT_TRUE(a.ok()) << a.status();
+  ASSERT_TRUE(b.ok()) << b.status();
+  EXPECT_EQ(Bits(a->global_scale), Bits(b->global_scale));
+  EXPECT_NEAR(a->metrics.nmse, b->metrics.nmse, 0.02 * a->metrics.nmse);
+  // A NaN code (0x7F) in the middle of a tile.
+  Case bad = Fp8("nan_fp8", 64, 256, 128, 128, 67);
+  bad.bytes[64 * 100 + 7] = 0x7F;
+  QuantizeOptions rtn;
+  auto ca = cpu_->Quantize(bad.view(), rtn);
+  auto cb = gpu_->Quantize(bad.view(), rtn);
+  ASSERT_FALSE(ca.ok());
+  EXPECT_EQ(ca.status(), cb.status());
+  EXPECT_NE(ca.status().message().find("NaN at flat index 6407"), std::string::npos) << ca.status();
 }
 
 // GPU out of memory: another process holds nearly all device memory. The group does not fit the
