@@ -83,28 +83,13 @@ std::string FinishJob(v1::Job& job, absl::StatusOr<std::vector<v1::OutputFile>>&
   return detail;
 }
 
-// The progress an interrupted run journaled (pipeline/resume.h): its finished units, counted as
-// the progress sink counts them (a quantized unit: one tensor per module; a copied one: one).
-v1::JobProgress JournaledProgress(pipeline::ResumeJournal* journal) {
-  v1::JobProgress p;
-  p.set_eta_seconds(-1);
-  if (journal == nullptr) return p;
-  absl::StatusOr<std::vector<pipeline::JournaledUnit>> units = journal->Load();
-  if (!units.ok() || units->empty()) return p;
-  // Each unit once (a redone unit is journaled again), of the latest plan only.
-  std::map<int64_t, const pipeline::JournaledUnit*> latest;
-  for (const pipeline::JournaledUnit& u : *units) {
-    if (u.plan == units->back().plan) latest[u.unit] = &u;
+// The progress an interrupted run journaled in `journal` (server/job_store.h JournaledProgress).
+v1::JobProgress JournaledProgressOf(pipeline::ResumeJournal* journal) {
+  if (journal != nullptr) {
+    absl::StatusOr<std::vector<pipeline::JournaledUnit>> units = journal->Load();
+    if (units.ok()) return JournaledProgress(*units);
   }
-  for (const auto& [index, unit] : latest) {
-    const pipeline::JournaledUnit& u = *unit;
-    p.set_tensors_done(p.tensors_done() +
-                       std::max<int64_t>(1, static_cast<int64_t>(u.modules.size())));
-    p.set_bytes_in(p.bytes_in() + static_cast<int64_t>(u.bytes_in));
-    p.set_bytes_out(p.bytes_out() + static_cast<int64_t>(u.bytes_out));
-  }
-  p.set_tensors_resumed(p.tensors_done());
-  return p;
+  return JournaledProgress({});
 }
 
 }  // namespace
@@ -266,7 +251,7 @@ absl::Status JobManager::Start() {
         job.set_state(v1::JOB_STATE_QUEUED);
         job.clear_start_time();
         job.clear_progress();
-        rec->restored = JournaledProgress(job_store_->ResumeJournalFor(job.job_id()).get());
+        rec->restored = JournaledProgressOf(job_store_->ResumeJournalFor(job.job_id()).get());
         *job.mutable_progress() = rec->restored;
         queue_.push_back(job.job_id());
         LogLine("job ", job.job_id(), " restored QUEUED (was interrupted)");
@@ -873,6 +858,9 @@ void JobManager::SharedWorkerLoop(int worker_index) {
     }
     auto rec = std::make_unique<Record>();
     rec->job = std::move(**claimed);
+    // The store set the progress of the units an earlier owner finished (JournaledProgress, in
+    // the claim): a floor until this run passes it.
+    rec->restored = rec->job.progress();
     Record* r = rec.get();
     {
       absl::MutexLock lock(&mu_);

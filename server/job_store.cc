@@ -1,7 +1,9 @@
 #include "server/job_store.h"
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <system_error>
 
 #include "absl/strings/str_cat.h"
@@ -81,6 +83,25 @@ absl::StatusOr<std::vector<v1::Job>> FileJobStore::LoadAll() {
   }
   if (ec) return absl::InternalError(absl::StrCat("list '", dir_, "': ", ec.message()));
   return out;
+}
+
+v1::JobProgress JournaledProgress(const std::vector<pipeline::JournaledUnit>& units) {
+  v1::JobProgress p;
+  p.set_eta_seconds(-1);
+  if (units.empty()) return p;
+  std::map<int64_t, const pipeline::JournaledUnit*> latest;
+  for (const pipeline::JournaledUnit& u : units) {
+    if (u.plan == units.back().plan) latest[u.unit] = &u;
+  }
+  for (const auto& [index, unit] : latest) {
+    const pipeline::JournaledUnit& u = *unit;
+    p.set_tensors_done(p.tensors_done() +
+                       std::max<int64_t>(1, static_cast<int64_t>(u.modules.size())));
+    p.set_bytes_in(p.bytes_in() + static_cast<int64_t>(u.bytes_in));
+    p.set_bytes_out(p.bytes_out() + static_cast<int64_t>(u.bytes_out));
+  }
+  p.set_tensors_resumed(p.tensors_done());
+  return p;
 }
 
 }  // namespace nvfp4::server

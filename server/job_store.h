@@ -43,6 +43,12 @@ class JobStore {
   virtual SharedJobStore* AsShared() { return nullptr; }
 };
 
+// The progress journaled units stand for (an interrupted run's finished units, pipeline/resume.h),
+// counted as a run's progress sink counts them (a quantized unit: one tensor per module; a copied
+// one: one): each unit once (a redone unit is journaled again), of the latest plan only.
+// tensors_resumed = tensors_done; eta_seconds -1.
+v1::JobProgress JournaledProgress(const std::vector<pipeline::JournaledUnit>& units);
+
 // A job as a SharedJobStore holds it.
 struct StoredJob {
   v1::Job job;          // job.cancel_requested() is set once any replica requested cancellation

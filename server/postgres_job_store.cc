@@ -398,8 +398,17 @@ absl::StatusOr<std::optional<v1::Job>> PostgresJobStore::ClaimOneLocked(absl::Du
   }
   job.set_state(v1::JOB_STATE_RUNNING);
   SetTime(job.mutable_start_time(), now);
-  job.clear_progress();
-  job.mutable_progress()->set_eta_seconds(-1);
+  // The units an earlier owner journaled (none for a new job): the progress every replica
+  // reports from the claim on, until the new run passes it.
+  ASSIGN_OR_RETURN(Rows units,
+                   ExecLocked("SELECT unit FROM nvfp4_job_units WHERE job_id = $1 ORDER BY n",
+                              {Text(job.job_id())}, false));
+  std::vector<pipeline::JournaledUnit> journaled;
+  for (const auto& row : units.rows) {
+    absl::StatusOr<pipeline::JournaledUnit> u = pipeline::DecodeJournaledUnit(row[0]);
+    if (u.ok()) journaled.push_back(*std::move(u));  // the run itself reports a bad record
+  }
+  *job.mutable_progress() = JournaledProgress(journaled);
   RETURN_IF_ERROR(
       ExecLocked(
           "UPDATE nvfp4_jobs SET job = $2, state = 2, owner = $3, lease_expires = "

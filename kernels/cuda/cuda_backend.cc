@@ -31,6 +31,7 @@
 #include <cstring>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "absl/strings/numbers.h"
@@ -43,6 +44,7 @@
 #include "kernels/cuda/cusolver_loader.h"
 #include "kernels/cuda/gptq_cuda.h"
 #include "kernels/gptq.h"
+#include "kernels/parallel.h"
 #include "kernels/quantize_driver.h"
 #include "kernels/reduce.h"
 
@@ -54,6 +56,12 @@ using cuda::CudaStatus;
 using cuda::Context;
 using cuda::ElapsedMs;
 using cuda::kSums;
+
+// FP8 views dequantized on the device (NVFP4_CUDA_FP8_ON_DEVICE=1), else on the host first.
+bool Fp8OnDevice() {
+  const char* v = std::getenv("NVFP4_CUDA_FP8_ON_DEVICE");
+  return v != nullptr && std::string_view(v) == "1";
+}
 
 int64_t EnvBudget() {
   const char* v = std::getenv("NVFP4_CUDA_MAX_CHUNK_BYTES");
@@ -536,6 +544,12 @@ class CudaBackend : public QuantizerBackend {
       std::span<const Calibration* const> calibration) {
     ctx_->last = CudaRunStats();
     Context* ctx = ctx_.get();
+    std::vector<std::vector<float>> widened;
+    std::vector<TensorView> views;
+    if (!Fp8OnDevice()) {
+      ASSIGN_OR_RETURN(views, WidenFp8Views(tensors, HostThreadCount(), &widened));
+      tensors = views;
+    }
     return RunQuantizeGroup(tensors, options, calibration,
                             [ctx](std::span<const PreparedTensor> prepared)
                                 -> absl::StatusOr<std::unique_ptr<PassExecutor>> {

@@ -181,6 +181,12 @@ class FleetTest(unittest.TestCase):
                 watch.kill()
         self.assertEqual(watch.returncode, 0, watched + b.logs() + c.logs())
         self.assertIn("SUCCEEDED", watched)
+        # Progress never fell back once the kill was reached: the claim by the next owner
+        # reports the units A journaled (at least the tensors A had reported), not 0.
+        running = [int(n) for n in re.findall(r"RUNNING\s+tensors (\d+)/", watched)]
+        reached = next((i for i, n in enumerate(running) if n >= done_at_kill), None)
+        self.assertIsNotNone(reached, watched)
+        self.assertGreaterEqual(min(running[reached:]), done_at_kill, watched)
         job = get_job(c, job1)
         self.assertEqual(job["state"], "JOB_STATE_SUCCEEDED")
         heir = self.runner_of(job1, [b, c])

@@ -168,6 +168,12 @@ TEST_F(PostgresJobStoreTest, ExpiredLeaseIsClaimedByAnotherReplicaAndTheOldOwner
   u.plan = "plan";
   u.unit = 0;
   u.name = "t0";
+  u.modules.resize(3);  // a fused group: three tensors
+  u.modules[0].module = "m.q";
+  u.modules[1].module = "m.k";
+  u.modules[2].module = "m.v";
+  u.bytes_in = 600;
+  u.bytes_out = 170;
   ASSERT_TRUE(unit->Append(u).ok());
   // Renewed: nobody else can claim it.
   auto renewed = a->Renew("job-1", absl::Seconds(1), nullptr, {});
@@ -178,6 +184,13 @@ TEST_F(PostgresJobStoreTest, ExpiredLeaseIsClaimedByAnotherReplicaAndTheOldOwner
   ASSERT_TRUE(taken.ok() && taken->has_value()) << taken.status();
   EXPECT_EQ((*taken)->job_id(), "job-1");
   EXPECT_EQ(b->Get("job-1")->owner, "b");
+  // From the claim on, every replica reports A's journaled units as the job's progress.
+  for (const v1::Job& j : {**taken, a->Get("job-1")->job}) {
+    EXPECT_EQ(j.progress().tensors_done(), 3);
+    EXPECT_EQ(j.progress().tensors_resumed(), 3);
+    EXPECT_EQ(j.progress().bytes_in(), 600);
+    EXPECT_EQ(j.progress().bytes_out(), 170);
+  }
   // B resumes from A's journaled unit.
   auto units = b->ResumeJournalFor("job-1")->Load();
   ASSERT_TRUE(units.ok()) << units.status();
