@@ -316,6 +316,51 @@ class PythonClientTest(unittest.TestCase):
             self.assertEqual(result[0].job_id, job.job_id)
         self.assertTrue(os.path.exists(os.path.join(out, "model.safetensors")))
 
+    def test_watch_reattaches_through_a_drain_with_the_default_policy(self):
+        # SIGTERM: the drain (--drain_timeout=1) interrupts the job and ends the watch stream
+        # ("server is draining"); the server comes back 8 s later on the same port. The default
+        # retry policy re-attaches, and the restarted server reports the journaled progress.
+        port = free_port()
+        state = os.path.join(self.root, "state")
+        args = [f"--listen=127.0.0.1:{port}", f"--state_dir={state}", "--drain_timeout=1"]
+        s1 = self.start(*args)
+        inp = os.path.join(self.root, "llama-drain")
+        write_llama_checkpoint(inp, layers=6, hidden=512, inter=1024)
+        progress, result, errors = [], [], []
+        with Client(s1.address) as c:
+            job = c.quantize_model("file://" + inp, "file://" + inp + "-q", method="soar")
+
+            def watch():
+                try:
+                    result.append(c.watch(job.job_id, on_progress=progress.append))
+                except Exception as e:  # noqa: BLE001
+                    errors.append(e)
+
+            t = threading.Thread(target=watch)
+            t.start()
+            deadline = time.time() + 120
+            while not any(p.tensors_done >= 3 for p in progress):
+                self.assertLess(time.time(), deadline, "no progress:\n" + s1.logs())
+                self.assertFalse(result, "the job finished before the drain")
+                time.sleep(0.02)
+            self.assertEqual(s1.terminate(), 0)
+            time.sleep(8)
+            self.assertTrue(t.is_alive(), f"the watcher gave up: {errors}")
+            s2 = self.start(*args)
+            t.join(300)
+            self.assertFalse(t.is_alive())
+            self.assertEqual(errors, [])
+            self.assertEqual(state_name(result[0].state), "SUCCEEDED",
+                             result[0].error.message + s2.logs())
+            marks = [i for i, p in enumerate(progress) if p.reattaching]
+            self.assertTrue(marks, "no re-attach seen")
+            # The first event after re-attaching comes from the restarted server: the journaled
+            # progress, not 0.
+            after = [p for p in progress[marks[-1] + 1:] if not p.reattaching]
+            self.assertTrue(after)
+            self.assertGreaterEqual(after[0].tensors_done, 3, after[0])
+            self.assertGreater(result[0].progress.tensors_resumed, 0)
+
     def test_tls_mutual_tls_and_tokens(self):
         if shutil.which("openssl") is None:
             raise AssertionError("the openssl CLI is required")
