@@ -277,6 +277,35 @@ class PythonClientTest(unittest.TestCase):
             t.join()
         self.assertEqual(len(started), 1)
 
+    def watch_until(self, client, job_id, tensors, server):
+        """Watches `job_id` on a thread (Client.watch) until `tensors` tensors are done; returns
+        the thread and the lists it fills: progress (every Progress), result (the final Job),
+        errors (what watch raised)."""
+        progress, result, errors = [], [], []
+
+        def watch():
+            try:
+                result.append(client.watch(job_id, on_progress=progress.append))
+            except Exception as e:  # noqa: BLE001
+                errors.append(e)
+
+        t = threading.Thread(target=watch)
+        t.start()
+        deadline = time.time() + 120
+        while not any(p.tensors_done >= tensors for p in progress):
+            self.assertLess(time.time(), deadline, "no progress:\n" + server.logs())
+            self.assertFalse(result, "the job finished too early")
+            time.sleep(0.02)
+        return t, progress, result, errors
+
+    def assert_watch_succeeded(self, t, result, errors, server):
+        """The watch thread of watch_until ends without an error, the job SUCCEEDED."""
+        t.join(300)
+        self.assertFalse(t.is_alive())
+        self.assertEqual(errors, [])
+        self.assertEqual(state_name(result[0].state), "SUCCEEDED",
+                         result[0].error.message + server.logs())
+
     def test_watch_reattaches_after_a_server_restart(self):
         port = free_port()
         state = os.path.join(self.root, "state")
@@ -285,32 +314,14 @@ class PythonClientTest(unittest.TestCase):
         inp = os.path.join(self.root, "llama")
         write_llama_checkpoint(inp, layers=4, hidden=512, inter=1024)
         out = os.path.join(self.root, "restart-out")
-        progress, result, errors = [], [], []
         with Client(s1.address, retry=RetryPolicy(max_attempts=20, initial_backoff=0.1,
                                                   max_backoff=1.0)) as c:
             job = c.quantize_model("file://" + inp, "file://" + out, method="soar")
-
-            def watch():
-                try:
-                    result.append(c.watch(job.job_id, on_progress=progress.append))
-                except Exception as e:  # noqa: BLE001
-                    errors.append(e)
-
-            t = threading.Thread(target=watch)
-            t.start()
-            deadline = time.time() + 120
-            while not any(p.tensors_done >= 5 for p in progress):
-                self.assertLess(time.time(), deadline, "no progress:\n" + s1.logs())
-                self.assertFalse(result, "the job finished before the restart")
-                time.sleep(0.02)
+            t, progress, result, errors = self.watch_until(c, job.job_id, 5, s1)
             s1.kill()  # SIGKILL: the watch stream breaks
             time.sleep(0.5)
             s2 = self.start(*args)
-            t.join(300)
-            self.assertFalse(t.is_alive())
-            self.assertEqual(errors, [])
-            self.assertEqual(state_name(result[0].state), "SUCCEEDED",
-                             result[0].error.message + s2.logs())
+            self.assert_watch_succeeded(t, result, errors, s2)
             self.assertTrue(any(p.reattaching for p in progress), "no re-attach seen")
             self.assertGreater(result[0].progress.tensors_resumed, 0)
             self.assertEqual(result[0].job_id, job.job_id)
@@ -326,32 +337,14 @@ class PythonClientTest(unittest.TestCase):
         s1 = self.start(*args)
         inp = os.path.join(self.root, "llama-drain")
         write_llama_checkpoint(inp, layers=6, hidden=512, inter=1024)
-        progress, result, errors = [], [], []
         with Client(s1.address) as c:
             job = c.quantize_model("file://" + inp, "file://" + inp + "-q", method="soar")
-
-            def watch():
-                try:
-                    result.append(c.watch(job.job_id, on_progress=progress.append))
-                except Exception as e:  # noqa: BLE001
-                    errors.append(e)
-
-            t = threading.Thread(target=watch)
-            t.start()
-            deadline = time.time() + 120
-            while not any(p.tensors_done >= 3 for p in progress):
-                self.assertLess(time.time(), deadline, "no progress:\n" + s1.logs())
-                self.assertFalse(result, "the job finished before the drain")
-                time.sleep(0.02)
+            t, progress, result, errors = self.watch_until(c, job.job_id, 3, s1)
             self.assertEqual(s1.terminate(), 0)
             time.sleep(8)
             self.assertTrue(t.is_alive(), f"the watcher gave up: {errors}")
             s2 = self.start(*args)
-            t.join(300)
-            self.assertFalse(t.is_alive())
-            self.assertEqual(errors, [])
-            self.assertEqual(state_name(result[0].state), "SUCCEEDED",
-                             result[0].error.message + s2.logs())
+            self.assert_watch_succeeded(t, result, errors, s2)
             marks = [i for i, p in enumerate(progress) if p.reattaching]
             self.assertTrue(marks, "no re-attach seen")
             # The first event after re-attaching comes from the restarted server: the journaled
