@@ -125,6 +125,8 @@ ABSL_FLAG(int, heartbeat_seconds, 5, "default WatchJob heartbeat interval");
 ABSL_FLAG(std::string, s3_endpoint, "", "S3 endpoint URL (default $AWS_ENDPOINT_URL)");
 ABSL_FLAG(std::string, s3_region, "", "S3 region (default $AWS_REGION, else us-east-1)");
 ABSL_FLAG(int64_t, s3_part_bytes, 64ll << 20, "S3 multipart part size (>= 5 MiB)");
+ABSL_FLAG(int, s3_upload_concurrency, 4,
+          "parts of one S3 multipart upload sent at once (1-64); each holds a part in memory");
 ABSL_FLAG(std::string, tls_cert, "",
           "PEM certificate chain of the main port (with --tls_key: the main port is TLS-only)");
 ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert");
@@ -311,6 +313,7 @@ class Daemon {
     config.s3_endpoint = absl::GetFlag(FLAGS_s3_endpoint);
     config.s3_region = absl::GetFlag(FLAGS_s3_region);
     config.s3_part_bytes = absl::GetFlag(FLAGS_s3_part_bytes);
+    config.s3_upload_concurrency = absl::GetFlag(FLAGS_s3_upload_concurrency);
     config.s3_observer = [m](absl::string_view op, double seconds, absl::string_view error) {
       m->S3Request(op, seconds, error);
     };

@@ -66,6 +66,7 @@ absl::StatusOr<std::unique_ptr<StorageRouter>> MakeStorageRouter(const StoreConf
   }
   S3Config s3 = S3ConfigFromEnv(config.s3_endpoint, config.s3_region);
   s3.part_size = config.s3_part_bytes;
+  s3.upload_concurrency = config.s3_upload_concurrency;
   s3.observer = config.s3_observer;
   s3.web_identity.log = config.s3_log;
   const bool has_credentials = !s3.access_key_id.empty() || !s3.web_identity.token_file.empty() ||

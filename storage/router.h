@@ -55,6 +55,7 @@ struct StoreConfig {
   // leaves S3 off instead).
   bool s3_default_aws_endpoint = false;
   int64_t s3_part_bytes = 64ll << 20;
+  int s3_upload_concurrency = 4;  // multipart parts in flight per upload (S3Config)
   // Optional per-request observer for S3 metrics (see S3Config::observer).
   std::function<void(absl::string_view op, double seconds, absl::string_view error)> s3_observer;
   // Optional log of S3 credential refreshes (web identity).

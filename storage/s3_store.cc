@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
+#include <future>
 #include <mutex>
 #include <thread>
 
@@ -101,6 +103,10 @@ absl::Status S3ErrorStatus(const std::string& op, const std::string& what, long 
   return absl::InternalError(msg);
 }
 
+// A multipart upload sends up to S3Config::upload_concurrency parts at once (each on a thread of
+// its own, holding its part's bytes): one connection to S3 carries far less than a node's
+// bandwidth. Append returns once the part it filled is on its way; an error of an earlier part is
+// returned by a later Append or by Commit, and the upload is aborted.
 class S3Writer : public ObjectWriter {
  public:
   S3Writer(S3ObjectStore* store, std::string bucket, std::string key)
@@ -136,6 +142,7 @@ class S3Writer : public ObjectWriter {
       s = store_->Send(r).status();
     } else {
       if (!buffer_.empty()) s = FlushPart();
+      while (s.ok() && !in_flight_.empty()) s = WaitOldestPart();
       if (s.ok()) s = Complete();
     }
     if (!s.ok()) {
@@ -151,6 +158,7 @@ class S3Writer : public ObjectWriter {
     if (done_) return;
     done_ = true;
     buffer_.clear();
+    while (!in_flight_.empty()) (void)WaitOldestPart();  // their outcome no longer matters
     if (!upload_id_.empty()) {
       auto r = MakeRequest("abort_multipart", "DELETE", bucket_, key_);
       r.query = {{"uploadId", upload_id_}};
@@ -162,6 +170,8 @@ class S3Writer : public ObjectWriter {
   int64_t bytes_written() const override { return written_; }
 
  private:
+  // Starts the upload of `buffer_` as the next part; waits first while the most parts are in
+  // flight.
   absl::Status FlushPart() {
     if (upload_id_.empty()) {
       auto r = MakeRequest("create_multipart", "POST", bucket_, key_);
@@ -174,16 +184,37 @@ class S3Writer : public ObjectWriter {
                                                 ": no UploadId in response"));
       }
     }
+    const size_t limit = static_cast<size_t>(std::max(1, store_->config().upload_concurrency));
+    while (in_flight_.size() >= limit) RETURN_IF_ERROR(WaitOldestPart());
     const int part_number = static_cast<int>(etags_.size()) + 1;
+    etags_.emplace_back();
     auto r = MakeRequest("upload_part", "PUT", bucket_, key_);
     r.query = {{"partNumber", std::to_string(part_number)}, {"uploadId", upload_id_}};
-    r.body = buffer_;
     r.content_type = "application/octet-stream";
-    ASSIGN_OR_RETURN(S3ObjectStore::Response resp, store_->Send(r));
-    std::string etag = resp.Header("etag");
-    if (etag.empty()) return absl::InternalError("S3 upload_part: no ETag in response");
-    etags_.push_back(etag);
-    buffer_.clear();
+    in_flight_.push_back(Part{
+        part_number,
+        std::async(std::launch::async,
+                   [store = store_, r = std::move(r), body = std::move(buffer_)]() mutable
+                   -> absl::StatusOr<std::string> {
+                     r.body = body;
+                     ASSIGN_OR_RETURN(S3ObjectStore::Response resp, store->Send(r));
+                     std::string etag = resp.Header("etag");
+                     if (etag.empty()) {
+                       return absl::InternalError("S3 upload_part: no ETag in response");
+                     }
+                     return etag;
+                   })});
+    buffer_ = std::string();
+    buffer_.reserve(static_cast<size_t>(store_->config().part_size));
+    return absl::OkStatus();
+  }
+
+  // Waits for the oldest part in flight and records its ETag.
+  absl::Status WaitOldestPart() {
+    Part p = std::move(in_flight_.front());
+    in_flight_.pop_front();
+    ASSIGN_OR_RETURN(std::string etag, p.etag.get());
+    etags_[static_cast<size_t>(p.number - 1)] = std::move(etag);
     return absl::OkStatus();
   }
 
@@ -208,11 +239,17 @@ class S3Writer : public ObjectWriter {
     return absl::OkStatus();
   }
 
+  struct Part {
+    int number = 0;
+    std::future<absl::StatusOr<std::string>> etag;
+  };
+
   S3ObjectStore* store_;
   std::string bucket_, key_;
   std::string buffer_;
   std::string upload_id_;
-  std::vector<std::string> etags_;
+  std::vector<std::string> etags_;  // by part number - 1 ("" while in flight)
+  std::deque<Part> in_flight_;      // oldest first
   int64_t written_ = 0;
   bool done_ = false;
 };
@@ -273,6 +310,10 @@ absl::StatusOr<std::unique_ptr<S3ObjectStore>> S3ObjectStore::Create(S3Config co
   while (!config.endpoint.empty() && config.endpoint.back() == '/') config.endpoint.pop_back();
   if (config.part_size < kMinPartSize) {
     return absl::InvalidArgumentError("S3: multipart part size must be at least 5 MiB");
+  }
+  if (config.upload_concurrency < 1 || config.upload_concurrency > 64) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "S3: upload concurrency must be in [1, 64] parts, got ", config.upload_concurrency));
   }
   if (config.credentials == nullptr) {
     if (!config.access_key_id.empty() && !config.secret_access_key.empty()) {

@@ -3,8 +3,8 @@
 // Path-style URLs against an explicit endpoint (`<endpoint>/<bucket>/<key>`). Every request sends
 // `x-amz-content-sha256` (hex sha256 of the body), query parameters are sorted and URI-encoded with
 // valueless ones written `name=` (libcurl 7.88 signs the query string as given), and bodies carry a
-// Content-Type. Large objects use multipart upload (parts of `part_size` bytes, >= 5 MiB), aborted
-// on failure. 5xx, SlowDown and transport errors are retried with exponential backoff; signature
+// Content-Type. Large objects use multipart upload (parts of `part_size` bytes, >= 5 MiB, up to
+// `upload_concurrency` of them in flight at once), aborted on failure. 5xx, SlowDown and transport errors are retried with exponential backoff; signature
 // and other 4xx errors are not. Positioned reads are ranged GETs.
 #ifndef NVFP4_STORAGE_S3_STORE_H_
 #define NVFP4_STORAGE_S3_STORE_H_
@@ -33,6 +33,9 @@ struct S3Config {
   // (static keys first, then web identity). Tests inject one.
   std::shared_ptr<AwsCredentialsProvider> credentials;
   int64_t part_size = 64ll << 20;  // multipart part size (>= 5 MiB)
+  // Parts of one multipart upload sent at once (>= 1). Memory: a writer holds up to this many
+  // parts in flight plus the one it fills.
+  int upload_concurrency = 4;
   int max_attempts = 5;            // per request, for retryable errors
   absl::Duration initial_backoff = absl::Milliseconds(100);
   absl::Duration request_timeout = absl::Minutes(10);

@@ -103,6 +103,7 @@ struct LocalFlags {
   int threads = 0;
   std::string shard;  // "i/N": one process of a sharded run (--shard)
   std::string s3_endpoint, s3_region, staging_dir;
+  int s3_upload_concurrency = 4;
   // Bound only when the remote command does not declare them (read back by name at run time).
   std::string input, output, layout = "modelopt", method = "soar", objective = "mse",
                              error_rule = "mse", calibration;
@@ -372,7 +373,7 @@ void PrintTextReport(const LocalRequest& req, const pipeline::QuantizeModelResul
 
 absl::Status RunLocal(CLI::App* app, const LocalFlags& f) {
   ASSIGN_OR_RETURN(std::unique_ptr<storage::StorageRouter> store,
-                   OpenLocalStore(f.s3_endpoint, f.s3_region));
+                   OpenLocalStore(f.s3_endpoint, f.s3_region, f.s3_upload_concurrency));
   ASSIGN_OR_RETURN(LocalRequest request, ParseLocalRequest(app, f));
   ASSIGN_OR_RETURN(std::unique_ptr<pipeline::ModelCalibration> calibration,
                    OpenCalibration(StringOption(app, "--calibration", ""), *store));
@@ -425,8 +426,9 @@ std::string StripFileScheme(std::string p) {
 }
 
 absl::StatusOr<std::unique_ptr<storage::StorageRouter>> OpenLocalStore(
-    const std::string& s3_endpoint, const std::string& s3_region) {
+    const std::string& s3_endpoint, const std::string& s3_region, int s3_upload_concurrency) {
   storage::StoreConfig store_config;
+  store_config.s3_upload_concurrency = s3_upload_concurrency;
   store_config.s3_endpoint = s3_endpoint;
   store_config.s3_region = s3_region;
   store_config.s3_default_aws_endpoint = true;
@@ -541,6 +543,10 @@ void AddQuantizeModelLocalCommand(CLI::App& root, SubcommandList& out) {
       ->type_name("URL");
   app->add_option("--s3-region", f->s3_region,
                   "(--local) S3 region (default $AWS_REGION, else us-east-1).");
+  app->add_option("--s3-upload-concurrency", f->s3_upload_concurrency,
+                  "(--local) Parts of one S3 multipart upload sent at once (1-64; each holds a "
+                  "part of 64 MiB in memory).")
+      ->capture_default_str();
   app->add_option("--staging-dir", f->staging_dir,
                   "(--local) Local directory where an s3:// output is staged before upload "
                   "(default: the system temp directory; needs room for the whole output).")

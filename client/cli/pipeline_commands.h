@@ -38,8 +38,9 @@ std::string StripFileScheme(std::string uri);
 // The object stores of the local commands. s3:// locations: endpoint/region from the flags or
 // AWS_ENDPOINT_URL / AWS_REGION (AWS itself when neither is set), credentials from
 // AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY; local paths and file:// are not confined.
+// `s3_upload_concurrency`: multipart parts in flight per upload (storage/s3_store.h).
 absl::StatusOr<std::unique_ptr<storage::StorageRouter>> OpenLocalStore(
-    const std::string& s3_endpoint, const std::string& s3_region);
+    const std::string& s3_endpoint, const std::string& s3_region, int s3_upload_concurrency = 4);
 
 // The calibration statistics at `path` (a local path, file:// or s3://); null when `path` is
 // empty.

@@ -322,8 +322,9 @@ class FaultProxy:
 
     `plan(op, key, attempt)` returns None (forward) or a fault: "slowdown" (503 SlowDown XML),
     "internal" (500 InternalError XML), "reset" (read the request, then close the socket with an
-    RST) or "close" (read the request, then close it without a response). `key` identifies one
-    logical request (method, path, query, Range), `attempt` counts its arrivals from 1.
+    RST), "close" (read the request, then close it without a response) or "delay" (forward it
+    after 1 s: a slow link). `key` identifies one logical request (method, path, query, Range),
+    `attempt` counts its arrivals from 1. `peak[op]` is the most requests of `op` it held at once.
     The Host header is forwarded unchanged, so moto verifies the client's own SigV4 signature.
     """
 
@@ -333,6 +334,8 @@ class FaultProxy:
         self.lock = threading.Lock()
         self.attempts = {}
         self.log = []  # (op, fault or "ok")
+        self.open = {}  # op -> requests being handled
+        self.peak = {}  # op -> most requests handled at once
         proxy = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -342,6 +345,18 @@ class FaultProxy:
                 pass
 
             def handle_one(self):
+                op = s3_op(self.command, urllib.parse.parse_qs(
+                    urllib.parse.urlsplit(self.path).query, keep_blank_values=True))
+                with proxy.lock:
+                    proxy.open[op] = proxy.open.get(op, 0) + 1
+                    proxy.peak[op] = max(proxy.peak.get(op, 0), proxy.open[op])
+                try:
+                    self.handle_counted()
+                finally:
+                    with proxy.lock:
+                        proxy.open[op] -= 1
+
+            def handle_counted(self):
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
                 url = urllib.parse.urlsplit(self.path)
@@ -370,6 +385,8 @@ class FaultProxy:
                     self.wfile.write(payload)
                     self.close_connection = True
                     return
+                if fault == "delay":
+                    time.sleep(1.0)
                 conn = http.client.HTTPConnection("127.0.0.1", proxy.upstream_port, timeout=60)
                 conn.putrequest(self.command, self.path, skip_host=True,
                                 skip_accept_encoding=True)
@@ -411,6 +428,7 @@ class FaultProxy:
             self.plan = plan
             self.attempts = {}
             self.log = []
+            self.peak = {}
 
     def faults(self, op=None):
         with self.lock:
@@ -642,6 +660,34 @@ class S3FaultTest(unittest.TestCase):
         job = wait_job(server, job_id, timeout)
         return job, time.time() - t0
 
+    def assert_same_as_local(self, prefix):
+        """The objects under `prefix` are the files of a --local run of the same job."""
+        local_out = os.path.join(self.root, "local-out")
+        if not os.path.exists(local_out):
+            r = ctl("quantize-model", "--local", "--device", "cpu", "--input", self.local_in,
+                    "--output", local_out, "--method", "rtn")
+            self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(self.keys(prefix), sorted(os.listdir(local_out)))
+        for name in os.listdir(local_out):
+            body = self.s3.get_object(Bucket=BUCKET, Key=prefix + name)["Body"].read()
+            with open(os.path.join(local_out, name), "rb") as f:
+                self.assertEqual(body, f.read(), f"{name} differs from the local run")
+
+    def test_parts_of_an_upload_are_sent_in_parallel(self):
+        # Every upload_part takes 1 s at the proxy (a slow link). The shard is a 2-part upload:
+        # with --s3_upload_concurrency=1 its parts go one after the other, with 2 together.
+        for concurrency in (1, 2):
+            self.proxy.reset(lambda op, key, attempt: "delay" if op == "upload_part" else None)
+            s = self.server([f"--s3_upload_concurrency={concurrency}"])
+            job, seconds = self.run_job(s, f"out/parallel-{concurrency}")
+            self.assertEqual(job["state"], JOB_SUCCEEDED, f"{job}\n{s.logs()}")
+            self.assertEqual(self.proxy.count("upload_part"), 2, self.proxy.log)
+            self.assertEqual(self.proxy.peak.get("upload_part"), concurrency, self.proxy.log)
+            self.assertEqual(self.dangling_uploads(), [])
+            self.assert_same_as_local(f"out/parallel-{concurrency}/")
+            print(f"\nupload concurrency {concurrency}: {self.proxy.peak['upload_part']} parts "
+                  f"in flight at most, job {seconds:.1f}s", file=sys.stderr)
+
     def test_transient_faults_are_retried_and_the_output_is_intact(self):
         # Every request fails once first (cycling through 503 SlowDown, connection reset, 500 and
         # a closed socket with no response); the multipart ops fail twice (SlowDown then reset).
@@ -668,15 +714,7 @@ class S3FaultTest(unittest.TestCase):
         self.assertEqual(self.proxy.faults("upload_part").count("reset"), 2)  # both parts
         self.assertEqual(self.dangling_uploads(), [])
         # Byte-identical to a local run (retried parts are neither lost nor duplicated).
-        local_out = os.path.join(self.root, "local-out")
-        r = ctl("quantize-model", "--local", "--device", "cpu", "--input", self.local_in,
-                "--output", local_out, "--method", "rtn")
-        self.assertEqual(r.returncode, 0, r.stderr)
-        self.assertEqual(self.keys("out/transient/"), sorted(os.listdir(local_out)))
-        for name in os.listdir(local_out):
-            body = self.s3.get_object(Bucket=BUCKET, Key="out/transient/" + name)["Body"].read()
-            with open(os.path.join(local_out, name), "rb") as f:
-                self.assertEqual(body, f.read(), f"{name} differs from the local run")
+        self.assert_same_as_local("out/transient/")
         # The shard went up as a 2-part upload (both parts faulted above) to the job's staging
         # prefix, was copied into place, and the prefix was removed.
         self.assertFalse([k for k in self.keys("out/transient/") if ".nvfp4-staging-" in k])

@@ -82,9 +82,13 @@ class RoundRobinProxy:
     L4 load balancer does: a client that reconnects (e.g. after a GOAWAY) lands on another replica.
     `connections` lists the backend chosen for each accepted connection."""
 
-    def __init__(self, backends):
+    def __init__(self, backends, upload_rate=None, latency=0.0):
         self.backends = list(backends)  # "host:port"
         self.connections = []
+        # Optional link model (bench/s3_upload_bench.py): each connection's client-to-backend
+        # bytes wait `latency` seconds before the first one and then flow at most `upload_rate`
+        # bytes/s.
+        self.upload_rate, self.latency = upload_rate, latency
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._sock.bind(("127.0.0.1", 0))
@@ -107,16 +111,25 @@ class RoundRobinProxy:
             except OSError:
                 client.close()
                 continue
-            for src, dst in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(src, dst), daemon=True).start()
+            for src, dst, up in ((client, upstream, True), (upstream, client, False)):
+                threading.Thread(target=self._pipe, args=(src, dst, up), daemon=True).start()
 
-    @staticmethod
-    def _pipe(src, dst):
+    def _pipe(self, src, dst, up):
+        throttle = up and (self.upload_rate or self.latency)
+        start, sent = None, 0
         try:
             while True:
                 data = src.recv(1 << 16)
                 if not data:
                     break
+                if throttle:
+                    if start is None:
+                        time.sleep(self.latency)
+                        start = time.time()
+                    sent += len(data)
+                    ahead = sent / self.upload_rate - (time.time() - start) if self.upload_rate else 0
+                    if ahead > 0:
+                        time.sleep(ahead)
                 dst.sendall(data)
         except OSError:
             pass
