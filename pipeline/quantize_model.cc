@@ -15,6 +15,7 @@
 #include "base/str_util.h"
 #include "formats/dtypes.h"
 #include "kernels/backend.h"
+#include "kernels/tensor_prep.h"
 #include "pipeline/checkpoint_io.h"
 #include "pipeline/fp8_source.h"
 #include "pipeline/output_files.h"
@@ -125,6 +126,21 @@ absl::StatusOr<Prepared> Prepare(storage::InputDirectory& input, const QuantizeM
     }
     return absl::InvalidArgumentError(
         StrCat(input.Describe(), ": no module to quantize (every candidate is excluded)"));
+  }
+  // An FP8 tensor copied as it is would sit in an NVFP4 checkpoint whose quantization config no
+  // longer describes it (loaders would read its bytes as weights): refuse it by name.
+  for (const WorkUnit& u : p.plan.units) {
+    if (u.kind != WorkUnit::Kind::kCopy || p.fp8.Find(u.tensors[0]) != nullptr) continue;
+    const formats::TensorSpec& spec = p.sources->Spec(u.tensors[0]);
+    if (!spec.dtype.starts_with("F8_")) continue;
+    return absl::InvalidArgumentError(StrCat(
+        p.sources->FileName(spec.name), ": tensor '", spec.name, "' (", spec.dtype, " ",
+        ShapeString(spec.shape), ") is FP8 in a layout this service does not read",
+        spec.shape.size() == 3 ? " (fused 3-D experts stored as FP8)"
+                               : " (no dequantization scale '<m>.weight_scale_inv' or "
+                                 "'<m>.weight_scale' beside a '<m>.weight')",
+        "; copied unquantized, its FP8 bytes would be read as plain weights by the loaders of "
+        "the NVFP4 output. Supported FP8 inputs: docs/CHECKPOINTS.md \"FP8 sources\""));
   }
   // gptq is driven by each module's input Gram: name the first module without one, before any
   // work is done.

@@ -400,6 +400,28 @@ TEST_F(Fp8ErrorTest, EveryWeightFp8WithoutScalesSaysWhy) {
           "already quantized to FP8", "weight_scale_inv"});
 }
 
+// FP8 tensors this service cannot dequantize are refused by name, never copied into the NVFP4
+// output as FP8: a weight without its scale beside quantizable ones, and fused 3-D experts.
+TEST_F(Fp8ErrorTest, Fp8TensorsThatWouldBeCopiedAreRefused) {
+  Fp8Model m(Scheme::kBlock, 1);
+  std::erase_if(m.fp8_tensors(), [](const Tensor& t) {
+    return t.name == "model.layers.0.mlp.down_proj.weight_scale_inv";
+  });
+  Expect(m, absl::StatusCode::kInvalidArgument,
+         {"model.safetensors", "'model.layers.0.mlp.down_proj.weight' (F8_E4M3",
+          "no dequantization scale", "FP8 sources"});
+  Fp8Model fused(Scheme::kBlock, 1);
+  Tensor experts;
+  experts.name = "model.layers.0.mlp.experts.gate_up_proj";
+  experts.dtype = "F8_E4M3";
+  experts.shape = {2, 32, 64};
+  experts.bytes.assign(2 * 32 * 64, 0x38);
+  fused.fp8_tensors().push_back(experts);
+  Expect(fused, absl::StatusCode::kInvalidArgument,
+         {"'model.layers.0.mlp.experts.gate_up_proj' (F8_E4M3 [2, 32, 64])",
+          "fused 3-D experts stored as FP8"});
+}
+
 TEST_F(Fp8ErrorTest, OtherQuantizedInputsAreRejected) {
   Fp8Model m(Scheme::kBlock, 1);
   m.Write(tmp_.Path("in"), false);
