@@ -39,7 +39,8 @@ import unittest
 import urllib.parse
 import urllib.request
 
-from harness import NVFP4CTL, NVFP4D, Server, ctl, fast_bf16, write_safetensors
+from harness import (NVFP4CTL, NVFP4D, Server, ctl, fast_bf16, get_job,
+                     write_safetensors)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PY_CLIENT = os.path.normpath(os.path.join(HERE, "..", "..", "client", "python"))
@@ -88,13 +89,6 @@ def submit(server, inp, out, method="rtn"):
     if r.returncode != 0:
         raise AssertionError(f"submit failed: {r.stderr}\n{server.logs()}")
     return json.loads(r.stdout)["job_id"]
-
-
-def get_job(server, job_id):
-    r = ctl("jobs", "get", job_id, "--server", server.address, "--json")
-    if r.returncode != 0:
-        raise AssertionError(f"jobs get failed: {r.stderr}")
-    return json.loads(r.stdout)
 
 
 def wait_job(server, job_id, timeout=60):

@@ -35,23 +35,11 @@ import tempfile
 import time
 import unittest
 
-from harness import NVFP4CTL, MotoS3, RoundRobinProxy, Server, ctl
+from harness import (NVFP4CTL, MotoS3, RoundRobinProxy, Server, ctl, digests, get_job,
+                     progress)
 
 LEASE_SECONDS = 3
 BUCKET = "nvfp4-fleet"
-
-
-def digests(root):
-    out = {}
-    for d, _, files in os.walk(root):
-        for f in files:
-            p = os.path.join(d, f)
-            h = hashlib.sha256()
-            with open(p, "rb") as fh:
-                for chunk in iter(lambda: fh.read(1 << 20), b""):
-                    h.update(chunk)
-            out[os.path.relpath(p, root)] = h.hexdigest()
-    return out
 
 
 def disk_usage(root):
@@ -65,17 +53,6 @@ def disk_usage(root):
             except FileNotFoundError:
                 pass  # handed over meanwhile
     return n
-
-
-def get_job(server, job_id):
-    r = ctl("jobs", "get", job_id, "--server", server.address, "--json")
-    if r.returncode != 0:
-        raise AssertionError(f"jobs get through {server.address}: {r.returncode}\n{r.stderr}")
-    return json.loads(r.stdout)
-
-
-def progress(job, key):
-    return int(job.get("progress", {}).get(key, 0))
 
 
 class FleetTest(unittest.TestCase):

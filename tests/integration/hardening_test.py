@@ -29,8 +29,8 @@ import tempfile
 import time
 import unittest
 
-from harness import (NVFP4CTL, Server, bf16_bytes, ctl, fast_bf16, write_llama_checkpoint,
-                     write_safetensors)
+from harness import (NVFP4CTL, Server, bf16_bytes, ctl, fast_bf16, get_job,
+                     write_llama_checkpoint, write_safetensors)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PY_CLIENT = os.path.normpath(os.path.join(HERE, "..", "..", "client", "python"))
@@ -197,13 +197,6 @@ def raw_safetensors(path, tensors):
     h += b" " * ((8 - len(h) % 8) % 8)
     with open(path, "wb") as f:
         f.write(struct.pack("<Q", len(h)) + h + b"".join(blobs))
-
-
-def get_job(server, job_id):
-    r = ctl("jobs", "get", job_id, "--server", server.address, "--json")
-    if r.returncode != 0:
-        raise AssertionError(f"jobs get {job_id} failed: {r.stderr}")
-    return json.loads(r.stdout)
 
 
 class ServerTestCase(unittest.TestCase):

@@ -2,6 +2,7 @@
 
 Binaries come from the environment (NVFP4D, NVFP4CTL), set by CTest.
 """
+import hashlib
 import json
 import os
 import random
@@ -206,6 +207,34 @@ def ctl(*args, timeout=300):
     """Runs nvfp4ctl; returns CompletedProcess with text output."""
     return subprocess.run([NVFP4CTL] + [str(a) for a in args], capture_output=True, text=True,
                           timeout=timeout)
+
+
+def get_job(server, job_id):
+    """`nvfp4ctl jobs get --json` through `server` (anything with .address), as a dict."""
+    r = ctl("jobs", "get", job_id, "--server", server.address, "--json")
+    if r.returncode != 0:
+        raise AssertionError(f"jobs get {job_id} through {server.address}: {r.returncode}\n"
+                             f"{r.stderr}")
+    return json.loads(r.stdout)
+
+
+def progress(job, key):
+    """An integer field of a job's progress (0 when absent, as proto3 JSON omits it)."""
+    return int(job.get("progress", {}).get(key, 0))
+
+
+def digests(root):
+    """Relative path -> sha256 of every file below `root`."""
+    out = {}
+    for d, _, files in os.walk(root):
+        for f in files:
+            p = os.path.join(d, f)
+            h = hashlib.sha256()
+            with open(p, "rb") as fh:
+                for chunk in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(chunk)
+            out[os.path.relpath(p, root)] = h.hexdigest()
+    return out
 
 
 def start_moto(workdir, setup_actions):

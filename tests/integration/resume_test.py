@@ -15,7 +15,6 @@ Checks, on the `small` demo model (~200 MB bf16, soar on the CPU):
 
 Needs NVFP4D and NVFP4CTL (set by CTest).
 """
-import hashlib
 import json
 import os
 import re
@@ -24,31 +23,7 @@ import tempfile
 import time
 import unittest
 
-from harness import Server, ctl, write_llama_checkpoint
-
-
-def digests(root):
-    out = {}
-    for d, _, files in os.walk(root):
-        for f in files:
-            p = os.path.join(d, f)
-            h = hashlib.sha256()
-            with open(p, "rb") as fh:
-                for chunk in iter(lambda: fh.read(1 << 20), b""):
-                    h.update(chunk)
-            out[os.path.relpath(p, root)] = h.hexdigest()
-    return out
-
-
-def get_job(server, job_id):
-    r = ctl("jobs", "get", job_id, "--server", server.address, "--json")
-    if r.returncode != 0:
-        raise AssertionError(f"jobs get: {r.returncode}\n{r.stderr}")
-    return json.loads(r.stdout)
-
-
-def progress(job, key):
-    return int(job.get("progress", {}).get(key, 0))
+from harness import Server, ctl, digests, get_job, progress, write_llama_checkpoint
 
 
 class ResumeTest(unittest.TestCase):

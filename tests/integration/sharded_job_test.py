@@ -14,8 +14,6 @@ with a small --max-shard-size (several output files):
 
 Needs NVFP4CTL (path of the nvfp4ctl binary). Run: NVFP4CTL=build/client/nvfp4ctl python3 this.
 """
-import hashlib
-import json
 import os
 import re
 import shutil
@@ -23,6 +21,8 @@ import subprocess
 import sys
 import tempfile
 import unittest
+
+from harness import digests
 
 NVFP4CTL = os.environ.get("NVFP4CTL", "")
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -39,17 +39,6 @@ def run(args, check=None, env=None):
             f"nvfp4ctl {' '.join(args)}: exit {p.returncode}, want {check}\n"
             f"stdout:\n{p.stdout}\nstderr:\n{p.stderr}")
     return p
-
-
-def digests(root):
-    """Relative path -> sha256 of every file below root."""
-    out = {}
-    for d, _, files in os.walk(root):
-        for f in files:
-            p = os.path.join(d, f)
-            with open(p, "rb") as fh:
-                out[os.path.relpath(p, root)] = hashlib.sha256(fh.read()).hexdigest()
-    return out
 
 
 def quantize_shards(inp, out, n, extra, indices=None):
