@@ -307,6 +307,7 @@ from nvfp4.v1 import quantizer_pb2 as pb, quantizer_pb2_grpc as pb_grpc
 address, mode, args = sys.argv[3], sys.argv[4], sys.argv[5:]
 channel = grpc.insecure_channel(address)
 stub = pb_grpc.QuantizerStub(channel)
+print_lock = threading.Lock()
 
 
 def tensor_stream(i, trickle):
@@ -327,11 +328,13 @@ def tensor_stream(i, trickle):
     try:
         for _ in stub.QuantizeTensor(requests()):
             pass
-        print(f"END {i} OK {time.time() - t0:.1f} -", flush=True)
+        line = f"END {i} OK {time.time() - t0:.1f} -"
     except grpc.RpcError as e:
-        print(f"END {i} {e.code().name} {time.time() - t0:.1f} {e.details()}", flush=True)
+        line = f"END {i} {e.code().name} {time.time() - t0:.1f} {e.details()}"
     finally:
         stop.set()
+    with print_lock:  # one whole line per stream: print() writes the text and its newline apart
+        print(line, flush=True)
 
 
 if mode in ("idle", "trickle"):
