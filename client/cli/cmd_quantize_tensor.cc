@@ -6,6 +6,7 @@
 #include <cstring>
 #include <iostream>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
@@ -21,8 +22,10 @@
 #include "formats/calibration.h"
 #include "formats/dtypes.h"
 #include "formats/safetensors.h"
+#include "formats/sharded.h"
 #include "kernels/backend.h"
 #include "kernels/types.h"
+#include "pipeline/fp8_source.h"
 
 namespace nvfp4::cli {
 namespace {
@@ -44,11 +47,12 @@ std::vector<int64_t> WithLastDim(std::vector<int64_t> shape, int64_t last) {
   return shape;
 }
 
-// Chooses the tensors to quantize. Named tensors must exist, be BF16/F16/F32, have rank >= 1 and
-// K % 16 == 0. Without names: every 2-D float tensor with K % 16 == 0; others are skipped with a
-// note on stderr.
+// Chooses the tensors to quantize. Named tensors must exist, be BF16/F16/F32 or an FP8 weight with
+// its dequantization scale in the file (`fp8`), have rank >= 1 and K % 16 == 0. Without names:
+// every such 2-D tensor; others (and the FP8 scales) are skipped with a note on stderr.
 absl::StatusOr<std::vector<Selected>> SelectTensors(const formats::SafetensorsReader& reader,
-                                                    const std::vector<std::string>& names) {
+                                                    const std::vector<std::string>& names,
+                                                    const pipeline::Fp8Sources& fp8) {
   std::vector<Selected> selected;
   if (!names.empty()) {
     std::set<std::string> seen;
@@ -60,11 +64,11 @@ absl::StatusOr<std::vector<Selected>> SelectTensors(const formats::SafetensorsRe
                                                  "' (run 'nvfp4ctl inspect --input ", reader.name(),
                                                  "' to list them)"));
       }
-      if (!formats::IsQuantizableDType(info->dtype)) {
-        return absl::InvalidArgumentError(StrCat(reader.name(), ": tensor '", name, "' is ",
-                                                 info->dtype,
-                                                 "; only BF16, F16 and F32 tensors "
-                                                 "can be quantized"));
+      if (!formats::IsQuantizableDType(info->dtype) && fp8.Find(name) == nullptr) {
+        return absl::InvalidArgumentError(StrCat(
+            reader.name(), ": tensor '", name, "' is ", info->dtype,
+            "; only BF16, F16 and F32 tensors, and FP8 weights with their dequantization scale "
+            "('<name>_scale_inv' or a '.weight_scale' beside a '.weight') can be quantized"));
       }
       if (info->shape.empty()) {
         return absl::InvalidArgumentError(
@@ -82,7 +86,9 @@ absl::StatusOr<std::vector<Selected>> SelectTensors(const formats::SafetensorsRe
   }
   for (const formats::TensorInfo& info : reader.tensors()) {
     std::string why;
-    if (!formats::IsQuantizableDType(info.dtype)) {
+    if (fp8.consumed.count(info.name) > 0) {
+      why = "the dequantization scale of an FP8 weight";
+    } else if (!formats::IsQuantizableDType(info.dtype) && fp8.Find(info.name) == nullptr) {
       why = StrCat(info.dtype, " is not a float type");
     } else if (info.shape.size() != 2) {
       why = StrCat(info.shape.size(), "-D; name it with --tensor to quantize it folded to 2-D");
@@ -149,7 +155,15 @@ absl::Status QuantizeTensorFile(
   if (!flags.calibration.empty()) {
     ASSIGN_OR_RETURN(calibration, formats::SafetensorsReader::Open(flags.calibration));
   }
-  ASSIGN_OR_RETURN(const std::vector<Selected> selected, SelectTensors(*reader, flags.tensors));
+  // FP8 weights with their scales in the same file (docs/CHECKPOINTS.md "FP8 sources"; no
+  // config.json here: `weight_scale_inv` is taken per 128x128 block) are dequantized on the host
+  // and quantized as the fp32 values they stand for, locally or on a server.
+  ASSIGN_OR_RETURN(std::unique_ptr<formats::CheckpointReader> checkpoint,
+                   formats::CheckpointReader::OpenLocal(flags.input));
+  ASSIGN_OR_RETURN(const pipeline::Fp8Sources fp8,
+                   pipeline::FindFp8Sources(*checkpoint, std::nullopt));
+  ASSIGN_OR_RETURN(const std::vector<Selected> selected,
+                   SelectTensors(*reader, flags.tensors, fp8));
   // wmse and hessian (used by scalesweep and soar) need calibration for every tensor, gptq its
   // Gram: say so before any work is done.
   const bool gptq = options.method == Method::kGptq;
@@ -204,12 +218,21 @@ absl::Status QuantizeTensorFile(
   for (const Selected& s : selected) {
     const formats::TensorInfo& info = *s.info;
     progress.Step(info.name);
-    ASSIGN_OR_RETURN(std::vector<uint8_t> bytes, reader->ReadTensor(info));
     TensorView view;
     view.name = info.name;
-    view.dtype = *formats::ToKernelDType(info.dtype);
     view.shape = info.shape;
-    view.data = bytes.data();
+    std::vector<uint8_t> bytes;
+    std::vector<float> dequantized;
+    if (const pipeline::Fp8Weight* w = fp8.Find(info.name)) {
+      dequantized.resize(static_cast<size_t>(info.numel()));
+      RETURN_IF_ERROR(pipeline::ReadDequantizedFp8(*checkpoint, info.name, *w, dequantized));
+      view.dtype = DType::kF32;
+      view.data = dequantized.data();
+    } else {
+      ASSIGN_OR_RETURN(bytes, reader->ReadTensor(info));
+      view.dtype = *formats::ToKernelDType(info.dtype);
+      view.data = bytes.data();
+    }
 
     std::unique_ptr<formats::LoadedCalibration> loaded;
     if (calibration != nullptr && formats::HasCalibrationFor(*calibration, info.name)) {

@@ -281,6 +281,65 @@ std::string WriteOddFile(const std::string& path) {
   return path;
 }
 
+// An FP8 weight with its block scale (DeepSeek-V3's `weight_scale_inv`, 128x128 tiles, partial at
+// the edges) quantizes to the bytes of its fp32 dequantization; the scale itself is skipped and an
+// FP8 tensor without a scale is refused by name.
+TEST_F(Nvfp4ctlTest, Fp8WeightsQuantizeAsTheirDequantizedValues) {
+  const int64_t n = 130, k = 272;  // scale grid [2, 3]
+  std::vector<uint8_t> codes(static_cast<size_t>(n * k));
+  for (size_t i = 0; i < codes.size(); ++i) {
+    codes[i] = static_cast<uint8_t>((i * 37 + 11) % 256);
+    if ((codes[i] & 0x7F) == 0x7F) codes[i] = 0x3F;  // no NaN codes
+  }
+  const std::vector<float> scales = {0.5f, 0.25f, 0.125f, 1.5f, 0.75f, 0.0625f};
+  std::vector<float> values(codes.size());
+  for (int64_t r = 0; r < n; ++r) {
+    for (int64_t c = 0; c < k; ++c) {
+      values[r * k + c] = DecodeE4M3(codes[r * k + c]) * scales[(r / 128) * 3 + c / 128];
+    }
+  }
+  auto bytes_of = [](const auto& v) {
+    const auto* p = reinterpret_cast<const uint8_t*>(v.data());
+    return std::vector<uint8_t>(p, p + v.size() * sizeof(v[0]));
+  };
+  const std::vector<uint8_t> scale_bytes = bytes_of(scales), value_bytes = bytes_of(values);
+  const std::vector<uint8_t> bare_codes(128, 0x38);
+  const std::string fp8 = Path("fp8.safetensors"), f32 = Path("f32.safetensors");
+  const std::vector<formats::TensorToWrite> fp8_tensors = {
+      {"l.weight", "F8_E4M3", {n, k}, codes},
+      {"l.weight_scale_inv", "F32", {2, 3}, scale_bytes},
+      {"bare", "F8_E4M3", {4, 32}, bare_codes}};
+  const std::vector<formats::TensorToWrite> f32_tensors = {
+      {"l.weight", "F32", {n, k}, value_bytes}};
+  ASSERT_TRUE(formats::WriteSafetensors(fp8, fp8_tensors).ok());
+  ASSERT_TRUE(formats::WriteSafetensors(f32, f32_tensors).ok());
+  Result a = Run({"quantize-tensor", "--local", "--device", "cpu", "--method", "rtn", "--input",
+                  fp8, "--output", Path("o8.safetensors")});
+  ASSERT_EQ(a.exit_code, 0) << a.err;
+  EXPECT_THAT(a.err, HasSubstr("skipping 'l.weight_scale_inv'"));
+  EXPECT_THAT(a.err, HasSubstr("skipping 'bare'"));
+  Result b = Run({"quantize-tensor", "--local", "--device", "cpu", "--method", "rtn", "--input",
+                  f32, "--output", Path("o32.safetensors")});
+  ASSERT_EQ(b.exit_code, 0) << b.err;
+  auto o8 = SafetensorsReader::Open(Path("o8.safetensors"));
+  auto o32 = SafetensorsReader::Open(Path("o32.safetensors"));
+  ASSERT_TRUE(o8.ok() && o32.ok());
+  for (const std::string name : {"l.weight", "l.weight_scale", "l.weight_scale_2"}) {
+    const TensorInfo* ix = (*o8)->Find(name);
+    const TensorInfo* iy = (*o32)->Find(name);
+    ASSERT_TRUE(ix != nullptr && iy != nullptr) << name;
+    auto x = (*o8)->ReadTensor(*ix);
+    auto y = (*o32)->ReadTensor(*iy);
+    ASSERT_TRUE(x.ok() && y.ok()) << name;
+    EXPECT_EQ(*x, *y) << name;
+  }
+  Result bare = Run({"quantize-tensor", "--local", "--device", "cpu", "--input", fp8, "--output",
+                     Path("ob.safetensors"), "--tensor", "bare"});
+  EXPECT_EQ(bare.exit_code, 2);
+  EXPECT_THAT(bare.err, HasSubstr("'bare' is F8_E4M3"));
+  EXPECT_THAT(bare.err, HasSubstr("dequantization scale"));
+}
+
 TEST_F(Nvfp4ctlTest, ExitCodes) {
   const std::string demo = MakeDemo();
   const std::string out_path = Path("out.safetensors");
