@@ -160,7 +160,7 @@ std::optional<double> OutputSpaceNmse(const TensorView& w, const Matrix2D& m,
   }
   const int64_t n = m.rows, k = m.cols;
   std::vector<float> wf(static_cast<size_t>(n * k));
-  ViewToFloat(w, k, 0, n * k, wf.data());
+  ViewToFloat(w, 0, n * k, wf.data());
   const std::vector<float> wh = Dequantize(q);
   double num = 0, den = 0;
   if (!calibration->gram.empty()) {

@@ -5,6 +5,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "base/status_macros.h"
+#include "kernels/parallel.h"
+#include "kernels/tensor_prep.h"
 
 namespace nvfp4 {
 
@@ -80,8 +82,15 @@ BlockPassParams FirstPassParams(const QuantizeOptions& options, float g, float g
 
 absl::StatusOr<std::vector<QuantizedTensor>> RunQuantizeGroup(
     std::span<const TensorView> tensors, const QuantizeOptions& options,
-    std::span<const Calibration* const> calibration, const ExecutorFactory& make_executor) {
+    std::span<const Calibration* const> calibration, const ExecutorFactory& make_executor,
+    bool executor_reads_fp8) {
   if (tensors.empty()) return absl::InvalidArgumentError("empty tensor group");
+  std::vector<std::vector<float>> widened;
+  std::vector<TensorView> views;
+  if (!executor_reads_fp8) {
+    ASSIGN_OR_RETURN(views, WidenFp8Views(tensors, HostThreadCount(), &widened));
+    tensors = views;
+  }
   if (options.method == Method::kGptq) {
     return absl::InternalError("method gptq runs through RunGptqGroup (kernels/gptq.h)");
   }

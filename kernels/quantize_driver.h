@@ -67,9 +67,13 @@ BlockPassParams FirstPassParams(const QuantizeOptions& options, float g, float g
 // g for tensor (group) amax A: A/(6*448) for rtn, A/(6*256) otherwise; 1 for an all-zero tensor.
 float InitialGlobalScale(Method method, float amax);
 
+// Quantizes a group with the executors of `make_executor`. FP8 views (TensorView::fp8) reach the
+// executor as they are when `executor_reads_fp8` (the CUDA executor uploads their codes);
+// otherwise they are dequantized on the host's threads first (WidenFp8Views).
 absl::StatusOr<std::vector<QuantizedTensor>> RunQuantizeGroup(
     std::span<const TensorView> tensors, const QuantizeOptions& options,
-    std::span<const Calibration* const> calibration, const ExecutorFactory& make_executor);
+    std::span<const Calibration* const> calibration, const ExecutorFactory& make_executor,
+    bool executor_reads_fp8 = false);
 
 }  // namespace nvfp4
 

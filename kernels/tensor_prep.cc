@@ -94,17 +94,27 @@ void DequantizeFp8Rows(const uint8_t* codes, int64_t cols, const Fp8Scales& scal
   }
 }
 
-void ViewToFloat(const TensorView& t, int64_t cols, int64_t first, int64_t count, float* out) {
+void ViewToFloat(const TensorView& t, int64_t first, int64_t count, float* out) {
   if (t.fp8 == nullptr) {
     ConvertToFloat(static_cast<const uint8_t*>(t.data) + first * DTypeSize(t.dtype), t.dtype,
                    count, out);
     return;
   }
   const uint8_t* codes = static_cast<const uint8_t*>(t.data);
+  const int64_t cols = t.shape.back();
   for (int64_t i = 0; i < count; ++i) {
     const int64_t e = first + i;
     out[i] = DequantFp8(codes[e], t.fp8->at(e / cols, e % cols));
   }
+}
+
+void DequantizeFp8(const uint8_t* codes, int64_t rows, int64_t cols, const Fp8Scales& scales,
+                   int threads, float* out) {
+  constexpr int64_t kSlab = 128;  // rows per task
+  HostParallelFor((rows + kSlab - 1) / kSlab, threads, [&](int64_t i) {
+    const int64_t r0 = i * kSlab, r1 = std::min(rows, r0 + kSlab);
+    DequantizeFp8Rows(codes + r0 * cols, cols, scales, r0, r1, out + r0 * cols);
+  });
 }
 
 absl::StatusOr<std::vector<TensorView>> WidenFp8Views(std::span<const TensorView> tensors,
@@ -116,13 +126,7 @@ absl::StatusOr<std::vector<TensorView>> WidenFp8Views(std::span<const TensorView
     ASSIGN_OR_RETURN(const Matrix2D m, FoldShape(v));  // rank 2 and a consistent scale grid
     const int64_t n = m.rows, k = m.cols;
     std::vector<float>& values = storage->emplace_back(static_cast<size_t>(n * k));
-    const uint8_t* codes = static_cast<const uint8_t*>(v.data);
-    const Fp8Scales scales = *v.fp8;
-    constexpr int64_t kSlab = 128;  // rows per task
-    HostParallelFor((n + kSlab - 1) / kSlab, threads, [&](int64_t i) {
-      const int64_t r0 = i * kSlab, r1 = std::min(n, r0 + kSlab);
-      DequantizeFp8Rows(codes + r0 * k, k, scales, r0, r1, values.data() + r0 * k);
-    });
+    DequantizeFp8(static_cast<const uint8_t*>(v.data), n, k, *v.fp8, threads, values.data());
     v.data = values.data();
     v.dtype = DType::kF32;
     v.fp8 = nullptr;

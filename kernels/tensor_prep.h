@@ -67,9 +67,14 @@ NVFP4_HD float DequantFp8(uint8_t code, float scale) { return DecodeE4M3(code) *
 void DequantizeFp8Rows(const uint8_t* codes, int64_t cols, const Fp8Scales& scales,
                        int64_t row_begin, int64_t row_end, float* out);
 
-// Source elements [first, first + count) of `t` as fp32: ConvertToFloat of its dtype, or the
-// dequantized values of an FP8 view.
-void ViewToFloat(const TensorView& t, int64_t cols, int64_t first, int64_t count, float* out);
+// Source elements [first, first + count) of `t` (flat indices) as fp32: ConvertToFloat of its
+// dtype, or the dequantized values of an FP8 view.
+void ViewToFloat(const TensorView& t, int64_t first, int64_t count, float* out);
+
+// Dequantizes a whole FP8 weight [rows, cols] into `out` (rows * cols fp32 values) in 128-row
+// slabs on `threads` host threads (each element alone: the thread count cannot change a bit).
+void DequantizeFp8(const uint8_t* codes, int64_t rows, int64_t cols, const Fp8Scales& scales,
+                   int threads, float* out);
 
 // `tensors` with every FP8 view replaced by an F32 view of its dequantized values, held by
 // `storage` (dequantized on `threads` host threads; each element alone, so the thread count

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "kernels/hd.h"
 
 namespace nvfp4 {
 
@@ -93,10 +94,7 @@ struct Fp8Scales {
   int64_t block_rows = 0;
   int64_t block_cols = 0;
   int64_t grid_cols = 0;
-#if defined(__CUDACC__)
-  __host__ __device__
-#endif
-  float at(int64_t row, int64_t col) const {
+  NVFP4_HD float at(int64_t row, int64_t col) const {
     return scale[(row / block_rows) * grid_cols + col / block_cols];
   }
 };

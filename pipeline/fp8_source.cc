@@ -229,16 +229,10 @@ absl::Status ReadDequantizedFp8(const formats::CheckpointReader& reader, const s
     return absl::InternalError(StrCat("FP8 weight '", weight, "': output of ", out.size(),
                                       " values for ", n * k, " elements"));
   }
-  // The codes (1 byte per element besides `out`), then 128-row slabs dequantized on the host's
-  // threads (each element is computed alone: the thread count cannot change a bit).
+  // The codes (1 byte per element besides `out`), dequantized on the host's threads.
   std::vector<uint8_t> codes(static_cast<size_t>(n * k));
   RETURN_IF_ERROR(reader.ReadTensor(*wloc, codes));
-  const Fp8Scales s = grid.view();
-  const int64_t slabs = CeilDiv(n, kDefaultBlock);
-  HostParallelFor(slabs, HostThreadCount(), [&](int64_t i) {
-    const int64_t r0 = i * kDefaultBlock, r1 = std::min(n, r0 + kDefaultBlock);
-    DequantizeFp8Rows(codes.data() + r0 * k, k, s, r0, r1, out.data() + r0 * k);
-  });
+  DequantizeFp8(codes.data(), n, k, grid.view(), HostThreadCount(), out.data());
   return absl::OkStatus();
 }
 

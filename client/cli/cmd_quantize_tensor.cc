@@ -21,6 +21,7 @@
 #include "client/cli/progress.h"
 #include "formats/calibration.h"
 #include "formats/dtypes.h"
+#include "formats/random_access_source.h"
 #include "formats/safetensors.h"
 #include "formats/sharded.h"
 #include "kernels/backend.h"
@@ -149,17 +150,19 @@ absl::Status QuantizeTensorFile(
   if (flags.input.empty()) return absl::InvalidArgumentError("--input is required");
   if (flags.output.empty()) return absl::InvalidArgumentError("--output is required");
   ASSIGN_OR_RETURN(const QuantizeOptions options, QuantizeOptionsFromFlags(flags));
-  ASSIGN_OR_RETURN(std::unique_ptr<formats::SafetensorsReader> reader,
-                   formats::SafetensorsReader::Open(flags.input));
+  // One file, read through a checkpoint reader so that FP8 weights find their scales in it
+  // (docs/CHECKPOINTS.md "FP8 sources"; no config.json here: `weight_scale_inv` is taken per
+  // 128x128 block). They are dequantized on the host and quantized as the fp32 values they stand
+  // for, locally or on a server.
+  ASSIGN_OR_RETURN(std::unique_ptr<formats::LocalFileSource> source,
+                   formats::LocalFileSource::Open(flags.input));
+  ASSIGN_OR_RETURN(std::unique_ptr<formats::CheckpointReader> checkpoint,
+                   formats::CheckpointReader::OpenSingle(std::move(source)));
+  const formats::SafetensorsReader* reader = checkpoint->shards()[0].get();
   std::unique_ptr<formats::SafetensorsReader> calibration;
   if (!flags.calibration.empty()) {
     ASSIGN_OR_RETURN(calibration, formats::SafetensorsReader::Open(flags.calibration));
   }
-  // FP8 weights with their scales in the same file (docs/CHECKPOINTS.md "FP8 sources"; no
-  // config.json here: `weight_scale_inv` is taken per 128x128 block) are dequantized on the host
-  // and quantized as the fp32 values they stand for, locally or on a server.
-  ASSIGN_OR_RETURN(std::unique_ptr<formats::CheckpointReader> checkpoint,
-                   formats::CheckpointReader::OpenLocal(flags.input));
   ASSIGN_OR_RETURN(const pipeline::Fp8Sources fp8,
                    pipeline::FindFp8Sources(*checkpoint, std::nullopt));
   ASSIGN_OR_RETURN(const std::vector<Selected> selected,

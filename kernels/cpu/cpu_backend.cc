@@ -143,11 +143,8 @@ absl::StatusOr<std::vector<QuantizedTensor>> CpuBackend::QuantizeGroup(
                           return QuantizeGroup(t, o, c);
                         });
   }
-  // The reference reads fp32, bf16 or fp16 blocks: FP8 sources are dequantized first.
-  std::vector<std::vector<float>> widened;
-  ASSIGN_OR_RETURN(const std::vector<TensorView> views, WidenFp8Views(tensors, threads, &widened));
   return RunQuantizeGroup(
-      views, options, calibration,
+      tensors, options, calibration,
       [threads](std::span<const PreparedTensor> prepared)
           -> absl::StatusOr<std::unique_ptr<PassExecutor>> {
         return std::make_unique<CpuExecutor>(prepared, threads);

@@ -115,14 +115,12 @@ class CudaExecutor : public PassExecutor {
       TensorState& t = ts_[i];
       t.dtype = p.view->dtype;
       t.dsize = DTypeSize(t.dtype);
-      t.host_size = t.dsize;
       t.blocks = p.matrix.blocks();
       if (p.view->fp8 != nullptr) {
         // Codes (1 byte per element) are uploaded and dequantized into an fp32 source on the
         // device (RunQuantizeGroup has checked the view with FoldShape).
         any_fp8 = true;
         t.fp8 = p.view->fp8;
-        t.host_size = 1;
         t.fp8_grid = (p.matrix.rows + t.fp8->block_rows - 1) / t.fp8->block_rows *
                      t.fp8->grid_cols;
         small_total += AlignUp(static_cast<size_t>(t.fp8_grid) * sizeof(float));
@@ -256,8 +254,7 @@ class CudaExecutor : public PassExecutor {
     TensorScan out;
     if (s.first_bad != ~0ull) {
       out.first_non_finite = static_cast<int64_t>(s.first_bad);
-      ViewToFloat(*tensors_[i].view, tensors_[i].matrix.cols, out.first_non_finite, 1,
-                  &out.non_finite_value);
+      ViewToFloat(*tensors_[i].view, out.first_non_finite, 1, &out.non_finite_value);
       return out;
     }
     std::memcpy(&out.amax, &s.amax_bits, sizeof(float));
@@ -374,7 +371,6 @@ class CudaExecutor : public PassExecutor {
   struct TensorState {
     DType dtype = DType::kBF16;  // of the source on the device (kF32 for an FP8 source)
     int dsize = 2;               // its bytes per element
-    int host_size = 2;           // bytes per element of the host view (1 for an FP8 source)
     const Fp8Scales* fp8 = nullptr;  // FP8 source: the host scales
     int64_t fp8_grid = 0;            // FP8: number of scales
     float* fp8_scales = nullptr;     // FP8: the scales on the device
@@ -414,8 +410,9 @@ class CudaExecutor : public PassExecutor {
   absl::Status StageSource(int i, uint8_t* dst, int64_t b0, int64_t nb, cudaStream_t stream) {
     const TensorState& t = ts_[i];
     const PreparedTensor& p = tensors_[i];
-    const uint8_t* host = static_cast<const uint8_t*>(p.view->data) + b0 * 16 * t.host_size;
-    const size_t bytes = static_cast<size_t>(nb) * 16 * t.host_size;
+    const int host_size = t.fp8 != nullptr ? 1 : t.dsize;  // bytes per element of the view
+    const uint8_t* host = static_cast<const uint8_t*>(p.view->data) + b0 * 16 * host_size;
+    const size_t bytes = static_cast<size_t>(nb) * 16 * host_size;
     if (t.fp8 == nullptr) return ctx_->Upload(dst, host, bytes, stream);
     uint8_t* codes = streamed_ ? lane_.codes : t.codes + b0 * 16;
     RETURN_IF_ERROR(ctx_->Upload(codes, host, bytes, stream));
@@ -544,19 +541,14 @@ class CudaBackend : public QuantizerBackend {
       std::span<const Calibration* const> calibration) {
     ctx_->last = CudaRunStats();
     Context* ctx = ctx_.get();
-    std::vector<std::vector<float>> widened;
-    std::vector<TensorView> views;
-    if (!Fp8OnDevice()) {
-      ASSIGN_OR_RETURN(views, WidenFp8Views(tensors, HostThreadCount(), &widened));
-      tensors = views;
-    }
     return RunQuantizeGroup(tensors, options, calibration,
                             [ctx](std::span<const PreparedTensor> prepared)
                                 -> absl::StatusOr<std::unique_ptr<PassExecutor>> {
                               auto exec = std::make_unique<CudaExecutor>(prepared, ctx);
                               RETURN_IF_ERROR(exec->Init());
                               return exec;
-                            });
+                            },
+                            /*executor_reads_fp8=*/Fp8OnDevice());
   }
 
   std::unique_ptr<Context> ctx_;
