@@ -371,6 +371,7 @@ const std::string& UnitName(const WorkUnit& u) {
 struct WrittenUnit {
   uint64_t bytes_out = 0;
   std::vector<std::pair<std::string, std::string>> sha256;  // durable runs: tensor -> hex sha256
+  std::vector<std::string> warnings;  // copied NaN/Inf values (journaled with the unit)
 };
 
 // One QuantizeModel call. Run() is the table of contents; the stages run in this order:
@@ -638,6 +639,8 @@ class ModelRun {
       if (!unit_kept_[i]) continue;
       const JournaledUnit& r = *kept[i];
       kept_modules_.insert(kept_modules_.end(), r.modules.begin(), r.modules.end());
+      // The interrupted run's warnings of this unit (its copied NaN/Inf values) are the output's.
+      nonfinite_warnings_.insert(nonfinite_warnings_.end(), r.warnings.begin(), r.warnings.end());
       Report(plan().units[i], r.name, r.modules, r.bytes_in, r.bytes_out, /*resumed=*/true);
     }
     return absl::OkStatus();
@@ -836,6 +839,8 @@ class ModelRun {
         state_.Fail(std::move(s));
         continue;
       }
+      nonfinite_warnings_.insert(nonfinite_warnings_.end(), written->warnings.begin(),
+                                 written->warnings.end());
       Report(u, UnitName(u), d.results, d.bytes_in, written->bytes_out, /*resumed=*/false);
       if (absl::Status h = HandOverFinishedFiles(); !h.ok()) {
         state_.Fail(std::move(h));
@@ -878,27 +883,27 @@ class ModelRun {
     if (size == 0 && s.ok()) s = out_->WriteTensor(name, {});
     meter_.AddBytes(-static_cast<int64_t>(cap));
     RETURN_IF_ERROR(s);
+    WrittenUnit w;
     // (strict: stopped at the first chunk with one)
     RETURN_IF_ERROR(ReportNonFinite(StrCat("tensor '", name, "' (", dtype, ", copied unquantized)"),
-                                    nonfinite));
-    WrittenUnit w;
+                                    nonfinite, &w));
     w.bytes_out = size;
     if (journal_ != nullptr && out_->Wants(name)) w.sha256.emplace_back(name, hash.HexDigest());
     return w;
   }
 
   // A NaN/Inf in a tensor that is written unquantized (a norm, an embedding, an excluded layer)
-  // reaches the output as it is: reported (`what` names the tensor), or refused with
-  // strict_finite.
-  absl::Status ReportNonFinite(const std::string& what, int64_t nonfinite) {
+  // reaches the output as it is: reported in w->warnings (`what` names the tensor), or refused
+  // with strict_finite.
+  absl::Status ReportNonFinite(const std::string& what, int64_t nonfinite, WrittenUnit* w) {
     if (nonfinite == 0) return absl::OkStatus();
     if (options_.strict_finite) {
       return absl::InvalidArgumentError(
           StrCat(what, " holds NaN/Inf values (strict: non-finite values are refused)"));
     }
-    nonfinite_warnings_.push_back(StrCat(what, " holds ", nonfinite,
-                                         nonfinite == 1 ? " NaN/Inf value" : " NaN/Inf values",
-                                         "; copied as it is"));
+    w->warnings.push_back(StrCat(what, " holds ", nonfinite,
+                                 nonfinite == 1 ? " NaN/Inf value" : " NaN/Inf values",
+                                 "; copied as it is"));
     return absl::OkStatus();
   }
 
@@ -916,7 +921,7 @@ class ModelRun {
     absl::Status s = bf16.status();
     if (s.ok()) {
       s = ReportNonFinite(StrCat("tensor '", name, "' (F8_E4M3, written as BF16 unquantized)"),
-                          formats::CountNonFinite("BF16", *bf16));
+                          formats::CountNonFinite("BF16", *bf16), &w);
     }
     if (s.ok()) s = out_->WriteTensor(name, *bf16);
     meter_.AddBytes(-bytes);
@@ -955,6 +960,7 @@ class ModelRun {
     ju.bytes_in = d.bytes_in;
     ju.bytes_out = written.bytes_out;
     ju.modules = d.results;
+    ju.warnings = written.warnings;
     for (const auto& [name, sha] : written.sha256) {
       ASSIGN_OR_RETURN(TensorPlacement where, out_->subset()->Locate(name));
       ju.tensors.push_back({name, where.file, where.offset, where.size, sha});
@@ -1048,7 +1054,7 @@ class ModelRun {
   RunState state_;
   MemoryMeter meter_;
   std::vector<ModuleResult> modules_;  // the quantize stage's results
-  std::vector<std::string> nonfinite_warnings_;  // the write stage's: copied NaN/Inf values
+  std::vector<std::string> nonfinite_warnings_;  // copied NaN/Inf values (kept units' first)
   int64_t units_done_ = 0;             // kept, then written (writer thread)
   uint64_t bytes_in_done_ = 0;
 

@@ -17,7 +17,8 @@ namespace nvfp4::pipeline {
 namespace {
 
 // Version 2 adds TensorMetrics::gptq_dampening per module; version 1 records still decode.
-constexpr uint8_t kVersion = 2;
+constexpr uint8_t kVersion = 3;
+constexpr uint8_t kVersionWithoutWarnings = 2;
 constexpr uint8_t kVersionWithoutGptq = 1;
 
 }  // namespace
@@ -58,13 +59,16 @@ std::string EncodeJournaledUnit(const JournaledUnit& u) {
     e.I64(x.iterations);
     e.F64(x.gptq_dampening);
   }
+  e.U32(static_cast<uint32_t>(u.warnings.size()));
+  for (const std::string& w : u.warnings) e.Str(w);
   return e.Take();
 }
 
 absl::StatusOr<JournaledUnit> DecodeJournaledUnit(std::string_view bytes) {
   LeReader d(bytes);
   const uint8_t version = d.U8();
-  if (d.ok() && version != kVersion && version != kVersionWithoutGptq) {
+  if (d.ok() && version != kVersion && version != kVersionWithoutWarnings &&
+      version != kVersionWithoutGptq) {
     return absl::DataLossError(absl::StrCat("journaled unit: unknown version ", version));
   }
   JournaledUnit u;
@@ -106,6 +110,10 @@ absl::StatusOr<JournaledUnit> DecodeJournaledUnit(std::string_view bytes) {
     x.iterations = static_cast<int>(d.I64());
     if (version != kVersionWithoutGptq) x.gptq_dampening = d.F64();
     u.modules.push_back(std::move(m));
+  }
+  if (version == kVersion) {
+    const uint32_t nw = d.Count(4);
+    for (uint32_t i = 0; i < nw && d.ok(); ++i) u.warnings.push_back(d.Str());
   }
   if (!d.ok() || !d.done() || u.unit < 0) {
     return absl::DataLossError("journaled unit: malformed record");

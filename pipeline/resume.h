@@ -52,6 +52,7 @@ struct JournaledUnit {
   uint64_t bytes_out = 0;
   std::vector<JournaledTensor> tensors;
   std::vector<ModuleResult> modules;
+  std::vector<std::string> warnings;  // what the unit's write reported (copied NaN/Inf values)
 };
 
 // A compact, versioned binary encoding of a record (floats and doubles bit-exact, +inf included).

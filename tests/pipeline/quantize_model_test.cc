@@ -285,27 +285,8 @@ TEST_F(PipelineTest, ExcludedModulesAreByteIdentical) {
   EXPECT_TRUE(ver->ok());
 }
 
-// Tiny1() copied to `dir` with model.norm.weight's element 3 set to +Inf and element 5 to NaN.
-std::string WithNonFiniteNorm(const std::string& src, const std::string& dir) {
-  fs::copy(src, dir, fs::copy_options::recursive);
-  auto r = formats::CheckpointReader::OpenLocal(dir);
-  EXPECT_TRUE(r.ok()) << r.status();
-  const formats::TensorInfo* norm = (*r)->Find("model.norm.weight")->info;
-  EXPECT_EQ(norm->dtype, "BF16");
-  const uint64_t offset = norm->offset;
-  r->reset();
-  std::fstream f(fs::path(dir) / "model.safetensors",
-                 std::ios::in | std::ios::out | std::ios::binary);
-  const char inf[2] = {'\x80', '\x7f'}, nan[2] = {'\xc0', '\x7f'};  // bf16, little-endian
-  f.seekp(static_cast<std::streamoff>(offset + 3 * 2));
-  f.write(inf, 2);
-  f.seekp(static_cast<std::streamoff>(offset + 5 * 2));
-  f.write(nan, 2);
-  return dir;
-}
-
 TEST_F(PipelineTest, NonFiniteValuesInACopiedTensorAreReported) {
-  const std::string in = WithNonFiniteNorm(Tiny1(), tmp_.Path("nan-in"));
+  const std::string in = ::nvfp4::testing::WithNonFiniteTensor(Tiny1(), tmp_.Path("nan-in"));
   QuantizeModelOptions o = FastModelOptions(Layout::kModelOpt);
   o.copy_chunk_bytes = 9;  // several chunks (rounded to 8 bytes) for one tensor
   auto res = QuantizeModelLocal(in, tmp_.Path("nan-out"), o);

@@ -6,6 +6,7 @@
 
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <filesystem>
@@ -130,7 +131,7 @@ class ResumeTest : public ::nvfp4::testing::TinyModelTest {
                                               int stop_after, std::vector<TensorProgress>* progress,
                                               ResumeInfo* info = nullptr,
                                               const std::function<void()>& after_unit = nullptr) {
-    auto in = storage::OpenLocalInputDirectory(Tiny());
+    auto in = storage::OpenLocalInputDirectory(input_.empty() ? Tiny() : input_);
     if (!in.ok()) return in.status();
     if (absl::Status s = out.SetResumeKey("job-1"); !s.ok()) return s;
     o.resume = journal;
@@ -152,6 +153,8 @@ class ResumeTest : public ::nvfp4::testing::TinyModelTest {
   std::string Staging(const std::string& target) const {
     return tmp_.Path("." + fs::path(target).filename().string() + ".resume-job-1");
   }
+
+  std::string input_;  // the input checkpoint of Run/RunInto ("": Tiny())
 };
 
 TEST_F(ResumeTest, InterruptedRunResumesWithoutRecomputingAndMatchesAnUninterruptedRun) {
@@ -220,6 +223,58 @@ TEST_F(ResumeTest, InterruptedRunResumesWithoutRecomputingAndMatchesAnUninterrup
   EXPECT_EQ(r2->modules.size(), all_weights.size());
   // The resumed run journaled only the units it computed.
   EXPECT_EQ(journal.appended(), total);
+}
+
+// A copied tensor's NaN/Inf warning is journaled with its unit: the resumed run that keeps the
+// unit reports it once, as an uninterrupted run does.
+TEST_F(ResumeTest, WarningsOfKeptUnitsAreReportedByTheResumedRun) {
+  const std::string norm = "model.layers.0.input_layernorm.weight";
+  input_ = ::nvfp4::testing::WithNonFiniteTensor(Tiny(), tmp_.Path("nan-in"), norm);
+  const QuantizeModelOptions o = Options();
+  const std::string warning =
+      "tensor '" + norm + "' (BF16, copied unquantized) holds 2 NaN/Inf values";
+  // Where the norm's unit comes in the write order.
+  MemoryResumeJournal probe_journal;
+  CountingBackend probe;
+  std::vector<TensorProgress> order;
+  auto ref = Run(o, tmp_.Path("ref"), &probe_journal, &probe, -1, &order);
+  ASSERT_TRUE(ref.ok()) << ref.status();
+  EXPECT_THAT(ref->warnings, ::testing::Contains(::testing::HasSubstr(warning)));
+  int norm_at = -1;
+  for (size_t i = 0; i < order.size(); ++i) {
+    if (order[i].name == norm) norm_at = static_cast<int>(i);
+  }
+  ASSERT_GE(norm_at, 0);
+  ASSERT_LT(norm_at + 1, static_cast<int>(order.size()));  // a unit after it is left to redo
+
+  MemoryResumeJournal journal;
+  CountingBackend first, second;
+  std::vector<TensorProgress> p1, p2;
+  const std::string target = tmp_.Path("out");
+  auto r1 = Run(o, target, &journal, &first, /*stop_after=*/norm_at + 1, &p1);
+  ASSERT_THAT(r1, StatusIs(absl::StatusCode::kCancelled));
+  auto records = journal.Load();
+  ASSERT_TRUE(records.ok());
+  int journaled_warnings = 0;
+  for (const JournaledUnit& u : *records) {
+    for (const std::string& w : u.warnings) {
+      EXPECT_EQ(u.name, norm);
+      EXPECT_THAT(w, ::testing::HasSubstr(warning));
+      ++journaled_warnings;
+    }
+  }
+  ASSERT_EQ(journaled_warnings, 1);
+
+  ResumeInfo info;
+  auto r2 = Run(o, target, &journal, &second, -1, &p2, &info);
+  ASSERT_TRUE(r2.ok()) << r2.status();
+  ASSERT_GT(info.units_kept, norm_at);  // the norm's unit was kept, not written again
+  EXPECT_EQ(std::count_if(r2->warnings.begin(), r2->warnings.end(),
+                          [&](const std::string& w) {
+                            return w.find(warning) != std::string::npos;
+                          }),
+            1);
+  ExpectSameFiles(tmp_.Path("ref"), target);
 }
 
 TEST_F(ResumeTest, UntrustedStagedBytesAreRecomputed) {
@@ -499,6 +554,7 @@ TEST(JournaledUnitTest, EncodingRoundTripsBitExactly) {
   m.metrics.gptq_dampening = 0.1;
   u.modules.push_back(m);
   u.modules.push_back(ModuleResult{});
+  u.warnings = {"tensor 'x' holds 1 NaN/Inf value", ""};
   const std::string bytes = EncodeJournaledUnit(u);
   auto d = DecodeJournaledUnit(bytes);
   ASSERT_TRUE(d.ok()) << d.status();
@@ -510,10 +566,20 @@ TEST(JournaledUnitTest, EncodingRoundTripsBitExactly) {
   EXPECT_FALSE(d->modules[1].input_amax.has_value());
   EXPECT_FALSE(d->modules[1].metrics.output_nmse.has_value());
   EXPECT_EQ(d->modules[0].metrics.gptq_dampening, 0.1);
-  // A version-1 record (before gptq_dampening, its last 8 bytes per module) still decodes.
+  EXPECT_EQ(d->warnings, u.warnings);
+  // A version-2 record (before the warnings, a trailing count) decodes without warnings.
   JournaledUnit one = u;
   one.modules.resize(1);
-  std::string v1 = EncodeJournaledUnit(one);
+  one.warnings.clear();
+  std::string v2 = EncodeJournaledUnit(one);
+  v2[0] = 2;
+  v2.resize(v2.size() - 4);
+  auto d2 = DecodeJournaledUnit(v2);
+  ASSERT_TRUE(d2.ok()) << d2.status();
+  EXPECT_EQ(d2->modules[0].metrics.gptq_dampening, 0.1);
+  EXPECT_TRUE(d2->warnings.empty());
+  // A version-1 record (also before gptq_dampening, the last 8 bytes of a module) still decodes.
+  std::string v1 = v2;
   v1[0] = 1;
   v1.resize(v1.size() - 8);
   auto d1 = DecodeJournaledUnit(v1);

@@ -12,11 +12,14 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <fstream>
 #include <memory>
 #include <mutex>
 #include <string>
 
+#include "formats/sharded.h"
 #include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
 #include "pipeline/demo_model.h"
 #include "pipeline/quantize_model.h"
 #include "tests/testing/temp_dir.h"
@@ -31,6 +34,33 @@ inline pipeline::QuantizeModelOptions FastModelOptions(pipeline::Layout layout) 
   o.sync = false;
   o.cpu_threads = 2;
   return o;
+}
+
+// Checkpoint directory `src` copied to `dir` with element 3 of bf16 tensor `name` set to +Inf
+// and element 5 to NaN. Returns `dir`.
+inline std::string WithNonFiniteTensor(const std::string& src, const std::string& dir,
+                                       const std::string& name = "model.norm.weight") {
+  namespace fs = std::filesystem;
+  fs::copy(src, dir, fs::copy_options::recursive);
+  auto r = formats::CheckpointReader::OpenLocal(dir);
+  EXPECT_TRUE(r.ok()) << r.status();
+  if (!r.ok()) return dir;
+  const formats::TensorInfo* norm = (*r)->Find(name)->info;
+  EXPECT_EQ(norm->dtype, "BF16");
+  const uint64_t offset = norm->offset;
+  std::string file = "model.safetensors";
+  if ((*r)->sharded()) {
+    std::ifstream index(fs::path(dir) / "model.safetensors.index.json");
+    file = nlohmann::json::parse(index)["weight_map"][name].get<std::string>();
+  }
+  r->reset();
+  std::fstream f(fs::path(dir) / file, std::ios::in | std::ios::out | std::ios::binary);
+  const char inf[2] = {'\x80', '\x7f'}, nan[2] = {'\xc0', '\x7f'};  // bf16, little-endian
+  f.seekp(static_cast<std::streamoff>(offset + 3 * 2));
+  f.write(inf, 2);
+  f.seekp(static_cast<std::streamoff>(offset + 5 * 2));
+  f.write(nan, 2);
+  return dir;
 }
 
 class TinyModelTest : public ::testing::Test {
