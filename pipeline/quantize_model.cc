@@ -767,6 +767,11 @@ class ModelRun {
   // Quantizes and encodes the unit's tensors (replacing its inputs by its outputs).
   absl::Status QuantizeUnit(UnitData& d) {
     const WorkUnit& u = plan().units[d.index];
+    // FP8 inputs are widened to fp32 for the quantizer (kernels/quantize_driver.h), on host
+    // threads unless the CUDA executor reads them: metered as an upper bound while quantized.
+    for (size_t j = 0; j < d.fp8.size(); ++j) {
+      if (d.fp8[j].has_value()) d.metered.AddBytes(d.inputs[j].size() * sizeof(float));
+    }
     absl::StatusOr<std::vector<QuantizedTensor>> q = QuantizeTensors(u, d);
     if (!q.ok()) {
       return absl::Status(

@@ -233,6 +233,15 @@ TEST_P(Fp8SourceTest, QuantizesToTheBytesOfItsFp32Dequantization) {
             ReadFile(tmp_.Path("out-ref") + "/model.safetensors"));
   EXPECT_EQ(fp8->plan.quantized_modules, ref->plan.quantized_modules);
   EXPECT_EQ(fp8->plan.quantized_modules.size(), 7u);
+  // The memory meter counts a quantized FP8 weight's codes and its fp32 widening.
+  auto in = formats::SafetensorsReader::Open(tmp_.Path("fp8") + "/model.safetensors");
+  ASSERT_TRUE(in.ok());
+  uint64_t largest_fp8 = 0;
+  for (const auto& info : (*in)->tensors()) {
+    if (info.dtype == "F8_E4M3") largest_fp8 = std::max<uint64_t>(largest_fp8, info.numel());
+  }
+  ASSERT_GT(largest_fp8, 0u);
+  EXPECT_GE(fp8->peak_buffered_bytes, 5 * largest_fp8);
   auto reader = formats::SafetensorsReader::Open(tmp_.Path("out-fp8") + "/model.safetensors");
   ASSERT_TRUE(reader.ok());
   for (const auto& info : (*reader)->tensors()) {
