@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <map>
 #include <variant>
 
 #include "base/status_macros.h"
@@ -44,18 +45,23 @@ bool IsFp8Args(const nlohmann::ordered_json& w) {
          type != w.end() && type->is_string() && type->get<std::string>() == "float";
 }
 
-// The tiling of `scale` for weight [n, k], or an error message.
-std::variant<Fp8Weight, std::string> Tiling(const formats::TensorInfo& scale, int64_t n, int64_t k,
+// The tiling of scale tensor `name` of shape `s` for weight [n, k], or an error message.
+// `block_only`: only block scales fit (a 2-D weight's `weight_scale_inv`).
+std::variant<Fp8Weight, std::string> Tiling(const std::string& name, const std::vector<int64_t>& s,
+                                            int64_t n, int64_t k,
                                             std::optional<std::pair<int64_t, int64_t>> block,
-                                            bool inverse_name) {
+                                            bool block_only) {
   Fp8Weight w;
-  w.scale_tensor = scale.name;
-  const std::vector<int64_t>& s = scale.shape;
+  w.scale_tensor = name;
+  w.rows = n;
+  w.cols = k;
+  int64_t numel = 1;
+  for (int64_t d : s) numel *= d;
   auto block_fits = [&](int64_t bn, int64_t bk) {
     return s.size() == 2 && s[0] == CeilDiv(n, bn) && s[1] == CeilDiv(k, bk);
   };
   const auto [bn, bk] = block.value_or(std::make_pair(kDefaultBlock, kDefaultBlock));
-  if (inverse_name) {  // weight_scale_inv: block scales only
+  if (block_only) {
     if (block_fits(bn, bk)) {
       w.block_rows = bn;
       w.block_cols = bk;
@@ -65,7 +71,7 @@ std::variant<Fp8Weight, std::string> Tiling(const formats::TensorInfo& scale, in
     return StrCat("expected [", CeilDiv(n, bn), ", ", CeilDiv(k, bk), "] (one scale per ", bn, "x",
                   bk, " block)");
   }
-  if (scale.numel() == 1 && s.size() <= 2) {
+  if (numel == 1 && s.size() <= 2) {
     w.block_rows = n;
     w.block_cols = k;
     w.granularity = "per-tensor";
@@ -136,8 +142,95 @@ std::optional<std::pair<int64_t, int64_t>> Fp8BlockSize(
   return block;
 }
 
-absl::StatusOr<Fp8Sources> FindFp8Sources(const formats::CheckpointReader& reader,
+namespace {
+
+// The fused FP8 experts of `sources` (pipeline/source_tensors.h): adds each derived expert
+// weight of an F8_E4M3 fused tensor, with its slice of the fused tensor's scales, to `out`.
+absl::Status AddFusedFp8Experts(const SourceTensors& sources,
+                                std::optional<std::pair<int64_t, int64_t>> block, Fp8Sources* out,
+                                bool* inverse_layout, bool* scale_layout) {
+  const formats::CheckpointReader& reader = sources.reader();
+  // Per fused tensor: the tiling of one expert's [N, K] block, or nullopt when it has no scale.
+  std::map<std::string, std::optional<Fp8Weight>> fused;
+  for (const formats::TensorSpec& spec : sources.specs()) {
+    const ExpertSlice* slice = sources.Slice(spec.name);
+    if (slice == nullptr || spec.shape.size() != 2) continue;
+    const formats::TensorLocation& src = *reader.Find(slice->source);
+    const formats::TensorInfo& info = *src.info;
+    if (info.dtype != "F8_E4M3") continue;
+    auto [it, first] = fused.try_emplace(slice->source);
+    if (first) {
+      const formats::TensorLocation* inv = reader.Find(slice->source + "_scale_inv");
+      const formats::TensorLocation* fwd = reader.Find(slice->source + "_scale");
+      const formats::TensorLocation* scale = inv != nullptr ? inv : fwd;
+      if (scale == nullptr) {
+        if (out->unscaled++ == 0) out->unscaled_example = info.name;
+        continue;
+      }
+      const std::string where =
+          StrCat(FileOf(reader, *scale), ": fused FP8 experts '", info.name, "' ",
+                 ShapeString(info.shape), ": their scale '", scale->info->name, "' ");
+      if (inv != nullptr && fwd != nullptr) {
+        return absl::InvalidArgumentError(StrCat(
+            where, "comes with '", fwd->info->name, "' too; a weight has one dequantization scale"));
+      }
+      if (!formats::ToKernelDType(scale->info->dtype)) {
+        return absl::InvalidArgumentError(
+            StrCat(where, "has dtype ", scale->info->dtype, " (expected F32, BF16 or F16)"));
+      }
+      if (slice->transposed || slice->step != 1) {
+        return absl::InvalidArgumentError(StrCat(
+            FileOf(reader, src), ": fused FP8 experts '", info.name, "' ", ShapeString(info.shape),
+            " are stored ", slice->transposed ? "transposed ([E, in, out])" : "interleaved",
+            " (config.json's model_type); FP8 fused experts are read in the [E, out, in] "
+            "concatenated layout only"));
+      }
+      const int64_t experts = info.shape[0], n = info.shape[1], k = info.shape[2];
+      const std::vector<int64_t>& ss = scale->info->shape;
+      if (ss.empty() || ss[0] != experts || n <= 0 || k <= 0) {
+        return absl::InvalidArgumentError(
+            StrCat(where, "has shape ", ShapeString(ss), ": expected a leading dimension of ",
+                   experts, " (one set of scales per expert)"));
+      }
+      const std::vector<int64_t> per_expert(ss.begin() + 1, ss.end());
+      auto tiling = Tiling(scale->info->name, per_expert, n, k, block, /*block_only=*/false);
+      if (auto* why = std::get_if<std::string>(&tiling)) {
+        return absl::InvalidArgumentError(StrCat(where, "has shape ", ShapeString(ss),
+                                                 ": per expert ", *why, " behind [", experts, "]"));
+      }
+      (inv != nullptr ? *inverse_layout : *scale_layout) = true;
+      out->consumed.insert(scale->info->name);
+      for (const char* extra : {"_activation_scale", "_input_scale"}) {
+        if (reader.Find(slice->source + extra) != nullptr)
+          out->consumed.insert(slice->source + extra);
+      }
+      it->second = std::get<Fp8Weight>(std::move(tiling));
+    }
+    if (!it->second.has_value()) continue;  // counted as unscaled
+    // The expert's slice of the tiling: rows [offset, offset + rows) of its [N, K] block.
+    Fp8Weight w = *it->second;
+    const int64_t expert_rows = w.rows, offset = slice->offset;
+    w.rows = spec.shape[0];
+    const int64_t grid_cols = CeilDiv(w.cols, w.block_cols);
+    if (offset % w.block_rows != 0 && offset + w.rows > w.block_rows) {
+      return absl::InvalidArgumentError(StrCat(
+          FileOf(reader, src), ": fused FP8 experts '", info.name, "' ", ShapeString(info.shape),
+          ": '", spec.name, "' starts at row ", offset, " of each expert, inside a block of ",
+          w.block_rows, " rows of '", w.scale_tensor,
+          "' (its scales would be shared with another weight)"));
+    }
+    w.scale_offset = slice->expert * CeilDiv(expert_rows, w.block_rows) * grid_cols +
+                     offset / w.block_rows * grid_cols;
+    out->weights.emplace(spec.name, std::move(w));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<Fp8Sources> FindFp8Sources(const SourceTensors& sources,
                                           std::optional<std::pair<int64_t, int64_t>> block) {
+  const formats::CheckpointReader& reader = sources.reader();
   Fp8Sources out;
   bool inverse_layout = false, scale_layout = false;
   for (const formats::TensorLocation& loc : reader.tensors()) {
@@ -172,7 +265,8 @@ absl::StatusOr<Fp8Sources> FindFp8Sources(const formats::CheckpointReader& reade
     if (info.shape[0] <= 0 || info.shape[1] <= 0) {
       return absl::InvalidArgumentError(StrCat(where, ": the weight is empty"));
     }
-    auto tiling = Tiling(*scale->info, info.shape[0], info.shape[1], block, inv != nullptr);
+    auto tiling = Tiling(scale->info->name, scale->info->shape, info.shape[0], info.shape[1], block,
+                         /*block_only=*/inv != nullptr);
     if (auto* why = std::get_if<std::string>(&tiling)) {
       return absl::InvalidArgumentError(
           StrCat(where, "has shape ", ShapeString(scale->info->shape), ": ", *why));
@@ -183,6 +277,7 @@ absl::StatusOr<Fp8Sources> FindFp8Sources(const formats::CheckpointReader& reade
       out.consumed.insert(module + ".input_scale");
     out.weights.emplace(info.name, std::get<Fp8Weight>(std::move(tiling)));
   }
+  RETURN_IF_ERROR(AddFusedFp8Experts(sources, block, &out, &inverse_layout, &scale_layout));
   if (inverse_layout && scale_layout) {
     out.layout = "FP8 with weight_scale_inv and weight_scale";
   } else if (inverse_layout) {
@@ -195,55 +290,61 @@ absl::StatusOr<Fp8Sources> FindFp8Sources(const formats::CheckpointReader& reade
 
 absl::StatusOr<Fp8ScaleGrid> ReadFp8Scales(const formats::CheckpointReader& reader,
                                            const std::string& weight, const Fp8Weight& fp8) {
-  const formats::TensorLocation* wloc = reader.Find(weight);
   const formats::TensorLocation* sloc = reader.Find(fp8.scale_tensor);
-  if (wloc == nullptr || sloc == nullptr) {
-    return absl::NotFoundError(StrCat("FP8 weight '", weight, "' or its scale '", fp8.scale_tensor,
+  if (sloc == nullptr) {
+    return absl::NotFoundError(StrCat("the scale '", fp8.scale_tensor, "' of FP8 weight '", weight,
                                       "' is not in the checkpoint"));
   }
   Fp8ScaleGrid grid;
-  ASSIGN_OR_RETURN(std::vector<uint8_t> scale_bytes, reader.ReadTensor(fp8.scale_tensor));
-  ASSIGN_OR_RETURN(grid.values, formats::DecodeToFloat32(sloc->info->dtype, scale_bytes));
+  grid.block_rows = fp8.block_rows;
+  grid.block_cols = fp8.block_cols;
+  grid.grid_cols = CeilDiv(fp8.cols, fp8.block_cols);
+  const int64_t count = CeilDiv(fp8.rows, fp8.block_rows) * grid.grid_cols;
+  const formats::TensorInfo& info = *sloc->info;
+  const int64_t item = *formats::SafetensorsDTypeSize(info.dtype);
+  if (fp8.scale_offset < 0 || fp8.scale_offset + count > info.numel()) {
+    return absl::InternalError(StrCat("FP8 weight '", weight, "': scales [", fp8.scale_offset,
+                                      ", ", fp8.scale_offset + count, ") of '", fp8.scale_tensor,
+                                      "' past its ", info.numel()));
+  }
+  std::vector<uint8_t> scale_bytes(static_cast<size_t>(count * item));
+  RETURN_IF_ERROR(reader.shards()[sloc->shard]->ReadTensorRange(
+      info, static_cast<uint64_t>(fp8.scale_offset * item), scale_bytes));
+  ASSIGN_OR_RETURN(grid.values, formats::DecodeToFloat32(info.dtype, scale_bytes));
   for (size_t i = 0; i < grid.values.size(); ++i) {
     const float v = grid.values[i];
     if (!std::isfinite(v) || v < 0) {
       return absl::InvalidArgumentError(StrCat(
           FileOf(reader, *sloc), ": the dequantization scale '", fp8.scale_tensor,
           "' of FP8 weight '", weight, "' has ", std::isnan(v) ? "NaN" : "the value ",
-          std::isnan(v) ? "" : StrCat(v), " at flat index ", i,
+          std::isnan(v) ? "" : StrCat(v), " at flat index ", fp8.scale_offset + i,
           " (scales must be finite and >= 0)"));
     }
   }
-  grid.block_rows = fp8.block_rows;
-  grid.block_cols = fp8.block_cols;
-  grid.grid_cols = CeilDiv(wloc->info->shape[1], fp8.block_cols);
   return grid;
 }
 
-absl::Status ReadDequantizedFp8(const formats::CheckpointReader& reader, const std::string& weight,
+absl::Status ReadDequantizedFp8(const SourceTensors& sources, const std::string& weight,
                                 const Fp8Weight& fp8, std::span<float> out) {
-  ASSIGN_OR_RETURN(const Fp8ScaleGrid grid, ReadFp8Scales(reader, weight, fp8));
-  const formats::TensorLocation* wloc = reader.Find(weight);
-  const int64_t n = wloc->info->shape[0], k = wloc->info->shape[1];
+  ASSIGN_OR_RETURN(const Fp8ScaleGrid grid, ReadFp8Scales(sources.reader(), weight, fp8));
+  const int64_t n = fp8.rows, k = fp8.cols;
   if (out.size() != static_cast<size_t>(n * k)) {
     return absl::InternalError(StrCat("FP8 weight '", weight, "': output of ", out.size(),
                                       " values for ", n * k, " elements"));
   }
   // The codes (1 byte per element besides `out`), dequantized on the host's threads.
   std::vector<uint8_t> codes(static_cast<size_t>(n * k));
-  RETURN_IF_ERROR(reader.ReadTensor(*wloc, codes));
+  RETURN_IF_ERROR(sources.Read(weight, codes));
   DequantizeFp8(codes.data(), n, k, grid.view(), HostThreadCount(), out.data());
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::vector<uint8_t>> ReadFp8AsBf16(const formats::CheckpointReader& reader,
+absl::StatusOr<std::vector<uint8_t>> ReadFp8AsBf16(const SourceTensors& sources,
                                                    const std::string& weight,
                                                    const Fp8Weight& fp8) {
-  const formats::TensorLocation* loc = reader.Find(weight);
-  if (loc == nullptr) return absl::NotFoundError(StrCat("FP8 weight '", weight, "' is missing"));
-  const size_t numel = static_cast<size_t>(loc->info->numel());
+  const size_t numel = static_cast<size_t>(fp8.rows * fp8.cols);
   std::vector<float> values(numel);
-  RETURN_IF_ERROR(ReadDequantizedFp8(reader, weight, fp8, values));
+  RETURN_IF_ERROR(ReadDequantizedFp8(sources, weight, fp8, values));
   std::vector<uint8_t> bf16(numel * 2);
   constexpr size_t kSlice = size_t{1} << 20;  // elements per task
   HostParallelFor(static_cast<int64_t>((numel + kSlice - 1) / kSlice), HostThreadCount(),

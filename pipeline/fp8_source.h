@@ -9,7 +9,14 @@
 //  - compressed-tensors `float-quantized` FP8 and ModelOpt FP8: `<m>.weight` F8_E4M3 +
 //    `<m>.weight_scale` per tensor ([] or [1]), per channel ([N, 1] or [N]), per group of columns
 //    ([N, K/g]) or per block ([ceil(N/bn), ceil(K/bk)]), F32/BF16/F16; `<m>.input_scale` (static
-//    activation scales) is dropped.
+//    activation scales) is dropped;
+//  - fused 3-D FP8 experts (transformers' fine-grained FP8, e.g. GLM / Mistral MoE checkpoints):
+//    `<p>.experts.gate_up_proj` F8_E4M3 [E, 2I, H] and `<p>.experts.down_proj` [E, H, I], each
+//    with `<t>_scale_inv` or `<t>_scale` holding one of the scale shapes above per expert behind a
+//    leading E ([E, ceil(N/bn), ceil(K/bk)], [E, 1, 1] or [E], [E, N, 1] or [E, N], [E, N, K/g]);
+//    `<t>_activation_scale` / `<t>_input_scale` are dropped. They are dequantized as the
+//    per-expert weights pipeline/source_tensors.h splits them into (the [E, out, in],
+//    concatenated layout only; up_proj's first row must start a block row).
 // The scale is the dequantization multiplier in every layout: w = fp8 * scale (kernels/
 // tensor_prep.h DequantFp8, docs/NUMERICS.md section 7).
 #ifndef NVFP4_PIPELINE_FP8_SOURCE_H_
@@ -28,6 +35,7 @@
 #include "formats/sharded.h"
 #include "kernels/types.h"
 #include "nlohmann/json.hpp"
+#include "pipeline/source_tensors.h"
 
 namespace nvfp4::pipeline {
 
@@ -37,6 +45,11 @@ struct Fp8Weight {
   int64_t block_rows = 0;    // one scale covers block_rows x block_cols elements (edges partial)
   int64_t block_cols = 0;
   std::string granularity;  // "block 128x128", "per-channel", "per-tensor", "group 1x128"
+  int64_t rows = 0;         // the weight's shape (a fused expert's: its slice)
+  int64_t cols = 0;
+  // The weight's scales are the scale tensor's flat values [scale_offset, scale_offset +
+  // ceil(rows / block_rows) * ceil(cols / block_cols)), row-major (0 unless fused experts).
+  int64_t scale_offset = 0;
 };
 
 struct Fp8Sources {
@@ -69,11 +82,12 @@ bool IsFp8QuantizationConfig(const nlohmann::ordered_json& quantization_config,
 std::optional<std::pair<int64_t, int64_t>> Fp8BlockSize(
     const std::optional<nlohmann::ordered_json>& config);
 
-// Finds the FP8 weights of `reader` and validates their scales' headers (dtype F32/BF16/F16, a
-// shape of one of the layouts above, a weight of rank 2). `block` is the config's block size
-// (nullopt: 128 x 128 is assumed for `weight_scale_inv`). INVALID_ARGUMENT naming the file, the
-// tensors, the shapes and what was expected.
-absl::StatusOr<Fp8Sources> FindFp8Sources(const formats::CheckpointReader& reader,
+// Finds the FP8 weights among the planned tensors of `sources` (stored 2-D weights and the expert
+// weights of fused FP8 experts) and validates their scales' headers (dtype F32/BF16/F16, a shape
+// of one of the layouts above). `block` is the config's block size (nullopt: 128 x 128 is assumed
+// for `weight_scale_inv`). INVALID_ARGUMENT naming the file, the tensors, the shapes and what was
+// expected.
+absl::StatusOr<Fp8Sources> FindFp8Sources(const SourceTensors& sources,
                                           std::optional<std::pair<int64_t, int64_t>> block);
 
 // The checked dequantization scales of an FP8 weight, as fp32, with their grid.
@@ -86,20 +100,20 @@ struct Fp8ScaleGrid {
   Fp8Scales view() const { return Fp8Scales{values.data(), block_rows, block_cols, grid_cols}; }
 };
 
-// Reads the scale of FP8 weight `weight` and checks every value (finite, >= 0; INVALID_ARGUMENT
+// Reads the scales of FP8 weight `weight` and checks every value (finite, >= 0; INVALID_ARGUMENT
 // naming the file, the scale tensor and the index otherwise).
 absl::StatusOr<Fp8ScaleGrid> ReadFp8Scales(const formats::CheckpointReader& reader,
                                            const std::string& weight, const Fp8Weight& fp8);
 
-// Reads FP8 weight `weight` and its scale, checks every scale (finite, >= 0; INVALID_ARGUMENT
-// naming the file, the scale tensor and the index otherwise) and dequantizes the weight into
-// `out` (numel fp32 values) on the host's threads. Scratch: the weight's numel bytes of codes.
-absl::Status ReadDequantizedFp8(const formats::CheckpointReader& reader, const std::string& weight,
+// Reads FP8 weight `weight` (one of sources' planned tensors) and its scales, checks every scale
+// (as ReadFp8Scales) and dequantizes the weight into `out` (rows x cols fp32 values) on the
+// host's threads. Scratch: the weight's bytes of codes.
+absl::Status ReadDequantizedFp8(const SourceTensors& sources, const std::string& weight,
                                 const Fp8Weight& fp8, std::span<float> out);
 
 // ReadDequantizedFp8, rounded to BF16 (nearest even; little-endian bytes): how an FP8 weight that
 // stays unquantized is written.
-absl::StatusOr<std::vector<uint8_t>> ReadFp8AsBf16(const formats::CheckpointReader& reader,
+absl::StatusOr<std::vector<uint8_t>> ReadFp8AsBf16(const SourceTensors& sources,
                                                    const std::string& weight, const Fp8Weight& fp8);
 
 }  // namespace nvfp4::pipeline

@@ -323,7 +323,7 @@ absl::StatusOr<VerifyReport> VerifyCheckpoint(storage::InputDirectory& original,
   ASSIGN_OR_RETURN(SourceTensors o, SourceTensors::Open(*orig.reader, config));
   // An FP8 original is compared through its dequantization (docs/NUMERICS.md 7); its scales are
   // consumed, not copied.
-  ASSIGN_OR_RETURN(const Fp8Sources fp8, FindFp8Sources(*orig.reader, Fp8BlockSize(config)));
+  ASSIGN_OR_RETURN(const Fp8Sources fp8, FindFp8Sources(o, Fp8BlockSize(config)));
   VerifyReport rep;
   rep.layout = q->layout();
   rep.quant_algo = q->quant_algo();
@@ -350,7 +350,7 @@ absl::StatusOr<VerifyReport> VerifyCheckpoint(storage::InputDirectory& original,
     std::vector<float> w;
     if (fp8_weight != nullptr) {
       w.resize(static_cast<size_t>(m.rows * m.cols));
-      RETURN_IF_ERROR(ReadDequantizedFp8(*orig.reader, wname, *fp8_weight, w));
+      RETURN_IF_ERROR(ReadDequantizedFp8(o, wname, *fp8_weight, w));
     } else {
       std::vector<uint8_t> bytes(o.ByteSize(wname));
       RETURN_IF_ERROR(o.Read(wname, bytes));
@@ -389,7 +389,7 @@ absl::StatusOr<VerifyReport> VerifyCheckpoint(storage::InputDirectory& original,
     if (const Fp8Weight* f = fp8.Find(t);
         f != nullptr && ql->info->dtype == "BF16" && ql->info->shape == ol.shape) {
       // An unquantized FP8 weight is written as its BF16 dequantization.
-      ASSIGN_OR_RETURN(std::vector<uint8_t> want, ReadFp8AsBf16(*orig.reader, t, *f));
+      ASSIGN_OR_RETURN(std::vector<uint8_t> want, ReadFp8AsBf16(o, t, *f));
       ASSIGN_OR_RETURN(std::vector<uint8_t> got, qr.ReadTensor(t));
       if (want == got) {
         ++rep.copied_identical;

@@ -105,11 +105,11 @@ absl::StatusOr<Prepared> Prepare(storage::InputDirectory& input, const QuantizeM
   ASSIGN_OR_RETURN(p.checkpoint, OpenCheckpoint(input));
   ASSIGN_OR_RETURN(p.config, ReadConfigJson(input));
   ASSIGN_OR_RETURN(auto block, CheckInputQuantization(input, p.config));
-  ASSIGN_OR_RETURN(p.fp8, FindFp8Sources(*p.checkpoint.reader, block));
+  ASSIGN_OR_RETURN(p.sources, SourceTensors::Open(*p.checkpoint.reader, p.config));
+  ASSIGN_OR_RETURN(p.fp8, FindFp8Sources(*p.sources, block));
   SelectionOptions sel = options.selection;
   ApplyConfig(p.config, sel);
   for (const auto& [weight, fp8] : p.fp8.weights) sel.fp8_weights.insert(weight);
-  ASSIGN_OR_RETURN(p.sources, SourceTensors::Open(*p.checkpoint.reader, p.config));
   std::vector<formats::TensorSpec> specs = p.sources->specs();
   // The FP8 scales are consumed by their weights' dequantization: no unit of their own.
   std::erase_if(specs, [&](const formats::TensorSpec& s) { return p.fp8.consumed.count(s.name); });
@@ -136,9 +136,11 @@ absl::StatusOr<Prepared> Prepare(storage::InputDirectory& input, const QuantizeM
     return absl::InvalidArgumentError(StrCat(
         p.sources->FileName(spec.name), ": tensor '", spec.name, "' (", spec.dtype, " ",
         ShapeString(spec.shape), ") is FP8 in a layout this service does not read",
-        spec.shape.size() == 3 ? " (fused 3-D experts stored as FP8)"
-                               : " (no dequantization scale '<m>.weight_scale_inv' or "
-                                 "'<m>.weight_scale' beside a '<m>.weight')",
+        p.sources->Slice(spec.name) != nullptr
+            ? StrCat(" (fused FP8 experts '", p.sources->Slice(spec.name)->source,
+                     "' without a scale '<t>_scale_inv' or '<t>_scale')")
+            : std::string(" (no dequantization scale '<m>.weight_scale_inv' or "
+                          "'<m>.weight_scale' beside a '<m>.weight')"),
         "; copied unquantized, its FP8 bytes would be read as plain weights by the loaders of "
         "the NVFP4 output. Supported FP8 inputs: docs/CHECKPOINTS.md \"FP8 sources\""));
   }
@@ -919,10 +921,11 @@ class ModelRun {
     WrittenUnit w;
     if (!out_->Wants(name)) return w;
     // fp32 values, their bf16 bytes and the codes while converting.
-    const int64_t bytes = reader().Find(name)->info->numel() * 7;
+    const Fp8Weight& fp8 = *prep_.fp8.Find(name);
+    const int64_t bytes = fp8.rows * fp8.cols * 7;
     meter_.AddBytes(bytes);
     absl::StatusOr<std::vector<uint8_t>> bf16 =
-        ReadFp8AsBf16(reader(), name, *prep_.fp8.Find(name));
+        ReadFp8AsBf16(sources(), name, fp8);
     absl::Status s = bf16.status();
     if (s.ok()) {
       s = ReportNonFinite(StrCat("tensor '", name, "' (F8_E4M3, written as BF16 unquantized)"),

@@ -43,7 +43,8 @@ std::optional<int64_t> HiddenSize(const std::optional<nlohmann::ordered_json>& c
 // The kind of a stored tensor that holds fused experts, by its name, rank and dtype.
 enum class Fused { kNone, kGateUp, kDown, kGateUpBias, kDownBias };
 Fused Classify(const formats::TensorInfo& t) {
-  const bool weight_dtype = formats::IsQuantizableDType(t.dtype);
+  // F8_E4M3: fused FP8 experts, dequantized with their scales (pipeline/fp8_source.h).
+  const bool weight_dtype = formats::IsQuantizableDType(t.dtype) || t.dtype == "F8_E4M3";
   if (EndsWith(t.name, kGateUp) && t.shape.size() == 3 && weight_dtype) return Fused::kGateUp;
   if (EndsWith(t.name, kDown) && t.shape.size() == 3 && weight_dtype) return Fused::kDown;
   if (EndsWith(t.name, StrCat(kGateUp, kBias)) && t.shape.size() == 2) return Fused::kGateUpBias;

@@ -18,7 +18,8 @@
 //   <p>.experts.<e>.gate_proj.weight [I, H], <p>.experts.<e>.up_proj.weight [I, H],
 //   <p>.experts.<e>.down_proj.weight [H, I], and the biases <p>.experts.<e>.<proj>.bias.
 // So gate/up of one expert form a fused group (one global scale) and every expert is quantized on
-// its own, as with per-expert checkpoints. The derived tensors keep the source dtype; reading one
+// its own, as with per-expert checkpoints. Fused tensors stored as F8_E4M3 are split the same way
+// (their scales: pipeline/fp8_source.h). The derived tensors keep the source dtype; reading one
 // reads the expert's slice of the stored tensor (one slice at a time: memory stays bounded by the
 // largest expert).
 #ifndef NVFP4_PIPELINE_SOURCE_TENSORS_H_
@@ -75,6 +76,12 @@ class SourceTensors {
   const std::vector<std::string>& split_tensors() const { return split_; }
 
   bool Contains(const std::string& name) const { return index_.count(name) > 0; }
+  // The expert slice `name` derives from, or nullptr for a stored tensor.
+  const ExpertSlice* Slice(const std::string& name) const {
+    auto it = slices_.find(name);
+    return it == slices_.end() ? nullptr : &it->second;
+  }
+  const formats::CheckpointReader& reader() const { return *reader_; }
   // Precondition for the accessors below: `name` is one of specs().
   const formats::TensorSpec& Spec(const std::string& name) const;
   uint64_t ByteSize(const std::string& name) const;

@@ -163,8 +163,10 @@ absl::Status QuantizeTensorFile(
   if (!flags.calibration.empty()) {
     ASSIGN_OR_RETURN(calibration, formats::SafetensorsReader::Open(flags.calibration));
   }
+  ASSIGN_OR_RETURN(const pipeline::SourceTensors sources,
+                   pipeline::SourceTensors::Open(*checkpoint, std::nullopt));
   ASSIGN_OR_RETURN(const pipeline::Fp8Sources fp8,
-                   pipeline::FindFp8Sources(*checkpoint, std::nullopt));
+                   pipeline::FindFp8Sources(sources, std::nullopt));
   ASSIGN_OR_RETURN(const std::vector<Selected> selected,
                    SelectTensors(*reader, flags.tensors, fp8));
   // wmse and hessian (used by scalesweep and soar) need calibration for every tensor, gptq its
@@ -228,7 +230,7 @@ absl::Status QuantizeTensorFile(
     std::vector<float> dequantized;
     if (const pipeline::Fp8Weight* w = fp8.Find(info.name)) {
       dequantized.resize(static_cast<size_t>(info.numel()));
-      RETURN_IF_ERROR(pipeline::ReadDequantizedFp8(*checkpoint, info.name, *w, dequantized));
+      RETURN_IF_ERROR(pipeline::ReadDequantizedFp8(sources, info.name, *w, dequantized));
       view.dtype = DType::kF32;
       view.data = dequantized.data();
     } else {

@@ -8,7 +8,11 @@ Three tiny FP8 models with random weights (fixed seed), written the way their pr
   quantization_config quant_method "fp8");
 * a Llama in compressed-tensors `float-quantized` FP8 (per-channel BF16 `weight_scale`, the FP8
   weights made by compressed-tensors' own compressor, its QuantizationConfig);
-* a Llama in ModelOpt FP8 (per-tensor `weight_scale`, `input_scale`, hf_quant_config.json).
+* a Llama in ModelOpt FP8 (per-tensor `weight_scale`, `input_scale`, hf_quant_config.json);
+* a Qwen3-MoE whose routed experts are fused 3-D tensors as transformers >= 5 holds them
+  (`experts.gate_up_proj` [E, 2I, H], `experts.down_proj` [E, H, I]) in transformers' fine-grained
+  FP8 layout (`<t>` F8_E4M3 + `<t>_scale_inv` [E, ceil(N/128), ceil(K/128)], block FP8 per
+  expert), its other Linear weights in DeepSeek's block FP8; the reference keeps the fused names.
 Each is quantized by `nvfp4ctl quantize-model --local` in both layouts. Checked:
 * the output is byte for byte the output of the same model stored as torch's fp32
   dequantization (`fp8.float() * scale`): our dequantization is torch's, bit for bit;
@@ -34,6 +38,7 @@ import glob
 import json
 import os
 import shutil
+import sys
 import tempfile
 import unittest
 
@@ -48,7 +53,7 @@ from compressed_tensors.quantization import (QuantizationArgs, QuantizationConfi
 from compressed_tensors.quantization.lifecycle.forward import dequantize
 from interop_util import decode_modelopt, load_dir, read_json, run, run_tests
 from transformers import (AutoModelForCausalLM, DeepseekV3Config, DeepseekV3ForCausalLM,
-                          LlamaConfig, LlamaForCausalLM)
+                          LlamaConfig, LlamaForCausalLM, Qwen3MoeConfig, Qwen3MoeForCausalLM)
 
 ARGS = None
 WORK = None
@@ -207,10 +212,70 @@ def make_llama_modelopt_fp8(d):
     return ref
 
 
+FUSED = (".experts.gate_up_proj", ".experts.down_proj")
+
+
+def make_qwen3_moe_fused_fp8(d):
+    # moe_intermediate_size 128: up_proj's rows start a 128-row scale block.
+    config = Qwen3MoeConfig(vocab_size=256, hidden_size=144, intermediate_size=288,
+                            moe_intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                            num_key_value_heads=2, head_dim=32, num_experts=4,
+                            num_experts_per_tok=2, decoder_sparse_step=1, mlp_only_layers=[],
+                            max_position_embeddings=128, tie_word_embeddings=False)
+    torch.manual_seed(3)
+    model = Qwen3MoeForCausalLM(config)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() == 1:
+                p.copy_(1 + 0.05 * torch.randn_like(p))
+            elif p.dim() == 3:  # the fused experts (initialized empty)
+                p.copy_(0.05 * torch.randn_like(p))
+    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    assert any(k.endswith(FUSED) and v.dim() == 3 for k, v in state.items()), sorted(state)[:20]
+    fp8, ref = {}, {}
+    for name, t in state.items():
+        if name.endswith(FUSED):
+            pairs = [block_fp8(t[e].float()) for e in range(t.shape[0])]
+            q = torch.stack([x for x, _ in pairs])
+            s = torch.stack([y for _, y in pairs])
+            fp8[name], fp8[name + "_scale_inv"] = q, s
+            ref[name] = torch.stack([dequant_block(q[e], s[e]) for e in range(t.shape[0])])
+        elif is_fp8_linear(name, t):
+            q, s = block_fp8(t.float())
+            fp8[name], fp8[name + "_scale_inv"] = q, s
+            ref[name] = dequant_block(q, s)
+        else:
+            fp8[name] = ref[name] = t.to(torch.bfloat16)
+    cfg = config.to_dict()
+    cfg["quantization_config"] = {"activation_scheme": "dynamic", "fmt": "e4m3",
+                                  "quant_method": "fp8", "weight_block_size": [128, 128]}
+    write_model(d, fp8, cfg)
+    return ref
+
+
+def per_expert(tensors):
+    """Fused [E, 2I, H] / [E, H, I] experts as the per-expert weights the output holds."""
+    out = {}
+    for k, v in tensors.items():
+        if not k.endswith(FUSED):
+            out[k] = v
+            continue
+        base = k[: k.rindex(".experts.") + len(".experts")]
+        for e in range(v.shape[0]):
+            if k.endswith(".gate_up_proj"):
+                half = v.shape[1] // 2
+                out[f"{base}.{e}.gate_proj.weight"] = v[e, :half]
+                out[f"{base}.{e}.up_proj.weight"] = v[e, half:]
+            else:
+                out[f"{base}.{e}.down_proj.weight"] = v[e]
+    return out
+
+
 MODELS = {
     "deepseek-block-fp8": (make_deepseek_block_fp8, DeepseekV3ForCausalLM),
     "llama-ct-fp8": (make_llama_compressed_tensors_fp8, LlamaForCausalLM),
     "llama-modelopt-fp8": (make_llama_modelopt_fp8, LlamaForCausalLM),
+    "qwen3-moe-fused-fp8": (make_qwen3_moe_fused_fp8, Qwen3MoeForCausalLM),
 }
 REFS = {}
 
@@ -314,13 +379,15 @@ class Fp8Sources(unittest.TestCase):
 
     def test_every_weight_within_the_nvfp4_bound(self):
         for name in MODELS:
-            ref = REFS[name]
+            ref = per_expert(REFS[name])
             ct, _ = decode_compressed_tensors(f"{WORK}/{name}-compressed-tensors")
             mo = {m + ".weight": w for m, w in decode_modelopt(f"{WORK}/{name}-modelopt").items()}
             mo_t = load_dir(f"{WORK}/{name}-modelopt")
-            fp8_weights = [k for k in ref if k.endswith(".weight") and
-                           k in load_dir(f"{WORK}/{name}") and
-                           load_dir(f"{WORK}/{name}")[k].dtype == torch.float8_e4m3fn]
+            src = per_expert(load_dir(f"{WORK}/{name}"))  # fused FP8 experts split: still FP8
+            fp8_weights = [k for k in ref if k.endswith(".weight") and k in src and
+                           src[k].dtype == torch.float8_e4m3fn]
+            if name == "qwen3-moe-fused-fp8":
+                self.assertEqual(sum(".mlp.experts." in k for k in fp8_weights), 2 * 4 * 3)
             self.assertEqual(sorted(ct), sorted(fp8_weights), name)
             self.assertEqual(sorted(mo), sorted(fp8_weights), name)
             for k in fp8_weights:
@@ -362,25 +429,42 @@ class Fp8Sources(unittest.TestCase):
                 loaded = model.get_submodule(k[: -len(".weight")]).weight
                 self.assertTrue(torch.equal(loaded, w.to(loaded.dtype)), f"{name} {k}")
                 checked += 1
-            self.assertGreater(checked, 10, name)
+            self.assertGreaterEqual(checked, 8, name)  # the MoE: its 2 x 4 attention Linears
             if experts == 0:
                 cos = torch.nn.functional.cosine_similarity(logits.flatten(), ref_logits.flatten(), dim=0)
                 self.assertGreater(float(cos), 0.95, name)
             # 2. The decoded weights (ModelOpt-style decode) as a plain checkpoint: transformers'
             #    own loading (for DeepSeek its per-expert -> fused-expert conversion).
+            #    Against a control: the original weights plus random noise of the decode's error
+            #    size per tensor (a random MoE amplifies weight errors through its routing; a
+            #    misplaced expert or swapped gate/up gives an error of order 1).
             cfg = read_json(f"{WORK}/{name}-f32/config.json")
-            full = dict(REFS[name])
-            full.update({m + ".weight": w
-                         for m, w in decode_modelopt(f"{WORK}/{name}-modelopt").items()})
-            d = f"{WORK}/{name}-decoded"
-            write_model(d, {k: v.float() for k, v in full.items()}, cfg)
-            model = AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32)
-            with torch.no_grad():
-                logits = model(ids).logits[0]
-            self.assertTrue(torch.isfinite(logits).all(), name)
-            cos = torch.nn.functional.cosine_similarity(logits.flatten(), ref_logits.flatten(), dim=0)
-            self.assertGreater(float(cos), 0.95, name)
-            self.assertFalse(torch.equal(logits, ref_logits), name)
+            original = per_expert(REFS[name])  # per-expert names, fused by transformers on load
+            decoded = {m + ".weight": w
+                       for m, w in decode_modelopt(f"{WORK}/{name}-modelopt").items()}
+            g = torch.Generator().manual_seed(11)
+            control = {}
+            for k, w in decoded.items():
+                noise = torch.randn(w.shape, generator=g)
+                control[k] = original[k].float() + noise * ((w - original[k]).norm() / noise.norm())
+            rel = {}
+            for variant, weights in (("decoded", decoded), ("control", control)):
+                full = dict(original)
+                full.update(weights)
+                d = f"{WORK}/{name}-{variant}"
+                write_model(d, {k: v.float() for k, v in full.items()}, cfg)
+                model, info = AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32,
+                                                                   output_loading_info=True)
+                self.assertEqual(info["missing_keys"], set(), f"{name} {variant}")
+                with torch.no_grad():
+                    logits = model(ids).logits[0]
+                self.assertTrue(torch.isfinite(logits).all(), f"{name} {variant}")
+                rel[variant] = float((logits - ref_logits).norm() / ref_logits.norm())
+            print(f"{name}: logits relative error {rel['decoded']:.4f} "
+                  f"(same-size noise: {rel['control']:.4f})", file=sys.stderr)
+            self.assertGreater(rel["decoded"], 0.0, name)  # the weights were replaced
+            self.assertLess(rel["decoded"], 2 * rel["control"], name)
+            self.assertLess(rel["decoded"], 0.5, name)
 
 
 if __name__ == "__main__":

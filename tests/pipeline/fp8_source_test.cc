@@ -419,6 +419,7 @@ TEST_F(Fp8ErrorTest, Fp8TensorsThatWouldBeCopiedAreRefused) {
   Expect(m, absl::StatusCode::kInvalidArgument,
          {"model.safetensors", "'model.layers.0.mlp.down_proj.weight' (F8_E4M3",
           "no dequantization scale", "FP8 sources"});
+  // Fused 3-D FP8 experts without a scale.
   Fp8Model fused(Scheme::kBlock, 1);
   Tensor experts;
   experts.name = "model.layers.0.mlp.experts.gate_up_proj";
@@ -427,8 +428,237 @@ TEST_F(Fp8ErrorTest, Fp8TensorsThatWouldBeCopiedAreRefused) {
   experts.bytes.assign(2 * 32 * 64, 0x38);
   fused.fp8_tensors().push_back(experts);
   Expect(fused, absl::StatusCode::kInvalidArgument,
-         {"'model.layers.0.mlp.experts.gate_up_proj' (F8_E4M3 [2, 32, 64])",
-          "fused 3-D experts stored as FP8"});
+         {"'model.layers.0.mlp.experts.0.gate_proj.weight' (F8_E4M3 [16, 64])",
+          "fused FP8 experts 'model.layers.0.mlp.experts.gate_up_proj' without a scale"});
+}
+
+// A MoE layer (Qwen3-MoE names) whose routed experts are fused 3-D FP8 tensors, as transformers'
+// fine-grained FP8 stores them: `experts.gate_up_proj` [E, 2I, H] and `experts.down_proj`
+// [E, H, I] with `<t>_scale_inv` or `<t>_scale` per expert; or, for the reference, the
+// per-expert fp32 weights they dequantize to.
+enum class FusedScales {
+  kBlock,      // <t>_scale_inv F32 [E, ceil(N/128), ceil(K/128)], I = 128
+  kPerExpert,  // <t>_scale_inv F32 [E, 1, 1] + <t>_activation_scale [E], I = 96 (Mistral 4)
+  kChannel,    // <t>_scale BF16 [E, N, 1], I = 96
+};
+
+class FusedFp8Moe {
+ public:
+  static constexpr int64_t kExperts = 3, kHidden = 272;
+  FusedFp8Moe(FusedScales scales, uint32_t seed, std::string model_type = "qwen3_moe")
+      : scales_(scales), model_type_(std::move(model_type)), rng_(seed) {
+    inter_ = scales == FusedScales::kBlock ? 128 : 96;
+    Plain("model.embed_tokens.weight", {64, kHidden});
+    Plain("model.layers.0.mlp.gate.weight", {kExperts, kHidden});  // the router
+    Fused("gate_up_proj", 2 * inter_, kHidden);
+    Fused("down_proj", kHidden, inter_);
+    Plain("model.norm.weight", {kHidden});
+    Plain("lm_head.weight", {64, kHidden});
+  }
+  void Write(const std::string& dir, bool reference) const {
+    fs::create_directories(dir);
+    std::vector<formats::TensorToWrite> t;
+    for (const Tensor& x : reference ? ref_ : fp8_)
+      t.push_back({x.name, x.dtype, x.shape, x.bytes});
+    ASSERT_TRUE(formats::WriteSafetensors(dir + "/model.safetensors", t).ok());
+    nlohmann::ordered_json config = {{"architectures", {"Qwen3MoeForCausalLM"}},
+                                     {"model_type", model_type_},
+                                     {"hidden_size", kHidden},
+                                     {"num_hidden_layers", 1}};
+    if (!reference) {
+      config["quantization_config"] = {{"quant_method", "fp8"}, {"activation_scheme", "dynamic"}};
+      if (scales_ == FusedScales::kBlock) {
+        config["quantization_config"]["weight_block_size"] = {128, 128};
+      }
+    }
+    WriteFile(dir + "/config.json", config.dump(2));
+  }
+  int64_t inter() const { return inter_; }
+  std::vector<Tensor>& fp8_tensors() { return fp8_; }
+
+ private:
+  void Plain(const std::string& name, std::vector<int64_t> shape) {
+    std::normal_distribution<float> d(0.0f, 0.02f);
+    std::vector<float> v(static_cast<size_t>(Numel(shape)));
+    for (float& x : v) x = d(rng_);
+    Tensor t{name, "BF16", shape, Bf16Bytes(v)};
+    fp8_.push_back(t);
+    ref_.push_back(std::move(t));
+  }
+  void Fused(const std::string& proj, int64_t n, int64_t k) {
+    const std::string name = "model.layers.0.mlp.experts." + proj;
+    const int64_t br = scales_ == FusedScales::kBlock ? 128 : (scales_ == FusedScales::kChannel ? 1 : n);
+    const int64_t bc = scales_ == FusedScales::kBlock ? 128 : k;
+    const int64_t gr = (n + br - 1) / br, gc = (k + bc - 1) / bc;
+    std::vector<uint8_t> codes(static_cast<size_t>(kExperts * n * k));
+    for (uint8_t& c : codes) {
+      do {
+        c = static_cast<uint8_t>(rng_());
+      } while ((c & 0x7F) == 0x7F);
+    }
+    std::uniform_real_distribution<float> u(1e-4f, 2e-3f);
+    std::vector<float> scales(static_cast<size_t>(kExperts * gr * gc));
+    for (float& x : scales) {
+      x = u(rng_);
+      if (scales_ == FusedScales::kChannel) x = Bf16ToFloat(formats::FloatToBf16(x));
+    }
+    fp8_.push_back({name, "F8_E4M3", {kExperts, n, k}, codes});
+    switch (scales_) {
+      case FusedScales::kBlock:
+        fp8_.push_back({name + "_scale_inv", "F32", {kExperts, gr, gc}, F32Bytes(scales)});
+        break;
+      case FusedScales::kPerExpert:
+        fp8_.push_back({name + "_scale_inv", "F32", {kExperts, 1, 1}, F32Bytes(scales)});
+        fp8_.push_back({name + "_activation_scale", "F32", {kExperts},
+                        F32Bytes(std::vector<float>(kExperts, 0.5f))});
+        break;
+      case FusedScales::kChannel:
+        fp8_.push_back({name + "_scale", "BF16", {kExperts, n, 1}, Bf16Bytes(scales)});
+        break;
+    }
+    // The per-expert reference weights: gate = rows [0, I), up = rows [I, 2I) of gate_up.
+    const bool gate_up = proj == "gate_up_proj";
+    for (int64_t e = 0; e < kExperts; ++e) {
+      std::vector<float> deq(static_cast<size_t>(n * k));
+      for (int64_t r = 0; r < n; ++r) {
+        for (int64_t c = 0; c < k; ++c) {
+          deq[r * k + c] = DequantFp8(codes[(e * n + r) * k + c],
+                                      scales[e * gr * gc + (r / br) * gc + c / bc]);
+        }
+      }
+      const std::string prefix = "model.layers.0.mlp.experts." + std::to_string(e) + ".";
+      if (!gate_up) {
+        ref_.push_back({prefix + "down_proj.weight", "F32", {n, k}, F32Bytes(deq)});
+        continue;
+      }
+      const int64_t half = n / 2;
+      ref_.push_back({prefix + "gate_proj.weight", "F32", {half, k},
+                      F32Bytes(std::vector<float>(deq.begin(), deq.begin() + half * k))});
+      ref_.push_back({prefix + "up_proj.weight", "F32", {half, k},
+                      F32Bytes(std::vector<float>(deq.begin() + half * k, deq.end()))});
+    }
+  }
+
+  FusedScales scales_;
+  std::string model_type_;
+  std::mt19937 rng_;
+  int64_t inter_ = 0;
+  std::vector<Tensor> fp8_, ref_;
+};
+
+std::string FusedFp8TestName(const ::testing::TestParamInfo<std::tuple<FusedScales, Layout>>& i) {
+  static const char* const kScales[] = {"Block", "PerExpert", "Channel"};
+  return std::string(kScales[static_cast<int>(std::get<0>(i.param))]) +
+         (std::get<1>(i.param) == Layout::kModelOpt ? "ModelOpt" : "CompressedTensors");
+}
+
+class FusedFp8Test : public ::testing::TestWithParam<std::tuple<FusedScales, Layout>> {
+ protected:
+  TempDir tmp_;
+};
+
+// Every tensor of the output is byte for byte the one of the per-expert fp32 model.
+TEST_P(FusedFp8Test, QuantizesAsThePerExpertDequantization) {
+  const auto [scales, layout] = GetParam();
+  FusedFp8Moe model(scales, 21);
+  model.Write(tmp_.Path("fp8"), false);
+  model.Write(tmp_.Path("ref"), true);
+  auto fp8 = QuantizeModelLocal(tmp_.Path("fp8"), tmp_.Path("out-fp8"), FastModelOptions(layout));
+  ASSERT_THAT(fp8.status(), ::nvfp4::testing::IsOk());
+  auto ref = QuantizeModelLocal(tmp_.Path("ref"), tmp_.Path("out-ref"), FastModelOptions(layout));
+  ASSERT_THAT(ref.status(), ::nvfp4::testing::IsOk());
+  EXPECT_EQ(fp8->plan.quantized_modules, ref->plan.quantized_modules);
+  EXPECT_EQ(fp8->plan.quantized_modules.size(), 3u * FusedFp8Moe::kExperts);
+  auto got = formats::SafetensorsReader::Open(tmp_.Path("out-fp8") + "/model.safetensors");
+  auto want = formats::SafetensorsReader::Open(tmp_.Path("out-ref") + "/model.safetensors");
+  ASSERT_TRUE(got.ok() && want.ok());
+  ASSERT_EQ((*got)->tensors().size(), (*want)->tensors().size());
+  for (const auto& info : (*want)->tensors()) {
+    const formats::TensorInfo* g = (*got)->Find(info.name);
+    ASSERT_NE(g, nullptr) << info.name;
+    EXPECT_EQ(g->dtype, info.dtype) << info.name;
+    EXPECT_EQ(*(*got)->ReadTensor(*g), *(*want)->ReadTensor(info)) << info.name;
+  }
+  // Neither the fused FP8 tensors nor their scales reach the output.
+  for (const auto& info : (*got)->tensors()) {
+    EXPECT_THAT(info.name, ::testing::Not(HasSubstr("gate_up_proj")));
+    EXPECT_THAT(info.name, ::testing::Not(HasSubstr("_scale_inv")));
+    EXPECT_THAT(info.name, ::testing::Not(HasSubstr("activation_scale")));
+  }
+  // gate and up of one expert share their global scale.
+  std::map<std::string, float> global;
+  for (const ModuleResult& m : fp8->modules) global[m.module] = m.global_scale;
+  EXPECT_EQ(global.at("model.layers.0.mlp.experts.1.gate_proj"),
+            global.at("model.layers.0.mlp.experts.1.up_proj"));
+  // verify compares every expert with its FP8 dequantization and accounts for every input.
+  const VerifyReport v = Verify(tmp_.Path("fp8"), tmp_.Path("out-fp8"));
+  EXPECT_TRUE(v.ok()) << ::testing::PrintToString(v.problems);
+  EXPECT_EQ(v.modules.size(), 3u * FusedFp8Moe::kExperts);
+  EXPECT_GT(v.max_nmse, 0);
+  EXPECT_LT(v.max_nmse, 0.02);
+  EXPECT_EQ(v.copied_identical, 4);  // embed_tokens, router, norm, lm_head
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    ScalesAndLayouts, FusedFp8Test,
+    ::testing::Combine(::testing::Values(FusedScales::kBlock, FusedScales::kPerExpert,
+                                         FusedScales::kChannel),
+                       ::testing::Values(Layout::kModelOpt, Layout::kCompressedTensors)),
+    FusedFp8TestName);
+
+TEST(FusedFp8Errors, ScalesThatDoNotFitAreRefusedByName) {
+  TempDir tmp;
+  auto expect = [&](FusedFp8Moe& m, const std::string& dir, std::vector<std::string> want) {
+    m.Write(tmp.Path(dir), false);
+    auto r = QuantizeModelLocal(tmp.Path(dir), tmp.Path(dir + "-out"),
+                                FastModelOptions(Layout::kModelOpt));
+    ASSERT_THAT(r, StatusIs(absl::StatusCode::kInvalidArgument));
+    for (const std::string& w : want) EXPECT_THAT(r.status().message(), HasSubstr(w));
+    EXPECT_FALSE(fs::exists(tmp.Path(dir + "-out")));
+  };
+  // up_proj (rows 96.. of each expert) would share a 128-row block with gate_proj.
+  FusedFp8Moe misaligned(FusedScales::kChannel, 1);
+  for (Tensor& t : misaligned.fp8_tensors()) {
+    if (t.name != "model.layers.0.mlp.experts.gate_up_proj_scale") continue;
+    t = {"model.layers.0.mlp.experts.gate_up_proj_scale_inv", "F32", {3, 2, 3},
+         F32Bytes(std::vector<float>(18, 1e-3f))};
+  }
+  expect(misaligned, "misaligned",
+         {"model.safetensors: fused FP8 experts 'model.layers.0.mlp.experts.gate_up_proj' "
+          "[3, 192, 272]",
+          "'model.layers.0.mlp.experts.0.up_proj.weight' starts at row 96 of each expert, inside "
+          "a block of 128 rows"});
+  // Scales without the leading expert dimension.
+  FusedFp8Moe flat(FusedScales::kBlock, 1);
+  for (Tensor& t : flat.fp8_tensors()) {
+    if (t.name == "model.layers.0.mlp.experts.down_proj_scale_inv") t.shape = {9, 1};
+  }
+  expect(flat, "flat",
+         {"their scale 'model.layers.0.mlp.experts.down_proj_scale_inv' has shape [9, 1]",
+          "leading dimension of 3"});
+  // A per-expert grid of the wrong size.
+  FusedFp8Moe wrong(FusedScales::kBlock, 1);
+  for (Tensor& t : wrong.fp8_tensors()) {
+    if (t.name == "model.layers.0.mlp.experts.down_proj_scale_inv") t.shape = {3, 1, 3};
+  }
+  expect(wrong, "wrong", {"has shape [3, 1, 3]: per expert expected", "behind [3]"});
+  // Llama 4 stores fused experts transposed: not read as FP8.
+  FusedFp8Moe transposed(FusedScales::kPerExpert, 1, "llama4_text");
+  for (Tensor& t : transposed.fp8_tensors()) {
+    if (t.name == "model.layers.0.mlp.experts.gate_up_proj") t.shape = {3, 272, 192};
+    if (t.name == "model.layers.0.mlp.experts.down_proj") t.shape = {3, 96, 272};
+  }
+  expect(transposed, "transposed", {"are stored transposed ([E, in, out])"});
+  // A NaN scale names the tensor and its flat index.
+  FusedFp8Moe nan(FusedScales::kBlock, 1);
+  for (Tensor& t : nan.fp8_tensors()) {
+    if (t.name != "model.layers.0.mlp.experts.down_proj_scale_inv") continue;
+    const float q = std::nanf("");
+    std::memcpy(t.bytes.data() + 4 * 4, &q, 4);  // expert 1, row 1 of its [3, 1] grid
+  }
+  expect(nan, "nan",
+         {"the dequantization scale 'model.layers.0.mlp.experts.down_proj_scale_inv' of FP8 "
+          "weight 'model.layers.0.mlp.experts.1.down_proj.weight' has NaN at flat index 4"});
 }
 
 TEST_F(Fp8ErrorTest, OtherQuantizedInputsAreRejected) {
