@@ -4,6 +4,7 @@ import glob
 import json
 import os
 import subprocess
+import sys
 
 from safetensors.torch import load_file
 
@@ -50,6 +51,18 @@ def decode_modelopt(d):
     return {k[: -len(".weight_scale_2")]: modelopt_dequantize(
                 t[k[: -len("_scale_2")]], t[k[: -len("_2")]], t[k])
             for k in t if k.endswith(".weight_scale_2")}
+
+
+def assert_close_to_control(test, name, rel):
+    """Logits of the dequantized weights against a control (the original weights plus random
+    noise of the same size per tensor): `rel` holds the logits' relative errors "dequantized" and
+    "control". A random model amplifies any weight error; a misplaced expert, a transposed or
+    swapped gate/up gives an error of order 1."""
+    print(f"{name}: logits relative error {rel['dequantized']:.4f} "
+          f"(same-size noise: {rel['control']:.4f})", file=sys.stderr)
+    test.assertGreater(rel["dequantized"], 0.0, name)  # the weights were replaced
+    test.assertLess(rel["dequantized"], 2 * rel["control"], name)
+    test.assertLess(rel["dequantized"], 0.5, name)
 
 
 def run_tests(rest, packages):

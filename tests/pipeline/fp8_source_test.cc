@@ -203,6 +203,19 @@ class Fp8Model {
 
 nlohmann::json Json(const std::string& path) { return nlohmann::json::parse(ReadFile(path)); }
 
+// `model` written as FP8 (tmp/fp8) and as its fp32 dequantization (tmp/ref), each quantized in
+// `layout` (tmp/out-fp8, tmp/out-ref).
+struct Quantized {
+  absl::StatusOr<QuantizeModelResult> fp8, ref;
+};
+template <typename Model>
+Quantized QuantizeFp8AndReference(const Model& model, Layout layout, const TempDir& tmp) {
+  model.Write(tmp.Path("fp8"), false);
+  model.Write(tmp.Path("ref"), true);
+  return {QuantizeModelLocal(tmp.Path("fp8"), tmp.Path("out-fp8"), FastModelOptions(layout)),
+          QuantizeModelLocal(tmp.Path("ref"), tmp.Path("out-ref"), FastModelOptions(layout))};
+}
+
 // `nvfp4ctl verify` of an output against its FP8 original.
 VerifyReport Verify(const std::string& original, const std::string& quantized) {
   auto o = storage::OpenLocalInputDirectory(original);
@@ -213,19 +226,18 @@ VerifyReport Verify(const std::string& original, const std::string& quantized) {
   return r.ok() ? *r : VerifyReport{};
 }
 
-class Fp8SourceTest : public ::testing::TestWithParam<std::tuple<Scheme, Layout>> {
+// Parameterized over the FP8 layout and the output layout, with a fresh directory.
+template <typename Scales>
+class Fp8ParamTest : public ::testing::TestWithParam<std::tuple<Scales, Layout>> {
  protected:
   TempDir tmp_;
 };
+using Fp8SourceTest = Fp8ParamTest<Scheme>;
 
 TEST_P(Fp8SourceTest, QuantizesToTheBytesOfItsFp32Dequantization) {
   const auto [scheme, layout] = GetParam();
-  Fp8Model model(scheme, 11);
-  model.Write(tmp_.Path("fp8"), false);
-  model.Write(tmp_.Path("ref"), true);
-  auto fp8 = QuantizeModelLocal(tmp_.Path("fp8"), tmp_.Path("out-fp8"), FastModelOptions(layout));
+  auto [fp8, ref] = QuantizeFp8AndReference(Fp8Model(scheme, 11), layout, tmp_);
   ASSERT_THAT(fp8.status(), ::nvfp4::testing::IsOk());
-  auto ref = QuantizeModelLocal(tmp_.Path("ref"), tmp_.Path("out-ref"), FastModelOptions(layout));
   ASSERT_THAT(ref.status(), ::nvfp4::testing::IsOk());
   // Same quantization: the tensors are byte for byte those of the fp32 model (the FP8 scales
   // and input scales are consumed, the router, its bias, norms and embeddings copied).
@@ -552,20 +564,13 @@ std::string FusedFp8TestName(const ::testing::TestParamInfo<std::tuple<FusedScal
          (std::get<1>(i.param) == Layout::kModelOpt ? "ModelOpt" : "CompressedTensors");
 }
 
-class FusedFp8Test : public ::testing::TestWithParam<std::tuple<FusedScales, Layout>> {
- protected:
-  TempDir tmp_;
-};
+using FusedFp8Test = Fp8ParamTest<FusedScales>;
 
 // Every tensor of the output is byte for byte the one of the per-expert fp32 model.
 TEST_P(FusedFp8Test, QuantizesAsThePerExpertDequantization) {
   const auto [scales, layout] = GetParam();
-  FusedFp8Moe model(scales, 21);
-  model.Write(tmp_.Path("fp8"), false);
-  model.Write(tmp_.Path("ref"), true);
-  auto fp8 = QuantizeModelLocal(tmp_.Path("fp8"), tmp_.Path("out-fp8"), FastModelOptions(layout));
+  auto [fp8, ref] = QuantizeFp8AndReference(FusedFp8Moe(scales, 21), layout, tmp_);
   ASSERT_THAT(fp8.status(), ::nvfp4::testing::IsOk());
-  auto ref = QuantizeModelLocal(tmp_.Path("ref"), tmp_.Path("out-ref"), FastModelOptions(layout));
   ASSERT_THAT(ref.status(), ::nvfp4::testing::IsOk());
   EXPECT_EQ(fp8->plan.quantized_modules, ref->plan.quantized_modules);
   EXPECT_EQ(fp8->plan.quantized_modules.size(), 3u * FusedFp8Moe::kExperts);
