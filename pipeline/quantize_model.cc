@@ -685,12 +685,30 @@ class ModelRun {
   // Durable runs: finishes the files whose tensors are all written and hands them to the output
   // directory (an object store output uploads them to its staging prefix and frees the local disk).
   absl::Status HandOverFinishedFiles() {
-    if (journal_ == nullptr || out_->subset() == nullptr || !output_.HandsOver()) {
-      return absl::OkStatus();
-    }
-    ASSIGN_OR_RETURN(std::vector<std::string> finished, out_->subset()->FinishCompleteFiles());
+    ASSIGN_OR_RETURN(std::vector<std::string> finished, FinishFilesToHandOver());
     for (const std::string& name : finished) RETURN_IF_ERROR(output_.HandOver(name, fingerprint_));
     return absl::OkStatus();
+  }
+
+  // The files whose tensors are all written, finished (none unless the output hands over).
+  absl::StatusOr<std::vector<std::string>> FinishFilesToHandOver() {
+    if (journal_ == nullptr || out_->subset() == nullptr || !output_.HandsOver()) {
+      return std::vector<std::string>{};
+    }
+    return out_->subset()->FinishCompleteFiles();
+  }
+
+  // While streaming, the hand-over (an upload to the object store) runs on its own thread, so
+  // the writer goes on with the next file; at most one more finished file waits for it (the
+  // local scratch holds the files being written, one being uploaded and one waiting). A
+  // cancelled run still hands over the files already finished; a failed one stops.
+  void HandOverStage() {
+    while (std::optional<std::string> name = to_hand_over_.Pop()) {
+      if (state_.failed() && !absl::IsCancelled(state_.status())) continue;
+      if (absl::Status s = output_.HandOver(*name, fingerprint_); !s.ok()) {
+        state_.Fail(std::move(s));
+      }
+    }
   }
 
   // ---- read, quantize, write ----
@@ -699,13 +717,17 @@ class ModelRun {
     state_.OnFail([this] {
       to_quantize_.Close();
       to_write_.Close();
+      to_hand_over_.Close();
     });
     std::thread reader_thread([this] { ReadStage(); });
     std::thread writer_thread([this] { WriteStage(); });
+    std::thread hand_over_thread([this] { HandOverStage(); });
     QuantizeStage();
     to_write_.Close();
     reader_thread.join();
     writer_thread.join();
+    to_hand_over_.Close();
+    hand_over_thread.join();
     result_.warnings.insert(result_.warnings.end(), nonfinite_warnings_.begin(),
                             nonfinite_warnings_.end());
     state_.CheckCancelled();
@@ -849,10 +871,12 @@ class ModelRun {
       nonfinite_warnings_.insert(nonfinite_warnings_.end(), written->warnings.begin(),
                                  written->warnings.end());
       Report(u, UnitName(u), d.results, d.bytes_in, written->bytes_out, /*resumed=*/false);
-      if (absl::Status h = HandOverFinishedFiles(); !h.ok()) {
-        state_.Fail(std::move(h));
+      absl::StatusOr<std::vector<std::string>> finished = FinishFilesToHandOver();
+      if (!finished.ok()) {
+        state_.Fail(finished.status());
         continue;
       }
+      for (std::string& name : *finished) to_hand_over_.Push(std::move(name));  // closed: failed
       state_.CheckCancelled();
     }
   }
@@ -1058,6 +1082,7 @@ class ModelRun {
 
   // Streaming.
   std::unique_ptr<OutputFiles> out_;
+  BoundedQueue<std::string> to_hand_over_{1};  // finished files for HandOverStage
   BoundedQueue<UnitPtr> to_quantize_, to_write_;
   RunState state_;
   MemoryMeter meter_;
