@@ -209,10 +209,17 @@ class ServiceIntegrationTest(unittest.TestCase):
         # A new connection to the main port is refused at once (the listener is closed): no
         # NOT_SERVING answer from the draining pod, which the old order gave for up to
         # --drain_timeout.
+        # (Shutdown() closes it on the drain's own thread, right as the log line is written: a
+        # connection may still be accepted for a moment on a loaded machine.)
         t = time.time()
-        with self.assertRaises(ConnectionRefusedError):
-            socket.create_connection(("127.0.0.1", s.port), timeout=5).close()
-        self.assertLess(time.time() - t, 1)
+        refused = False
+        while not refused and time.time() - t < 1:
+            try:
+                socket.create_connection(("127.0.0.1", s.port), timeout=5).close()
+                time.sleep(0.02)
+            except ConnectionRefusedError:
+                refused = True
+        self.assertTrue(refused, "the listener still accepted connections 1 s after GOAWAY")
         # The probe port stays up and says NOT_SERVING (readiness fails), and the job still runs.
         r = ctl("health", "--server", f"127.0.0.1:{s.health_port}", "--json", "--timeout", "3")
         self.assertEqual(json.loads(r.stdout)["status"], "NOT_SERVING", r.stderr)
