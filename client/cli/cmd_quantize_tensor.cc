@@ -89,6 +89,8 @@ absl::StatusOr<std::vector<Selected>> SelectTensors(const formats::SafetensorsRe
     std::string why;
     if (fp8.consumed.count(info.name) > 0) {
       why = "the dequantization scale of an FP8 weight";
+    } else if (info.dtype == "F8_E4M3" && info.shape.size() == 3) {
+      why = "fused FP8 experts (quantize-model splits them per expert)";
     } else if (!formats::IsQuantizableDType(info.dtype) && fp8.Find(info.name) == nullptr) {
       why = StrCat(info.dtype, " is not a float type");
     } else if (info.shape.size() != 2) {

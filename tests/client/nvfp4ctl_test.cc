@@ -308,7 +308,8 @@ TEST_F(Nvfp4ctlTest, Fp8WeightsQuantizeAsTheirDequantizedValues) {
   const std::vector<formats::TensorToWrite> fp8_tensors = {
       {"l.weight", "F8_E4M3", {n, k}, codes},
       {"l.weight_scale_inv", "F32", {2, 3}, scale_bytes},
-      {"bare", "F8_E4M3", {4, 32}, bare_codes}};
+      {"bare", "F8_E4M3", {4, 32}, bare_codes},
+      {"m.experts.down_proj", "F8_E4M3", {2, 2, 32}, bare_codes}};
   const std::vector<formats::TensorToWrite> f32_tensors = {
       {"l.weight", "F32", {n, k}, value_bytes}};
   ASSERT_TRUE(formats::WriteSafetensors(fp8, fp8_tensors).ok());
@@ -318,6 +319,8 @@ TEST_F(Nvfp4ctlTest, Fp8WeightsQuantizeAsTheirDequantizedValues) {
   ASSERT_EQ(a.exit_code, 0) << a.err;
   EXPECT_THAT(a.err, HasSubstr("skipping 'l.weight_scale_inv'"));
   EXPECT_THAT(a.err, HasSubstr("skipping 'bare'"));
+  EXPECT_THAT(a.err, HasSubstr("skipping 'm.experts.down_proj' [2, 2, 32]: fused FP8 experts "
+                               "(quantize-model splits them per expert)"));
   Result b = Run({"quantize-tensor", "--local", "--device", "cpu", "--method", "rtn", "--input",
                   f32, "--output", Path("o32.safetensors")});
   ASSERT_EQ(b.exit_code, 0) << b.err;
