@@ -144,6 +144,33 @@ std::optional<std::pair<int64_t, int64_t>> Fp8BlockSize(
 
 namespace {
 
+// The dequantization scale of an FP8 weight: `stem` + "_scale_inv" or `stem` + "_scale" (one of
+// them), of dtype F32/BF16/F16. `weight` describes the weight in messages ("FP8 weight 'x' [..]:
+// its"); *where receives the messages' prefix. nullptr (OK) when neither is stored.
+absl::StatusOr<const formats::TensorLocation*> FindScale(const formats::CheckpointReader& reader,
+                                                         const std::string& stem,
+                                                         const std::string& weight,
+                                                         std::string* where) {
+  const formats::TensorLocation* inv = reader.Find(stem + "_scale_inv");
+  const formats::TensorLocation* fwd = reader.Find(stem + "_scale");
+  const formats::TensorLocation* scale = inv != nullptr ? inv : fwd;
+  if (scale == nullptr) return scale;
+  *where = StrCat(FileOf(reader, *scale), ": ", weight, " scale '", scale->info->name, "' ");
+  if (inv != nullptr && fwd != nullptr) {
+    return absl::InvalidArgumentError(StrCat(*where, "comes with '", fwd->info->name,
+                                             "' too; a weight has one dequantization scale"));
+  }
+  if (!formats::ToKernelDType(scale->info->dtype)) {
+    return absl::InvalidArgumentError(
+        StrCat(*where, "has dtype ", scale->info->dtype, " (expected F32, BF16 or F16)"));
+  }
+  return scale;
+}
+
+bool IsInverseName(const formats::TensorLocation& scale) {
+  return EndsWith(scale.info->name, "_scale_inv");
+}
+
 // The fused FP8 experts of `sources` (pipeline/source_tensors.h): adds each derived expert
 // weight of an F8_E4M3 fused tensor, with its slice of the fused tensor's scales, to `out`.
 absl::Status AddFusedFp8Experts(const SourceTensors& sources,
@@ -160,23 +187,15 @@ absl::Status AddFusedFp8Experts(const SourceTensors& sources,
     if (info.dtype != "F8_E4M3") continue;
     auto [it, first] = fused.try_emplace(slice->source);
     if (first) {
-      const formats::TensorLocation* inv = reader.Find(slice->source + "_scale_inv");
-      const formats::TensorLocation* fwd = reader.Find(slice->source + "_scale");
-      const formats::TensorLocation* scale = inv != nullptr ? inv : fwd;
+      std::string where;
+      ASSIGN_OR_RETURN(const formats::TensorLocation* scale,
+                       FindScale(reader, slice->source,
+                                 StrCat("fused FP8 experts '", info.name, "' ",
+                                        ShapeString(info.shape), ": their"),
+                                 &where));
       if (scale == nullptr) {
         if (out->unscaled++ == 0) out->unscaled_example = info.name;
         continue;
-      }
-      const std::string where =
-          StrCat(FileOf(reader, *scale), ": fused FP8 experts '", info.name, "' ",
-                 ShapeString(info.shape), ": their scale '", scale->info->name, "' ");
-      if (inv != nullptr && fwd != nullptr) {
-        return absl::InvalidArgumentError(StrCat(
-            where, "comes with '", fwd->info->name, "' too; a weight has one dequantization scale"));
-      }
-      if (!formats::ToKernelDType(scale->info->dtype)) {
-        return absl::InvalidArgumentError(
-            StrCat(where, "has dtype ", scale->info->dtype, " (expected F32, BF16 or F16)"));
       }
       if (slice->transposed || slice->step != 1) {
         return absl::InvalidArgumentError(StrCat(
@@ -198,7 +217,7 @@ absl::Status AddFusedFp8Experts(const SourceTensors& sources,
         return absl::InvalidArgumentError(StrCat(where, "has shape ", ShapeString(ss),
                                                  ": per expert ", *why, " behind [", experts, "]"));
       }
-      (inv != nullptr ? *inverse_layout : *scale_layout) = true;
+      (IsInverseName(*scale) ? *inverse_layout : *scale_layout) = true;
       out->consumed.insert(scale->info->name);
       for (const char* extra : {"_activation_scale", "_input_scale"}) {
         if (reader.Find(slice->source + extra) != nullptr)
@@ -239,39 +258,31 @@ absl::StatusOr<Fp8Sources> FindFp8Sources(const SourceTensors& sources,
       continue;
     }
     const std::string module = info.name.substr(0, info.name.size() - 7);
-    const formats::TensorLocation* inv = reader.Find(module + ".weight_scale_inv");
-    const formats::TensorLocation* fwd = reader.Find(module + ".weight_scale");
-    const formats::TensorLocation* scale = inv != nullptr ? inv : fwd;
+    std::string where;
+    ASSIGN_OR_RETURN(const formats::TensorLocation* scale,
+                     FindScale(reader, module + ".weight",
+                               StrCat("FP8 weight '", info.name, "' ", ShapeString(info.shape),
+                                      ": its"),
+                               &where));
     if (scale == nullptr) {
       if (out.unscaled++ == 0) out.unscaled_example = info.name;
       continue;
-    }
-    const std::string where =
-        StrCat(FileOf(reader, *scale), ": FP8 weight '", info.name, "' ", ShapeString(info.shape),
-               ": its scale '", scale->info->name, "' ");
-    if (inv != nullptr && fwd != nullptr) {
-      return absl::InvalidArgumentError(StrCat(where, "comes with '", fwd->info->name,
-                                               "' too; a weight has one dequantization scale"));
     }
     if (reader.Find(module + ".weight_zero_point") != nullptr) {
       return absl::InvalidArgumentError(
           StrCat(where, "comes with '", module,
                  ".weight_zero_point': asymmetric FP8 is not supported (w = fp8 * scale only)"));
     }
-    if (!formats::ToKernelDType(scale->info->dtype)) {
-      return absl::InvalidArgumentError(
-          StrCat(where, "has dtype ", scale->info->dtype, " (expected F32, BF16 or F16)"));
-    }
     if (info.shape[0] <= 0 || info.shape[1] <= 0) {
       return absl::InvalidArgumentError(StrCat(where, ": the weight is empty"));
     }
     auto tiling = Tiling(scale->info->name, scale->info->shape, info.shape[0], info.shape[1], block,
-                         /*block_only=*/inv != nullptr);
+                         /*block_only=*/IsInverseName(*scale));
     if (auto* why = std::get_if<std::string>(&tiling)) {
       return absl::InvalidArgumentError(
           StrCat(where, "has shape ", ShapeString(scale->info->shape), ": ", *why));
     }
-    (inv != nullptr ? inverse_layout : scale_layout) = true;
+    (IsInverseName(*scale) ? inverse_layout : scale_layout) = true;
     out.consumed.insert(scale->info->name);
     if (reader.Find(module + ".input_scale") != nullptr)
       out.consumed.insert(module + ".input_scale");
