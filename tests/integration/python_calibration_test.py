@@ -11,6 +11,9 @@ weights, CPU), with a real nvfp4d and an S3 API server (moto_server, SigV4-check
   * after_training.py: collect, upload to S3, QuantizeModel with objective hessian and with method
     gptq, progress bars, outputs on S3 downloaded through the service and loaded in transformers +
     compressed-tensors.
+  * fused MoE experts (transformers >= 5's 3-D gate_up_proj / down_proj, Qwen3-MoE, Mixtral,
+    gpt-oss): per-expert statistics under the checkpoint's names equal to those of the rows the
+    eager experts loop reads; all_experts; W4A4 + gptq exports of a Qwen3-MoE model from them.
 Runs in the venv of scripts/test_extra.d/25-python-calibration.sh (the nvfp4-client wheel, torch,
 transformers, compressed-tensors, boto3); FAILS, never skips, without it or without moto_server."""
 import os
@@ -50,24 +53,39 @@ BUCKET = "nvfp4-calib"
 WORDS = 200
 
 
-def make_tiny_llama(directory, seed=0):
-    """A 2-layer Llama (hidden 64, intermediate 128, GQA 4/2 heads) with random bf16 weights and a
-    word-level tokenizer, saved as transformers does after training."""
+def make_tiny_model(directory, arch="llama", seed=0):
+    """A 2-layer model (hidden 64, GQA 4/2 heads) with random bf16 weights and a word-level
+    tokenizer, saved as transformers does after training. llama: intermediate 128. The MoE ones
+    (4 experts of intermediate 32, top-2), which transformers >= 5 holds as fused 3-D experts:
+    qwen3_moe and mixtral (saved per expert: `mlp.experts.<e>.gate_proj`, Mixtral's
+    `block_sparse_moe.experts.<e>.w1`), gpt_oss (transposed, interleaved, with biases; saved
+    fused)."""
     from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    import transformers
     vocab = {"[PAD]": 0, "[UNK]": 1, "[BOS]": 2, "[EOS]": 3}
     for i in range(WORDS):
         vocab[f"w{i}"] = len(vocab)
     tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]",
-                                        unk_token="[UNK]", bos_token="[BOS]", eos_token="[EOS]")
+    tokenizer = transformers.PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]", bos_token="[BOS]",
+        eos_token="[EOS]")
     torch.manual_seed(seed)
-    config = LlamaConfig(vocab_size=256, hidden_size=64, intermediate_size=128,
-                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                         max_position_embeddings=128, pad_token_id=0, bos_token_id=2,
-                         eos_token_id=3)
-    model = LlamaForCausalLM(config).to(torch.bfloat16)
+    common = dict(vocab_size=256, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                  num_key_value_heads=2, max_position_embeddings=128, pad_token_id=0,
+                  bos_token_id=2, eos_token_id=3)
+    moe = dict(num_experts_per_tok=2, router_aux_loss_coef=0.0)
+    config = {
+        "llama": lambda: transformers.LlamaConfig(intermediate_size=128, **common),
+        "qwen3_moe": lambda: transformers.Qwen3MoeConfig(
+            intermediate_size=128, moe_intermediate_size=32, num_experts=4, head_dim=16,
+            **moe, **common),
+        "mixtral": lambda: transformers.MixtralConfig(intermediate_size=32, num_local_experts=4,
+                                                      **moe, **common),
+        "gpt_oss": lambda: transformers.GptOssConfig(intermediate_size=32, num_local_experts=4,
+                                                     head_dim=16, **moe, **common),
+    }[arch]()
+    model = transformers.AutoModelForCausalLM.from_config(config).to(torch.bfloat16)
     model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     return directory
@@ -135,7 +153,7 @@ class CollectorTest(unittest.TestCase):
     def setUpClass(cls):
         from transformers import AutoModelForCausalLM, AutoTokenizer
         cls.tmp = tempfile.mkdtemp(prefix="nvfp4-calib-it-")
-        cls.model_dir = make_tiny_llama(os.path.join(cls.tmp, "tiny"))
+        cls.model_dir = make_tiny_model(os.path.join(cls.tmp, "tiny"))
         cls.model = AutoModelForCausalLM.from_pretrained(cls.model_dir,
                                                          dtype=torch.float32).eval()
         cls.tok = AutoTokenizer.from_pretrained(cls.model_dir)
@@ -406,6 +424,207 @@ class CollectorTest(unittest.TestCase):
                 self.assertIn(k, keys)
         finally:
             server.kill()
+
+
+class ExpertInputs(torch.overrides.TorchFunctionMode):
+    """The reference for fused MoE experts: records, while the model runs with transformers'
+    eager experts loop, every call of each experts module (its hidden_states and top_k_index, by a
+    pre-hook) and, inside it, the operand each torch function applies expert e's slice of
+    `gate_up_proj` / `down_proj` to: the rows the expert's projections really read."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.blocks = {n: m for n, m in model.named_modules()
+                       if isinstance(getattr(m, "gate_up_proj", None), torch.Tensor)}
+        self.params = {}
+        for n, m in self.blocks.items():
+            for which in ("gate_up_proj", "down_proj"):
+                p = getattr(m, which)
+                self.params[p.untyped_storage().data_ptr()] = (n, which, p)
+        self.calls = {n: [] for n in self.blocks}
+        self.hooks = [m.register_forward_pre_hook(
+            lambda mod, args, n=n: self.calls[n].append(
+                {"x": args[0].detach().clone(), "index": args[1].clone(), "in": {}}))
+            for n, m in self.blocks.items()]
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if len(args) >= 2 and torch.is_tensor(args[0]) and torch.is_tensor(args[1]) and \
+                args[1].dim() == 2 and args[1].is_floating_point():
+            hit = self.params.get(args[1].untyped_storage().data_ptr())
+            if hit is not None:
+                n, which, p = hit
+                e = (args[1].storage_offset() - p.storage_offset()) // p.stride(0)
+                self.calls[n][-1]["in"][(which, e)] = args[0].detach().clone()
+        return func(*args, **(kwargs or {}))
+
+    def close(self):
+        for h in self.hooks:
+            h.remove()
+
+
+class FusedExpertsCollectorTest(unittest.TestCase):
+    """Fused MoE experts (transformers >= 5: one module with 3-D gate_up_proj / down_proj per MoE
+    block): per-expert statistics under the checkpoint's names, equal to those of the rows the
+    eager experts loop reads, and a W4A4 / gptq export of the model from them."""
+
+    @classmethod
+    def setUpClass(cls):
+        from transformers import AutoTokenizer
+        cls.tmp = tempfile.mkdtemp(prefix="nvfp4-calib-moe-")
+        cls.dirs = {a: make_tiny_model(os.path.join(cls.tmp, a), a)
+                    for a in ("qwen3_moe", "mixtral", "gpt_oss")}
+        cls.tok = AutoTokenizer.from_pretrained(cls.dirs["qwen3_moe"])
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.tmp, ignore_errors=True)
+
+    def load(self, arch, **kw):
+        from transformers import AutoModelForCausalLM
+        return AutoModelForCausalLM.from_pretrained(self.dirs[arch], dtype=torch.float32,
+                                                    **kw).eval()
+
+    def batches(self, n=32, size=8):
+        self.tok.padding_side = "right"
+        t = texts(n, seed=3)
+        return [self.tok(t[i:i + size], return_tensors="pt", padding=True)
+                for i in range(0, n, size)]
+
+    def reference(self, arch, batches):
+        """float64 statistics per checkpoint module of the unpadded rows each expert read."""
+        model = self.load(arch, experts_implementation="eager")
+        rec = ExpertInputs(model)
+        try:
+            with rec, torch.no_grad():
+                for b in batches:
+                    model(**b)
+        finally:
+            rec.close()
+        masks = [b["attention_mask"].reshape(-1).bool() for b in batches]
+        rows = {}
+        for n, calls in rec.calls.items():
+            self.assertEqual(len(calls), len(batches))
+            for call, mask in zip(calls, masks):
+                for (which, e), x in call["in"].items():
+                    # The eager loop's rows of expert e: its tokens in torch.where order.
+                    tok = torch.where((call["index"] == e).T)[1]
+                    if which == "gate_up_proj":
+                        self.assertTrue(torch.equal(x, call["x"][tok]), (n, e))
+                    rows.setdefault((n, e, which), []).append(x[mask[tok]])
+        ref = {}
+        for (n, e, which), xs in rows.items():
+            x = torch.cat(xs).double()
+            if x.shape[0]:
+                ref[(n, e, which)] = {"input_sq": (x * x).sum(0), "input_gram": x.T @ x,
+                                      "input_amax": x.abs().max()}
+        return ref
+
+    def collect(self, model, batches, **kw):
+        with Collector(model, **kw) as c, torch.no_grad():
+            for b in batches:
+                model(**b)
+        return c
+
+    def test_statistics_and_names_of_each_expert(self):
+        batches = self.batches()
+        for arch, names in (
+                ("qwen3_moe", ("mlp.experts.{e}.gate_proj", "mlp.experts.{e}.up_proj",
+                               "mlp.experts.{e}.down_proj")),
+                ("mixtral", ("block_sparse_moe.experts.{e}.w1", "block_sparse_moe.experts.{e}.w3",
+                             "block_sparse_moe.experts.{e}.w2")),
+                ("gpt_oss", ("mlp.experts.{e}.gate_proj", "mlp.experts.{e}.up_proj",
+                             "mlp.experts.{e}.down_proj"))):
+            with self.subTest(arch=arch):
+                ref = self.reference(arch, batches)
+                model = self.load(arch)  # the default experts implementation
+                c = self.collect(model, batches, gram=True)
+                self.assertFalse(c.unmasked)
+                sd = c.state_dict()
+                # The names: save_pretrained's per-expert keys (Mixtral's w1/w3/w2 under
+                # block_sparse_moe), or for gpt-oss (saved fused) the names nvfp4d splits into.
+                with safe_open(os.path.join(self.dirs[arch], "model.safetensors"), "pt") as f:
+                    keys = set(f.keys())
+                experts = {m for m in c.module_names if ".experts." in m}
+                self.assertEqual(len(experts), 2 * 4 * 3)
+                if arch == "gpt_oss":
+                    self.assertIn("model.layers.0.mlp.experts.gate_up_proj", keys)
+                else:
+                    self.assertEqual(experts, {k[:-len(".weight")] for k in keys
+                                               if ".experts." in k})
+                self.assertEqual(len([g for g in c.groups if ".experts." in g]), 8)
+                checked = 0
+                for (n, e, which), r in ref.items():
+                    layer = n.split(".mlp.")[0] + "."
+                    gate, up, down = (layer + t.format(e=e) for t in names)
+                    for m in ((gate, up) if which == "gate_up_proj" else (down,)):
+                        for stat, want in r.items():
+                            got = sd[f"{m}.{stat}"].double()
+                            err = ((got - want).abs().max() / want.abs().max()).item()
+                            self.assertLess(err, 1e-5, (arch, m, stat, err))
+                        checked += 1
+                # Every expert that saw a token, and only those, has statistics.
+                self.assertEqual(checked, len([m for m in experts if f"{m}.input_sq" in sd]))
+                self.assertGreater(checked, 12)
+                self.assertEqual(sorted(c.missing),
+                                 sorted(m for m in experts if f"{m}.input_sq" not in sd))
+                # all_experts: every expert, every unpadded token of its block.
+                a = self.collect(model, batches, all_experts=True).state_dict()
+                self.assertEqual(len([k for k in a if k.endswith(".input_amax")
+                                      and ".experts." in k]), 24)
+                for i in range(2):
+                    sq = [a[f"model.layers.{i}.{names[0].format(e=e)}.input_sq"]
+                          for e in range(4)]
+                    self.assertTrue(all(torch.equal(sq[0], v) for v in sq[1:]))
+                    routed = [sd[f"model.layers.{i}.{names[0].format(e=e)}.input_sq"]
+                              for e in range(4)
+                              if f"model.layers.{i}.{names[0].format(e=e)}.input_sq" in sd]
+                    # top-2 of 4: each token counted twice over the routed experts
+                    torch.testing.assert_close(sum(routed), 2 * sq[0], rtol=1e-4, atol=0)
+
+    def test_w4a4_and_gptq_exports_of_a_moe_model(self):
+        """A Qwen3-MoE model, saved per expert and (its state_dict) fused: nvfp4ctl quantizes it
+        with the collected file (gptq and hessian, W4A4): every expert has its activation scale,
+        gate and up share it, and it is 2688 / the expert's input amax."""
+        batches = self.batches()
+        model = self.load("qwen3_moe")
+        c = self.collect(model, batches, gram=True, all_experts=True)
+        self.assertEqual(c.missing, [])
+        calib = os.path.join(self.tmp, "moe-calib.safetensors")
+        c.save(calib)
+        amax = {k[:-len(".input_amax")]: v.item() for k, v in c.state_dict().items()
+                if k.endswith(".input_amax")}
+        fused = os.path.join(self.tmp, "qwen3_moe_fused")
+        shutil.copytree(self.dirs["qwen3_moe"], fused)
+        from safetensors.torch import save_file
+        save_file({k: v.to(torch.bfloat16).contiguous() for k, v in model.state_dict().items()
+                   if k != "lm_head.weight" or not model.config.tie_word_embeddings},
+                  os.path.join(fused, "model.safetensors"))
+        with safe_open(os.path.join(fused, "model.safetensors"), "pt") as f:
+            self.assertIn("model.layers.1.mlp.experts.gate_up_proj", set(f.keys()))
+        for src in (self.dirs["qwen3_moe"], fused):
+            for args in (["--method", "gptq"], ["--objective", "hessian"]):
+                with self.subTest(src=os.path.basename(src), args=args):
+                    out = os.path.join(self.tmp, "out-" + os.path.basename(src) + args[1])
+                    r = subprocess.run(
+                        [os.environ["NVFP4CTL"], "quantize-model", "--local", "--input", src,
+                         "--output", out, "--layout", "compressed-tensors", "--calibration",
+                         calib, *args], capture_output=True, text=True, timeout=300)
+                    self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+                    with open(os.path.join(out, "config.json")) as f:
+                        qc = json.load(f)["quantization_config"]
+                    self.assertIsNotNone(qc["config_groups"]["group_0"]["input_activations"])
+                    sd = load_file(os.path.join(out, "model.safetensors"))
+                    scales = {k[:-len(".input_global_scale")]: v.float().item()
+                              for k, v in sd.items() if k.endswith(".input_global_scale")}
+                    for i in range(2):
+                        for e in range(4):
+                            p = f"model.layers.{i}.mlp.experts.{e}."
+                            want = 2688.0 / max(amax[p + "gate_proj"], amax[p + "up_proj"])
+                            self.assertEqual(scales[p + "gate_proj"], scales[p + "up_proj"])
+                            self.assertAlmostEqual(scales[p + "gate_proj"] / want, 1, places=5)
+                            self.assertAlmostEqual(
+                                scales[p + "down_proj"] / (2688.0 / amax[p + "down_proj"]), 1,
+                                places=5)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,9 @@ Statistics accumulate in `dtype` (float32 or float64) on the module's device; a 
 fit beside the model (offload="auto") is accumulated on the host instead. Modules that read the same
 input tensor in a forward pass (q/k/v, gate/up: a fused group) are computed once and written under
 each member's name. Tokens where the model's `attention_mask` is 0 (padding) are left out.
+Fused MoE experts (transformers >= 5's 3-D `gate_up_proj` / `down_proj` modules) get per-expert
+statistics under the checkpoint's per-expert names, from the tokens routed to each expert (or
+every token: `all_experts=True`).
 """
 from __future__ import annotations
 
@@ -121,6 +124,71 @@ class _Stats:
     tokens: int = 0
 
 
+@dataclass
+class _ExpertBlock:
+    """A transformers fused-experts module (`gate_up_proj` [E, 2I, H] and `down_proj` [E, H, I],
+    or transposed, with a leading expert dimension) and the checkpoint names of its experts'
+    projections: names[e] = (gate, up, down), None where not selected."""
+    module: nn.Module
+    name: str
+    names: List[tuple]
+    hidden: int
+    intermediate: int
+
+
+def _fused_experts(module: nn.Module) -> Optional[tuple]:
+    """(E, H, I) of a fused-experts module as transformers >= 5 holds routed MoE experts, or None.
+    Those modules (`use_experts_implementation`) are called as forward(hidden_states [T, H],
+    top_k_index [T, k], top_k_weights [T, k]) and compute, for expert e and its routed tokens x,
+    down(_apply_gate(x @ gate_up[e].T + bias)) (transposed: x @ gate_up[e])."""
+    gate_up = getattr(module, "gate_up_proj", None)
+    down = getattr(module, "down_proj", None)
+    if isinstance(module, nn.Linear) or not isinstance(gate_up, torch.Tensor) or \
+            not isinstance(down, torch.Tensor) or gate_up.dim() != 3 or down.dim() != 3:
+        return None
+    e = gate_up.shape[0]
+    if getattr(module, "is_transposed", False):
+        h, two_i = gate_up.shape[1], gate_up.shape[2]
+        ok = tuple(down.shape) == (e, two_i // 2, h)
+    else:
+        two_i, h = gate_up.shape[1], gate_up.shape[2]
+        ok = tuple(down.shape) == (e, h, two_i // 2)
+    return (e, h, two_i // 2) if ok and two_i % 2 == 0 else None
+
+
+def _expert_checkpoint_names(model: nn.Module, name: str, experts: int) -> List[tuple]:
+    """The checkpoint names (gate, up, down) of each expert of fused-experts module `name`:
+    what transformers' save_pretrained writes (its weight conversions reverted, e.g. Mixtral's
+    `block_sparse_moe.experts.<e>.w1/w3/w2`, Qwen's `mlp.experts.<e>.gate_proj/up_proj/
+    down_proj`), found by reverting stand-in tensors; where the checkpoint keeps the fused tensors
+    (gpt-oss), the per-expert names nvfp4d splits them into (`<name>.<e>.gate_proj`, ...)."""
+    default = [(f"{name}.{e}.gate_proj", f"{name}.{e}.up_proj", f"{name}.{e}.down_proj")
+               for e in range(experts)]
+    try:
+        from transformers.core_model_loading import revert_weight_conversion
+    except ImportError:
+        return default
+    # Stand-ins [E, 2, 1] / [E, 1, 1] whose values say which expert and projection they hold:
+    # 1 + 2e (gate), 2 + 2e (up), -(1 + e) (down).
+    gate_up = (torch.arange(2 * experts, dtype=torch.float32) + 1).reshape(experts, 2, 1)
+    down = -(torch.arange(experts, dtype=torch.float32) + 1).reshape(experts, 1, 1)
+    try:
+        out = revert_weight_conversion(model, {f"{name}.gate_up_proj": gate_up,
+                                               f"{name}.down_proj": down})
+    except Exception:  # noqa: BLE001 -- any failure: the names nvfp4d derives itself
+        return default
+    found: Dict[tuple, str] = {}
+    for key, t in out.items():
+        if not key.endswith(".weight") or not torch.is_tensor(t) or t.numel() != 1:
+            return default
+        v = int(t.reshape(()).item())
+        slot = ((v - 1) // 2, (v - 1) % 2) if v > 0 else (-v - 1, 2)
+        found[slot] = key[:-len(".weight")]
+    if sorted(found) != [(e, j) for e in range(experts) for j in range(3)]:
+        return default
+    return [tuple(found[(e, j)] for j in range(3)) for e in range(experts)]
+
+
 class Collector:
     """Forward hooks on a model's nn.Linear modules that accumulate the calibration statistics
     nvfp4d reads. Use as a context manager around the calibration forward passes (the hooks are
@@ -131,7 +199,7 @@ class Collector:
                  dtype: torch.dtype = torch.float32, offload: str = "auto",
                  device_reserve_bytes: Optional[int] = None, max_gram_dim: Optional[int] = None,
                  fuse_groups: bool = True, mask_padding: bool = True,
-                 name_fn: Optional[Callable[[str], str]] = None):
+                 name_fn: Optional[Callable[[str], str]] = None, all_experts: bool = False):
         """`modules`: which nn.Linear to hook: None = every one the service quantizes by default
         (default_exclusion_reason: not lm_head, embeddings, routers, vision towers), or glob /
         're:' patterns as the service's `include`, or a callable(name, module) -> bool.
@@ -143,7 +211,16 @@ class Collector:
         `device_reserve_bytes`, default max(1 GiB, 10% of the GPU), stay free, else the host),
         "always" (the host), "never" (the GPU). `fuse_groups`: compute modules that read the
         same input tensor once. `mask_padding`: leave out tokens whose attention_mask is 0.
-        `name_fn`: maps a module name of `model` to the checkpoint's (default checkpoint_name)."""
+        `name_fn`: maps a module name of `model` to the checkpoint's (default checkpoint_name).
+
+        Fused MoE experts (transformers >= 5 holds routed experts as one module with 3-D
+        `gate_up_proj` / `down_proj`, no nn.Linear per expert) are hooked too: each expert's
+        gate/up statistics are those of the tokens routed to it, its down_proj's those of its
+        intermediate activations (recomputed from the routed tokens), under the checkpoint's
+        per-expert names (`<p>.experts.<e>.gate_proj`, Mixtral's `w1`/`w3`/`w2`, ...).
+        `all_experts`: every expert gets the statistics of every token instead (as if each token
+        were routed to it; the model's output is unchanged), so that no expert is left without
+        statistics by a small calibration set -- the W4A4 export needs an input_amax for each."""
         if dtype not in (torch.float32, torch.float64):
             raise ValueError("dtype must be torch.float32 or torch.float64")
         if offload not in ("auto", "always", "never"):
@@ -156,30 +233,51 @@ class Collector:
         self.fuse_groups = fuse_groups
         self.mask_padding = mask_padding
         self._name_fn = name_fn or (lambda n: checkpoint_name(model, n))
+        self.all_experts = all_experts
         self._modules: Dict[str, nn.Module] = {}
         self._want_gram: Set[str] = set()
+        self._alias: Dict[str, str] = {}        # fused-group member -> the module computed
+        self._expert_blocks: List[_ExpertBlock] = []
         self.skipped_grams: List[str] = []
-        for raw_name, m in model.named_modules():
-            if not isinstance(m, nn.Linear):
-                continue
-            name = self._name_fn(raw_name)
+
+        def select(name: str, m: nn.Module, k: int) -> bool:
             if not _selects(modules, name, m, default_exclusion_reason(name) is None):
-                continue
+                return False
             if exclude is not None and _selects(exclude, name, m, False):
-                continue
+                return False
             self._modules[name] = m
             if _selects(gram, name, m, False):
-                if max_gram_dim is not None and m.in_features > max_gram_dim:
+                if max_gram_dim is not None and k > max_gram_dim:
                     self.skipped_grams.append(name)
                 else:
                     self._want_gram.add(name)
+            return True
+
+        for raw_name, m in model.named_modules():
+            if isinstance(m, nn.Linear):
+                select(self._name_fn(raw_name), m, m.in_features)
+                continue
+            shape = _fused_experts(m)
+            if shape is None:
+                continue
+            experts, hidden, intermediate = shape
+            names = []
+            for gate, up, down in _expert_checkpoint_names(model, self._name_fn(raw_name),
+                                                           experts):
+                chosen = [n if select(n, m, k) else None
+                          for n, k in ((gate, hidden), (up, hidden), (down, intermediate))]
+                if chosen[0] and chosen[1]:
+                    self._alias[chosen[1]] = chosen[0]   # gate and up read the same tokens
+                names.append(tuple(chosen))
+            if any(n for t in names for n in t):
+                self._expert_blocks.append(_ExpertBlock(m, self._name_fn(raw_name), names,
+                                                        hidden, intermediate))
         if not self._modules:
-            raise ValueError("no nn.Linear module selected")
+            raise ValueError("no nn.Linear module (or fused MoE experts) selected")
         if self.skipped_grams:
             warnings.warn(f"no input_gram for {len(self.skipped_grams)} module(s) wider than "
                           f"max_gram_dim={max_gram_dim}, e.g. {self.skipped_grams[0]}")
         self._stats: Dict[str, _Stats] = {}
-        self._alias: Dict[str, str] = {}        # fused-group member -> the module computed
         self._seen: Dict[int, Any] = {}          # id(input) -> (weakref(input), module) this pass
         self._mask: Optional[torch.Tensor] = None
         self._mask_by_device: Dict[torch.device, torch.Tensor] = {}
@@ -205,8 +303,12 @@ class Collector:
                                                                   with_kwargs=True))
         self._handles.append(self.model.register_forward_hook(self._root_post, always_call=True))
         for name, m in self._modules.items():
-            self._handles.append(m.register_forward_pre_hook(self._module_hook(name),
-                                                             with_kwargs=True))
+            if isinstance(m, nn.Linear):
+                self._handles.append(m.register_forward_pre_hook(self._module_hook(name),
+                                                                 with_kwargs=True))
+        for block in self._expert_blocks:
+            self._handles.append(block.module.register_forward_pre_hook(
+                self._experts_hook(block), with_kwargs=True))
         return self
 
     def detach(self) -> None:
@@ -268,6 +370,53 @@ class Collector:
             if torch.is_tensor(x):
                 self._observe(name, x)
         return hook
+
+    def _experts_hook(self, block: _ExpertBlock) -> Callable[..., None]:
+        def hook(module: nn.Module, args: tuple, kwargs: dict) -> None:
+            x = args[0] if args else kwargs.get("hidden_states")
+            index = args[1] if len(args) > 1 else kwargs.get(
+                "top_k_index", kwargs.get("router_indices"))
+            if not torch.is_tensor(x) or not torch.is_tensor(index) or \
+                    index.is_floating_point() or x.dim() != 2 or index.shape[0] != x.shape[0]:
+                raise RuntimeError(
+                    f"{block.name}: fused MoE experts called without (hidden_states [T, H], "
+                    "top_k_index [T, k]); pass modules= / exclude= to leave them out")
+            self._observe_experts(block, x, index)
+        return hook
+
+    @torch.no_grad()
+    def _observe_experts(self, block: _ExpertBlock, x: torch.Tensor,
+                         index: torch.Tensor) -> None:
+        m = block.module
+        keep = None
+        if self._mask is not None:
+            mask = self._device_mask(x.device)
+            if mask is not None and mask.numel() == x.shape[0]:
+                keep = mask
+            else:
+                self.unmasked.update(n for t in block.names for n in t if n)
+        transposed = getattr(m, "is_transposed", False)
+        bias = getattr(m, "gate_up_proj_bias", None) if getattr(m, "has_bias", False) else None
+        for e, (gate, up, down) in enumerate(block.names):
+            routed = keep if self.all_experts else (index == e).any(-1)
+            if not self.all_experts and keep is not None:
+                routed = routed & keep
+            rows = x if routed is None else x[routed]
+            if rows.shape[0] == 0:
+                continue
+            if gate or up:
+                self._accumulate_rows(gate or up, rows)
+            if down:
+                w = m.gate_up_proj[e]
+                h = rows.to(w.dtype) @ (w if transposed else w.T)
+                if bias is not None:
+                    h = h + bias[e]
+                if hasattr(m, "_apply_gate"):
+                    h = m._apply_gate(h)
+                else:
+                    g, u = h.chunk(2, dim=-1)
+                    h = m.act_fn(g) * u
+                self._accumulate_rows(down, h)
 
     # ---- accumulation ----
     @torch.no_grad()
@@ -335,15 +484,18 @@ class Collector:
                       if s.gram is not None and s.gram.device != s.sq.device)
 
     def _accumulate(self, name: str, x: torch.Tensor) -> None:
-        k = x.shape[-1]
-        rows = x.reshape(-1, k)
+        rows = x.reshape(-1, x.shape[-1])
         mask = self._device_mask(x.device)
         if mask is not None and self._mask is not None:
             if x.dim() >= 2 and tuple(x.shape[:-1]) == tuple(self._mask.shape):
                 rows = rows[mask]
             else:
                 self.unmasked.add(name)
-        st = self._stats.get(name) or self._new_stats(name, k, x.device)
+        self._accumulate_rows(name, rows)
+
+    def _accumulate_rows(self, name: str, rows: torch.Tensor) -> None:
+        k = rows.shape[-1]
+        st = self._stats.get(name) or self._new_stats(name, k, rows.device)
         if st.k != k:
             raise RuntimeError(f"{name}: input width {k}, earlier {st.k}")
         if rows.shape[0] == 0:
