@@ -552,6 +552,10 @@ class FusedExpertsCollectorTest(unittest.TestCase):
                     self.assertEqual(experts, {k[:-len(".weight")] for k in keys
                                                if ".experts." in k})
                 self.assertEqual(len([g for g in c.groups if ".experts." in g]), 8)
+                # The same names under a wrapper (DDP's `module.`).
+                wrapper = torch.nn.Module()
+                wrapper.module = model
+                self.assertEqual(Collector(wrapper).module_names, c.module_names)
                 checked = 0
                 for (n, e, which), r in ref.items():
                     layer = n.split(".mlp.")[0] + "."

@@ -104,7 +104,7 @@ def checkpoint_name(model: nn.Module, name: str) -> str:
     """The name of module `name` of `model` as its checkpoint spells it: wrapper components
     (DDP `module.`, torch.compile `_orig_mod.`, FSDP, activation checkpointing) removed, and a
     transformers `_checkpoint_conversion_mapping` applied in reverse, as save_pretrained does."""
-    name = ".".join(p for p in name.split(".") if p not in _WRAPPER_PARTS)
+    name = _unwrapped(name)
     mapping = getattr(model, "_checkpoint_conversion_mapping", None)
     if isinstance(mapping, dict) and mapping:
         for pattern, replacement in {v: k for k, v in mapping.items()}.items():
@@ -156,25 +156,39 @@ def _fused_experts(module: nn.Module) -> Optional[tuple]:
     return (e, h, two_i // 2) if ok and two_i % 2 == 0 else None
 
 
-def _expert_checkpoint_names(model: nn.Module, name: str, experts: int) -> List[tuple]:
-    """The checkpoint names (gate, up, down) of each expert of fused-experts module `name`:
-    what transformers' save_pretrained writes (its weight conversions reverted, e.g. Mixtral's
-    `block_sparse_moe.experts.<e>.w1/w3/w2`, Qwen's `mlp.experts.<e>.gate_proj/up_proj/
-    down_proj`), found by reverting stand-in tensors; where the checkpoint keeps the fused tensors
-    (gpt-oss), the per-expert names nvfp4d splits them into (`<name>.<e>.gate_proj`, ...)."""
-    default = [(f"{name}.{e}.gate_proj", f"{name}.{e}.up_proj", f"{name}.{e}.down_proj")
+def _unwrapped(name: str) -> str:
+    return ".".join(p for p in name.split(".") if p not in _WRAPPER_PARTS)
+
+
+def _expert_checkpoint_names(model: nn.Module, name: str, experts: int,
+                             name_fn: Callable[[str], str]) -> List[tuple]:
+    """The checkpoint names (gate, up, down) of each expert of the fused-experts module `name` (a
+    name in `model`): what transformers' save_pretrained writes, its weight conversions reverted
+    (Mixtral's `block_sparse_moe.experts.<e>.w1/w3/w2`, Qwen's `mlp.experts.<e>.gate_proj/
+    up_proj/down_proj`), found by reverting stand-in tensors; where the checkpoint keeps the
+    fused tensors (gpt-oss), or without transformers, `name_fn(name).<e>.gate_proj/up_proj/
+    down_proj`, the per-expert names nvfp4d splits fused tensors into."""
+    base = name_fn(name)
+    default = [(f"{base}.{e}.gate_proj", f"{base}.{e}.up_proj", f"{base}.{e}.down_proj")
                for e in range(experts)]
+    # The transformers model under wrappers (DDP, torch.compile): its names are `name` without
+    # the wrapper components.
+    root = next((m for m in model.modules() if hasattr(m, "config") and
+                 hasattr(m, "save_pretrained")), None)
     try:
         from transformers.core_model_loading import revert_weight_conversion
     except ImportError:
         return default
+    if root is None:
+        return default
+    name = _unwrapped(name)
     # Stand-ins [E, 2, 1] / [E, 1, 1] whose values say which expert and projection they hold:
     # 1 + 2e (gate), 2 + 2e (up), -(1 + e) (down).
     gate_up = (torch.arange(2 * experts, dtype=torch.float32) + 1).reshape(experts, 2, 1)
     down = -(torch.arange(experts, dtype=torch.float32) + 1).reshape(experts, 1, 1)
     try:
-        out = revert_weight_conversion(model, {f"{name}.gate_up_proj": gate_up,
-                                               f"{name}.down_proj": down})
+        out = revert_weight_conversion(root, {f"{name}.gate_up_proj": gate_up,
+                                              f"{name}.down_proj": down})
     except Exception:  # noqa: BLE001 -- any failure: the names nvfp4d derives itself
         return default
     found: Dict[tuple, str] = {}
@@ -211,7 +225,9 @@ class Collector:
         `device_reserve_bytes`, default max(1 GiB, 10% of the GPU), stay free, else the host),
         "always" (the host), "never" (the GPU). `fuse_groups`: compute modules that read the
         same input tensor once. `mask_padding`: leave out tokens whose attention_mask is 0.
-        `name_fn`: maps a module name of `model` to the checkpoint's (default checkpoint_name).
+        `name_fn`: maps a module name of `model` to the checkpoint's (default checkpoint_name;
+        fused experts are named as save_pretrained writes them where transformers reverts its
+        conversions, else `name_fn(<experts module>).<e>.gate_proj` / `up_proj` / `down_proj`).
 
         Fused MoE experts (transformers >= 5 holds routed experts as one module with 3-D
         `gate_up_proj` / `down_proj`, no nn.Linear per expert) are hooked too: each expert's
@@ -262,8 +278,8 @@ class Collector:
                 continue
             experts, hidden, intermediate = shape
             names = []
-            for gate, up, down in _expert_checkpoint_names(model, self._name_fn(raw_name),
-                                                           experts):
+            for gate, up, down in _expert_checkpoint_names(model, raw_name, experts,
+                                                           self._name_fn):
                 chosen = [n if select(n, m, k) else None
                           for n, k in ((gate, hidden), (up, hidden), (down, intermediate))]
                 if chosen[0] and chosen[1]:
