@@ -90,10 +90,14 @@ def calibration_batches(args, model):
 def collect(args, model):
     device = next(model.parameters()).device
     t0 = time.time()
-    with Collector(model, gram=True, amax=not args.weight_only) as c:
+    with Collector(model, gram=True, amax=not args.weight_only,
+                   all_experts=args.all_experts) as c:
         with torch.no_grad():
             for batch in calibration_batches(args, model):
                 model(**{k: v.to(device) for k, v in batch.items()})
+    if c.missing:
+        log(f"   {len(c.missing)} module(s) saw no token, e.g. {c.missing[0]} "
+            "(MoE experts: --all-experts)")
     log(f"   {len(c.module_names)} Linear modules, {c.tokens} tokens in {c.forward_passes} "
         f"batches, {sum(len(v) for v in c.groups.values())} fused-group members collected "
         f"once, {len(c.offloaded)} Grams on the host, {time.time() - t0:.1f} s")
@@ -167,6 +171,9 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--weight-only", action="store_true",
                     help="no input_amax: a W4A16 export instead of W4A4")
+    ap.add_argument("--all-experts", action="store_true",
+                    help="MoE models: every expert's statistics from every token (not only the "
+                         "tokens routed to it), so that no expert is left without them")
     ap.add_argument("--layout", default="compressed-tensors",
                     choices=["compressed-tensors", "modelopt"])
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
