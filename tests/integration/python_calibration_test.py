@@ -597,9 +597,20 @@ class FusedExpertsCollectorTest(unittest.TestCase):
         c.save(calib)
         amax = {k[:-len(".input_amax")]: v.item() for k, v in c.state_dict().items()
                 if k.endswith(".input_amax")}
+        # An expert without input_amax (no token routed to it): the W4A4 run names it.
+        partial = os.path.join(self.tmp, "moe-calib-partial.safetensors")
+        from safetensors.torch import save_file
+        save_file({k: v for k, v in c.state_dict().items()
+                   if not k.startswith("model.layers.1.mlp.experts.2.")}, partial)
+        r = subprocess.run(
+            [os.environ["NVFP4CTL"], "quantize-model", "--local", "--input",
+             self.dirs["qwen3_moe"], "--output", os.path.join(self.tmp, "out-partial"),
+             "--calibration", partial], capture_output=True, text=True, timeout=300)
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("model.layers.1.mlp.experts.2.", r.stdout + r.stderr)
+        self.assertIn("input_amax", r.stdout + r.stderr)
         fused = os.path.join(self.tmp, "qwen3_moe_fused")
         shutil.copytree(self.dirs["qwen3_moe"], fused)
-        from safetensors.torch import save_file
         save_file({k: v.to(torch.bfloat16).contiguous() for k, v in model.state_dict().items()
                    if k != "lm_head.weight" or not model.config.tie_word_embeddings},
                   os.path.join(fused, "model.safetensors"))
