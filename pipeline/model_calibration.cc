@@ -33,6 +33,11 @@ std::optional<std::string> ModelCalibration::KeyFor(std::string_view module) con
 
 bool ModelCalibration::Has(std::string_view module) const { return KeyFor(module).has_value(); }
 
+bool ModelCalibration::HasStatistics(std::string_view module) const {
+  std::optional<std::string> key = KeyFor(module);
+  return key.has_value() && formats::HasCalibrationFor(*reader_, *key);
+}
+
 bool ModelCalibration::HasGram(std::string_view module) const {
   std::optional<std::string> key = KeyFor(module);
   return key.has_value() && formats::HasGramFor(*reader_, *key);

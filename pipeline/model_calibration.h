@@ -30,6 +30,9 @@ class ModelCalibration {
 
   // True when the file has any statistics for `module`.
   bool Has(std::string_view module) const;
+  // True when the file has input_sq, the input Gram or raw activations of `module` (objective
+  // wmse); input_amax alone is not enough.
+  bool HasStatistics(std::string_view module) const;
   // True when the file has the input Gram (or raw activations) of `module` (method gptq).
   bool HasGram(std::string_view module) const;
   // The statistics of `module` (input dimension `k`); an empty calibration when there are none.

@@ -28,6 +28,13 @@ namespace {
 
 namespace fs = std::filesystem;
 
+// Why a MoE expert may have no calibration statistics, for the errors that name one.
+std::string MissingStatisticsHint(std::string_view module) {
+  if (module.find(".experts.") == std::string_view::npos) return "";
+  return " (a MoE expert that no calibration token was routed to has none: collect with "
+         "nvfp4_client.calibration.Collector(all_experts=True))";
+}
+
 // Reads num_hidden_layers / num_nextn_predict_layers (top level or text_config).
 void ApplyConfig(const std::optional<nlohmann::ordered_json>& config, SelectionOptions& sel) {
   if (!config) return;
@@ -144,17 +151,26 @@ absl::StatusOr<Prepared> Prepare(storage::InputDirectory& input, const QuantizeM
         "; copied unquantized, its FP8 bytes would be read as plain weights by the loaders of "
         "the NVFP4 output. Supported FP8 inputs: docs/CHECKPOINTS.md \"FP8 sources\""));
   }
-  // gptq is driven by each module's input Gram: name the first module without one, before any
-  // work is done.
-  if (options.quantize.method == Method::kGptq) {
+  // gptq is driven by each module's input Gram, the wmse / hessian objectives by its statistics:
+  // name the first module without them, before any work is done.
+  const Method method = options.quantize.method;
+  const Objective objective = options.quantize.objective;
+  if (method == Method::kGptq || (UsesObjective(method) && objective != Objective::kMse)) {
+    const bool gram = method == Method::kGptq || objective == Objective::kHessian;
+    const std::string_view need = method == Method::kGptq ? "method gptq"
+                                  : gram                  ? "objective hessian"
+                                                          : "objective wmse";
     for (const std::string& m : p.plan.quantized_modules) {
-      if (!options.calibration->HasGram(m)) {
-        return absl::InvalidArgumentError(
-            StrCat(options.calibration->reader().name(), ": no input Gram for module '", m,
-                   "' (expected '", m, ".input_gram' [K, K] or '", m,
-                   ".input_activations'), which method gptq needs for every quantized module; "
-                   "exclude the module (--exclude) or collect its Gram (docs/CALIBRATION.md)"));
+      if (gram ? options.calibration->HasGram(m) : options.calibration->HasStatistics(m)) {
+        continue;
       }
+      return absl::InvalidArgumentError(StrCat(
+          options.calibration->reader().name(), ": no input ", gram ? "Gram" : "statistics",
+          " for module '", m, "' (expected '", m,
+          gram ? ".input_gram' [K, K] or '" : ".input_sq' [K], '.input_gram' or '", m,
+          ".input_activations'), which ", need, " needs for every quantized module",
+          MissingStatisticsHint(m), "; exclude the module (--exclude) or collect its ",
+          gram ? "Gram" : "statistics", " (docs/CALIBRATION.md)"));
     }
   }
   return p;
@@ -200,7 +216,8 @@ absl::StatusOr<ModelOutputPlan> BuildOutputPlan(const Prepared& p,
     if (!op.unit_amax[i]) {
       return absl::InvalidArgumentError(StrCat(
           cal->reader().name(), ": has input_amax entries (W4A4) but none for '", u.modules[0],
-          "'; give input_amax for every quantized module, or none for weight-only W4A16"));
+          "'", MissingStatisticsHint(u.modules[0]),
+          "; give input_amax for every quantized module, or none for weight-only W4A16"));
     }
   }
 

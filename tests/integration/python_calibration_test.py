@@ -609,6 +609,7 @@ class FusedExpertsCollectorTest(unittest.TestCase):
         self.assertNotEqual(r.returncode, 0)
         self.assertIn("model.layers.1.mlp.experts.2.", r.stdout + r.stderr)
         self.assertIn("input_amax", r.stdout + r.stderr)
+        self.assertIn("Collector(all_experts=True)", r.stdout + r.stderr)
         fused = os.path.join(self.tmp, "qwen3_moe_fused")
         shutil.copytree(self.dirs["qwen3_moe"], fused)
         save_file({k: v.to(torch.bfloat16).contiguous() for k, v in model.state_dict().items()

@@ -547,6 +547,20 @@ TEST_F(PipelineTest, GptqWithCalibrationGrams) {
   EXPECT_THAT(missing.status().message(), HasSubstr("input_gram"));
   EXPECT_EQ(events, 0);
   EXPECT_FALSE(fs::exists(tmp_.Path("missing")));
+  // So do soar's hessian and wmse objectives (the module has no entry at all).
+  for (Objective objective : {Objective::kHessian, Objective::kWmse}) {
+    QuantizeModelOptions so = o;
+    so.quantize.method = Method::kSoar;
+    so.quantize.objective = objective;
+    auto res = QuantizeModelLocal(Tiny(), tmp_.Path("missing-soar"), so, hooks);
+    EXPECT_THAT(res, StatusIs(absl::StatusCode::kInvalidArgument));
+    EXPECT_THAT(res.status().message(), HasSubstr(plan->quantized_modules.back()));
+    EXPECT_THAT(res.status().message(),
+                HasSubstr(objective == Objective::kHessian ? "objective hessian needs"
+                                                           : "objective wmse needs"));
+    EXPECT_EQ(events, 0);
+    EXPECT_FALSE(fs::exists(tmp_.Path("missing-soar")));
+  }
   // No calibration at all.
   o.calibration = nullptr;
   EXPECT_EQ(QuantizeModelLocal(Tiny(), tmp_.Path("none"), o).status().code(),
