@@ -13,8 +13,8 @@
 # sanitize") selects the steps and their order (bench[:OBJECTIVE[:LAYERS]] runs the benchmark;
 # sanitize[:BINARY:FILTER]: compute-sanitizer memcheck on a few GPTQ tests or the named ones; e2e[:OBJECTIVE] quantize-model with
 # method gptq on the llama-8b-shape demo model and a 39 GB synthetic calibration file;
-# preset:NAME[:METHOD[:LAYERS[:fp8dev]]] bench/e2e_quantize_model.sh on a demo preset, fp8dev:
-# with NVFP4_CUDA_FP8_ON_DEVICE=1); GPTQ_OBJECTIVE (default both) the
+# preset:NAME[:METHOD[:LAYERS[:fp8host]]] bench/e2e_quantize_model.sh on a demo preset, fp8host:
+# with NVFP4_CUDA_FP8_ON_DEVICE=0, FP8 sources dequantized on the host); GPTQ_OBJECTIVE (default both) the
 # benchmark's objectives when a part names none; GPTQ_TEST_TIMEOUT (240) and
 # GPTQ_BENCH_TIMEOUT (420) the steps' time limits in seconds, so a run ends with whatever
 # finished. Logs and gtest XML go to $OUT; the last lines printed are a summary.
@@ -138,19 +138,20 @@ run() {
         summary+=("$part: rc=$rc, $((SECONDS - t0)) s")
         ;;
       preset:*)
-        # preset:NAME[:METHOD[:LAYERS[:fp8dev]]]: bench/e2e_quantize_model.sh on a demo preset
+        # preset:NAME[:METHOD[:LAYERS[:fp8host]]]: bench/e2e_quantize_model.sh on a demo preset
         # with this bundle's nvfp4ctl on the GPU (input written to local disk first, read from the
-        # page cache); `fp8dev` sets NVFP4_CUDA_FP8_ON_DEVICE=1 (FP8 sources dequantized on the
-        # GPU instead of the host).
-        local preset method player fp8dev
-        IFS=: read -r _ preset method player fp8dev <<<"$part"
+        # page cache); `fp8host` sets NVFP4_CUDA_FP8_ON_DEVICE=0 (FP8 sources dequantized on the
+        # host instead of the GPU; fp8dev, the default, sets 1).
+        local preset method player fp8where
+        IFS=: read -r _ preset method player fp8where <<<"$part"
         local extra=() envs=()
         [[ -n $player ]] && extra=(--layers "$player")
-        [[ $fp8dev == fp8dev ]] && envs=(NVFP4_CUDA_FP8_ON_DEVICE=1)
+        [[ $fp8where == fp8host ]] && envs=(NVFP4_CUDA_FP8_ON_DEVICE=0)
+        [[ $fp8where == fp8dev ]] && envs=(NVFP4_CUDA_FP8_ON_DEVICE=1)
         timeout "${GPTQ_BENCH_TIMEOUT:-420}" env "${envs[@]}" bench/e2e_quantize_model.sh \
           --preset "$preset" --method "${method:-rtn}" --device cuda --nvfp4ctl "$dir/bin/nvfp4ctl" \
           --workdir "/tmp/e2e-$preset" --keep "${extra[@]}" 2>&1 |
-          tee "$out/preset_${preset}_${method:-rtn}${fp8dev:+_$fp8dev}.log" | tail -4
+          tee "$out/preset_${preset}_${method:-rtn}${fp8where:+_$fp8where}.log" | tail -4
         summary+=("$part: rc=${PIPESTATUS[0]}, $((SECONDS - t0)) s")
         ;;
       sanitize | sanitize:*)

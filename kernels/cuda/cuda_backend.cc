@@ -57,10 +57,11 @@ using cuda::Context;
 using cuda::ElapsedMs;
 using cuda::kSums;
 
-// FP8 views dequantized on the device (NVFP4_CUDA_FP8_ON_DEVICE=1), else on the host first.
+// FP8 views dequantized on the device (the default), or on the host first with
+// NVFP4_CUDA_FP8_ON_DEVICE=0.
 bool Fp8OnDevice() {
   const char* v = std::getenv("NVFP4_CUDA_FP8_ON_DEVICE");
-  return v != nullptr && std::string_view(v) == "1";
+  return v == nullptr || std::string_view(v) != "0";
 }
 
 int64_t EnvBudget() {

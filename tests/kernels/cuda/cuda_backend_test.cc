@@ -379,7 +379,7 @@ TEST_F(CudaBackendTest, StreamedChunksEqualResidentAndCpu) {
 // GPTQ (which dequantizes on the host on both backends). A NaN code gives the CPU's error.
 TEST_F(CudaBackendTest, Fp8SourcesDequantizedOnTheDeviceEqualCpu) {
   SKIP_WITHOUT_GPU();
-  setenv("NVFP4_CUDA_FP8_ON_DEVICE", "1", 1);
+  unsetenv("NVFP4_CUDA_FP8_ON_DEVICE");  // the default: on the device
   std::vector<Case> cases;
   cases.push_back(Fp8("block_fp8", 1100, 1040, 128, 128, 61));  // 71500 blocks, partial tiles
   cases.push_back(Fp8("channel_fp8", 96, 512, 1, 512, 62));
@@ -429,12 +429,14 @@ TEST_F(CudaBackendTest, Fp8SourcesDequantizedOnTheDeviceEqualCpu) {
   ASSERT_FALSE(ca.ok());
   EXPECT_EQ(ca.status(), cb.status());
   EXPECT_NE(ca.status().message().find("NaN at flat index 6407"), std::string::npos) << ca.status();
-  // Without the switch the backend dequantizes on the host: same bytes, no FP8 source on the GPU.
-  unsetenv("NVFP4_CUDA_FP8_ON_DEVICE");
+  // NVFP4_CUDA_FP8_ON_DEVICE=0: the backend dequantizes on the host: same bytes, no FP8 source
+  // on the GPU.
+  setenv("NVFP4_CUDA_FP8_ON_DEVICE", "0", 1);
   Compare({&cases[0], &cases[3]}, AllMethods()[0], "fp8 host");
   auto st = LastCudaRunStats(*gpu_);
   ASSERT_TRUE(st.ok());
   EXPECT_EQ(st->fp8_sources_on_device, 0);
+  unsetenv("NVFP4_CUDA_FP8_ON_DEVICE");
 }
 
 // GPU out of memory: another process holds nearly all device memory. The group does not fit the
