@@ -132,8 +132,6 @@ class _ExpertBlock:
     module: nn.Module
     name: str
     names: List[tuple]
-    hidden: int
-    intermediate: int
 
 
 def _fused_experts(module: nn.Module) -> Optional[tuple]:
@@ -278,16 +276,20 @@ class Collector:
                 continue
             experts, hidden, intermediate = shape
             names = []
+            leader = None  # the gate/up computed for the others: per expert, or per block
             for gate, up, down in _expert_checkpoint_names(model, raw_name, experts,
                                                            self._name_fn):
                 chosen = [n if select(n, m, k) else None
                           for n, k in ((gate, hidden), (up, hidden), (down, intermediate))]
-                if chosen[0] and chosen[1]:
-                    self._alias[chosen[1]] = chosen[0]   # gate and up read the same tokens
+                if not all_experts:
+                    leader = None    # gate and up of an expert read its routed tokens
+                for n in chosen[:2]:  # with all_experts, every expert's gate/up read every token
+                    if n and leader:
+                        self._alias[n] = leader
+                    leader = leader or n
                 names.append(tuple(chosen))
             if any(n for t in names for n in t):
-                self._expert_blocks.append(_ExpertBlock(m, self._name_fn(raw_name), names,
-                                                        hidden, intermediate))
+                self._expert_blocks.append(_ExpertBlock(m, self._name_fn(raw_name), names))
         if not self._modules:
             raise ValueError("no nn.Linear module (or fused MoE experts) selected")
         if self.skipped_grams:
@@ -414,14 +416,18 @@ class Collector:
         transposed = getattr(m, "is_transposed", False)
         bias = getattr(m, "gate_up_proj_bias", None) if getattr(m, "has_bias", False) else None
         for e, (gate, up, down) in enumerate(block.names):
-            routed = keep if self.all_experts else (index == e).any(-1)
-            if not self.all_experts and keep is not None:
-                routed = routed & keep
+            if self.all_experts:
+                routed = keep
+            else:
+                routed = (index == e).any(-1)
+                if keep is not None:
+                    routed = routed & keep
             rows = x if routed is None else x[routed]
             if rows.shape[0] == 0:
                 continue
-            if gate or up:
-                self._accumulate_rows(gate or up, rows)
+            first = gate or up
+            if first and first not in self._alias:  # else computed under its leader's name
+                self._accumulate_rows(first, rows)
             if down:
                 w = m.gate_up_proj[e]
                 h = rows.to(w.dtype) @ (w if transposed else w.T)
