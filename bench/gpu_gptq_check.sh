@@ -14,7 +14,8 @@
 # sanitize[:BINARY:FILTER]: compute-sanitizer memcheck on a few GPTQ tests or the named ones; e2e[:OBJECTIVE] quantize-model with
 # method gptq on the llama-8b-shape demo model and a 39 GB synthetic calibration file;
 # preset:NAME[:METHOD[:LAYERS[:fp8host]]] bench/e2e_quantize_model.sh on a demo preset, fp8host:
-# with NVFP4_CUDA_FP8_ON_DEVICE=0, FP8 sources dequantized on the host); GPTQ_OBJECTIVE (default both) the
+# with NVFP4_CUDA_FP8_ON_DEVICE=0, FP8 sources dequantized on the host, fp8dev: =1, both keep the
+# output as out-...-fp8host|fp8dev; same:NAME:METHOD[:LAYERS] compares those two byte for byte); GPTQ_OBJECTIVE (default both) the
 # benchmark's objectives when a part names none; GPTQ_TEST_TIMEOUT (240) and
 # GPTQ_BENCH_TIMEOUT (420) the steps' time limits in seconds, so a run ends with whatever
 # finished. Logs and gtest XML go to $OUT; the last lines printed are a summary.
@@ -152,7 +153,32 @@ run() {
           --preset "$preset" --method "${method:-rtn}" --device cuda --nvfp4ctl "$dir/bin/nvfp4ctl" \
           --workdir "/tmp/e2e-$preset" --keep "${extra[@]}" 2>&1 |
           tee "$out/preset_${preset}_${method:-rtn}${fp8where:+_$fp8where}.log" | tail -4
-        summary+=("$part: rc=${PIPESTATUS[0]}, $((SECONDS - t0)) s")
+        rc=${PIPESTATUS[0]}
+        # With fp8host/fp8dev the output is kept under its own name for a `same:` part.
+        local ptag=$preset
+        [[ -n $player ]] && ptag=$preset-${player}l
+        local pout=/tmp/e2e-$preset/out-$ptag-${method:-rtn}-modelopt
+        if [[ -n $fp8where && -d $pout ]]; then
+          rm -rf "$pout-$fp8where" && mv "$pout" "$pout-$fp8where"
+        fi
+        summary+=("$part: rc=$rc, $((SECONDS - t0)) s")
+        ;;
+      same:*)
+        # same:PRESET:METHOD[:LAYERS]: the outputs of the preset run with fp8host and fp8dev are
+        # identical byte for byte (every .safetensors file; config.json names no time or device).
+        local preset method player
+        IFS=: read -r _ preset method player <<<"$part"
+        local ptag=$preset
+        [[ -n $player ]] && ptag=$preset-${player}l
+        local a=/tmp/e2e-$preset/out-$ptag-$method-modelopt-fp8host
+        local b=/tmp/e2e-$preset/out-$ptag-$method-modelopt-fp8dev
+        local files=0 differ=0 f
+        for f in "$a"/*.safetensors "$a"/config.json; do
+          [[ -f $f ]] || continue
+          files=$((files + 1))
+          cmp -s "$f" "$b/$(basename "$f")" || { differ=$((differ + 1)); echo "differs: $f"; }
+        done
+        summary+=("$part: $files files compared, $differ differ (host vs device FP8 dequantization)")
         ;;
       sanitize | sanitize:*)
         # sanitize[:BINARY:GTEST_FILTER]: compute-sanitizer memcheck (default: a few GPTQ tests).
