@@ -59,7 +59,8 @@ def make_tiny_model(directory, arch="llama", seed=0):
     (4 experts of intermediate 32, top-2), which transformers >= 5 holds as fused 3-D experts:
     qwen3_moe and mixtral (saved per expert: `mlp.experts.<e>.gate_proj`, Mixtral's
     `block_sparse_moe.experts.<e>.w1`), gpt_oss (transposed, interleaved, with biases; saved
-    fused)."""
+    fused), nemotron_h (4 layers: Mamba-2, MoE, attention, MoE; ungated relu2 experts with a
+    shared expert; saved per expert under `backbone.`, which transformers renames `model.`)."""
     from tokenizers import Tokenizer, models, pre_tokenizers
     import transformers
     vocab = {"[PAD]": 0, "[UNK]": 1, "[BOS]": 2, "[EOS]": 3}
@@ -84,6 +85,12 @@ def make_tiny_model(directory, arch="llama", seed=0):
                                                       **moe, **common),
         "gpt_oss": lambda: transformers.GptOssConfig(intermediate_size=32, num_local_experts=4,
                                                      head_dim=16, **moe, **common),
+        "nemotron_h": lambda: transformers.NemotronHConfig(
+            **{**common, "num_hidden_layers": 4}, hybrid_override_pattern="ME*E", head_dim=16,
+            intermediate_size=128, moe_intermediate_size=32, n_routed_experts=4,
+            num_experts_per_tok=2, n_shared_experts=1, moe_shared_expert_intermediate_size=32,
+            mamba_num_heads=4, mamba_head_dim=16, ssm_state_size=16, n_groups=1,
+            mamba_chunk_size=16),
     }[arch]()
     model = transformers.AutoModelForCausalLM.from_config(config).to(torch.bfloat16)
     model.save_pretrained(directory)
@@ -426,20 +433,29 @@ class CollectorTest(unittest.TestCase):
             server.kill()
 
 
+def _experts_input(module):
+    """'gate_up_proj' or (ungated, Nemotron-H) 'up_proj' where `module` holds them 3-D."""
+    for which in ("gate_up_proj", "up_proj"):
+        p = getattr(module, which, None)
+        if isinstance(p, torch.Tensor) and p.dim() == 3:
+            return which
+    return None
+
+
 class ExpertInputs(torch.overrides.TorchFunctionMode):
     """The reference for fused MoE experts: records, while the model runs with transformers'
     eager experts loop, every call of each experts module (its hidden_states and top_k_index, by a
     pre-hook) and, inside it, the operand each torch function applies expert e's slice of
-    `gate_up_proj` / `down_proj` to: the rows the expert's projections really read."""
+    `gate_up_proj` (or `up_proj`: "in") / `down_proj` ("down") to: the rows the expert's
+    projections really read."""
 
     def __init__(self, model):
         super().__init__()
-        self.blocks = {n: m for n, m in model.named_modules()
-                       if isinstance(getattr(m, "gate_up_proj", None), torch.Tensor)}
+        self.blocks = {n: m for n, m in model.named_modules() if _experts_input(m)}
         self.params = {}
         for n, m in self.blocks.items():
-            for which in ("gate_up_proj", "down_proj"):
-                p = getattr(m, which)
+            for which, attr in (("in", _experts_input(m)), ("down", "down_proj")):
+                p = getattr(m, attr)
                 self.params[p.untyped_storage().data_ptr()] = (n, which, p)
         self.calls = {n: [] for n in self.blocks}
         self.hooks = [m.register_forward_pre_hook(
@@ -472,7 +488,7 @@ class FusedExpertsCollectorTest(unittest.TestCase):
         from transformers import AutoTokenizer
         cls.tmp = tempfile.mkdtemp(prefix="nvfp4-calib-moe-")
         cls.dirs = {a: make_tiny_model(os.path.join(cls.tmp, a), a)
-                    for a in ("qwen3_moe", "mixtral", "gpt_oss")}
+                    for a in ("qwen3_moe", "mixtral", "gpt_oss", "nemotron_h")}
         cls.tok = AutoTokenizer.from_pretrained(cls.dirs["qwen3_moe"])
 
     @classmethod
@@ -508,7 +524,7 @@ class FusedExpertsCollectorTest(unittest.TestCase):
                 for (which, e), x in call["in"].items():
                     # The eager loop's rows of expert e: its tokens in torch.where order.
                     tok = torch.where((call["index"] == e).T)[1]
-                    if which == "gate_up_proj":
+                    if which == "in":
                         self.assertTrue(torch.equal(x, call["x"][tok]), (n, e))
                     rows.setdefault((n, e, which), []).append(x[mask[tok]])
         ref = {}
@@ -527,40 +543,49 @@ class FusedExpertsCollectorTest(unittest.TestCase):
 
     def test_statistics_and_names_of_each_expert(self):
         batches = self.batches()
-        for arch, names in (
-                ("qwen3_moe", ("mlp.experts.{e}.gate_proj", "mlp.experts.{e}.up_proj",
-                               "mlp.experts.{e}.down_proj")),
-                ("mixtral", ("block_sparse_moe.experts.{e}.w1", "block_sparse_moe.experts.{e}.w3",
-                             "block_sparse_moe.experts.{e}.w2")),
-                ("gpt_oss", ("mlp.experts.{e}.gate_proj", "mlp.experts.{e}.up_proj",
-                             "mlp.experts.{e}.down_proj"))):
+        gated = tuple(f"model.layers.{{i}}.mlp.experts.{{e}}.{p}"
+                      for p in ("gate_proj", "up_proj", "down_proj"))
+        for arch, names, layers in (
+                ("qwen3_moe", gated, (0, 1)),
+                ("mixtral", tuple(f"model.layers.{{i}}.block_sparse_moe.experts.{{e}}.{w}"
+                                  for w in ("w1", "w3", "w2")), (0, 1)),
+                ("gpt_oss", gated, (0, 1)),
+                ("nemotron_h", (None, "backbone.layers.{i}.mixer.experts.{e}.up_proj",
+                                "backbone.layers.{i}.mixer.experts.{e}.down_proj"), (1, 3))):
             with self.subTest(arch=arch):
                 ref = self.reference(arch, batches)
                 model = self.load(arch)  # the default experts implementation
                 c = self.collect(model, batches, gram=True)
                 self.assertFalse(c.unmasked)
                 sd = c.state_dict()
-                # The names: save_pretrained's per-expert keys (Mixtral's w1/w3/w2 under
-                # block_sparse_moe), or for gpt-oss (saved fused) the names nvfp4d splits into.
+                # The names: save_pretrained's keys (Mixtral's w1/w3/w2 under block_sparse_moe,
+                # Nemotron-H's `backbone.`, dense modules too), or for gpt-oss's experts (saved
+                # fused) the names nvfp4d splits into.
                 with safe_open(os.path.join(self.dirs[arch], "model.safetensors"), "pt") as f:
-                    keys = set(f.keys())
+                    file_keys = set(f.keys())
+                keys = {k[:-len(".weight")] for k in file_keys if k.endswith(".weight")}
                 experts = {m for m in c.module_names if ".experts." in m}
-                self.assertEqual(len(experts), 2 * 4 * 3)
+                per_expert = len([t for t in names if t])
+                self.assertEqual(len(experts), len(layers) * 4 * per_expert)
                 if arch == "gpt_oss":
-                    self.assertIn("model.layers.0.mlp.experts.gate_up_proj", keys)
+                    self.assertIn("model.layers.0.mlp.experts.gate_up_proj", file_keys)
+                    self.assertLessEqual(set(c.module_names) - experts, keys)
                 else:
-                    self.assertEqual(experts, {k[:-len(".weight")] for k in keys
-                                               if ".experts." in k})
-                self.assertEqual(len([g for g in c.groups if ".experts." in g]), 8)
+                    self.assertLessEqual(set(c.module_names), keys)
+                    self.assertEqual(experts, {k for k in keys if ".experts." in k})
+                self.assertEqual(len([g for g in c.groups if ".experts." in g]),
+                                 len(layers) * 4 if names[0] else 0)
                 # The same names under a wrapper (DDP's `module.`).
                 wrapper = torch.nn.Module()
                 wrapper.module = model
                 self.assertEqual(Collector(wrapper).module_names, c.module_names)
                 checked = 0
                 for (n, e, which), r in ref.items():
-                    layer = n.split(".mlp.")[0] + "."
-                    gate, up, down = (layer + t.format(e=e) for t in names)
-                    for m in ((gate, up) if which == "gate_up_proj" else (down,)):
+                    i = int(re.search(r"layers\.(\d+)\.", n).group(1))
+                    gate, up, down = (t and t.format(i=i, e=e) for t in names)
+                    for m in ((gate, up) if which == "in" else (down,)):
+                        if m is None:
+                            continue
                         for stat, want in r.items():
                             got = sd[f"{m}.{stat}"].double()
                             err = ((got - want).abs().max() / want.abs().max()).item()
@@ -574,14 +599,13 @@ class FusedExpertsCollectorTest(unittest.TestCase):
                 # all_experts: every expert, every unpadded token of its block.
                 a = self.collect(model, batches, all_experts=True).state_dict()
                 self.assertEqual(len([k for k in a if k.endswith(".input_amax")
-                                      and ".experts." in k]), 24)
-                for i in range(2):
-                    sq = [a[f"model.layers.{i}.{names[0].format(e=e)}.input_sq"]
-                          for e in range(4)]
+                                      and ".experts." in k]), len(experts))
+                first = names[0] or names[1]
+                for i in layers:
+                    sq = [a[f"{first.format(i=i, e=e)}.input_sq"] for e in range(4)]
                     self.assertTrue(all(torch.equal(sq[0], v) for v in sq[1:]))
-                    routed = [sd[f"model.layers.{i}.{names[0].format(e=e)}.input_sq"]
-                              for e in range(4)
-                              if f"model.layers.{i}.{names[0].format(e=e)}.input_sq" in sd]
+                    routed = [sd[f"{first.format(i=i, e=e)}.input_sq"] for e in range(4)
+                              if f"{first.format(i=i, e=e)}.input_sq" in sd]
                     # top-2 of 4: each token counted twice over the routed experts
                     torch.testing.assert_close(sum(routed), 2 * sq[0], rtol=1e-4, atol=0)
 
@@ -641,6 +665,39 @@ class FusedExpertsCollectorTest(unittest.TestCase):
                             self.assertAlmostEqual(
                                 scales[p + "down_proj"] / (2688.0 / amax[p + "down_proj"]), 1,
                                 places=5)
+
+    def test_w4a4_gptq_export_of_a_nemotron_h_model(self):
+        """Nemotron-H (hybrid Mamba-2 / attention / MoE, ungated experts): the collected file,
+        under the checkpoint's `backbone.` names, drives a W4A4 gptq export of every quantized
+        module; each activation scale is 2688 / its module's input amax."""
+        model = self.load("nemotron_h")
+        c = self.collect(model, self.batches(), gram=True, all_experts=True)
+        self.assertEqual(c.missing, [])
+        self.assertIn("backbone.layers.0.mixer.in_proj", c.module_names)
+        self.assertIn("backbone.layers.3.mixer.shared_experts.up_proj", c.module_names)
+        calib = os.path.join(self.tmp, "nemotron-calib.safetensors")
+        c.save(calib)
+        out = os.path.join(self.tmp, "out-nemotron")
+        r = subprocess.run(
+            [os.environ["NVFP4CTL"], "quantize-model", "--local", "--input",
+             self.dirs["nemotron_h"], "--output", out, "--layout", "compressed-tensors",
+             "--method", "gptq", "--calibration", calib],
+            capture_output=True, text=True, timeout=300)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        with open(os.path.join(out, "config.json")) as f:
+            qc = json.load(f)["quantization_config"]
+        self.assertIsNotNone(qc["config_groups"]["group_0"]["input_activations"])
+        self.assertIn("backbone.layers.1.mixer.gate", qc["ignore"])
+        sd = load_file(os.path.join(out, "model.safetensors"))
+        scales = {k[:-len(".input_global_scale")]: v.float().item()
+                  for k, v in sd.items() if k.endswith(".input_global_scale")}
+        self.assertEqual(set(scales), set(c.module_names))
+        for name, amax in ((k[:-len(".input_amax")], v.item())
+                           for k, v in c.state_dict().items() if k.endswith(".input_amax")):
+            if name.endswith(("q_proj", "k_proj", "v_proj")):
+                continue  # one fused group: the largest amax of the three
+            self.assertAlmostEqual(scales[name] / (2688.0 / amax), 1, places=5, msg=name)
+        self.assertEqual(sd["backbone.layers.0.mixer.conv1d.weight"].dim(), 3)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 """Mixture-of-experts checkpoints through nvfp4ctl and back through the real Python loaders.
 
 For Mixtral, Qwen2-MoE, Qwen3-MoE, DeepSeek-V3 (with an MTP layer past num_hidden_layers),
-gpt-oss (fused 3-D experts: [E, H, 2I], gate/up interleaved) and Qwen3-MoE saved with fused 3-D
-experts ([E, 2I, H], as transformers >= 5 holds them): a tiny model is built from its real
+gpt-oss (fused 3-D experts: [E, H, 2I], gate/up interleaved), Qwen3-MoE saved with fused 3-D
+experts ([E, 2I, H], as transformers >= 5 holds them) and Nemotron-H (hybrid Mamba-2 / attention /
+MoE under `backbone.`, ungated relu2 experts: up_proj and down_proj only): a tiny model is built from its real
 transformers config class (random weights, fixed seed), saved, and quantized with
 `nvfp4ctl quantize-model --local` in both layouts. Then:
 
@@ -72,6 +73,11 @@ def configs():
         "gpt_oss": transformers.GptOssConfig(**common(
             intermediate_size=I, num_local_experts=E, num_experts_per_tok=2, sliding_window=16,
             layer_types=["sliding_attention", "full_attention"])),
+        "nemotron_h": transformers.NemotronHConfig(**common(
+            num_hidden_layers=4, hybrid_override_pattern="ME*E", intermediate_size=64,
+            moe_intermediate_size=I, n_routed_experts=E, num_experts_per_tok=2, n_shared_experts=1,
+            moe_shared_expert_intermediate_size=I, mamba_num_heads=4, mamba_head_dim=16,
+            ssm_state_size=16, n_groups=1, mamba_chunk_size=16)),
     }
 
 
@@ -92,6 +98,11 @@ EXPECTED_NAMES = {
     "gpt_oss": ["model.layers.1.mlp.experts.gate_up_proj", "model.layers.1.mlp.experts.down_proj_bias",
                 "model.layers.1.mlp.router.weight"],
     "qwen3_moe_fused": ["model.layers.1.mlp.experts.gate_up_proj", "model.layers.1.mlp.experts.down_proj"],
+    "nemotron_h": ["backbone.layers.0.mixer.in_proj.weight", "backbone.layers.0.mixer.conv1d.weight",
+                   "backbone.layers.1.mixer.experts.3.up_proj.weight",
+                   "backbone.layers.1.mixer.shared_experts.down_proj.weight",
+                   "backbone.layers.1.mixer.gate.weight",
+                   "backbone.layers.1.mixer.gate.e_score_correction_bias"],
 }
 
 
@@ -237,13 +248,16 @@ def check_vllm_rules(test, arch, d, layout, quantized, ignore, cfg):
             i = parts.index("experts")
             blocks.setdefault(".".join(parts[: i + 1]), {}).setdefault(int(parts[i + 1]), set()).add(parts[-1])
     test.assertTrue(blocks, f"{arch}: no routed experts quantized")
-    names = {"mixtral": ("w1", "w3", "w2")}.get(arch, ("gate_proj", "up_proj", "down_proj"))
+    # (w1, w3, w2) as vLLM's expert mapping names them; Nemotron-H's experts have no gate: w1 is
+    # up_proj, no w3 (vLLM: ckpt_names=("up_proj", "down_proj", "")).
+    names = {"mixtral": ("w1", "w3", "w2"), "nemotron_h": ("up_proj", None, "down_proj")}.get(
+        arch, ("gate_proj", "up_proj", "down_proj"))
     for block, experts in blocks.items():
         # Every expert of the block, with all three projections and all their scales.
         test.assertEqual(sorted(experts), list(range(E)), block)
         for e, projs in experts.items():
-            test.assertEqual(projs, set(names), f"{block}.{e}")
-            for p in names:
+            test.assertEqual(projs, {p for p in names if p}, f"{block}.{e}")
+            for p in filter(None, names):
                 m = f"{block}.{e}.{p}"
                 for suffix in (".weight_scale", gname):
                     test.assertIn(m + suffix, t)
@@ -252,8 +266,9 @@ def check_vllm_rules(test, arch, d, layout, quantized, ignore, cfg):
                 test.assertTrue(bool(torch.isfinite(g).all() and (g > 0).all()), m)
             # w1 and w3 (gate and up) share one global scale: vLLM keeps w1's (compressed-tensors)
             # and TensorRT-LLM asserts them equal.
-            w1, w3 = (t[f"{block}.{e}.{names[0]}{gname}"], t[f"{block}.{e}.{names[1]}{gname}"])
-            test.assertTrue(torch.equal(w1, w3), f"{block}.{e}")
+            if names[1]:
+                w1, w3 = (t[f"{block}.{e}.{names[0]}{gname}"], t[f"{block}.{e}.{names[1]}{gname}"])
+                test.assertTrue(torch.equal(w1, w3), f"{block}.{e}")
         # Tensor-parallel alignment: w13 is split along I (rows), w2 along I (K): I / tp must be
         # a multiple of 16 for the block scales. Our tiny I = 32 allows tp 1 and 2.
         down_k = t[f"{block}.0.{names[2]}.weight_scale"].shape[1] * 16
@@ -315,7 +330,8 @@ def dequantized_checkpoint(arch, src, deq, d):
         json.dump(cfg, f)
 
 
-ARCHS = ["mixtral", "qwen2_moe", "qwen3_moe", "deepseek_v3", "gpt_oss", "qwen3_moe_fused"]
+ARCHS = ["mixtral", "qwen2_moe", "qwen3_moe", "deepseek_v3", "gpt_oss", "qwen3_moe_fused",
+         "nemotron_h"]
 BUILT = {}
 
 
@@ -441,6 +457,17 @@ class MoeCheckpoints(unittest.TestCase):
 
     def test_qwen3_moe_fused_experts(self):
         self.check("qwen3_moe_fused")
+
+    def test_nemotron_h(self):
+        self.check("nemotron_h")
+        # Mamba-2 in_proj / out_proj, attention and the shared expert are quantized; the Mamba
+        # conv1d (3-D), A_log, D, dt_bias and its gated norm are copied (checked above).
+        d = f"{WORK}/nemotron_h.modelopt"
+        t = load_dir(d)
+        for m in ("backbone.layers.0.mixer.in_proj", "backbone.layers.0.mixer.out_proj",
+                  "backbone.layers.2.mixer.q_proj", "backbone.layers.3.mixer.shared_experts.up_proj"):
+            self.assertEqual(t[m + ".weight"].dtype, torch.uint8, m)
+        self.assertEqual(t["backbone.layers.0.mixer.conv1d.weight"].dtype, torch.bfloat16)
 
 
 if __name__ == "__main__":

@@ -127,67 +127,101 @@ class _Stats:
 @dataclass
 class _ExpertBlock:
     """A transformers fused-experts module (`gate_up_proj` [E, 2I, H] and `down_proj` [E, H, I],
-    or transposed, with a leading expert dimension) and the checkpoint names of its experts'
-    projections: names[e] = (gate, up, down), None where not selected."""
+    or transposed, with a leading expert dimension; ungated: `up_proj` [E, I, H]) and the
+    checkpoint names of its experts' projections: names[e] = (gate, up, down), None where not
+    selected (gate: always, when ungated)."""
     module: nn.Module
     name: str
     names: List[tuple]
+    gated: bool = True
 
 
 def _fused_experts(module: nn.Module) -> Optional[tuple]:
-    """(E, H, I) of a fused-experts module as transformers >= 5 holds routed MoE experts, or None.
-    Those modules (`use_experts_implementation`) are called as forward(hidden_states [T, H],
-    top_k_index [T, k], top_k_weights [T, k]) and compute, for expert e and its routed tokens x,
-    down(_apply_gate(x @ gate_up[e].T + bias)) (transposed: x @ gate_up[e])."""
-    gate_up = getattr(module, "gate_up_proj", None)
-    down = getattr(module, "down_proj", None)
-    if isinstance(module, nn.Linear) or not isinstance(gate_up, torch.Tensor) or \
-            not isinstance(down, torch.Tensor) or gate_up.dim() != 3 or down.dim() != 3:
+    """(E, H, I, gated) of a fused-experts module as transformers >= 5 holds routed MoE experts,
+    or None. Those modules are called as forward(hidden_states [T, H], top_k_index [T, k],
+    top_k_weights [T, k]) and compute, for expert e and its routed tokens x,
+    down(_apply_gate(x @ gate_up[e].T + bias)) (transposed: x @ gate_up[e]), or without a gate
+    (Nemotron-H: `up_proj` [E, I, H], no gate_up_proj) down(act_fn(x @ up[e].T))."""
+    if isinstance(module, nn.Linear):
         return None
-    e = gate_up.shape[0]
+    down = getattr(module, "down_proj", None)
+    gated = isinstance(getattr(module, "gate_up_proj", None), torch.Tensor)
+    into = getattr(module, "gate_up_proj" if gated else "up_proj", None)
+    if not isinstance(into, torch.Tensor) or not isinstance(down, torch.Tensor) or \
+            into.dim() != 3 or down.dim() != 3:
+        return None
+    width = 2 if gated else 1  # rows of `into` per intermediate channel
+    e = into.shape[0]
     if getattr(module, "is_transposed", False):
-        h, two_i = gate_up.shape[1], gate_up.shape[2]
-        ok = tuple(down.shape) == (e, two_i // 2, h)
+        h, wide = into.shape[1], into.shape[2]
+        ok = tuple(down.shape) == (e, wide // width, h)
     else:
-        two_i, h = gate_up.shape[1], gate_up.shape[2]
-        ok = tuple(down.shape) == (e, h, two_i // 2)
-    return (e, h, two_i // 2) if ok and two_i % 2 == 0 else None
+        wide, h = into.shape[1], into.shape[2]
+        ok = tuple(down.shape) == (e, h, wide // width)
+    return (e, h, wide // width, gated) if ok and wide % width == 0 else None
 
 
 def _unwrapped(name: str) -> str:
     return ".".join(p for p in name.split(".") if p not in _WRAPPER_PARTS)
 
 
-def _expert_checkpoint_names(model: nn.Module, name: str, experts: int,
-                             name_fn: Callable[[str], str]) -> List[tuple]:
-    """The checkpoint names (gate, up, down) of each expert of the fused-experts module `name` (a
-    name in `model`): what transformers' save_pretrained writes, its weight conversions reverted
-    (Mixtral's `block_sparse_moe.experts.<e>.w1/w3/w2`, Qwen's `mlp.experts.<e>.gate_proj/
-    up_proj/down_proj`), found by reverting stand-in tensors; where the checkpoint keeps the
-    fused tensors (gpt-oss), or without transformers, `name_fn(name).<e>.gate_proj/up_proj/
-    down_proj`, the per-expert names nvfp4d splits fused tensors into."""
-    base = name_fn(name)
-    default = [(f"{base}.{e}.gate_proj", f"{base}.{e}.up_proj", f"{base}.{e}.down_proj")
-               for e in range(experts)]
-    # The transformers model under wrappers (DDP, torch.compile): its names are `name` without
-    # the wrapper components.
+def _reverted(model: nn.Module, params: Dict[str, torch.Tensor]) -> Optional[Dict[str, Any]]:
+    """`params` (names in the transformers model inside `model`, wrapper components removed) as
+    transformers' save_pretrained would write them (revert_weight_conversion: renamings such as
+    Nemotron-H's `model.` -> `backbone.`, fused experts split per expert), or None without a
+    transformers model or where reverting fails."""
     root = next((m for m in model.modules() if hasattr(m, "config") and
                  hasattr(m, "save_pretrained")), None)
     try:
         from transformers.core_model_loading import revert_weight_conversion
     except ImportError:
-        return default
+        return None
     if root is None:
-        return default
-    name = _unwrapped(name)
-    # Stand-ins [E, 2, 1] / [E, 1, 1] whose values say which expert and projection they hold:
-    # 1 + 2e (gate), 2 + 2e (up), -(1 + e) (down).
-    gate_up = (torch.arange(2 * experts, dtype=torch.float32) + 1).reshape(experts, 2, 1)
-    down = -(torch.arange(experts, dtype=torch.float32) + 1).reshape(experts, 1, 1)
+        return None
     try:
-        out = revert_weight_conversion(root, {f"{name}.gate_up_proj": gate_up,
-                                              f"{name}.down_proj": down})
-    except Exception:  # noqa: BLE001 -- any failure: the names nvfp4d derives itself
+        return revert_weight_conversion(root, params)
+    except Exception:  # noqa: BLE001 -- any failure: the caller's own names
+        return None
+
+
+def _linear_checkpoint_names(model: nn.Module, names: List[str]) -> Dict[str, str]:
+    """The checkpoint names of the nn.Linear modules `names` of `model` where transformers'
+    conversions rename them (found by reverting stand-in [16, 1] weights whose value is the
+    module's index); modules that are not found whole and once each (a conversion that splits
+    or merges them) are left out."""
+    out = _reverted(model, {f"{_unwrapped(n)}.weight": torch.full((16, 1), float(i + 1))
+                            for i, n in enumerate(names)})
+    found: Dict[int, List[str]] = {}
+    for key, t in (out or {}).items():
+        if key.endswith(".weight") and torch.is_tensor(t) and t.numel() == 16 and \
+                bool((t == t.reshape(-1)[0]).all()):
+            found.setdefault(int(t.reshape(-1)[0].item()) - 1, []).append(key[:-len(".weight")])
+    return {names[i]: keys[0] for i, keys in found.items()
+            if 0 <= i < len(names) and len(keys) == 1}
+
+
+def _expert_checkpoint_names(model: nn.Module, name: str, experts: int, gated: bool,
+                             name_fn: Callable[[str], str]) -> List[tuple]:
+    """The checkpoint names (gate, up, down) of each expert of the fused-experts module `name` (a
+    name in `model`; gate None when ungated): what transformers' save_pretrained writes, its
+    weight conversions reverted (Mixtral's `block_sparse_moe.experts.<e>.w1/w3/w2`, Qwen's
+    `mlp.experts.<e>.gate_proj/up_proj/down_proj`, Nemotron-H's `backbone.layers.<i>.mixer.
+    experts.<e>.up_proj/down_proj`), found by reverting stand-in tensors; where the checkpoint
+    keeps the fused tensors (gpt-oss), or without transformers, `name_fn(name).<e>.gate_proj/
+    up_proj/down_proj`, the per-expert names nvfp4d splits fused tensors into."""
+    base = name_fn(name)
+    default = [(f"{base}.{e}.gate_proj" if gated else None, f"{base}.{e}.up_proj",
+                f"{base}.{e}.down_proj") for e in range(experts)]
+    name = _unwrapped(name)
+    # Stand-ins [E, 2, 1] (ungated: [E, 1, 1] of up) and [E, 1, 1] whose values say which expert
+    # and projection they hold: 1 + 2e (gate), 2 + 2e (up), -(1 + e) (down).
+    into = (torch.arange(2 * experts, dtype=torch.float32) + 1).reshape(experts, 2, 1)
+    if not gated:
+        into = into[:, 1:].contiguous()
+    down = -(torch.arange(experts, dtype=torch.float32) + 1).reshape(experts, 1, 1)
+    out = _reverted(model, {f"{name}.{'gate_up_proj' if gated else 'up_proj'}": into,
+                            f"{name}.down_proj": down})
+    if out is None:
         return default
     found: Dict[tuple, str] = {}
     for key, t in out.items():
@@ -196,9 +230,10 @@ def _expert_checkpoint_names(model: nn.Module, name: str, experts: int,
         v = int(t.reshape(()).item())
         slot = ((v - 1) // 2, (v - 1) % 2) if v > 0 else (-v - 1, 2)
         found[slot] = key[:-len(".weight")]
-    if sorted(found) != [(e, j) for e in range(experts) for j in range(3)]:
+    slots = range(3) if gated else range(1, 3)
+    if sorted(found) != [(e, j) for e in range(experts) for j in slots]:
         return default
-    return [tuple(found[(e, j)] for j in range(3)) for e in range(experts)]
+    return [tuple(found.get((e, j)) for j in range(3)) for e in range(experts)]
 
 
 class Collector:
@@ -223,15 +258,18 @@ class Collector:
         `device_reserve_bytes`, default max(1 GiB, 10% of the GPU), stay free, else the host),
         "always" (the host), "never" (the GPU). `fuse_groups`: compute modules that read the
         same input tensor once. `mask_padding`: leave out tokens whose attention_mask is 0.
-        `name_fn`: maps a module name of `model` to the checkpoint's (default checkpoint_name;
-        fused experts are named as save_pretrained writes them where transformers reverts its
-        conversions, else `name_fn(<experts module>).<e>.gate_proj` / `up_proj` / `down_proj`).
+        `name_fn`: maps a module name of `model` to the checkpoint's (default: as transformers'
+        save_pretrained writes it, its weight conversions reverted, e.g. Nemotron-H's `model.`
+        -> `backbone.`; else checkpoint_name; fused experts are named as save_pretrained writes
+        them where transformers reverts its conversions, else `name_fn(<experts module>).<e>.
+        gate_proj` / `up_proj` / `down_proj`).
 
         Fused MoE experts (transformers >= 5 holds routed experts as one module with 3-D
         `gate_up_proj` / `down_proj`, no nn.Linear per expert) are hooked too: each expert's
         gate/up statistics are those of the tokens routed to it, its down_proj's those of its
         intermediate activations (recomputed from the routed tokens), under the checkpoint's
-        per-expert names (`<p>.experts.<e>.gate_proj`, Mixtral's `w1`/`w3`/`w2`, ...).
+        per-expert names (`<p>.experts.<e>.gate_proj`, Mixtral's `w1`/`w3`/`w2`, ...); experts
+        without a gate (Nemotron-H: 3-D `up_proj`, relu2) likewise, with up_proj and down_proj.
         `all_experts`: every expert gets the statistics of every token instead (as if each token
         were routed to it; the model's output is unchanged), so that no expert is left without
         statistics by a small calibration set -- the W4A4 export needs an input_amax for each."""
@@ -267,19 +305,21 @@ class Collector:
                     self._want_gram.add(name)
             return True
 
+        renamed: Dict[str, str] = {} if name_fn else _linear_checkpoint_names(
+            model, [n for n, m in model.named_modules() if isinstance(m, nn.Linear)])
         for raw_name, m in model.named_modules():
             if isinstance(m, nn.Linear):
-                select(self._name_fn(raw_name), m, m.in_features)
+                select(renamed.get(raw_name) or self._name_fn(raw_name), m, m.in_features)
                 continue
             shape = _fused_experts(m)
             if shape is None:
                 continue
-            experts, hidden, intermediate = shape
+            experts, hidden, intermediate, gated = shape
             names = []
             leader = None  # the gate/up computed for the others: per expert, or per block
-            for gate, up, down in _expert_checkpoint_names(model, raw_name, experts,
+            for gate, up, down in _expert_checkpoint_names(model, raw_name, experts, gated,
                                                            self._name_fn):
-                chosen = [n if select(n, m, k) else None
+                chosen = [n if n and select(n, m, k) else None
                           for n, k in ((gate, hidden), (up, hidden), (down, intermediate))]
                 if not all_experts:
                     leader = None    # gate and up of an expert read its routed tokens
@@ -289,7 +329,8 @@ class Collector:
                     leader = leader or n
                 names.append(tuple(chosen))
             if any(n for t in names for n in t):
-                self._expert_blocks.append(_ExpertBlock(m, self._name_fn(raw_name), names))
+                self._expert_blocks.append(
+                    _ExpertBlock(m, self._name_fn(raw_name), names, gated))
         if not self._modules:
             raise ValueError("no nn.Linear module (or fused MoE experts) selected")
         if self.skipped_grams:
@@ -414,7 +455,8 @@ class Collector:
             else:
                 self.unmasked.update(n for t in block.names for n in t if n)
         transposed = getattr(m, "is_transposed", False)
-        bias = getattr(m, "gate_up_proj_bias", None) if getattr(m, "has_bias", False) else None
+        into = "gate_up_proj" if block.gated else "up_proj"
+        bias = getattr(m, into + "_bias", None) if getattr(m, "has_bias", False) else None
         for e, (gate, up, down) in enumerate(block.names):
             if self.all_experts:
                 routed = keep
@@ -429,11 +471,13 @@ class Collector:
             if first and first not in self._alias:  # else computed under its leader's name
                 self._accumulate_rows(first, rows)
             if down:
-                w = m.gate_up_proj[e]
+                w = getattr(m, into)[e]
                 h = rows.to(w.dtype) @ (w if transposed else w.T)
                 if bias is not None:
                     h = h + bias[e]
-                if hasattr(m, "_apply_gate"):
+                if not block.gated:
+                    h = m.act_fn(h)
+                elif hasattr(m, "_apply_gate"):
                     h = m._apply_gate(h)
                 else:
                     g, u = h.chunk(2, dim=-1)
