@@ -59,8 +59,9 @@ def make_tiny_model(directory, arch="llama", seed=0):
     (4 experts of intermediate 32, top-2), which transformers >= 5 holds as fused 3-D experts:
     qwen3_moe and mixtral (saved per expert: `mlp.experts.<e>.gate_proj`, Mixtral's
     `block_sparse_moe.experts.<e>.w1`), gpt_oss (transposed, interleaved, with biases; saved
-    fused), nemotron_h (4 layers: Mamba-2, MoE, attention, MoE; ungated relu2 experts with a
-    shared expert; saved per expert under `backbone.`, which transformers renames `model.`)."""
+    fused), nemotron_h (4 layers: Mamba-2, MoE, attention, MoE; ungated relu2 experts on a
+    latent of 32 (fc1/fc2_latent_proj) with a shared expert; saved per expert under `backbone.`,
+    which transformers renames `model.`)."""
     from tokenizers import Tokenizer, models, pre_tokenizers
     import transformers
     vocab = {"[PAD]": 0, "[UNK]": 1, "[BOS]": 2, "[EOS]": 3}
@@ -90,7 +91,7 @@ def make_tiny_model(directory, arch="llama", seed=0):
             intermediate_size=128, moe_intermediate_size=32, n_routed_experts=4,
             num_experts_per_tok=2, n_shared_experts=1, moe_shared_expert_intermediate_size=32,
             mamba_num_heads=4, mamba_head_dim=16, ssm_state_size=16, n_groups=1,
-            mamba_chunk_size=16),
+            mamba_chunk_size=16, moe_latent_size=32),
     }[arch]()
     model = transformers.AutoModelForCausalLM.from_config(config).to(torch.bfloat16)
     model.save_pretrained(directory)
@@ -675,6 +676,14 @@ class FusedExpertsCollectorTest(unittest.TestCase):
         self.assertEqual(c.missing, [])
         self.assertIn("backbone.layers.0.mixer.in_proj", c.module_names)
         self.assertIn("backbone.layers.3.mixer.shared_experts.up_proj", c.module_names)
+        # fc1_latent_proj reads the MoE block's input flattened to [batch x seq, H]: masked like
+        # the shared expert, which reads the same values as [batch, seq, H].
+        self.assertFalse(c.unmasked)
+        sd = c.state_dict()
+        for i in (1, 3):
+            p = f"backbone.layers.{i}.mixer."
+            torch.testing.assert_close(sd[p + "fc1_latent_proj.input_sq"],
+                                       sd[p + "shared_experts.up_proj.input_sq"], rtol=1e-6, atol=0)
         calib = os.path.join(self.tmp, "nemotron-calib.safetensors")
         c.save(calib)
         out = os.path.join(self.tmp, "out-nemotron")

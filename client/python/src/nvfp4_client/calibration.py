@@ -553,7 +553,8 @@ class Collector:
         rows = x.reshape(-1, x.shape[-1])
         mask = self._device_mask(x.device)
         if mask is not None and self._mask is not None:
-            if x.dim() >= 2 and tuple(x.shape[:-1]) == tuple(self._mask.shape):
+            if x.dim() >= 2 and tuple(x.shape[:-1]) == tuple(self._mask.shape) or \
+                    x.dim() == 2 and x.shape[0] == self._mask.numel():  # flattened [B*S, K]
                 rows = rows[mask]
             else:
                 self.unmasked.add(name)
