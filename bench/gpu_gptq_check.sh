@@ -45,6 +45,11 @@ pack() {
   ls -la "$BUNDLE"
 }
 
+# The output directory bench/e2e_quantize_model.sh --keep leaves for PRESET METHOD [LAYERS].
+preset_out() {
+  echo "/tmp/e2e-$1/out-$1${3:+-${3}l}-$2-modelopt"
+}
+
 run() {
   local layers=${1:-32}
   local parts=${GPTQ_PARTS:-gptq_test gptq_cuda_test cuda_backend_test bench sanitize}
@@ -155,9 +160,8 @@ run() {
           tee "$out/preset_${preset}_${method:-rtn}${fp8where:+_$fp8where}.log" | tail -4
         rc=${PIPESTATUS[0]}
         # With fp8host/fp8dev the output is kept under its own name for a `same:` part.
-        local ptag=$preset
-        [[ -n $player ]] && ptag=$preset-${player}l
-        local pout=/tmp/e2e-$preset/out-$ptag-${method:-rtn}-modelopt
+        local pout
+        pout=$(preset_out "$preset" "${method:-rtn}" "$player")
         if [[ -n $fp8where && -d $pout ]]; then
           rm -rf "$pout-$fp8where" && mv "$pout" "$pout-$fp8where"
         fi
@@ -168,10 +172,9 @@ run() {
         # identical byte for byte (every .safetensors file; config.json names no time or device).
         local preset method player
         IFS=: read -r _ preset method player <<<"$part"
-        local ptag=$preset
-        [[ -n $player ]] && ptag=$preset-${player}l
-        local a=/tmp/e2e-$preset/out-$ptag-$method-modelopt-fp8host
-        local b=/tmp/e2e-$preset/out-$ptag-$method-modelopt-fp8dev
+        local a b
+        a=$(preset_out "$preset" "$method" "$player")-fp8host
+        b=$(preset_out "$preset" "$method" "$player")-fp8dev
         local files=0 differ=0 f
         for f in "$a"/*.safetensors "$a"/config.json; do
           [[ -f $f ]] || continue

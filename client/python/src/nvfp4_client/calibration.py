@@ -102,8 +102,15 @@ def _selects(selector: Selector, name: str, module: nn.Module, default: bool) ->
 
 def checkpoint_name(model: nn.Module, name: str) -> str:
     """The name of module `name` of `model` as its checkpoint spells it: wrapper components
-    (DDP `module.`, torch.compile `_orig_mod.`, FSDP, activation checkpointing) removed, and a
-    transformers `_checkpoint_conversion_mapping` applied in reverse, as save_pretrained does."""
+    (DDP `module.`, torch.compile `_orig_mod.`, FSDP, activation checkpointing) removed, and
+    transformers' weight conversions reverted as save_pretrained does (transformers >= 5
+    `revert_weight_conversion`, e.g. Nemotron-H's `model.` -> `backbone.`; else a
+    `_checkpoint_conversion_mapping` applied in reverse)."""
+    return _checkpoint_names(model, [name]).get(name) or _mapped_name(model, name)
+
+
+def _mapped_name(model: nn.Module, name: str) -> str:
+    """`name` without wrapper components, a `_checkpoint_conversion_mapping` applied in reverse."""
     name = _unwrapped(name)
     mapping = getattr(model, "_checkpoint_conversion_mapping", None)
     if isinstance(mapping, dict) and mapping:
@@ -184,11 +191,11 @@ def _reverted(model: nn.Module, params: Dict[str, torch.Tensor]) -> Optional[Dic
         return None
 
 
-def _linear_checkpoint_names(model: nn.Module, names: List[str]) -> Dict[str, str]:
-    """The checkpoint names of the nn.Linear modules `names` of `model` where transformers'
-    conversions rename them (found by reverting stand-in [16, 1] weights whose value is the
-    module's index); modules that are not found whole and once each (a conversion that splits
-    or merges them) are left out."""
+def _checkpoint_names(model: nn.Module, names: List[str]) -> Dict[str, str]:
+    """The checkpoint names of the modules `names` of `model` as transformers' reverted
+    conversions give them, in one call (stand-in [16, 1] weights whose value is the module's
+    index); modules that are not found whole and once each (a conversion that splits or merges
+    them), or all without transformers, are left out."""
     out = _reverted(model, {f"{_unwrapped(n)}.weight": torch.full((16, 1), float(i + 1))
                             for i, n in enumerate(names)})
     found: Dict[int, List[str]] = {}
@@ -284,7 +291,6 @@ class Collector:
         self.device_reserve_bytes = device_reserve_bytes
         self.fuse_groups = fuse_groups
         self.mask_padding = mask_padding
-        self._name_fn = name_fn or (lambda n: checkpoint_name(model, n))
         self.all_experts = all_experts
         self._modules: Dict[str, nn.Module] = {}
         self._want_gram: Set[str] = set()
@@ -305,11 +311,14 @@ class Collector:
                     self._want_gram.add(name)
             return True
 
-        renamed: Dict[str, str] = {} if name_fn else _linear_checkpoint_names(
-            model, [n for n, m in model.named_modules() if isinstance(m, nn.Linear)])
+        # Default names: checkpoint_name's, reverted in one call for all modules hooked.
+        renamed: Dict[str, str] = {} if name_fn else _checkpoint_names(
+            model, [n for n, m in model.named_modules()
+                    if isinstance(m, nn.Linear) or _fused_experts(m)])
+        self._name_fn = name_fn or (lambda n: renamed.get(n) or _mapped_name(model, n))
         for raw_name, m in model.named_modules():
             if isinstance(m, nn.Linear):
-                select(renamed.get(raw_name) or self._name_fn(raw_name), m, m.in_features)
+                select(self._name_fn(raw_name), m, m.in_features)
                 continue
             shape = _fused_experts(m)
             if shape is None:
@@ -447,13 +456,7 @@ class Collector:
     def _observe_experts(self, block: _ExpertBlock, x: torch.Tensor,
                          index: torch.Tensor) -> None:
         m = block.module
-        keep = None
-        if self._mask is not None:
-            mask = self._device_mask(x.device)
-            if mask is not None and mask.numel() == x.shape[0]:
-                keep = mask
-            else:
-                self.unmasked.update(n for t in block.names for n in t if n)
+        keep = self._token_mask(x, [n for t in block.names for n in t if n])
         transposed = getattr(m, "is_transposed", False)
         into = "gate_up_proj" if block.gated else "up_proj"
         bias = getattr(m, into + "_bias", None) if getattr(m, "has_bias", False) else None
@@ -549,16 +552,22 @@ class Collector:
         return sorted(n for n, s in self._stats.items()
                       if s.gram is not None and s.gram.device != s.sq.device)
 
+    def _token_mask(self, x: torch.Tensor, names: List[str]) -> Optional[torch.Tensor]:
+        """The padding mask of this pass for the rows of `x` ([batch, seq, K] or flattened
+        [batch x seq, K]), or None: no mask, or `x` is neither (then `names` are unmasked)."""
+        mask = self._device_mask(x.device)
+        if mask is None:
+            return None
+        if x.dim() >= 2 and tuple(x.shape[:-1]) == tuple(self._mask.shape) or \
+                x.dim() == 2 and x.shape[0] == mask.numel():
+            return mask
+        self.unmasked.update(names)
+        return None
+
     def _accumulate(self, name: str, x: torch.Tensor) -> None:
         rows = x.reshape(-1, x.shape[-1])
-        mask = self._device_mask(x.device)
-        if mask is not None and self._mask is not None:
-            if x.dim() >= 2 and tuple(x.shape[:-1]) == tuple(self._mask.shape) or \
-                    x.dim() == 2 and x.shape[0] == self._mask.numel():  # flattened [B*S, K]
-                rows = rows[mask]
-            else:
-                self.unmasked.add(name)
-        self._accumulate_rows(name, rows)
+        mask = self._token_mask(x, [name])
+        self._accumulate_rows(name, rows if mask is None else rows[mask])
 
     def _accumulate_rows(self, name: str, rows: torch.Tensor) -> None:
         k = rows.shape[-1]
